@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Creates what the demo and the tests need on a fresh Debian/Ubuntu machine:
+# OpenSSH's sshd (apt, when root and missing) and .venv with the project's
+# runtime and dev dependencies. Idempotent: a second run only checks.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+need_apt=()
+command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+[ -x /usr/lib/openssh/sftp-server ] || [ -x /usr/libexec/openssh/sftp-server ] || need_apt+=(openssh-sftp-server)
+command -v ssh >/dev/null 2>&1 || need_apt+=(openssh-client)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ]; then
+        echo "bootstrap: installing ${need_apt[*]} with apt-get" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    else
+        echo "bootstrap: missing ${need_apt[*]}; install with: sudo apt-get install ${need_apt[*]}" >&2
+    fi
+fi
+
+python="${PYTHON:-}"
+if [ -z "$python" ]; then
+    for candidate in python3.11 python3; do
+        if command -v "$candidate" >/dev/null 2>&1 &&
+           "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+            python="$candidate"; break
+        fi
+    done
+fi
+if [ -z "$python" ]; then
+    echo "bootstrap: Python 3.11 is required (bpy==5.0.1 is built for it); set PYTHON=/path/to/python3.11" >&2
+    exit 1
+fi
+
+stamp=.venv/.bootstrap-stamp
+wanted="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ ! -x .venv/bin/python ]; then
+    "$python" -m venv .venv
+fi
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+    echo "bootstrap: installing Python dependencies into .venv (bpy is ~1 GB, about a minute)" >&2
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -e ".[dev]"
+    echo "$wanted" > "$stamp"
+fi

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: bootstrap, then pytest.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+"$repo/scripts/bootstrap.sh"
+cd "$repo"
+exec .venv/bin/python -m pytest "$@"
