@@ -1,0 +1,189 @@
+"""Host settings: ``ssh_hosts.yaml`` parsed into dataclasses.
+
+Each top-level key of the YAML file names a host; see
+``remote/ssh_hosts.example.yaml`` for every key with a comment. A built-in
+host ``local`` (a login shell on this machine, standing in for a pod) is
+always present unless the file defines its own ``local``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TRANSFER_MODES = ("auto", "s3", "inline", "sftp")
+LOCAL_HOST = "local"
+
+
+class ConfigError(ValueError):
+    """A hosts file that cannot be used; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """S3-compatible storage (Cloudflare R2 in production) used for transfers."""
+
+    endpoint_url: str
+    bucket: str
+    prefix: str = ""
+    region: str = "auto"
+    profile: str | None = None
+    access_key_id_env: str = "AWS_ACCESS_KEY_ID"
+    secret_access_key_env: str = "AWS_SECRET_ACCESS_KEY"
+    presign_expiry_s: int = 3600
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """How to reach one host and what to do there."""
+
+    name: str
+    host: str = ""
+    port: int = 22
+    user: str = ""
+    identity_file: str | None = None
+    known_hosts: str | None = None
+    interactive_only: bool = True
+    workspace: str = "/workspace"
+    connect_timeout: float = 20.0
+    env: dict[str, str] = field(default_factory=dict)
+    accept_new_host_keys: bool = False
+    transfer: str = "auto"
+    storage: StorageConfig | None = None
+    secret_names: tuple[str, ...] = ("STABILITY_API_KEY", "AWS_SECRET_ACCESS_KEY", "RUNPOD_API_KEY")
+    pod_type: str = "A40"
+    is_local: bool = False
+
+    def ssh_command(self) -> list[str]:
+        """The ``ssh`` argv that opens an interactive PTY session on this host."""
+        if self.is_local:
+            raise ValueError("the local host is a login shell, not an ssh host")
+        argv = [
+            "ssh", "-tt",
+            "-e", "none",  # '~.' in a command must never disconnect us
+            "-o", "BatchMode=yes",
+            "-o", f"ConnectTimeout={max(1, int(self.connect_timeout))}",
+            "-o", "ServerAliveInterval=15",
+            "-o", "ServerAliveCountMax=3",
+            "-o", "LogLevel=ERROR",
+            "-o", f"StrictHostKeyChecking={'accept-new' if self.accept_new_host_keys else 'yes'}",
+            "-p", str(self.port),
+        ]
+        if self.known_hosts:
+            argv += ["-o", f"UserKnownHostsFile={self.known_hosts}"]
+        if self.identity_file:
+            argv += ["-i", self.identity_file, "-o", "IdentitiesOnly=yes"]
+        argv.append(f"{self.user}@{self.host}" if self.user else self.host)
+        return argv
+
+
+def data_dir() -> Path:
+    """Where Pose Factory keeps its state: queue, job records, the local pod."""
+    if os.environ.get("POSEFACTORY_DATA_DIR"):
+        return Path(os.environ["POSEFACTORY_DATA_DIR"])
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "posefactory"
+
+
+def local_host() -> HostConfig:
+    """The embedded default: a login shell here, its workspace under the data dir."""
+    workspace = data_dir() / "local-pod" / "workspace"
+    return HostConfig(
+        name=LOCAL_HOST, host="localhost", interactive_only=True, workspace=str(workspace),
+        transfer="inline", is_local=True, pod_type="local",
+    )
+
+
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "host": (str,), "port": (int,), "user": (str,), "identity_file": (str,), "known_hosts": (str,),
+    "interactive_only": (bool,), "workspace": (str,), "connect_timeout": (int, float),
+    "env": (dict,), "accept_new_host_keys": (bool,), "transfer": (str,), "storage": (dict,),
+    "secret_names": (list,), "pod_type": (str,),
+}
+
+
+def _check_type(source: str, where: str, value: Any, types: tuple[type, ...]) -> None:
+    # bool is an int subclass: 'port: true' must not pass as port 1.
+    if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+        wanted = " or ".join(t.__name__ for t in types)
+        raise ConfigError(f"{source}: {where}: expected {wanted}, got {value!r}")
+
+
+def _parse_storage(source: str, host: str, raw: dict[str, Any]) -> StorageConfig:
+    known = {f.name for f in fields(StorageConfig)}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"{source}: {host}.storage.{key}: unknown key (known: {', '.join(sorted(known))})")
+    for key in ("endpoint_url", "bucket"):
+        if not raw.get(key):
+            raise ConfigError(f"{source}: {host}.storage.{key}: required")
+    for key, value in raw.items():
+        types = (int,) if key == "presign_expiry_s" else (str,)
+        if value is not None or key != "profile":
+            _check_type(source, f"{host}.storage.{key}", value, types)
+    return StorageConfig(**raw)
+
+
+def _expand(path: str | None) -> str | None:
+    return os.path.expanduser(os.path.expandvars(path)) if path else path
+
+
+def parse_host(source: str, name: str, raw: Any) -> HostConfig:
+    """Validate one host entry; ``source`` is only used in error messages."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: {name}: expected a mapping of settings, got {raw!r}")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in _FIELD_TYPES:
+            raise ConfigError(f"{source}: {name}.{key}: unknown key (known: {', '.join(sorted(_FIELD_TYPES))})")
+        _check_type(source, f"{name}.{key}", value, _FIELD_TYPES[key])
+        values[key] = value
+    if not values.get("host"):
+        raise ConfigError(f"{source}: {name}.host: required")
+    port = values.get("port", 22)
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{source}: {name}.port: {port} is not a TCP port")
+    if values.get("connect_timeout", 1) <= 0:
+        raise ConfigError(f"{source}: {name}.connect_timeout: must be positive")
+    if values.get("transfer", "auto") not in TRANSFER_MODES:
+        raise ConfigError(f"{source}: {name}.transfer: {values['transfer']!r} is not one of {', '.join(TRANSFER_MODES)}")
+    env = values.get("env", {})
+    for env_key, env_value in env.items():
+        if not isinstance(env_key, str) or not env_key.isidentifier() or not isinstance(env_value, (str, int, float)):
+            raise ConfigError(f"{source}: {name}.env.{env_key}: names must be identifiers and values text")
+    values["env"] = {k: str(v) for k, v in env.items()}
+    if "storage" in values:
+        values["storage"] = _parse_storage(source, name, values["storage"])
+    if "secret_names" in values:
+        values["secret_names"] = tuple(str(s) for s in values["secret_names"]) + HostConfig.secret_names
+    if values.get("transfer") == "s3" and values.get("storage") is None:
+        raise ConfigError(f"{source}: {name}.transfer: 's3' needs a storage: section")
+    values["identity_file"] = _expand(values.get("identity_file"))
+    values["known_hosts"] = _expand(values.get("known_hosts"))
+    return HostConfig(name=name, **values)
+
+
+def load_hosts(path: Path | str | None) -> dict[str, HostConfig]:
+    """Hosts from ``path`` (``None``: only the built-in ``local``)."""
+    hosts = {LOCAL_HOST: local_host()}
+    if path is None:
+        return hosts
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read hosts file ({exc.strerror})") from exc
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of host names to settings")
+    for name, entry in raw.items():
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{source}: {name!r}: host names must be text")
+        hosts[name] = parse_host(source, name, entry)
+    return hosts

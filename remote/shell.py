@@ -1,0 +1,351 @@
+"""One persistent interactive shell on a host, driven through a PTY by pexpect.
+
+Why a PTY: RunPod's SSH proxy only accepts interactive sessions, so every
+command is typed into one long-lived login shell (``ssh -tt`` for remote
+hosts, ``bash --login`` for the built-in ``local`` host).
+
+How a command's output is made exact
+------------------------------------
+* On connect the shell is tamed once: ``stty -echo -opost`` (no echo of what
+  we type, no ``\\n`` → ``\\r\\n`` rewriting, so bytes pass unchanged),
+  line editing off (``set +o emacs +o vi``: no readline, hence no
+  bracketed-paste or other escape codes), empty ``PS1``/``PS2`` and
+  ``PROMPT_COMMAND``, no history file, ``TERM=dumb`` and ``cat`` as pager.
+  Whatever the host printed before (banner, prompts, colours) is discarded up
+  to a ready marker.
+* Each command travels as ANSI-C quoted text (``$'…'``) in which every byte
+  outside printable ASCII, and every quote and backslash, is a ``\\xHH``
+  escape: no quoting can break out, no control byte reaches the terminal
+  driver, and lines stay far below the PTY's 4096-byte canonical limit
+  (long commands are sent as several ``+=`` lines).
+* It runs as ``( cd …; export …; eval "$cmd" ) </dev/null 2>ERRFILE``:
+  stdin is empty (a command that reads stdin gets EOF at once), stdout goes
+  straight through the PTY, stderr to a file that is printed after it, and
+  a subshell keeps ``cd``, ``exit`` and variables of one command from
+  leaking into the next: **the working directory does not persist**; use
+  the ``cwd`` argument.
+* Markers bracket each part. A fresh random token per command is printed
+  with ``printf '%s%s' 'HEAD' 'TAIL'`` so only the shell's output, never an
+  echo of what we typed, can contain it joined.
+
+Timeouts: Ctrl-C ends the command (an interactive bash then drops the rest of
+the line, so the end marker never comes); a new ready marker resynchronises.
+A command that ignores SIGINT is stopped with Ctrl-Z and killed as ``%%``.
+If even that fails the connection is closed and reopened on the next run.
+
+Low-level members for other modules (in-band file transfer):
+``send_line(text)`` types one line; ``read_until(marker, timeout)`` returns
+the bytes before ``marker`` (consuming it) with a large, fast read loop;
+``send_variable(name, data)`` sets a shell variable to exact bytes;
+``new_token()`` and ``marker_printf(head, tail)`` build split markers;
+``ansi_c_quote(data)`` quotes bytes for the shell.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import pexpect
+
+from .config import HostConfig
+
+READ_CHUNK = 1 << 20
+# Longest line we type: far below the 4096-byte canonical-mode limit.
+MAX_LINE = 1000
+INTERRUPT_GRACE_S = 2.0
+
+
+class ShellDisconnected(ConnectionError):
+    """The connection to the host ended (or could not be opened)."""
+
+
+class CommandTimeout(TimeoutError):
+    """A command ran past its timeout; ``partial`` holds its stdout so far."""
+
+    def __init__(self, message: str, partial: bytes) -> None:
+        super().__init__(message)
+        self.partial = partial
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def ansi_c_quote(data: bytes) -> str:
+    """``data`` as the body of a bash ``$'…'`` string, printable ASCII only."""
+    out = []
+    for byte in data:
+        if 0x20 <= byte < 0x7F and byte not in (0x27, 0x5C):  # not ' or \
+            out.append(chr(byte))
+        else:
+            out.append(f"\\x{byte:02x}")
+    return "".join(out)
+
+
+def decode_output(data: bytes) -> tuple[str, str]:
+    """(text, encoding): UTF-8 text when it is, else base64 so no byte is lost."""
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        import base64
+
+        return base64.b64encode(data).decode("ascii"), "base64"
+
+
+@dataclass
+class CommandResult:
+    """One command's outcome; the fields of a ``results.jsonl`` line."""
+
+    id: str
+    host: str
+    status: str  # ok | failed | timeout | disconnected | invalid
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    started_at: str
+    finished_at: str
+    duration_s: float
+    error: str | None = None
+    stdout_encoding: str = "utf-8"
+    stderr_encoding: str = "utf-8"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def stdout_bytes(self) -> bytes:
+        return _raw(self.stdout, self.stdout_encoding)
+
+    @property
+    def stderr_bytes(self) -> bytes:
+        return _raw(self.stderr, self.stderr_encoding)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        extra = data.pop("extra")
+        if data["error"] is None:
+            del data["error"]
+        for stream in ("stdout", "stderr"):
+            if data[f"{stream}_encoding"] == "utf-8":
+                del data[f"{stream}_encoding"]
+        data.update(extra)
+        return data
+
+    @classmethod
+    def from_json_dict(cls, data: dict[str, Any]) -> "CommandResult":
+        known = {name for name in cls.__dataclass_fields__ if name != "extra"}
+        values = {k: v for k, v in data.items() if k in known}
+        values.setdefault("error", None)
+        return cls(extra={k: v for k, v in data.items() if k not in known}, **values)
+
+
+def _raw(text: str, encoding: str) -> bytes:
+    if encoding == "base64":
+        import base64
+
+        return base64.b64decode(text)
+    return text.encode("utf-8")
+
+
+def new_token() -> str:
+    return secrets.token_hex(8)
+
+
+def marker_printf(head: str, tail: str, extra_format: str = "", *args: str) -> str:
+    """A printf whose output joins ``head`` and ``tail``: typed text never does."""
+    quoted = " ".join(["'" + head + "'", "'" + tail + "'", *args])
+    return f"printf '%s%s{extra_format}' {quoted}"
+
+
+class RemoteShell:
+    """A persistent interactive shell on one host (see the module docstring)."""
+
+    def __init__(self, host: HostConfig) -> None:
+        self.host = host
+        self.child: pexpect.spawn | None = None
+        self._buffer = bytearray()
+
+    # -- connection ---------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self.child is not None and self.child.isalive()
+
+    def connect(self) -> None:
+        """Open the session and tame the shell; raises ShellDisconnected."""
+        self.close()
+        env = dict(os.environ, TERM="dumb", LC_ALL=os.environ.get("LC_ALL", "C.UTF-8"))
+        try:
+            if self.host.is_local:
+                os.makedirs(self.host.workspace, exist_ok=True)
+                child = pexpect.spawn("bash", ["--login"], env=env, cwd=self.host.workspace,
+                                      echo=False, maxread=READ_CHUNK, dimensions=(50, 400))
+            else:
+                argv = self.host.ssh_command()
+                child = pexpect.spawn(argv[0], argv[1:], env=env, echo=False,
+                                      maxread=READ_CHUNK, dimensions=(50, 400))
+        except (pexpect.ExceptionPexpect, OSError) as exc:
+            raise ShellDisconnected(f"{self.host.name}: cannot start the shell: {exc}") from exc
+        child.delaybeforesend = None
+        self.child = child
+        self._buffer.clear()
+        token = new_token()
+        setup = (
+            "stty -echo -opost 2>/dev/null; set +o emacs +o vi; unset HISTFILE PROMPT_COMMAND; "
+            "PS1=''; PS2=''; PS4='+ '; export TERM=dumb PAGER=cat GIT_PAGER=cat; "
+            "__pf_err=$(mktemp \"${TMPDIR:-/tmp}/posefactory-err.XXXXXX\"); "
+            + marker_printf("__PF", f"READY_{token}__", "\\n")
+        )
+        self.send_line(setup)
+        try:
+            self.read_until(f"__PFREADY_{token}__\n".encode(), self.host.connect_timeout)
+        except CommandTimeout as exc:
+            seen = bytes(exc.partial[-300:]).decode("utf-8", "replace")
+            self.close()
+            raise ShellDisconnected(
+                f"{self.host.name}: no shell prompt within {self.host.connect_timeout:g}s (last output: {seen!r})"
+            ) from exc
+
+    def close(self) -> None:
+        if self.child is not None:
+            try:
+                if self.child.isalive():
+                    self.child.sendline("rm -f -- \"$__pf_err\"; exit")
+                    self.child.expect(pexpect.EOF, timeout=1)
+            except (pexpect.ExceptionPexpect, OSError):
+                pass
+            self.child.close(force=True)
+            self.child = None
+
+    # -- low-level primitives -------------------------------------------------
+    def send_line(self, text: str) -> None:
+        if self.child is None:
+            raise ShellDisconnected(f"{self.host.name}: not connected")
+        try:
+            self.child.send(text.encode("utf-8") + b"\n")
+        except OSError as exc:
+            raise ShellDisconnected(f"{self.host.name}: connection lost while sending ({exc})") from exc
+
+    def read_until(self, marker: bytes, timeout: float | None) -> bytes:
+        """Bytes before ``marker``; the marker is consumed, what follows kept."""
+        if self.child is None:
+            raise ShellDisconnected(f"{self.host.name}: not connected")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        searched = 0
+        while True:
+            index = self._buffer.find(marker, searched)
+            if index >= 0:
+                data = bytes(self._buffer[:index])
+                del self._buffer[: index + len(marker)]
+                return data
+            searched = max(0, len(self._buffer) - len(marker) + 1)
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise CommandTimeout(f"{self.host.name}: no answer within {timeout:g}s", bytes(self._buffer))
+            try:
+                chunk = self.child.read_nonblocking(READ_CHUNK, timeout=remaining if remaining is not None else 3600)
+            except pexpect.TIMEOUT:
+                continue
+            except (pexpect.EOF, OSError) as exc:
+                partial = bytes(self._buffer)
+                self._buffer.clear()
+                self.child.close(force=True)
+                self.child = None
+                raise ShellDisconnected(
+                    f"{self.host.name}: connection closed ({len(partial)} bytes of output received)"
+                ) from exc
+            self._buffer += chunk
+
+    def send_variable(self, name: str, data: bytes) -> None:
+        """Set shell variable ``name`` to ``data`` exactly, typed in short lines."""
+        quoted = ansi_c_quote(data)
+        start, first = 0, True
+        while first or start < len(quoted):
+            end = min(len(quoted), start + MAX_LINE)
+            # Every backslash in ``quoted`` opens a 4-character \xHH escape: never cut one.
+            escape = quoted.rfind("\\", max(start, end - 3), end)
+            if escape >= 0 and end < len(quoted):
+                end = escape
+            self.send_line(f"{name}{'=' if first else '+='}$'{quoted[start:end]}'")
+            start, first = end, False
+
+    # -- commands --------------------------------------------------------------
+    def run(self, command: str, *, timeout: float | None = None, cwd: str | None = None,
+            env: dict[str, str] | None = None, request_id: str = "") -> CommandResult:
+        """Run one command; never raises for the command's own failure.
+
+        Raises ShellDisconnected when the connection cannot be opened; a
+        connection lost mid-command gives status ``disconnected`` instead.
+        """
+        if not self.connected:
+            self.connect()
+        started_at, started = utc_now(), time.monotonic()
+        token = new_token()
+        prefix = []
+        if cwd:
+            prefix.append(f"cd -- $'{ansi_c_quote(cwd.encode())}' || exit $?")
+        for key, value in (env or {}).items():
+            if not key.isidentifier():
+                raise ValueError(f"env: {key!r} is not a valid variable name")
+            prefix.append(f"export {key}=$'{ansi_c_quote(str(value).encode())}'")
+        body = "; ".join(prefix + ['eval "$__pf_cmd"'])
+        self.send_variable("__pf_cmd", command.encode("utf-8", "surrogateescape"))
+        self.send_line(
+            marker_printf("__PF", f"S_{token}__") + "; "
+            f"( {body} ) </dev/null 2>\"$__pf_err\"; "
+            + marker_printf("__PF", f"M_{token}_", "%d\\n", "$?") + "; "
+            "[ -s \"$__pf_err\" ] && cat -- \"$__pf_err\"; "
+            + marker_printf("__PF", f"E_{token}__")
+        )
+
+        def finish(status: str, exit_code: int | None, out: bytes, err: bytes, error: str | None) -> CommandResult:
+            stdout, out_enc = decode_output(out)
+            stderr, err_enc = decode_output(err)
+            return CommandResult(
+                id=request_id, host=self.host.name, status=status, exit_code=exit_code,
+                stdout=stdout, stderr=stderr, started_at=started_at, finished_at=utc_now(),
+                duration_s=round(time.monotonic() - started, 6), error=error,
+                stdout_encoding=out_enc, stderr_encoding=err_enc,
+            )
+
+        try:
+            self.read_until(f"__PFS_{token}__".encode(), timeout or self.host.connect_timeout + 10)
+            deadline = None if timeout is None else started + timeout
+            try:
+                out = self.read_until(f"__PFM_{token}_".encode(), None if deadline is None else max(0.0, deadline - time.monotonic()))
+            except CommandTimeout as exc:
+                partial = exc.partial
+                self._buffer.clear()
+                self._interrupt()
+                return finish("timeout", None, partial, b"", f"timed out after {timeout:g}s; the command was interrupted")
+            code = self.read_until(b"\n", 10)
+            err = self.read_until(f"__PFE_{token}__".encode(), 30)
+        except ShellDisconnected as exc:
+            return finish("disconnected", None, b"", b"", f"{exc}; the command may or may not have run to the end")
+        except CommandTimeout:
+            self.close()
+            return finish("disconnected", None, b"", b"", f"{self.host.name}: the shell stopped answering; it will be reopened")
+        exit_code = int(code)
+        return finish("ok" if exit_code == 0 else "failed", exit_code, out, err, None)
+
+    def _interrupt(self) -> None:
+        """End the running command and resynchronise, or drop the connection."""
+        assert self.child is not None
+        for keys, follow_up in ((b"\x03", ""), (b"\x1a", "kill -KILL %% 2>/dev/null; ")):
+            token = new_token()
+            try:
+                self.child.send(keys)
+                time.sleep(0.05)
+                self.send_line(follow_up + marker_printf("__PF", f"R_{token}__", "\\n"))
+                self.read_until(f"__PFR_{token}__\n".encode(), INTERRUPT_GRACE_S)
+                return
+            except CommandTimeout:
+                continue
+            except ShellDisconnected:
+                return
+        self.close()
