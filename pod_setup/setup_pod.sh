@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Re-create everything a pod needs outside $WORKSPACE. Only $WORKSPACE (the
+# volume disk, /workspace on RunPod) survives a pod restart, so this runs at
+# every start; it is idempotent: a second run changes nothing and is quick.
+#
+#   WORKSPACE=/workspace bash setup_pod.sh
+#
+# Environment:
+#   WORKSPACE               the persistent folder (default /workspace)
+#   HOME                    where config links are restored (~/.config/...)
+#   POSEFACTORY_BPY_PYTHON  a Python that can `import bpy` (the bpy wheel); used
+#                           instead of a Blender binary when given
+#   BLENDER_VERSION, BLENDER_SHA256  the pinned Blender to install when none is found
+# Prints one status line; exits non-zero with a clear message on failure.
+set -euo pipefail
+
+WORKSPACE="${WORKSPACE:-/workspace}"
+BLENDER_VERSION="${BLENDER_VERSION:-4.2.3}"
+BLENDER_SHA256="${BLENDER_SHA256:-}"
+BLENDER_URL="${BLENDER_URL:-https://download.blender.org/release/Blender${BLENDER_VERSION%.*}/blender-${BLENDER_VERSION}-linux-x64.tar.xz}"
+state_dir="$WORKSPACE/posefactory"
+changes=()
+
+fail() { echo "setup_pod: error: $*" >&2; exit 1; }
+
+[ -d "$WORKSPACE" ] || fail "workspace $WORKSPACE does not exist (is the volume mounted?)"
+for dir in scripts output jobs blender-addons .config posefactory; do
+    if [ ! -d "$WORKSPACE/$dir" ]; then mkdir -p "$WORKSPACE/$dir"; changes+=("created $dir"); fi
+done
+
+# Config kept in the workspace (rclone, etc.) is linked back into $HOME.
+mkdir -p "$HOME/.config"
+for item in "$WORKSPACE"/.config/*; do
+    [ -e "$item" ] || continue
+    link="$HOME/.config/$(basename "$item")"
+    if [ "$(readlink "$link" 2>/dev/null)" != "$item" ]; then
+        if [ -e "$link" ] && [ ! -L "$link" ]; then
+            fail "$link exists and is not a link to $item; move it into $WORKSPACE/.config first"
+        fi
+        ln -sfn "$item" "$link"
+        changes+=("linked ~/.config/$(basename "$item")")
+    fi
+done
+
+# Secrets: refuse a .env that others can read.
+env_file="$WORKSPACE/.env"
+if [ -e "$env_file" ]; then
+    mode="$(stat -c %a "$env_file")"
+    if [ $((8#$mode & 8#077)) -ne 0 ]; then
+        fail "$env_file is readable by others (mode $mode); run: chmod 600 $env_file"
+    fi
+    set -a
+    # shellcheck disable=SC1090
+    . "$env_file"
+    set +a
+fi
+
+# Blender: the bpy wheel's Python, a blender on PATH, one installed in the
+# workspace, or a fresh download of the pinned version.
+blender_env="$state_dir/blender.env"
+if [ -n "${POSEFACTORY_BPY_PYTHON:-}" ]; then
+    "$POSEFACTORY_BPY_PYTHON" -c 'import bpy, yaml, requests' 2>/dev/null ||
+        fail "POSEFACTORY_BPY_PYTHON=$POSEFACTORY_BPY_PYTHON cannot import bpy, yaml and requests"
+    wanted="POSEFACTORY_RUNNER=python
+POSEFACTORY_EXECUTABLE=$POSEFACTORY_BPY_PYTHON"
+else
+    blender="$(command -v blender || true)"
+    [ -n "$blender" ] || { [ -x "$WORKSPACE/blender/blender" ] && blender="$WORKSPACE/blender/blender"; } || true
+    if [ -z "$blender" ]; then
+        [ -n "$BLENDER_SHA256" ] || fail "no Blender found; set BLENDER_SHA256 for $BLENDER_URL (or POSEFACTORY_BPY_PYTHON)"
+        archive="$WORKSPACE/blender-$BLENDER_VERSION.tar.xz"
+        curl -fsSL --retry 3 -o "$archive.part" "$BLENDER_URL" ||
+            fail "cannot download Blender from $BLENDER_URL (offline?)"
+        echo "$BLENDER_SHA256  $archive.part" | sha256sum -c --quiet - || fail "Blender download checksum mismatch"
+        mv "$archive.part" "$archive"
+        mkdir -p "$WORKSPACE/blender"
+        tar -xJf "$archive" -C "$WORKSPACE/blender" --strip-components=1
+        rm -f "$archive"
+        blender="$WORKSPACE/blender/blender"
+        changes+=("installed Blender $BLENDER_VERSION")
+    fi
+    # The pod helper's own modules (yaml) for Blender's bundled Python.
+    pylib="$state_dir/pylib"
+    if [ ! -f "$pylib/.installed" ]; then
+        blender_python="$(echo "$(dirname "$blender")"/*/python/bin/python3* | cut -d' ' -f1)"
+        [ -x "$blender_python" ] || blender_python=python3
+        "$blender_python" -m pip install -q --target "$pylib" pyyaml requests ||
+            fail "cannot install pyyaml/requests for Blender's Python (offline?)"
+        touch "$pylib/.installed"
+        changes+=("installed Python modules")
+    fi
+    wanted="POSEFACTORY_RUNNER=blender
+POSEFACTORY_EXECUTABLE=$blender
+PYTHONPATH=$pylib"
+fi
+if [ "$(cat "$blender_env" 2>/dev/null)" != "$wanted" ]; then
+    printf '%s\n' "$wanted" > "$blender_env"
+    changes+=("recorded Blender")
+fi
+
+runner="$(sed -n 's/^POSEFACTORY_EXECUTABLE=//p' "$blender_env")"
+if [ ${#changes[@]} -eq 0 ]; then
+    echo "setup_pod: ok, nothing changed (workspace $WORKSPACE, blender $runner)"
+else
+    echo "setup_pod: ok, $(IFS=,; echo "${changes[*]}" | sed 's/,/, /g') (workspace $WORKSPACE, blender $runner)"
+fi

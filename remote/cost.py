@@ -1,0 +1,86 @@
+"""What a job costs: an estimate before it runs, the actual figure after.
+
+Prices come from ``pod_setup/cost_config.yaml`` (or another file of the same
+shape): GPU dollars per hour by pod type, and dollars per image by engine and
+steps. A content-filtered or failed variation is not counted as an image.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "pod_setup" / "cost_config.yaml"
+
+
+class CostConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class CostBreakdown:
+    gpu_seconds: float
+    gpu_usd: float
+    images: int
+    images_usd: float
+    pod_type: str
+
+    @property
+    def total_usd(self) -> float:
+        return round(self.gpu_usd + self.images_usd, 4)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "total_usd": self.total_usd}
+
+
+class CostModel:
+    def __init__(self, config: dict[str, Any], source: str = "<dict>") -> None:
+        try:
+            self.gpu_usd_per_hour = {str(k): float(v) for k, v in config["gpu_usd_per_hour"].items()}
+            self.default_pod_type = str(config.get("default_pod_type", "A40"))
+            self.image_pricing = {
+                engine: (float(p["usd_at_reference_steps"]), int(p["reference_steps"]), int(p.get("min_billed_steps", 0)))
+                for engine, p in config["image_pricing"].items()
+            }
+            self.overhead_seconds = float(config.get("overhead_seconds_per_job", 0))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CostConfigError(f"{source}: not a valid cost config ({type(exc).__name__}: {exc})") from None
+
+    @classmethod
+    def load(cls, path: Path | str | None = None) -> "CostModel":
+        path = Path(path or DEFAULT_CONFIG)
+        try:
+            return cls(yaml.safe_load(path.read_text()), str(path))
+        except (OSError, yaml.YAMLError) as exc:
+            raise CostConfigError(f"{path}: cannot read the cost config ({exc})") from None
+
+    def gpu_rate(self, pod_type: str | None) -> float:
+        pod_type = pod_type or self.default_pod_type
+        if pod_type not in self.gpu_usd_per_hour:
+            raise CostConfigError(f"unknown pod type {pod_type!r}; known: {', '.join(sorted(self.gpu_usd_per_hour))}")
+        return self.gpu_usd_per_hour[pod_type]
+
+    def image_usd(self, engine_id: str, steps: int) -> float:
+        if engine_id not in self.image_pricing:
+            raise CostConfigError(f"no price for engine {engine_id!r}")
+        usd, reference_steps, min_steps = self.image_pricing[engine_id]
+        return usd * max(steps, min_steps) / reference_steps
+
+    def breakdown(self, *, pod_type: str | None, gpu_seconds: float, engine_id: str, steps: int,
+                  images: int) -> CostBreakdown:
+        pod = pod_type or self.default_pod_type
+        return CostBreakdown(
+            gpu_seconds=round(gpu_seconds, 3),
+            gpu_usd=round(self.gpu_rate(pod) * gpu_seconds / 3600, 4),
+            images=images,
+            images_usd=round(self.image_usd(engine_id, steps) * images, 4) if images else 0.0,
+            pod_type=pod,
+        )
+
+    def estimate(self, *, engine_id: str, steps: int, batch: int, backend: str, pod_type: str | None,
+                 expected_render_s: float) -> CostBreakdown:
+        """Before a job: every variation billed, render time plus the usual overhead."""
+        return self.breakdown(pod_type=pod_type, gpu_seconds=expected_render_s + self.overhead_seconds,
+                              engine_id=engine_id, steps=steps, images=batch if backend == "stability" else 0)

@@ -1,0 +1,29 @@
+import pytest
+
+from remote.cost import CostConfigError, CostModel
+
+
+def test_seed_figures_are_the_defaults():
+    model = CostModel.load()
+    estimate = model.estimate(engine_id="stable-diffusion-xl-1024-v1-0", steps=20, batch=5, backend="stability",
+                              pod_type="A40", expected_render_s=3600 - model.overhead_seconds)
+    assert estimate.images_usd == pytest.approx(0.20) and estimate.gpu_usd == pytest.approx(0.40)
+    assert estimate.total_usd == pytest.approx(0.60)
+
+
+def test_steps_scale_the_image_price_and_backend_none_is_free():
+    model = CostModel.load()
+    assert model.image_usd("stable-diffusion-xl-1024-v1-0", 40) == pytest.approx(0.08)
+    assert model.image_usd("stable-diffusion-xl-1024-v1-0", 5) == pytest.approx(0.02)  # billed minimum
+    none = model.estimate(engine_id="stable-diffusion-xl-1024-v1-0", steps=30, batch=4, backend="none",
+                          pod_type="local", expected_render_s=10)
+    assert none.total_usd == 0
+
+
+def test_unknown_pod_type_and_bad_config_are_clear_errors(tmp_path):
+    with pytest.raises(CostConfigError, match="unknown pod type 'B200'"):
+        CostModel.load().gpu_rate("B200")
+    bad = tmp_path / "cost.yaml"
+    bad.write_text("gpu_usd_per_hour: 3\n")
+    with pytest.raises(CostConfigError, match=str(bad)):
+        CostModel.load(bad)

@@ -1,0 +1,158 @@
+"""setup_pod.sh and pod_agent.sh, run for real in a temp workspace."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SETUP = REPO / "pod_setup" / "setup_pod.sh"
+POD_AGENT = REPO / "pod_setup" / "pod_agent.sh"
+
+
+@pytest.fixture
+def pod(tmp_path):
+    workspace, home = tmp_path / "workspace", tmp_path / "home"
+    workspace.mkdir()
+    home.mkdir()
+    env = dict(os.environ, WORKSPACE=str(workspace), HOME=str(home), POSEFACTORY_BPY_PYTHON=sys.executable)
+    env.pop("STABILITY_API_KEY", None)
+    return workspace, home, env
+
+
+def setup(env) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(SETUP)], env=env, capture_output=True, text=True, timeout=120)
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): (os.readlink(p) if p.is_symlink() else str(p.stat().st_mtime_ns))
+            for p in sorted(root.rglob("*"))}
+
+
+def test_setup_is_idempotent_and_survives_a_restart(pod):
+    workspace, home, env = pod
+    (workspace / ".config" / "rclone").mkdir(parents=True)
+    (workspace / ".config" / "rclone" / "rclone.conf").write_text("[r2]\ntype = s3\n")
+    first = setup(env)
+    assert first.returncode == 0, first.stderr
+    assert len(first.stdout.strip().splitlines()) == 1 and "linked ~/.config/rclone" in first.stdout
+    assert (home / ".config" / "rclone" / "rclone.conf").read_text().startswith("[r2]")
+    for folder in ("scripts", "output", "jobs", "blender-addons", ".config"):
+        assert (workspace / folder).is_dir()
+    before = snapshot(workspace), snapshot(home)
+    started = time.monotonic()
+    second = setup(env)
+    assert second.returncode == 0 and "nothing changed" in second.stdout
+    assert time.monotonic() - started < 10
+    assert (snapshot(workspace), snapshot(home)) == before
+    # A pod restart: everything outside the workspace is gone.
+    shutil.rmtree(home)
+    home.mkdir()
+    third = setup(env)
+    assert third.returncode == 0 and "linked ~/.config/rclone" in third.stdout
+    assert (home / ".config" / "rclone" / "rclone.conf").exists()
+
+
+def test_env_file_readable_by_others_is_refused(pod):
+    workspace, _, env = pod
+    (workspace / ".env").write_text("STABILITY_API_KEY=sk-secret-value\n")
+    (workspace / ".env").chmod(0o644)
+    completed = setup(env)
+    assert completed.returncode != 0 and "chmod 600" in completed.stderr
+    assert "sk-secret-value" not in completed.stdout + completed.stderr
+    (workspace / ".env").chmod(0o600)
+    assert setup(env).returncode == 0
+
+
+def test_missing_blender_offline_fails_clearly(pod):
+    _, _, env = pod
+    env = {k: v for k, v in env.items() if k != "POSEFACTORY_BPY_PYTHON"}
+    env["PATH"] = "/usr/bin:/bin"
+    env.update(BLENDER_SHA256="0" * 64, BLENDER_URL="http://127.0.0.1:9/blender.tar.xz")
+    completed = setup(env)
+    assert completed.returncode != 0 and "cannot download Blender" in completed.stderr
+
+
+def agent(env, action: str, jobdir: Path) -> dict:
+    completed = subprocess.run(["bash", str(POD_AGENT), action, str(jobdir)], env=env, capture_output=True,
+                               text=True, timeout=60)
+    assert completed.returncode == 0, completed.stderr
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def wait_state(env, jobdir: Path, states: set[str], timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = agent(env, "status", jobdir)
+        if status["state"] in states:
+            return status
+        assert time.monotonic() < deadline, status
+        time.sleep(0.2)
+
+
+def make_job(workspace: Path, scene: Path, name: str, **extra) -> Path:
+    jobdir = workspace / "jobs" / name
+    jobdir.mkdir(parents=True)
+    shutil.copy(scene, jobdir / "scene.blend")
+    job = {"blend_path": str(jobdir / "scene.blend"), "output_dir": str(jobdir / "output"),
+           "prompt": "knight", "backend": "none", "render_samples": 1, **extra}
+    (jobdir / "job.json").write_text(json.dumps(job))
+    return jobdir
+
+
+def test_pod_agent_runs_a_job_once_and_reports_status(pod, sample_scene):
+    workspace, _, env = pod
+    assert setup(env).returncode == 0
+    jobdir = make_job(workspace, sample_scene, "job-1")
+    first = agent(env, "start", jobdir)
+    assert first["state"] in ("queued", "running", "done")
+    again = agent(env, "start", jobdir)  # re-submitting starts nothing new
+    done = wait_state(env, jobdir, {"done", "failed"})
+    assert done["state"] == "done" and done["exit_code"] == 0
+    assert done["finished_at"] >= done["started_at"] >= done["queued_at"]
+    assert (jobdir / "output" / "render.png").exists()
+    assert again["queued_at"] == first["queued_at"]
+    assert agent(env, "start", jobdir)["finished_at"] == done["finished_at"]
+    assert "Saved" in (jobdir / "render.log").read_text()
+
+
+def test_pod_agent_reports_failures_with_the_jobs_error(pod, sample_scene):
+    workspace, _, env = pod
+    assert setup(env).returncode == 0
+    jobdir = make_job(workspace, sample_scene, "job-nokey", backend="stability")
+    agent(env, "start", jobdir)
+    failed = wait_state(env, jobdir, {"done", "failed"})
+    assert failed["state"] == "failed" and failed["exit_code"] == 3 and "STABILITY_API_KEY" in failed["error"]
+
+
+def test_pod_agent_cancel_and_a_killed_job(pod, sample_scene):
+    workspace, _, env = pod
+    assert setup(env).returncode == 0
+    slow = make_job(workspace, sample_scene, "job-slow", render_samples=4000)
+    agent(env, "start", slow)
+    wait_state(env, slow, {"running"})
+    cancelled = agent(env, "cancel", slow)
+    assert cancelled["state"] == "cancelled"
+    time.sleep(0.5)
+    assert agent(env, "status", slow)["state"] == "cancelled"
+    killed = make_job(workspace, sample_scene, "job-killed", render_samples=4000)
+    agent(env, "start", killed)
+    wait_state(env, killed, {"running"})
+    os.killpg(int((killed / "pid").read_text()), signal.SIGKILL)  # what a pod restart does to it
+    status = wait_state(env, killed, {"failed"}, timeout=10)
+    assert "process is gone" in status["error"]
+
+
+def test_pod_agent_without_setup_says_so(pod, sample_scene):
+    workspace, _, env = pod
+    jobdir = make_job(workspace, sample_scene, "job-nosetup")
+    completed = subprocess.run(["bash", str(POD_AGENT), "start", str(jobdir)], env=env, capture_output=True,
+                               text=True, timeout=30)
+    assert completed.returncode == 3 and "setup_pod.sh" in completed.stderr
