@@ -71,9 +71,36 @@ def run_exec(agent: "Agent", request: dict[str, Any]) -> CommandResult:
                             cwd=cwd, env=env, request_id=request["id"])
 
 
+def run_transfer(agent: "Agent", request: dict[str, Any]) -> CommandResult:
+    """``put`` (local src → remote dst) and ``get`` (remote src or glob → local dir dst)."""
+    from .transfer import TransferError, TransferInterrupted
+
+    src = _field(request, "src", (str,), required=True)
+    dst = _field(request, "dst", (str,), required=True)
+    started_at, started = utc_now(), time.monotonic()
+    status, error, extra = "ok", None, {}
+    try:
+        if request["op"] == "put":
+            outcome = agent.bridge.put(request["host"], src, dst)
+        else:
+            outcome = agent.bridge.get(request["host"], src, dst)
+        extra = outcome.to_json_dict()
+    except TransferInterrupted as exc:
+        status, error = "disconnected", str(exc)
+    except TransferError as exc:
+        status, error = "failed", str(exc)
+    return CommandResult(
+        id=request["id"], host=request["host"], status=status, exit_code=0 if status == "ok" else None,
+        stdout="", stderr="", started_at=started_at, finished_at=utc_now(),
+        duration_s=round(time.monotonic() - started, 6), error=error, extra=extra,
+    )
+
+
 # Each operation: the request fields it accepts (beyond id, host, op) and its handler.
 OPERATIONS: dict[str, tuple[frozenset[str], Callable[["Agent", dict[str, Any]], CommandResult]]] = {
     "exec": (frozenset({"command", "timeout", "cwd", "env"}), run_exec),
+    "put": (frozenset({"src", "dst"}), run_transfer),
+    "get": (frozenset({"src", "dst"}), run_transfer),
 }
 
 

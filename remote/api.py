@@ -15,12 +15,15 @@ from __future__ import annotations
 import threading
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import HostConfig, load_hosts
 from .queue import REQUESTS, RESULTS, append_record, wait_for_record
 from .redact import Redactor
 from .shell import CommandResult, RemoteShell, ShellDisconnected, utc_now
+
+if TYPE_CHECKING:
+    from .transfer import TransferResult
 
 
 class UnknownHost(KeyError):
@@ -86,6 +89,22 @@ class Bridge:
                 result.stderr = redact(result.stderr)
             result.error = redact(result.error)
         return result
+
+    def put(self, host: str, src: Path | str, dst: str) -> "TransferResult":
+        """Upload a local file to ``dst`` on ``host`` (``dst/`` keeps the name); see remote.transfer."""
+        from .transfer import put
+
+        shell = self.shell(host)
+        with self._locks[host]:
+            return put(shell, src, dst)
+
+    def get(self, host: str, src: str, dst: Path | str) -> "TransferResult":
+        """Download the remote file or glob ``src`` into local folder ``dst``."""
+        from .transfer import get
+
+        shell = self.shell(host)
+        with self._locks[host]:
+            return get(shell, src, dst)
 
     def close(self) -> None:
         with self._guard:

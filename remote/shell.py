@@ -43,6 +43,7 @@ the bytes before ``marker`` (consuming it) with a large, fast read loop;
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
@@ -75,15 +76,12 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
+_NEEDS_ESCAPE = re.compile(rb"[^\x20-\x26\x28-\x5b\x5d-\x7e]")  # all but printable ASCII minus ' and \\
+
+
 def ansi_c_quote(data: bytes) -> str:
     """``data`` as the body of a bash ``$'…'`` string, printable ASCII only."""
-    out = []
-    for byte in data:
-        if 0x20 <= byte < 0x7F and byte not in (0x27, 0x5C):  # not ' or \
-            out.append(chr(byte))
-        else:
-            out.append(f"\\x{byte:02x}")
-    return "".join(out)
+    return _NEEDS_ESCAPE.sub(lambda match: b"\\x%02x" % match[0][0], data).decode("ascii")
 
 
 def decode_output(data: bytes) -> tuple[str, str]:
@@ -161,6 +159,15 @@ def marker_printf(head: str, tail: str, extra_format: str = "", *args: str) -> s
     """A printf whose output joins ``head`` and ``tail``: typed text never does."""
     quoted = " ".join(["'" + head + "'", "'" + tail + "'", *args])
     return f"printf '%s%s{extra_format}' {quoted}"
+
+
+_TYPED_INPUT = re.compile(r"(?:[\x20-\x7e]{0,%d}\n)*" % (MAX_LINE - 1))
+
+
+def _check_typed_input(text: str) -> None:
+    if not _TYPED_INPUT.fullmatch(text):
+        raise ValueError("typed_input must be printable ASCII lines, each shorter than the PTY line limit, "
+                         "ending with a newline")
 
 
 class RemoteShell:
@@ -276,12 +283,19 @@ class RemoteShell:
 
     # -- commands --------------------------------------------------------------
     def run(self, command: str, *, timeout: float | None = None, cwd: str | None = None,
-            env: dict[str, str] | None = None, request_id: str = "") -> CommandResult:
+            env: dict[str, str] | None = None, request_id: str = "", typed_input: str | None = None) -> CommandResult:
         """Run one command; never raises for the command's own failure.
 
         Raises ShellDisconnected when the connection cannot be opened; a
         connection lost mid-command gives status ``disconnected`` instead.
+
+        ``typed_input`` (printable ASCII lines, e.g. base64, each shorter than
+        the PTY's line limit) becomes the command's stdin: it is typed after
+        the command line and ``head -c`` hands exactly those bytes over, so
+        the shell never reads them as commands. Without it stdin is empty.
         """
+        if typed_input is not None:
+            _check_typed_input(typed_input)
         if not self.connected:
             self.connect()
         started_at, started = utc_now(), time.monotonic()
@@ -294,14 +308,25 @@ class RemoteShell:
                 raise ValueError(f"env: {key!r} is not a valid variable name")
             prefix.append(f"export {key}=$'{ansi_c_quote(str(value).encode())}'")
         body = "; ".join(prefix + ['eval "$__pf_cmd"'])
+        # The typed bytes are taken off the terminal whole before the command
+        # starts: a command that exits early must not leave them for the shell.
+        stdin = "</dev/null" if typed_input is None else '<"$__pf_err.in"'
+        feeder = "" if typed_input is None else f'head -c {len(typed_input)} >"$__pf_err.in"; '
+        cleanup = "" if typed_input is None else '; rm -f -- "$__pf_err.in"'
+
         self.send_variable("__pf_cmd", command.encode("utf-8", "surrogateescape"))
         self.send_line(
             marker_printf("__PF", f"S_{token}__") + "; "
-            f"( {body} ) </dev/null 2>\"$__pf_err\"; "
-            + marker_printf("__PF", f"M_{token}_", "%d\\n", "$?") + "; "
+            f"{feeder}( {body} ) {stdin} 2>\"$__pf_err\"; "
+            + marker_printf("__PF", f"M_{token}_", "%d\\n", "$?") + cleanup + "; "
             "[ -s \"$__pf_err\" ] && cat -- \"$__pf_err\"; "
             + marker_printf("__PF", f"E_{token}__")
         )
+        if typed_input:
+            try:
+                self.child.send(typed_input.encode("ascii"))
+            except OSError:
+                pass  # the read below reports the lost connection
 
         def finish(status: str, exit_code: int | None, out: bytes, err: bytes, error: str | None) -> CommandResult:
             stdout, out_enc = decode_output(out)

@@ -174,7 +174,7 @@ def test_wrong_host_key_is_refused_even_with_accept_new(sshd_direct, tmp_path):
 
 def test_unreachable_host_gives_a_clear_disconnected_result():
     from remote.config import HostConfig
-    from tests.fixtures.sshd import free_port
+    from tests.fixtures import free_port
 
     config = HostConfig(name="gone", host="127.0.0.1", port=free_port(), user="root", connect_timeout=3)
     started = time.monotonic()

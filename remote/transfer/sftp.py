@@ -1,0 +1,95 @@
+"""Files over OpenSSH's ``sftp`` client, for hosts that allow it (RunPod's
+exposed TCP port). The bytes go through sftp; checksums and the final rename
+go through the host's shell, so the guarantees match the other transports."""
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from pathlib import Path
+
+from ..shell import RemoteShell
+from .common import (
+    ChecksumMismatch, FileEntry, RemoteDiskFull, TransferError, TransferResult, checked, finish_download,
+    list_remote, local_matches, part_path, q, remote_sha256, safe_destination, sha256_file,
+)
+
+
+def _sftp(shell: RemoteShell, commands: list[str]) -> None:
+    host = shell.host
+    ssh_argv = host.ssh_command()
+    # sftp takes the same -o options as ssh; the destination and -tt/-e do not apply.
+    options = [arg for arg in ssh_argv[1:-1] if arg not in ("-tt",)]
+    options = _drop_pairs(options, {"-e", "-p"})
+    argv = ["sftp", "-b", "-", "-P", str(host.port), *options, ssh_argv[-1]]
+    script = "".join(f"{line}\n" for line in commands)
+    completed = subprocess.run(argv, input=script, capture_output=True, text=True, timeout=3600)
+    if completed.returncode != 0:
+        detail = (completed.stderr or completed.stdout).strip().splitlines()
+        message = detail[-1] if detail else f"sftp exited with {completed.returncode}"
+        if "No space left" in completed.stderr or "Failure" in message and "write" in completed.stderr.lower():
+            raise RemoteDiskFull(f"sftp: the remote disk is full ({message})")
+        raise TransferError(f"sftp to {host.name}: {message}")
+
+
+def _drop_pairs(args: list[str], flags: set[str]) -> list[str]:
+    kept, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in flags:
+            skip = True
+        else:
+            kept.append(arg)
+    return kept
+
+
+def _sftp_quote(path: str) -> str:
+    """sftp's batch syntax: double quotes, with \\ and " escaped."""
+    return '"' + path.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def put(shell: RemoteShell, src: Path, dst: str) -> TransferResult:
+    sha, size = sha256_file(src), src.stat().st_size
+    result = TransferResult("sftp", files=[FileEntry(dst, sha, size)])
+    if remote_sha256(shell, dst) == sha:
+        return result
+    part = f"{dst}.pf-part-{sha[:16]}"
+    checked(shell.run(f"mkdir -p -- \"$(dirname -- {q(dst)})\"", timeout=60), f"creating the folder of {dst}")
+    for attempt in (1, 2):  # a checksum mismatch gets one retry
+        try:
+            _sftp(shell, [f"put {_sftp_quote(str(src))} {_sftp_quote(part)}"])
+        except TransferError:
+            shell.run(f"rm -f -- {q(part)}", timeout=60)
+            raise
+        result.bytes_moved += size
+        final = shell.run(f"[ \"$(sha256sum -- {q(part)} | cut -c1-64)\" = {sha} ] && mv -f -- {q(part)} {q(dst)}",
+                          timeout=600)
+        if final.ok:
+            return result
+        shell.run(f"rm -f -- {q(part)}", timeout=60)
+    raise ChecksumMismatch(f"{dst}: sha256 mismatch after upload, twice; nothing was kept")
+
+
+def get(shell: RemoteShell, src: str, dst: Path) -> TransferResult:
+    result = TransferResult("sftp")
+    for entry in list_remote(shell, src):
+        target = safe_destination(dst, entry.path)
+        result.files.append(FileEntry(str(target), entry.sha256, entry.size))
+        if local_matches(target, entry.sha256):
+            continue
+        part = part_path(target)
+        part.unlink(missing_ok=True)  # never write through a link someone left here
+        for attempt in (1, 2):
+            try:
+                _sftp(shell, [f"get {_sftp_quote(entry.path)} {_sftp_quote(str(part))}"])
+            except TransferError:
+                part.unlink(missing_ok=True)
+                raise
+            result.bytes_moved += entry.size
+            try:
+                finish_download(target, entry.sha256)
+                break
+            except ChecksumMismatch:
+                if attempt == 2:
+                    raise
+    return result

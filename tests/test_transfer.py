@@ -1,0 +1,228 @@
+"""File transfers through every transport against real sshd, moto S3 and the local host."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import boto3
+import pytest
+
+from remote.api import Bridge, submit
+from remote.config import local_host, parse_host
+from remote.shell import RemoteShell
+from remote.transfer import TransferError, TransferInterrupted, get, put
+from remote.transfer.common import ChecksumMismatch, RemoteDiskFull
+
+REPO = Path(__file__).resolve().parents[1]
+ODD = "it's a \"file\" $(touch pwned) `x` é.bin"
+
+
+@pytest.fixture
+def local(tmp_path, monkeypatch):
+    monkeypatch.setenv("POSEFACTORY_DATA_DIR", str(tmp_path / "data"))
+    return local_host()
+
+
+def random_file(path: Path, size: int) -> Path:
+    path.write_bytes(os.urandom(size))
+    return path
+
+
+def leftovers(*folders: Path) -> list[Path]:
+    return [p for folder in folders if folder.exists() for p in folder.rglob("*") if "pf-part" in p.name]
+
+
+@pytest.fixture(params=["inline-local", "inline-proxy", "sftp-direct"])
+def shell(request, tmp_path, monkeypatch):
+    transport, flavour = request.param.split("-")
+    if flavour == "local":
+        monkeypatch.setenv("POSEFACTORY_DATA_DIR", str(tmp_path / "data"))
+        config = replace(local_host(), transfer=transport)
+    else:
+        config = request.getfixturevalue(f"sshd_{flavour}").host_config(transfer=transport)
+    remote_shell = RemoteShell(config)
+    yield remote_shell
+    remote_shell.close()
+
+
+def test_round_trip_is_exact_and_unchanged_content_moves_nothing(shell, tmp_path):
+    src = random_file(tmp_path / ODD, 3 * (1 << 20) + 12345)
+    remote_dir = tmp_path / "remote dir $(x)"
+    uploaded = put(shell, src, f"{remote_dir}/")
+    assert uploaded.bytes_moved == src.stat().st_size
+    assert (remote_dir / ODD).read_bytes() == src.read_bytes()
+    assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
+    again = put(shell, src, f"{remote_dir}/{ODD}")
+    assert again.bytes_moved == 0 and again.files[0].sha256 == uploaded.files[0].sha256
+    local_dir = tmp_path / "downloads"
+    downloaded = get(shell, f"{remote_dir}/*.bin", local_dir)
+    assert (local_dir / ODD).read_bytes() == src.read_bytes()
+    assert downloaded.bytes_moved == src.stat().st_size and downloaded.files[0].size == src.stat().st_size
+    assert get(shell, f"{remote_dir}/*.bin", local_dir).bytes_moved == 0
+    assert leftovers(remote_dir, local_dir) == []
+
+
+def test_empty_file_and_missing_local_file(shell, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    put(shell, empty, str(tmp_path / "remote" / "empty.txt"))
+    assert (tmp_path / "remote" / "empty.txt").read_bytes() == b""
+    with pytest.raises(TransferError, match="local file not found"):
+        put(shell, tmp_path / "nope.bin", str(tmp_path / "remote" / "nope.bin"))
+
+
+def test_get_refuses_remote_links_and_never_writes_outside_dst(shell, tmp_path):
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    secret = tmp_path / "outside.txt"
+    secret.write_text("keep me")
+    (remote / "link.png").symlink_to(secret)
+    with pytest.raises(TransferError, match="symbolic link"):
+        get(shell, str(remote / "*.png"), tmp_path / "dl")
+    (remote / "link.png").unlink()
+    (remote / "image.png").write_bytes(b"pixels")
+    dst = tmp_path / "dl"
+    dst.mkdir()
+    (dst / "image.png").symlink_to(secret)  # a link planted in the destination
+    get(shell, str(remote / "image.png"), dst)
+    assert secret.read_text() == "keep me"
+    assert (dst / "image.png").read_bytes() == b"pixels" and not (dst / "image.png").is_symlink()
+    with pytest.raises(TransferError, match="no remote file matches"):
+        get(shell, str(remote / "*.exr"), dst)
+
+
+def test_remote_disk_full_is_a_clear_error_and_leaves_nothing(local, tmp_path):
+    shell = RemoteShell(replace(local, transfer="inline"))
+    src = random_file(tmp_path / "scene.blend", 300_000)
+    from remote.transfer.common import sha256_file
+
+    dst = tmp_path / "remote" / "scene.blend"
+    dst.parent.mkdir()
+    part = Path(f"{dst}.pf-part-{sha256_file(src)[:16]}")
+    part.symlink_to("/dev/full")  # every write into the part file answers ENOSPC
+    with pytest.raises(RemoteDiskFull, match="disk is full"):
+        put(shell, src, str(dst))
+    assert not dst.exists() and not part.exists() and not part.is_symlink()
+    shell.close()
+
+
+class CorruptingShell(RemoteShell):
+    """Flips one byte of the first chunk(s) typed into the shell: a corrupted chunk in transit."""
+
+    def __init__(self, host, corruptions: int) -> None:
+        super().__init__(host)
+        self.corruptions = corruptions
+
+    def run(self, command, **options):
+        text = options.get("typed_input")
+        if text and self.corruptions:
+            self.corruptions -= 1
+            options["typed_input"] = ("B" if text[0] != "B" else "C") + text[1:]
+        return super().run(command, **options)
+
+
+def test_corrupted_chunk_is_retried_then_fails_clearly(local, tmp_path):
+    src = random_file(tmp_path / "a.bin", 100_000)
+    shell = CorruptingShell(replace(local, transfer="inline"), corruptions=1)
+    put(shell, src, str(tmp_path / "r" / "a.bin"))
+    assert (tmp_path / "r" / "a.bin").read_bytes() == src.read_bytes() and shell.corruptions == 0
+    stubborn = CorruptingShell(replace(local, transfer="inline"), corruptions=10)
+    with pytest.raises(ChecksumMismatch, match="corrupted"):
+        put(stubborn, src, str(tmp_path / "r2" / "a.bin"))
+    assert not (tmp_path / "r2" / "a.bin").exists()
+    shell.close()
+    stubborn.close()
+
+
+def test_dropped_connection_mid_upload_resumes_without_resending(sshd_proxy, tmp_path):
+    src = random_file(tmp_path / "big.blend", 12 << 20)
+    dst = tmp_path / "remote" / "big.blend"
+    shell = RemoteShell(sshd_proxy.host_config(transfer="inline"))
+    shell.connect()
+    dropped = threading.Event()
+
+    def drop_soon() -> None:
+        time.sleep(0.4)
+        dropped.set()
+        sshd_proxy.drop_connections()
+
+    threading.Thread(target=drop_soon).start()
+    moved = 0
+    try:
+        moved = put(shell, src, str(dst)).bytes_moved
+    except TransferInterrupted:
+        moved = put(shell, src, str(dst)).bytes_moved  # the same put again resumes
+    assert dropped.is_set()
+    assert dst.read_bytes() == src.read_bytes()
+    assert moved <= src.stat().st_size
+    assert leftovers(dst.parent) == []
+    shell.close()
+
+
+def test_s3_transport_is_content_addressed(local, s3_server, s3_credentials, tmp_path):
+    bucket = s3_server.make_bucket()
+    config = parse_host("test", "pod", {"host": "localhost", "transfer": "s3",
+                                        "storage": s3_server.storage_entry(bucket)})
+    shell = RemoteShell(replace(config, is_local=True, workspace=local.workspace))
+    src = random_file(tmp_path / "scene $(x).blend", 9 << 20)  # above the multipart threshold
+    dst = tmp_path / "pod" / "scene.blend"
+    first = put(shell, src, str(dst))
+    assert first.transport == "s3" and first.bytes_moved == 2 * src.stat().st_size  # to storage, then to the pod
+    assert dst.read_bytes() == src.read_bytes()
+    assert put(shell, src, str(dst)).bytes_moved == 0
+    dst.unlink()
+    assert put(shell, src, str(dst)).bytes_moved == src.stat().st_size  # object reused: only the pod fetch
+    s3 = boto3.client("s3", endpoint_url=s3_server.endpoint_url, region_name="us-east-1")
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert f"pf/objects/{first.files[0].sha256}" in keys and "pf/manifest.json" in keys
+    (tmp_path / "pod" / "out.png").write_bytes(b"png bytes")
+    got = get(shell, str(tmp_path / "pod" / "*.png"), tmp_path / "back")
+    assert (tmp_path / "back" / "out.png").read_bytes() == b"png bytes" and got.bytes_moved == 2 * 9
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key="pf/manifest.json")["Body"].read())
+    assert manifest[f"pod:{dst}"] == first.files[0].sha256
+    shell.close()
+
+
+def test_s3_errors_are_clear(local, s3_server, s3_credentials, tmp_path, monkeypatch):
+    config = parse_host("test", "pod", {"host": "localhost", "transfer": "s3",
+                                        "storage": s3_server.storage_entry("no-such-bucket")})
+    shell = RemoteShell(replace(config, is_local=True, workspace=local.workspace))
+    src = random_file(tmp_path / "a.bin", 1000)
+    with pytest.raises(TransferError, match="bucket 'no-such-bucket' does not exist"):
+        put(shell, src, str(tmp_path / "pod" / "a.bin"))
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    with pytest.raises(TransferError, match="no storage credentials"):
+        put(shell, src, str(tmp_path / "pod" / "a.bin"))
+    shell.close()
+
+
+def test_queue_put_and_get_through_the_agent(tmp_path, monkeypatch):
+    monkeypatch.setenv("POSEFACTORY_DATA_DIR", str(tmp_path / "data"))
+    queue = tmp_path / "queue"
+    src = random_file(tmp_path / "in.bin", 50_000)
+    submit(queue, {"id": "up", "host": "local", "op": "put", "src": str(src), "dst": f"{tmp_path}/pod/"})
+    submit(queue, {"id": "down", "host": "local", "op": "get", "src": f"{tmp_path}/pod/*.bin", "dst": str(tmp_path / "out")})
+    submit(queue, {"id": "missing", "host": "local", "op": "put", "src": str(tmp_path / "nope"), "dst": "/tmp/x"})
+    submit(queue, {"id": "bad", "host": "local", "op": "get", "src": "x"})
+    subprocess.run([sys.executable, "-m", "remote.agent", "--queue-dir", str(queue), "--once"], cwd=REPO,
+                   check=True, capture_output=True, timeout=120)
+    results = {r["id"]: r for r in map(json.loads, (queue / "results.jsonl").read_text().splitlines())}
+    assert results["up"]["status"] == "ok" and results["up"]["transport"] == "inline"
+    assert results["up"]["bytes_moved"] == 50_000 and results["up"]["files"][0]["path"] == f"{tmp_path}/pod/in.bin"
+    assert results["down"]["status"] == "ok" and (tmp_path / "out" / "in.bin").read_bytes() == src.read_bytes()
+    assert results["missing"]["status"] == "failed" and "local file not found" in results["missing"]["error"]
+    assert results["bad"]["status"] == "invalid" and "dst" in results["bad"]["error"]
+
+
+def test_bridge_api_put_get(tmp_path, monkeypatch):
+    monkeypatch.setenv("POSEFACTORY_DATA_DIR", str(tmp_path / "data"))
+    src = random_file(tmp_path / "x.bin", 10)
+    with Bridge() as bridge:
+        assert bridge.put("local", src, f"{tmp_path}/r/").bytes_moved == 10
+        assert bridge.get("local", f"{tmp_path}/r/x.bin", tmp_path / "o").files[0].sha256
