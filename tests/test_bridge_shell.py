@@ -1,6 +1,7 @@
 """The persistent PTY shell against real sshd (both flavours) and the local host."""
 from __future__ import annotations
 
+import random
 import subprocess
 import time
 
@@ -115,13 +116,16 @@ def test_five_megabytes_of_output_arrive_intact(bridge_host):
 
 def test_never_ending_command_times_out_and_shell_stays_usable(bridge_host):
     bridge, host = bridge_host
-    result = bridge.run(host, "echo started; sleep 600", timeout=1)
+    # Unusual durations: other test runs on this machine may have sleeps of their own.
+    plain, stubborn_sleep = f"sleep {600 + random.randrange(10**6)}", f"sleep {700 + random.randrange(10**6)}"
+    result = bridge.run(host, f"echo started; {plain}", timeout=1)
     assert result.status == "timeout" and result.exit_code is None
     assert "started" in result.stdout
-    stubborn = bridge.run(host, "trap '' INT; sleep 600", timeout=1)
+    stubborn = bridge.run(host, f"trap '' INT; {stubborn_sleep}", timeout=1)
     assert stubborn.status == "timeout"
     assert bridge.run(host, "echo alive", timeout=10).stdout == "alive\n"
-    assert "sleep 600" not in bridge.run(host, "ps -eo args", timeout=10).stdout
+    processes = bridge.run(host, "ps -eo args", timeout=10).stdout.splitlines()
+    assert plain not in processes and stubborn_sleep not in processes
 
 
 @pytest.mark.parametrize("flavour", ["proxy", "direct"])
