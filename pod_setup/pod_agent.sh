@@ -2,9 +2,9 @@
 # The pod-side job executor. A job dir holds job.json (a remote.jobspec
 # RenderJob) and the scene; the job's output goes where job.json says.
 #
-#   pod_agent.sh start  JOBDIR   start the job detached, print its status (JSON)
-#   pod_agent.sh status JOBDIR   print its status as one JSON line
-#   pod_agent.sh cancel JOBDIR   stop it; status becomes "cancelled"
+#   pod_agent.sh JOBDIR            start the job detached, print its status (one JSON line)
+#   pod_agent.sh --status JOBDIR   print its status as one JSON line
+#   pod_agent.sh --cancel JOBDIR   stop it; status becomes "cancelled"
 #
 # The job runs under setsid/nohup so that a dropped SSH connection does not
 # kill it; the local side reconnects and polls `status`, which only reads a
@@ -18,10 +18,14 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 WORKSPACE="${WORKSPACE:-/workspace}"
 
-usage() { echo "usage: pod_agent.sh start|status|cancel JOBDIR" >&2; exit 2; }
-[ $# -eq 2 ] || usage
-action="$1"
-jobdir="$(cd "$2" 2>/dev/null && pwd)" || { echo "pod_agent: no job dir $2" >&2; exit 2; }
+usage() { echo "usage: pod_agent.sh [--status|--cancel] JOBDIR" >&2; exit 2; }
+case "$#:${1:-}" in
+1:-*) usage ;;
+1:*) action=--start ;;
+2:--status | 2:--cancel | 2:--run) action="$1"; shift ;;
+*) usage ;;
+esac
+jobdir="$(cd -- "$1" 2>/dev/null && pwd)" || { echo "pod_agent: no job dir $1" >&2; exit 2; }
 
 boot_id() { cat /proc/sys/kernel/random/boot_id 2>/dev/null || echo unknown; }
 
@@ -72,7 +76,7 @@ print_status() {
 }
 
 case "$action" in
-start)
+--start)
     [ -f "$jobdir/job.json" ] || { echo "pod_agent: $jobdir has no job.json" >&2; exit 2; }
     exec 9>"$jobdir/.lock"
     flock 9
@@ -82,11 +86,11 @@ start)
     write_status queued
     boot_id > "$jobdir/boot_id"
     # 9>&- : the detached job must not hold the start lock.
-    setsid nohup bash "$here/pod_agent.sh" run "$jobdir" </dev/null >/dev/null 2>&1 9>&- &
+    setsid nohup bash "$here/pod_agent.sh" --run "$jobdir" </dev/null >/dev/null 2>&1 9>&- &
     echo $! > "$jobdir/pid"
     print_status
     ;;
-run)
+--run)  # internal: the detached job itself
     set -a
     # shellcheck disable=SC1091
     . "$WORKSPACE/posefactory/blender.env"
@@ -110,10 +114,10 @@ run)
         write_status failed "$code" "${error:-render job exited with $code; see render.log}"
     fi
     ;;
-status)
+--status)
     print_status
     ;;
-cancel)
+--cancel)
     state="$(cat "$jobdir/state" 2>/dev/null || echo none)"
     if [ "$state" = "running" ] || [ "$state" = "queued" ]; then
         write_status cancelled "" "cancelled by the user"
@@ -122,5 +126,4 @@ cancel)
     fi
     print_status
     ;;
-*) usage ;;
 esac

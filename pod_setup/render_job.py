@@ -2,6 +2,7 @@
 
     blender --background --python render_job.py -- JOB.json
     python render_job.py JOB.json            # with the ``bpy`` module
+    python render_job.py --worker            # warm worker: job paths on stdin
 
 Reads a ``remote.jobspec.RenderJob`` (``job.json``), opens the scene, renders
 it at the job's SDXL size, applies the Render Result fix, sends the render
@@ -26,7 +27,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TextIO
 
 # On the pod ``remote/`` sits next to ``pod_setup/`` (both under
 # $WORKSPACE/posefactory); in the repository they are siblings too.
@@ -37,19 +40,13 @@ from remote.jobspec import JobValidationError, RenderJob  # noqa: E402
 from remote.stability import StabilityClient, StabilityError  # noqa: E402
 
 EXIT_INVALID, EXIT_NO_KEY, EXIT_RENDER, EXIT_AI, EXIT_FILTERED = 2, 3, 4, 5, 6
+WORKER_RESULT_PREFIX = "render_job-result"
 
 
 class JobFailed(Exception):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
         self.code = code
-
-
-def job_path_from_argv(argv: list[str]) -> Path:
-    args = argv[argv.index("--") + 1:] if "--" in argv else argv[1:]
-    if len(args) != 1:
-        raise JobFailed(EXIT_INVALID, "usage: render_job.py JOB.json (or blender -b -P render_job.py -- JOB.json)")
-    return Path(args[0])
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
@@ -82,7 +79,10 @@ def render(job: RenderJob, output_dir: Path) -> tuple[Path, float, bool]:
     blend = Path(job.blend_path)
     if not blend.is_file():
         raise JobFailed(EXIT_RENDER, f"scene file not found: {blend}")
-    bpy.ops.wm.open_mainfile(filepath=str(blend))
+    try:
+        bpy.ops.wm.open_mainfile(filepath=str(blend))
+    except RuntimeError as exc:  # bpy reports an unreadable .blend this way
+        raise JobFailed(EXIT_RENDER, f"cannot open scene {blend}: {str(exc).strip().splitlines()[-1]}") from None
     scene = bpy.context.scene
     if scene.camera is None:
         raise JobFailed(EXIT_RENDER, f"scene {scene.name!r} has no active camera")
@@ -96,7 +96,10 @@ def render(job: RenderJob, output_dir: Path) -> tuple[Path, float, bool]:
     target = output_dir / "render.png"
     render_settings.filepath = str(target)
     started = time.monotonic()
-    bpy.ops.render.render(write_still=True)
+    try:
+        bpy.ops.render.render(write_still=True)
+    except RuntimeError as exc:
+        raise JobFailed(EXIT_RENDER, f"render failed: {str(exc).strip().splitlines()[-1]}") from None
     render_s = time.monotonic() - started
     if not target.is_file():
         raise JobFailed(EXIT_RENDER, f"Blender did not write {target}")
@@ -129,55 +132,33 @@ def write_json_atomically(path: Path, data: dict) -> None:
 
 
 def run(job_path: Path) -> int:
+    """Run one job; returns the exit code (see the module docstring)."""
     started = time.monotonic()
     manifest: dict = {"job_file": str(job_path), "status": "failed", "images": [], "variations": []}
-    output_dir: Path | None = None
     try:
-        try:
-            job = RenderJob.read(job_path)
-        except (OSError, JobValidationError) as exc:
-            raise JobFailed(EXIT_INVALID, f"invalid job: {exc}") from None
-        output_dir = Path(job.output_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        costs = CostModel.load()
-        pod_type = os.environ.get("POSEFACTORY_POD_TYPE") or None
-        manifest.update(
-            job_id=job.job_id, prompt=job.prompt, negative_prompt=job.negative_prompt, engine=job.engine_id,
-            steps=job.steps, cfg_scale=job.cfg_scale, strength=job.strength, sampler=job.sampler,
-            style_preset=job.style_preset, seed=job.seed, batch=job.batch, size=[job.width, job.height],
-            backend=job.backend,
-        )
-        manifest["estimated_cost"] = costs.estimate(
-            engine_id=job.engine_id, steps=job.steps, batch=job.batch, backend=job.backend,
-            pod_type=pod_type, expected_render_s=0).to_dict()
+        job = RenderJob.read(job_path)
+    except (OSError, JobValidationError) as exc:
+        # Nothing is written: without a valid job there is no output dir to trust.
+        print(f"render_job: invalid job: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    output_dir = Path(job.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    costs = CostModel.load()
+    pod_type = os.environ.get("POSEFACTORY_POD_TYPE") or None
+    manifest.update(
+        job_id=job.job_id, prompt=job.prompt, negative_prompt=job.negative_prompt, engine=job.engine_id,
+        steps=job.steps, cfg_scale=job.cfg_scale, strength=job.strength, sampler=job.sampler,
+        style_preset=job.style_preset, seed=job.seed, batch=job.batch, size=[job.width, job.height],
+        backend=job.backend, estimated_cost=costs.estimate(job, pod_type, expected_render_s=0).to_dict(),
+    )
+    try:
         key = stability_key() if job.backend == "stability" else ""
         if job.backend == "stability" and not key:
             raise JobFailed(EXIT_NO_KEY, "no Stability API key: set STABILITY_API_KEY or put it in $WORKSPACE/.env")
         rendered, render_s, fixed = render(job, output_dir)
         manifest.update(render="render.png", render_seconds=round(render_s, 3), render_result_fix_applied=fixed)
-        images = 0
         if job.backend == "stability":
-            client = StabilityClient(key, job.api_base_url)
-            ai_started = time.monotonic()
-            try:
-                artifacts = client.image_to_image(rendered.read_bytes(), job)
-            except StabilityError as exc:
-                raise JobFailed(EXIT_AI, f"AI step failed: {exc}") from None
-            finally:
-                manifest["ai_seconds"] = round(time.monotonic() - ai_started, 3)
-                manifest["ai_attempts"] = client.attempts
-            for number, artifact in enumerate(artifacts, start=1):
-                entry = {"n": number, "seed": artifact.seed, "finish_reason": artifact.finish_reason}
-                if artifact.usable:
-                    name = f"ai-render-{number}.png"
-                    (output_dir / name).write_bytes(artifact.png)
-                    entry["file"] = name
-                    manifest["images"].append(name)
-                    images += 1
-                manifest["variations"].append(entry)
-            if not images:
-                reasons = sorted({a.finish_reason for a in artifacts})
-                raise JobFailed(EXIT_FILTERED, f"no usable image: every variation came back {', '.join(reasons)}")
+            img2img(job, key, rendered, manifest)
         manifest["status"] = "done"
         return 0
     except JobFailed as exc:
@@ -187,26 +168,66 @@ def run(job_path: Path) -> int:
     finally:
         wall = time.monotonic() - started
         manifest["wall_seconds"] = round(wall, 3)
-        if output_dir is not None and "engine" in manifest:
-            billed = sum(1 for v in manifest["variations"] if v.get("file"))
-            manifest["actual_cost"] = CostModel.load().breakdown(
-                pod_type=os.environ.get("POSEFACTORY_POD_TYPE") or None, gpu_seconds=wall,
-                engine_id=manifest["engine"], steps=manifest["steps"],
-                images=billed + sum(1 for v in manifest["variations"] if v["finish_reason"] == "CONTENT_FILTERED"),
-            ).to_dict()
-            write_json_atomically(output_dir / "manifest.json", manifest)
+        generated = sum(1 for v in manifest["variations"] if v["finish_reason"] in ("SUCCESS", "CONTENT_FILTERED"))
+        manifest["actual_cost"] = costs.actual(job, pod_type, gpu_seconds=wall, images_generated=generated).to_dict()
+        write_json_atomically(output_dir / "manifest.json", manifest)
 
 
-def main() -> int:
+def img2img(job: RenderJob, key: str, rendered: Path, manifest: dict) -> None:
+    """Send the render through Stability; save the usable variations, record all of them."""
+    client = StabilityClient(key, job.api_base_url)
+    started = time.monotonic()
     try:
-        return run(job_path_from_argv(sys.argv))
-    except JobFailed as exc:
-        print(f"render_job: {exc}", file=sys.stderr)
-        return exc.code
+        artifacts = client.image_to_image(rendered.read_bytes(), job)
+    except StabilityError as exc:
+        raise JobFailed(EXIT_AI, f"AI step failed: {exc}") from None
+    finally:
+        manifest["ai_seconds"] = round(time.monotonic() - started, 3)
+        manifest["ai_attempts"] = client.attempts
+    output_dir = rendered.parent
+    for number, artifact in enumerate(artifacts, start=1):
+        entry = {"n": number, "seed": artifact.seed, "finish_reason": artifact.finish_reason}
+        if artifact.usable:
+            name = f"ai-render-{number}.png"
+            (output_dir / name).write_bytes(artifact.png)
+            entry["file"] = name
+            manifest["images"].append(name)
+        manifest["variations"].append(entry)
+    if not manifest["images"]:
+        reasons = sorted({a.finish_reason for a in artifacts})
+        raise JobFailed(EXIT_FILTERED, f"no usable image: every variation came back {', '.join(reasons)}")
+
+
+def serve_jobs(lines: Iterable[str], results: TextIO) -> None:
+    """Warm worker: one Blender process runs every job named on ``lines``.
+
+    Each job reopens its own scene, so nothing carries over from the previous
+    one but the already-started Blender. One result line per job on ``results``:
+    ``render_job-result {"job": PATH, "exit_code": N}``.
+    """
+    for line in lines:
+        job_path = line.strip()
+        if not job_path:
+            continue
+        code = run(Path(job_path))
+        results.write(f"{WORKER_RESULT_PREFIX} {json.dumps({'job': job_path, 'exit_code': code})}\n")
+        results.flush()
+
+
+def main(argv: list[str]) -> int:
+    args = argv[argv.index("--") + 1:] if "--" in argv else argv[1:]
+    if args == ["--worker"]:
+        serve_jobs(sys.stdin, sys.stdout)
+        return 0
+    if len(args) != 1 or args[0].startswith("-"):
+        print("render_job: usage: render_job.py JOB.json | --worker "
+              "(or blender -b -P render_job.py -- JOB.json)", file=sys.stderr)
+        return EXIT_INVALID
+    return run(Path(args[0]))
 
 
 if __name__ == "__main__":
-    code = main()
+    code = main(sys.argv)
     # Under `blender --background --python`, sys.exit inside the script is the
     # way to hand the exit code back to the shell.
     sys.exit(code)

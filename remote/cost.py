@@ -2,7 +2,9 @@
 
 Prices come from ``pod_setup/cost_config.yaml`` (or another file of the same
 shape): GPU dollars per hour by pod type, and dollars per image by engine and
-steps. A content-filtered or failed variation is not counted as an image.
+steps. An image is counted when the API generated it, content-filtered ones
+included (the generation ran; counting it keeps the actual figure on the safe
+side); a variation that came back ERROR is not.
 """
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from .jobspec import RenderJob
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "pod_setup" / "cost_config.yaml"
 
@@ -79,8 +83,13 @@ class CostModel:
             pod_type=pod,
         )
 
-    def estimate(self, *, engine_id: str, steps: int, batch: int, backend: str, pod_type: str | None,
-                 expected_render_s: float) -> CostBreakdown:
-        """Before a job: every variation billed, render time plus the usual overhead."""
+    def estimate(self, job: RenderJob, pod_type: str | None, expected_render_s: float) -> CostBreakdown:
+        """Before a job: every variation billed, render time plus the usual per-job overhead."""
         return self.breakdown(pod_type=pod_type, gpu_seconds=expected_render_s + self.overhead_seconds,
-                              engine_id=engine_id, steps=steps, images=batch if backend == "stability" else 0)
+                              engine_id=job.engine_id, steps=job.steps,
+                              images=job.batch if job.backend == "stability" else 0)
+
+    def actual(self, job: RenderJob, pod_type: str | None, gpu_seconds: float, images_generated: int) -> CostBreakdown:
+        """After a job: the measured GPU seconds and the images the API generated."""
+        return self.breakdown(pod_type=pod_type, gpu_seconds=gpu_seconds, engine_id=job.engine_id, steps=job.steps,
+                              images=images_generated)

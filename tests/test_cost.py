@@ -1,12 +1,16 @@
 import pytest
 
 from remote.cost import CostConfigError, CostModel
+from remote.jobspec import RenderJob
+
+
+def job(**overrides) -> RenderJob:
+    return RenderJob(**{"blend_path": "s.blend", "output_dir": "out", "prompt": "knight", **overrides})
 
 
 def test_seed_figures_are_the_defaults():
     model = CostModel.load()
-    estimate = model.estimate(engine_id="stable-diffusion-xl-1024-v1-0", steps=20, batch=5, backend="stability",
-                              pod_type="A40", expected_render_s=3600 - model.overhead_seconds)
+    estimate = model.estimate(job(steps=20, batch=5), "A40", expected_render_s=3600 - model.overhead_seconds)
     assert estimate.images_usd == pytest.approx(0.20) and estimate.gpu_usd == pytest.approx(0.40)
     assert estimate.total_usd == pytest.approx(0.60)
 
@@ -15,9 +19,15 @@ def test_steps_scale_the_image_price_and_backend_none_is_free():
     model = CostModel.load()
     assert model.image_usd("stable-diffusion-xl-1024-v1-0", 40) == pytest.approx(0.08)
     assert model.image_usd("stable-diffusion-xl-1024-v1-0", 5) == pytest.approx(0.02)  # billed minimum
-    none = model.estimate(engine_id="stable-diffusion-xl-1024-v1-0", steps=30, batch=4, backend="none",
-                          pod_type="local", expected_render_s=10)
+    none = model.estimate(job(steps=30, batch=4, backend="none"), "local", expected_render_s=10)
     assert none.total_usd == 0
+
+
+def test_actual_counts_measured_seconds_and_returned_images():
+    model = CostModel.load()
+    actual = model.actual(job(steps=30, batch=4), None, gpu_seconds=90, images_generated=3)
+    assert actual.pod_type == "A40" and actual.gpu_usd == pytest.approx(0.01)
+    assert actual.images_usd == pytest.approx(0.18) and actual.to_dict()["total_usd"] == pytest.approx(0.19)
 
 
 def test_unknown_pod_type_and_bad_config_are_clear_errors(tmp_path):

@@ -81,7 +81,9 @@ def test_missing_blender_offline_fails_clearly(pod):
 
 
 def agent(env, action: str, jobdir: Path) -> dict:
-    completed = subprocess.run(["bash", str(POD_AGENT), action, str(jobdir)], env=env, capture_output=True,
+    """``action``: "start" (no flag), "status" or "cancel"."""
+    flag = [] if action == "start" else [f"--{action}"]
+    completed = subprocess.run(["bash", str(POD_AGENT), *flag, str(jobdir)], env=env, capture_output=True,
                                text=True, timeout=60)
     assert completed.returncode == 0, completed.stderr
     return json.loads(completed.stdout.strip().splitlines()[-1])
@@ -110,7 +112,8 @@ def make_job(workspace: Path, scene: Path, name: str, **extra) -> Path:
 def test_pod_agent_runs_a_job_once_and_reports_status(pod, sample_scene):
     workspace, _, env = pod
     assert setup(env).returncode == 0
-    jobdir = make_job(workspace, sample_scene, "job-1")
+    hostile = "job 1 \"q\" 'x' $(touch pwned) `touch pwned2`"
+    jobdir = make_job(workspace, sample_scene, hostile)
     first = agent(env, "start", jobdir)
     assert first["state"] in ("queued", "running", "done")
     again = agent(env, "start", jobdir)  # re-submitting starts nothing new
@@ -121,6 +124,7 @@ def test_pod_agent_runs_a_job_once_and_reports_status(pod, sample_scene):
     assert again["queued_at"] == first["queued_at"]
     assert agent(env, "start", jobdir)["finished_at"] == done["finished_at"]
     assert "Saved" in (jobdir / "render.log").read_text()
+    assert not list(workspace.rglob("pwned*")) and not list(Path.cwd().glob("pwned*"))
 
 
 def test_pod_agent_reports_failures_with_the_jobs_error(pod, sample_scene):
@@ -130,6 +134,19 @@ def test_pod_agent_reports_failures_with_the_jobs_error(pod, sample_scene):
     agent(env, "start", jobdir)
     failed = wait_state(env, jobdir, {"done", "failed"})
     assert failed["state"] == "failed" and failed["exit_code"] == 3 and "STABILITY_API_KEY" in failed["error"]
+    malformed = make_job(workspace, sample_scene, "job-malformed")
+    (malformed / "job.json").write_text('{"blend_path": "scene.blend", "prompt": ')
+    agent(env, "start", malformed)
+    failed = wait_state(env, malformed, {"done", "failed"})
+    assert failed["exit_code"] == 2 and "not valid JSON" in failed["error"]
+
+
+def test_pod_agent_usage_errors(pod, tmp_path):
+    _, _, env = pod
+    for args in ([], ["--bogus", str(tmp_path)], ["--status"], [str(tmp_path / "absent")]):
+        completed = subprocess.run(["bash", str(POD_AGENT), *args], env=env, capture_output=True, text=True,
+                                   timeout=30)
+        assert completed.returncode == 2 and completed.stderr.startswith(("usage:", "pod_agent:")), args
 
 
 def test_pod_agent_cancel_and_a_killed_job(pod, sample_scene):
@@ -153,6 +170,6 @@ def test_pod_agent_cancel_and_a_killed_job(pod, sample_scene):
 def test_pod_agent_without_setup_says_so(pod, sample_scene):
     workspace, _, env = pod
     jobdir = make_job(workspace, sample_scene, "job-nosetup")
-    completed = subprocess.run(["bash", str(POD_AGENT), "start", str(jobdir)], env=env, capture_output=True,
+    completed = subprocess.run(["bash", str(POD_AGENT), str(jobdir)], env=env, capture_output=True,
                                text=True, timeout=30)
     assert completed.returncode == 3 and "setup_pod.sh" in completed.stderr
