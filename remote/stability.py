@@ -30,13 +30,13 @@ RETRYABLE_STATUSES = (429, 500, 502, 503, 504)
 
 
 class StabilityError(RuntimeError):
-    """Any failure of the API; ``status`` is the HTTP status when there was one."""
+    """Any failure of the API; ``status`` is the HTTP status when there was one,
+    ``retry_after_s`` the wait the server asked for (429 ``Retry-After``)."""
 
-    status: int | None = None
-
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after_s = retry_after_s
 
 
 class BadRequest(StabilityError):
@@ -145,6 +145,7 @@ class StabilityClient:
             except requests.Timeout:
                 error: StabilityError = RequestTimedOut(f"no answer from {self.base_url} within {self.timeout_s:g}s")
             except requests.ConnectionError as exc:
+                # Refused, reset or dropped mid-answer: the same retry as a 5xx.
                 error = ServerError(f"cannot reach {self.base_url}: {type(exc).__name__}")
             else:
                 if response.status_code == 200:
@@ -155,9 +156,7 @@ class StabilityClient:
                 if retryable:
                     error.args = (f"{error.args[0]} (gave up after {self.attempts} attempts)",)
                 raise error
-            wait = delay
-            if isinstance(error, RateLimited) and getattr(error, "retry_after", None):
-                wait = max(wait, error.retry_after)  # type: ignore[attr-defined]
+            wait = max(delay, error.retry_after_s or 0)
             self._sleep(min(wait, self.max_backoff_s))
             delay = min(delay * 2, self.max_backoff_s)
 
@@ -171,11 +170,8 @@ class StabilityClient:
             text = f"Stability has no such engine or endpoint (HTTP 404): {detail}"
         else:
             text = f"Stability answered HTTP {status}: {detail}"
-        error = cls(text, status)
         retry_after = response.headers.get("Retry-After", "")
-        if retry_after.isdigit():
-            error.retry_after = int(retry_after)  # type: ignore[attr-defined]
-        return error
+        return cls(text, status, float(retry_after) if retry_after.isdigit() else None)
 
     @staticmethod
     def _artifacts(response: requests.Response) -> list[Artifact]:

@@ -1,12 +1,14 @@
 """The Stability client against our contract-strict stand-in server."""
 from __future__ import annotations
 
+import socket
+
 import pytest
 import requests
 
 from remote import stability
 from remote.jobspec import RenderJob
-from tests.fixtures.stability_server import make_png, png_text
+from tests.fixtures.stability_server import DROP_CONNECTION, make_png, png_text
 
 INIT = make_png(1024, 1024, (10, 20, 30), {})
 
@@ -98,3 +100,32 @@ def test_stand_in_rejects_unknown_fields_and_bad_ranges(stability_server):
         answer = requests.post(url, headers=headers, files=base + [(extra[0], (None, extra[1]))], timeout=10)
         assert answer.status_code == 400 and extra[0] in answer.json()["message"]
     assert requests.post(url, headers={"Accept": "application/json"}, files=base, timeout=10).status_code == 401
+
+
+def test_dropped_connection_is_retried_then_succeeds(stability_server):
+    stability_server.then(DROP_CONNECTION)
+    c = client(stability_server)
+    assert len(c.image_to_image(INIT, job(batch=1))) == 1 and c.attempts == 2
+
+
+def test_unreachable_server_gives_up_with_a_clear_error():
+    with socket.socket() as sock:  # a port that is bound but never accepts
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        c = stability.StabilityClient("sk-some-key-1234567", url, sleep=lambda s: None, max_retries=1)
+        with pytest.raises(stability.ServerError, match="cannot reach .*gave up after 2 attempts") as raised:
+            c.image_to_image(INIT, job())
+    assert "sk-some-key" not in str(raised.value)
+
+
+def test_a_200_without_artifacts_is_a_clear_error(stability_server):
+    stability_server.then(200, body={"unexpected": True})
+    with pytest.raises(stability.ServerError, match="not the documented artifacts list"):
+        client(stability_server).image_to_image(INIT, job())
+
+
+def test_bad_request_shows_the_apis_message(stability_server):
+    stability_server.then(400, body={"id": "x1", "name": "invalid_prompts", "message": "prompt too spicy"})
+    with pytest.raises(stability.BadRequest, match="invalid_prompts: prompt too spicy") as raised:
+        client(stability_server).image_to_image(INIT, job())
+    assert raised.value.status == 400 and len(stability_server.requests) == 1  # a 400 is not retried
