@@ -7,10 +7,15 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
+from tests.fixtures import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SETUP = REPO / "pod_setup" / "setup_pod.sh"
@@ -74,10 +79,31 @@ def test_env_file_readable_by_others_is_refused(pod):
 def test_missing_blender_offline_fails_clearly(pod):
     _, _, env = pod
     env = {k: v for k, v in env.items() if k != "POSEFACTORY_BPY_PYTHON"}
-    env["PATH"] = "/usr/bin:/bin"
-    env.update(BLENDER_SHA256="0" * 64, BLENDER_URL="http://127.0.0.1:9/blender.tar.xz")
+    env.update(PATH="/usr/bin:/bin", BLENDER_URL=f"http://127.0.0.1:{free_port()}/blender.tar.xz")
     completed = setup(env)
     assert completed.returncode != 0 and "cannot download Blender" in completed.stderr
+
+
+def test_blender_download_with_a_wrong_checksum_is_refused(pod, tmp_path):
+    workspace, _, env = pod
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "blender.tar.xz").write_bytes(b"not the Blender you pinned")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(QuietFiles, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {k: v for k, v in env.items() if k != "POSEFACTORY_BPY_PYTHON"}
+        env.update(PATH="/usr/bin:/bin", BLENDER_URL=f"http://127.0.0.1:{server.server_address[1]}/blender.tar.xz")
+        completed = setup(env)
+    finally:
+        server.shutdown()
+    assert completed.returncode != 0 and "does not match sha256" in completed.stderr
+    assert not (workspace / "blender").exists() and not list(workspace.glob("blender-*.tar.xz*"))
+
+
+class QuietFiles(SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
 
 
 def agent(env, action: str, jobdir: Path) -> dict:
