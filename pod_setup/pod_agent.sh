@@ -91,10 +91,12 @@ case "$action" in
     print_status
     ;;
 --run)  # internal: the detached job itself
+    # The job inherits the start command's environment (the local side passes
+    # STABILITY_API_KEY there); $WORKSPACE/.env is read by render_job.py only
+    # when that is absent, so the key given with the job wins.
     set -a
     # shellcheck disable=SC1091
     . "$WORKSPACE/posefactory/blender.env"
-    [ -f "$WORKSPACE/.env" ] && . "$WORKSPACE/.env"
     set +a
     write_status running
     if [ "$POSEFACTORY_RUNNER" = "python" ]; then

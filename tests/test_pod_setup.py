@@ -167,6 +167,21 @@ def test_pod_agent_reports_failures_with_the_jobs_error(pod, sample_scene):
     assert failed["exit_code"] == 2 and "not valid JSON" in failed["error"]
 
 
+def test_pod_agent_hands_the_start_commands_key_to_the_job(pod, sample_scene, stability_server):
+    workspace, _, env = pod
+    assert setup(env).returncode == 0
+    (workspace / ".env").write_text("STABILITY_API_KEY=sk-stale-key-from-dotenv\n")
+    (workspace / ".env").chmod(0o600)
+    jobdir = make_job(workspace, sample_scene, "job-key", backend="stability", api_base_url=stability_server.base_url)
+    agent(dict(env, STABILITY_API_KEY=stability_server.api_key), "start", jobdir)
+    done = wait_state(env, jobdir, {"done", "failed"})
+    assert done["state"] == "done", done
+    assert [r["prompts"][0]["text"] for r in stability_server.requests] == ["knight"]
+    for path in jobdir.rglob("*"):
+        if path.is_file():
+            assert stability_server.api_key.encode() not in path.read_bytes(), path
+
+
 def test_pod_agent_usage_errors(pod, tmp_path):
     _, _, env = pod
     for args in ([], ["--bogus", str(tmp_path)], ["--status"], [str(tmp_path / "absent")]):
