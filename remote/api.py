@@ -71,7 +71,9 @@ class Bridge:
         """
         config = self.host(host)
         shell = self.shell(host)
+        # Values the caller passes are redacted; the hosts file's env only where named secret.
         redact = Redactor.for_request(config, env)
+        env = {**config.env, **(env or {})}
         started = utc_now()
         with self._locks[host]:
             try:

@@ -1,0 +1,126 @@
+"""Render from the command line, no Blender UI needed:
+
+    python -m remote.cli render SCENE.blend --prompt "a knight" [--host local] [--batch 2] ...
+    python -m remote.cli reattach RECORD.json
+    python -m remote.cli estimate --steps 30 --batch 4 [--pod-type A40]
+
+The Stability key comes from ``STABILITY_API_KEY``; without it, ``--backend
+auto`` (the default) renders without the AI step and says how to turn it on.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+from pathlib import Path
+
+from .config import data_dir
+from .cost import CostModel
+from .jobspec import SDXL_ENGINE, SDXL_SIZES, STABILITY_API_BASE, STYLE_PRESETS, JobValidationError, RenderJob
+from .pipeline import JobProgress, JobResult, new_job_id, reattach, run_job
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT") from None
+    if (width, height) not in SDXL_SIZES:
+        valid = ", ".join(f"{w}x{h}" for w, h in SDXL_SIZES)
+        raise argparse.ArgumentTypeError(f"{text} is not an SDXL size ({valid})")
+    return width, height
+
+
+def print_progress(progress: JobProgress) -> None:
+    bar = "" if progress.fraction < 0 else f"[{'#' * int(progress.fraction * 20):<20}] "
+    print(f"  {bar}{progress.stage}: {progress.message}", flush=True)
+
+
+def report(result: JobResult) -> int:
+    if result.status != "done":
+        print(f"job {result.job_id} {result.status}: {result.error}", file=sys.stderr)
+        return 1
+    print(f"job {result.job_id} done in {result.output_dir}")
+    if result.raw_render:
+        print(f"  render: {result.raw_render}")
+    for image in result.images:
+        print(f"  image:  {image}")
+    print(f"  cost:   ${result.cost_usd or 0:.4f} (ledger: {data_dir() / 'ledger.jsonl'})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m remote.cli", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    render = commands.add_parser("render", help="render a .blend on a host and bring the images back")
+    render.add_argument("scene", type=Path)
+    render.add_argument("--prompt", required=True)
+    render.add_argument("--negative-prompt", default="")
+    render.add_argument("--host", default="local", help="a host of the hosts file (default: the built-in local)")
+    render.add_argument("--hosts", type=Path, help="ssh_hosts.yaml")
+    render.add_argument("--size", type=_size, default=(1024, 1024), help="an SDXL size, e.g. 1216x832")
+    render.add_argument("--strength", type=float, default=0.35, help="share of the render kept (0..1)")
+    render.add_argument("--steps", type=int, default=30)
+    render.add_argument("--cfg-scale", type=float, default=7.0)
+    render.add_argument("--seed", type=int, default=0, help="0: random")
+    render.add_argument("--batch", type=int, default=1, help="variations (1..10)")
+    render.add_argument("--style-preset", default="", choices=["", *STYLE_PRESETS])
+    render.add_argument("--samples", type=int, default=0, help="Cycles samples on the pod (0: the scene's)")
+    render.add_argument("--backend", choices=["auto", "stability", "none"], default="auto")
+    render.add_argument("--api-base", default=os.environ.get("STABILITY_API_BASE", STABILITY_API_BASE))
+    render.add_argument("--output", type=Path, help="where results go (default: DATA_DIR/output)")
+    again = commands.add_parser("reattach", help="wait for a job a previous run started and download it")
+    again.add_argument("record", type=Path)
+    again.add_argument("--hosts", type=Path)
+    estimate = commands.add_parser("estimate", help="what a job would cost")
+    estimate.add_argument("--steps", type=int, default=30)
+    estimate.add_argument("--batch", type=int, default=1)
+    estimate.add_argument("--pod-type", default=None)
+    estimate.add_argument("--render-seconds", type=float, default=30)
+    args = parser.parse_args(argv)
+
+    if args.command == "estimate":
+        cost = CostModel.load().estimate(engine_id=SDXL_ENGINE, steps=args.steps, batch=args.batch,
+                                         backend="stability", pod_type=args.pod_type,
+                                         expected_render_s=args.render_seconds)
+        print(f"estimate: ${cost.total_usd:.4f} (GPU {cost.gpu_seconds:.0f}s on {cost.pod_type}: ${cost.gpu_usd:.4f}; "
+              f"{cost.images} image(s): ${cost.images_usd:.4f})")
+        return 0
+    cancel = threading.Event()
+    if args.command == "reattach":
+        return report(reattach(args.record, hosts_file=args.hosts, progress=print_progress, cancel=cancel))
+
+    api_key = os.environ.get("STABILITY_API_KEY", "")
+    backend = args.backend
+    if backend == "auto":
+        backend = "stability" if api_key else "none"
+        if not api_key:
+            print("AI step skipped: STABILITY_API_KEY is not set (export it to send the render through SDXL)")
+    job_id = new_job_id()
+    job = RenderJob(
+        blend_path=str(args.scene), output_dir="", prompt=args.prompt, negative_prompt=args.negative_prompt,
+        width=args.size[0], height=args.size[1], strength=args.strength, steps=args.steps, cfg_scale=args.cfg_scale,
+        seed=args.seed, batch=args.batch, style_preset=args.style_preset, backend=backend,
+        api_base_url=args.api_base, job_id=job_id, render_samples=args.samples,
+    )
+    try:
+        job.output_dir = "-"  # checked here only; the pipeline fills in the pod's paths
+        job.validate()
+    except JobValidationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    output = args.output or data_dir() / "output"
+    record = data_dir() / "jobs" / f"{job_id}.json"
+    print(f"job {job_id} on {args.host} (record: {record})")
+    try:
+        result = run_job(job, args.scene, host=args.host, hosts_file=args.hosts, local_output_dir=output,
+                         api_key=api_key or None, progress=print_progress, cancel=cancel, record_path=record)
+    except KeyboardInterrupt:
+        print(f"interrupted; the pod may still be working. Resume with: python -m remote.cli reattach {record}")
+        return 130
+    return report(result)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
