@@ -25,6 +25,9 @@ state_dir="$WORKSPACE/posefactory"
 changes=()
 
 fail() { echo "setup_pod: error: $*" >&2; exit 1; }
+# NAME=VALUE, shell-quoted: blender.env is sourced by pod_agent.sh, and a
+# workspace path may hold spaces, quotes or $(...).
+env_line() { printf '%s=%q\n' "$1" "$2"; }
 
 [ -d "$WORKSPACE" ] || fail "workspace $WORKSPACE does not exist (is the volume mounted?)"
 for dir in scripts output jobs blender-addons .config posefactory; do
@@ -64,8 +67,7 @@ blender_env="$state_dir/blender.env"
 if [ -n "${POSEFACTORY_BPY_PYTHON:-}" ]; then
     "$POSEFACTORY_BPY_PYTHON" -c 'import bpy, yaml, requests' 2>/dev/null ||
         fail "POSEFACTORY_BPY_PYTHON=$POSEFACTORY_BPY_PYTHON cannot import bpy, yaml and requests"
-    wanted="POSEFACTORY_RUNNER=python
-POSEFACTORY_EXECUTABLE=$POSEFACTORY_BPY_PYTHON"
+    wanted="$(env_line POSEFACTORY_RUNNER python; env_line POSEFACTORY_EXECUTABLE "$POSEFACTORY_BPY_PYTHON")"
 else
     blender="$(command -v blender || true)"
     [ -n "$blender" ] || { [ -x "$WORKSPACE/blender/blender" ] && blender="$WORKSPACE/blender/blender"; } || true
@@ -85,23 +87,22 @@ else
     # The pod helper's own modules (yaml) for Blender's bundled Python.
     pylib="$state_dir/pylib"
     if [ ! -f "$pylib/.installed" ]; then
-        blender_python="$(echo "$(dirname "$blender")"/*/python/bin/python3* | cut -d' ' -f1)"
+        bundled=("$(dirname "$(readlink -f "$blender")")"/*/python/bin/python3*)
+        blender_python="${bundled[0]}"
         [ -x "$blender_python" ] || blender_python=python3
         "$blender_python" -m pip install -q --target "$pylib" pyyaml requests ||
             fail "cannot install pyyaml/requests for Blender's Python (offline?)"
         touch "$pylib/.installed"
         changes+=("installed Python modules")
     fi
-    wanted="POSEFACTORY_RUNNER=blender
-POSEFACTORY_EXECUTABLE=$blender
-PYTHONPATH=$pylib"
+    wanted="$(env_line POSEFACTORY_RUNNER blender; env_line POSEFACTORY_EXECUTABLE "$blender"; env_line PYTHONPATH "$pylib")"
 fi
 if [ "$(cat "$blender_env" 2>/dev/null)" != "$wanted" ]; then
     printf '%s\n' "$wanted" > "$blender_env"
     changes+=("recorded Blender")
 fi
 
-runner="$(sed -n 's/^POSEFACTORY_EXECUTABLE=//p' "$blender_env")"
+runner="$(. "$blender_env" && echo "$POSEFACTORY_EXECUTABLE")"
 if [ ${#changes[@]} -eq 0 ]; then
     echo "setup_pod: ok, nothing changed (workspace $WORKSPACE, blender $runner)"
 else

@@ -24,7 +24,10 @@ POD_AGENT = REPO / "pod_setup" / "pod_agent.sh"
 
 @pytest.fixture
 def pod(tmp_path):
-    workspace, home = tmp_path / "workspace", tmp_path / "home"
+    # A hostile workspace name: every script must quote, never evaluate, it.
+    # HOME only gets a space: bpy 5.0.1 itself runs command substitutions
+    # found in $HOME at import (seen here), which no script of ours can stop.
+    workspace, home = tmp_path / "work space 'q' $(touch pwned)", tmp_path / "home dir"
     workspace.mkdir()
     home.mkdir()
     env = dict(os.environ, WORKSPACE=str(workspace), HOME=str(home), POSEFACTORY_BPY_PYTHON=sys.executable)
@@ -150,7 +153,7 @@ def test_pod_agent_runs_a_job_once_and_reports_status(pod, sample_scene):
     assert again["queued_at"] == first["queued_at"]
     assert agent(env, "start", jobdir)["finished_at"] == done["finished_at"]
     assert "Saved" in (jobdir / "render.log").read_text()
-    assert not list(workspace.rglob("pwned*")) and not list(Path.cwd().glob("pwned*"))
+    assert not list(workspace.parent.rglob("pwned*")) and not list(Path.cwd().glob("pwned*"))
 
 
 def test_pod_agent_reports_failures_with_the_jobs_error(pod, sample_scene):
