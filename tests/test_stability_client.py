@@ -129,3 +129,26 @@ def test_bad_request_shows_the_apis_message(stability_server):
     with pytest.raises(stability.BadRequest, match="invalid_prompts: prompt too spicy") as raised:
         client(stability_server).image_to_image(INIT, job())
     assert raised.value.status == 400 and len(stability_server.requests) == 1  # a 400 is not retried
+
+
+def test_stand_in_rejects_missing_parts_and_wrong_headers(stability_server):
+    url = f"{stability_server.base_url}/v1/generation/stable-diffusion-xl-1024-v1-0/image-to-image"
+    auth = {"Authorization": f"Bearer {stability_server.api_key}"}
+    json_auth = {**auth, "Accept": "application/json"}
+    prompt = [("text_prompts[0][text]", (None, "x"))]
+    image = [("init_image", ("i.png", INIT, "image/png"))]
+    cases = [
+        (json_auth, prompt, "init_image: required"),
+        (json_auth, image, "text_prompts"),
+        (json_auth, [("init_image", ("i.png", make_png(1000, 1000, (0, 0, 0), {}), "image/png"))] + prompt,
+         "1000x1000"),
+        (json_auth, [("init_image", ("i.jpg", b"\xff\xd8 not a png", "image/jpeg"))] + prompt, "not a PNG"),
+        (json_auth, image + [("text_prompts[1][text]", (None, "x"))], "numbered from 0"),
+        ({**auth, "Accept": "image/png"}, image + prompt, "Accept"),
+    ]
+    for headers, parts, message in cases:
+        answer = requests.post(url, headers=headers, files=parts, timeout=10)
+        assert answer.status_code == 400 and message in answer.json()["message"], (message, answer.text)
+        assert set(answer.json()) == {"id", "name", "message"}
+    form = requests.post(url, headers=json_auth, data={"text_prompts[0][text]": "x"}, timeout=10)
+    assert form.status_code == 400 and "multipart" in form.json()["message"]
