@@ -34,6 +34,10 @@ from typing import TextIO
 # On the pod ``remote/`` sits next to ``pod_setup/`` (both under
 # $WORKSPACE/posefactory); in the repository they are siblings too.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# A downloaded Blender's Python gets pyyaml and requests from the folder
+# setup_pod.sh filled; Blender ignores PYTHONPATH unless told otherwise.
+if os.environ.get("POSEFACTORY_PYLIB"):
+    sys.path.insert(1, os.environ["POSEFACTORY_PYLIB"])
 
 from remote.cost import CostModel  # noqa: E402
 from remote.jobspec import JobValidationError, RenderJob  # noqa: E402

@@ -95,7 +95,7 @@ else
         touch "$pylib/.installed"
         changes+=("installed Python modules")
     fi
-    wanted="$(env_line POSEFACTORY_RUNNER blender; env_line POSEFACTORY_EXECUTABLE "$blender"; env_line PYTHONPATH "$pylib")"
+    wanted="$(env_line POSEFACTORY_RUNNER blender; env_line POSEFACTORY_EXECUTABLE "$blender"; env_line POSEFACTORY_PYLIB "$pylib")"
 fi
 if [ "$(cat "$blender_env" 2>/dev/null)" != "$wanted" ]; then
     printf '%s\n' "$wanted" > "$blender_env"
