@@ -99,11 +99,15 @@ def test_content_filtered_is_reported_not_saved(tmp_path, sample_scene, stabilit
     assert [v["finish_reason"] for v in manifest["variations"]] == ["CONTENT_FILTERED"] * 2
 
 
-def test_rate_limit_then_success(tmp_path, sample_scene, stability_server):
+def test_rate_limit_then_partly_filtered_batch(tmp_path, sample_scene, stability_server):
     stability_server.then(429, headers={"Retry-After": "1"})
-    completed, manifest = run_job(tmp_path, sample_scene, stability_server)
+    stability_server.then(200, finish_reason=("CONTENT_FILTERED", "SUCCESS", "ERROR"))
+    completed, manifest = run_job(tmp_path, sample_scene, stability_server, batch=3)
     assert completed.returncode == 0, completed.stderr
-    assert manifest["ai_attempts"] == 2 and manifest["images"] == ["ai-render-1.png"]
+    assert manifest["ai_attempts"] == 2 and manifest["images"] == ["ai-render-2.png"]
+    assert sorted(p.name for p in (tmp_path / "out").glob("ai-render-*")) == ["ai-render-2.png"]
+    assert [v["finish_reason"] for v in manifest["variations"]] == ["CONTENT_FILTERED", "SUCCESS", "ERROR"]
+    assert manifest["actual_cost"]["images"] == 2  # the filtered generation ran; the ERROR one did not
 
 
 def test_backend_none_makes_no_request(tmp_path, sample_scene, stability_server):
