@@ -98,7 +98,12 @@ case "$action" in
     # shellcheck disable=SC1091
     . "$WORKSPACE/posefactory/blender.env"
     set +a
+    # Under the lock, so that a cancel that came first is never overwritten.
+    exec 9>"$jobdir/.lock"
+    flock 9
+    if [ "$(cat "$jobdir/state")" = "cancelled" ]; then exit 0; fi
     write_status running
+    exec 9>&-
     if [ "$POSEFACTORY_RUNNER" = "python" ]; then
         cmd=("$POSEFACTORY_EXECUTABLE" "$here/render_job.py" "$jobdir/job.json")
     else
@@ -120,6 +125,8 @@ case "$action" in
     print_status
     ;;
 --cancel)
+    exec 9>"$jobdir/.lock"
+    flock 9
     state="$(cat "$jobdir/state" 2>/dev/null || echo none)"
     if [ "$state" = "running" ] || [ "$state" = "queued" ]; then
         write_status cancelled "" "cancelled by the user"

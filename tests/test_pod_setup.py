@@ -203,6 +203,11 @@ def test_pod_agent_cancel_and_a_killed_job(pod, sample_scene):
     assert cancelled["state"] == "cancelled"
     time.sleep(0.5)
     assert agent(env, "status", slow)["state"] == "cancelled"
+    at_once = make_job(workspace, sample_scene, "job-cancelled-at-once", render_samples=4000)
+    agent(env, "start", at_once)
+    assert agent(env, "cancel", at_once)["state"] == "cancelled"  # before the job got going
+    time.sleep(1.0)
+    assert agent(env, "status", at_once)["state"] == "cancelled"
     killed = make_job(workspace, sample_scene, "job-killed", render_samples=4000)
     agent(env, "start", killed)
     wait_state(env, killed, {"running"})
