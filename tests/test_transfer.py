@@ -226,3 +226,15 @@ def test_bridge_api_put_get(tmp_path, monkeypatch):
     with Bridge() as bridge:
         assert bridge.put("local", src, f"{tmp_path}/r/").bytes_moved == 10
         assert bridge.get("local", f"{tmp_path}/r/x.bin", tmp_path / "o").files[0].sha256
+
+
+def test_remote_file_changed_in_place_is_sent_again(shell, tmp_path):
+    src = random_file(tmp_path / "scene.blend", 200_000)
+    dst = tmp_path / "remote" / "scene.blend"
+    put(shell, src, str(dst))
+    assert put(shell, src, str(dst)).bytes_moved == 0  # the recorded sum, unchanged file
+    tampered = bytearray(dst.read_bytes())
+    tampered[1000] ^= 0xFF
+    dst.write_bytes(bytes(tampered))  # same size, new content and mtime: the record no longer applies
+    assert put(shell, src, str(dst)).bytes_moved == src.stat().st_size
+    assert dst.read_bytes() == src.read_bytes()

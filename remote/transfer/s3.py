@@ -30,8 +30,8 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from ..config import StorageConfig
 from ..shell import RemoteShell
 from .common import (
-    ChecksumMismatch, FileEntry, TransferError, TransferResult, checked, finish_download, list_remote,
-    local_matches, part_path, q, remote_sha256, safe_destination, sha256_file,
+    ChecksumMismatch, FileEntry, TransferError, TransferResult, checked, finish_download, finish_upload_script,
+    list_remote, local_matches, part_path, q, remote_sha256, safe_destination, sha256_file,
 )
 
 MULTIPART = TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=8 << 20, max_concurrency=4)
@@ -119,7 +119,7 @@ def put(shell: RemoteShell, src: Path, dst: str) -> TransferResult:
         raise _explain(exc, storage) from None
     part = f"{dst}.pf-part-{sha[:16]}"
     command = (f"fetch() {{ {FETCH}; }}; mkdir -p -- \"$(dirname -- {q(dst)})\" && fetch {q(part)} && "
-               f"[ \"$(sha256sum -- {q(part)} | cut -c1-64)\" = {sha} ] && mv -f -- {q(part)} {q(dst)}; "
+               f"{{ {finish_upload_script(part, dst, sha)}; }}; "
                f"rc=$?; rm -f -- {q(part)}; exit $rc")
     for attempt in (1, 2):  # a checksum mismatch (or failed fetch) gets one retry
         outcome = shell.run(command, env={"PF_URL": url}, timeout=3600)

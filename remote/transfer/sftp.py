@@ -4,13 +4,12 @@ go through the host's shell, so the guarantees match the other transports."""
 from __future__ import annotations
 
 import subprocess
-import tempfile
 from pathlib import Path
 
 from ..shell import RemoteShell
 from .common import (
     ChecksumMismatch, FileEntry, RemoteDiskFull, TransferError, TransferResult, checked, finish_download,
-    list_remote, local_matches, part_path, q, remote_sha256, safe_destination, sha256_file,
+    finish_upload_script, list_remote, local_matches, part_path, q, remote_sha256, safe_destination, sha256_file,
 )
 
 
@@ -62,8 +61,7 @@ def put(shell: RemoteShell, src: Path, dst: str) -> TransferResult:
             shell.run(f"rm -f -- {q(part)}", timeout=60)
             raise
         result.bytes_moved += size
-        final = shell.run(f"[ \"$(sha256sum -- {q(part)} | cut -c1-64)\" = {sha} ] && mv -f -- {q(part)} {q(dst)}",
-                          timeout=600)
+        final = shell.run(finish_upload_script(part, dst, sha), timeout=600)
         if final.ok:
             return result
         shell.run(f"rm -f -- {q(part)}", timeout=60)
