@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from remote.api import Bridge, submit
 from remote.config import local_host, parse_host
 from remote.shell import RemoteShell
 from remote.transfer import TransferError, TransferInterrupted, get, put
-from remote.transfer.common import ChecksumMismatch, RemoteDiskFull
+from remote.transfer import BucketMissing, ChecksumMismatch, RemoteDiskFull, StorageCredentialsRejected
+from remote.transfer.common import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 ODD = "it's a \"file\" $(touch pwned) `x` é.bin"
@@ -97,11 +99,8 @@ def test_get_refuses_remote_links_and_never_writes_outside_dst(shell, tmp_path):
         get(shell, str(remote / "*.exr"), dst)
 
 
-def test_remote_disk_full_is_a_clear_error_and_leaves_nothing(local, tmp_path):
-    shell = RemoteShell(replace(local, transfer="inline"))
+def test_remote_disk_full_is_a_clear_error_and_leaves_nothing(shell, tmp_path):
     src = random_file(tmp_path / "scene.blend", 300_000)
-    from remote.transfer.common import sha256_file
-
     dst = tmp_path / "remote" / "scene.blend"
     dst.parent.mkdir()
     part = Path(f"{dst}.pf-part-{sha256_file(src)[:16]}")
@@ -109,7 +108,6 @@ def test_remote_disk_full_is_a_clear_error_and_leaves_nothing(local, tmp_path):
     with pytest.raises(RemoteDiskFull, match="disk is full"):
         put(shell, src, str(dst))
     assert not dst.exists() and not part.exists() and not part.is_symlink()
-    shell.close()
 
 
 class CorruptingShell(RemoteShell):
@@ -194,10 +192,10 @@ def test_s3_errors_are_clear(local, s3_server, s3_credentials, tmp_path, monkeyp
                                         "storage": s3_server.storage_entry("no-such-bucket")})
     shell = RemoteShell(replace(config, is_local=True, workspace=local.workspace))
     src = random_file(tmp_path / "a.bin", 1000)
-    with pytest.raises(TransferError, match="bucket 'no-such-bucket' does not exist"):
+    with pytest.raises(BucketMissing, match="bucket 'no-such-bucket' does not exist"):
         put(shell, src, str(tmp_path / "pod" / "a.bin"))
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
-    with pytest.raises(TransferError, match="no storage credentials"):
+    with pytest.raises(StorageCredentialsRejected, match="no storage credentials"):
         put(shell, src, str(tmp_path / "pod" / "a.bin"))
     shell.close()
 
@@ -238,3 +236,66 @@ def test_remote_file_changed_in_place_is_sent_again(shell, tmp_path):
     dst.write_bytes(bytes(tampered))  # same size, new content and mtime: the record no longer applies
     assert put(shell, src, str(dst)).bytes_moved == src.stat().st_size
     assert dst.read_bytes() == src.read_bytes()
+
+
+def test_dropped_connection_mid_download_resumes_and_never_leaves_a_wrong_file(sshd_proxy, tmp_path):
+    (tmp_path / "remote").mkdir()
+    remote = random_file(tmp_path / "remote" / "render.exr", 24 << 20)
+    shell = RemoteShell(sshd_proxy.host_config(transfer="inline"))
+    shell.connect()
+    dropped = threading.Event()
+
+    def drop_soon() -> None:
+        time.sleep(0.5)
+        dropped.set()
+        sshd_proxy.drop_connections()
+
+    threading.Thread(target=drop_soon).start()
+    try:
+        get(shell, str(remote), tmp_path / "local")
+    except TransferInterrupted:
+        assert not (tmp_path / "local" / "render.exr").exists()  # only the hidden part, never the final name
+        get(shell, str(remote), tmp_path / "local")
+    assert dropped.is_set()
+    assert (tmp_path / "local" / "render.exr").read_bytes() == remote.read_bytes()
+    assert leftovers(tmp_path / "local") == []
+    shell.close()
+
+
+class RejectingStorage(BaseHTTPRequestHandler):
+    """Answers every request as R2 does for a wrong secret key."""
+
+    def _reject(self) -> None:
+        body = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>SignatureDoesNotMatch</Code>"
+                b"<Message>The request signature we calculated does not match</Message></Error>")
+        self.send_response(403)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_PUT = do_POST = do_HEAD = _reject
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_s3_rejected_credentials_are_a_clear_error_that_never_shows_the_secret(local, tmp_path, monkeypatch):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), RejectingStorage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    secret = "wrong-secret-$(rm -rf x)-key"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "some-key-id")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    config = parse_host("test", "pod", {"host": "localhost", "transfer": "s3", "storage": {
+        "endpoint_url": f"http://127.0.0.1:{server.server_port}", "bucket": "renders"}})
+    shell = RemoteShell(replace(config, is_local=True, workspace=local.workspace))
+    src = random_file(tmp_path / "a.bin", 1000)
+    try:
+        with pytest.raises(StorageCredentialsRejected, match="rejected the credentials") as caught:
+            put(shell, src, str(tmp_path / "pod" / "a.bin"))
+        assert secret not in str(caught.value)
+        assert not (tmp_path / "pod" / "a.bin").exists()
+    finally:
+        shell.close()
+        server.shutdown()

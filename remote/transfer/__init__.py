@@ -22,9 +22,13 @@ from pathlib import Path
 
 from ..config import HostConfig
 from ..shell import RemoteShell, ShellDisconnected
-from .common import FileEntry, TransferError, TransferInterrupted, TransferResult
+from .common import (
+    BucketMissing, ChecksumMismatch, FileEntry, RemoteDiskFull, StorageCredentialsRejected, TransferError,
+    TransferInterrupted, TransferResult,
+)
 
-__all__ = ["FileEntry", "TransferError", "TransferInterrupted", "TransferResult", "choose_transport", "put", "get"]
+__all__ = ["BucketMissing", "ChecksumMismatch", "FileEntry", "RemoteDiskFull", "StorageCredentialsRejected",
+           "TransferError", "TransferInterrupted", "TransferResult", "choose_transport", "put", "get"]
 
 
 def choose_transport(host: HostConfig) -> str:

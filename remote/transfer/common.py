@@ -29,6 +29,14 @@ class ChecksumMismatch(TransferError):
 
 
 class TransferInterrupted(TransferError):
+    """The connection dropped; what was verified is kept and the same call resumes."""
+
+
+class StorageCredentialsRejected(TransferError):
+    """Storage credentials missing or refused (the message never holds them)."""
+
+
+class BucketMissing(TransferError):
     pass
 
 

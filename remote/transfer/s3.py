@@ -30,8 +30,8 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from ..config import StorageConfig
 from ..shell import RemoteShell
 from .common import (
-    ChecksumMismatch, FileEntry, TransferError, TransferResult, checked, finish_download, finish_upload_script,
-    list_remote, local_matches, part_path, q, remote_sha256, safe_destination, sha256_file,
+    BucketMissing, ChecksumMismatch, FileEntry, TransferError, TransferResult, checked, finish_download, finish_upload_script,
+    list_remote, local_matches, part_path, q, remote_sha256, safe_destination, sha256_file, StorageCredentialsRejected,
 )
 
 MULTIPART = TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=8 << 20, max_concurrency=4)
@@ -52,7 +52,7 @@ def client(storage: StorageConfig):
         key_id = os.environ.get(storage.access_key_id_env)
         secret = os.environ.get(storage.secret_access_key_env)
         if not key_id or not secret:
-            raise TransferError(f"no storage credentials: set {storage.access_key_id_env} and "
+            raise StorageCredentialsRejected(f"no storage credentials: set {storage.access_key_id_env} and "
                                 f"{storage.secret_access_key_env} (or a profile in the storage settings)")
         session = boto3.session.Session(aws_access_key_id=key_id, aws_secret_access_key=secret)
     config = Config(signature_version="s3v4", s3={"addressing_style": "path"}, retries={"max_attempts": 5},
@@ -62,14 +62,14 @@ def client(storage: StorageConfig):
 
 def _explain(exc: Exception, storage: StorageConfig) -> TransferError:
     if isinstance(exc, NoCredentialsError):
-        return TransferError("no storage credentials found")
+        return StorageCredentialsRejected("no storage credentials found")
     if isinstance(exc, (ClientError, S3UploadFailedError)):
         code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else next(
             (c for c in ("NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied") if c in str(exc)), "")
         if code == "NoSuchBucket":
-            return TransferError(f"bucket {storage.bucket!r} does not exist at {storage.endpoint_url}")
+            return BucketMissing(f"bucket {storage.bucket!r} does not exist at {storage.endpoint_url}")
         if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "Forbidden"):
-            return TransferError(f"storage at {storage.endpoint_url} rejected the credentials ({code})")
+            return StorageCredentialsRejected(f"storage at {storage.endpoint_url} rejected the credentials ({code})")
         return TransferError(f"storage error {code}: {exc}")
     return TransferError(f"storage at {storage.endpoint_url} unreachable: {exc}")
 
