@@ -8,7 +8,7 @@ import shlex
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..shell import CommandResult, RemoteShell
 
@@ -195,3 +195,28 @@ def finish_download(target: Path, expected_sha: str) -> None:
 
 def local_matches(target: Path, sha: str) -> bool:
     return target.is_file() and not target.is_symlink() and sha256_file(target) == sha
+
+
+def download_each(shell: RemoteShell, src: str, dst_dir: Path, transport: str,
+                  fetch: Callable[[FileEntry, Path, bool], int]) -> TransferResult:
+    """Download every remote file matching ``src`` into ``dst_dir``.
+
+    ``fetch(entry, target, first_try)`` writes the part file of ``target`` and
+    returns the bytes it moved; this checks, renames, skips files already
+    here, and gives a whole-file checksum mismatch its one retry.
+    """
+    result = TransferResult(transport)
+    for entry in list_remote(shell, src):
+        target = safe_destination(dst_dir, entry.path)
+        result.files.append(FileEntry(str(target), entry.sha256, entry.size))
+        if local_matches(target, entry.sha256):
+            continue
+        for first_try in (True, False):
+            result.bytes_moved += fetch(entry, target, first_try)
+            try:
+                finish_download(target, entry.sha256)
+                break
+            except ChecksumMismatch:
+                if not first_try:
+                    raise
+    return result

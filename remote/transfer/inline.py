@@ -24,9 +24,8 @@ from pathlib import Path
 
 from ..shell import RemoteShell
 from .common import (
-    ChecksumMismatch, FileEntry, TransferError, TransferInterrupted, TransferResult, checked, finish_download,
-    finish_upload_script, list_remote, local_matches, open_part, part_path, q, remote_sha256, safe_destination,
-    sha256_file,
+    ChecksumMismatch, FileEntry, TransferError, TransferInterrupted, TransferResult, checked, download_each,
+    finish_upload_script, open_part, part_path, q, remote_sha256, sha256_file,
 )
 
 CHUNK = 1 << 20
@@ -105,21 +104,8 @@ def _send_chunk(shell: RemoteShell, part: str, offset: int, data: bytes) -> None
 
 
 def get(shell: RemoteShell, src: str, dst: Path) -> TransferResult:
-    result = TransferResult("inline")
-    for entry in list_remote(shell, src):
-        target = safe_destination(dst, entry.path)
-        result.files.append(FileEntry(str(target), entry.sha256, entry.size))
-        if local_matches(target, entry.sha256):
-            continue
-        for attempt in (1, 2):  # a whole-file checksum mismatch gets one retry
-            result.bytes_moved += _download(shell, entry, target, resume=attempt == 1)
-            try:
-                finish_download(target, entry.sha256)
-                break
-            except ChecksumMismatch:
-                if attempt == 2:
-                    raise
-    return result
+    return download_each(shell, src, dst, "inline",
+                         lambda entry, target, first_try: _download(shell, entry, target, resume=first_try))
 
 
 def _download(shell: RemoteShell, entry: FileEntry, target: Path, *, resume: bool) -> int:

@@ -30,18 +30,21 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from ..config import StorageConfig
 from ..shell import RemoteShell
 from .common import (
-    BucketMissing, ChecksumMismatch, FileEntry, TransferError, TransferResult, checked, finish_download, finish_upload_script,
-    list_remote, local_matches, part_path, q, remote_sha256, safe_destination, sha256_file, StorageCredentialsRejected,
+    BucketMissing, ChecksumMismatch, FileEntry, StorageCredentialsRejected, TransferError, TransferResult,
+    checked, download_each, finish_upload_script, part_path, q, remote_sha256, sha256_file,
 )
 
 MULTIPART = TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=8 << 20, max_concurrency=4)
 # The pod side: curl when present, else Python's urllib (both take the URL from $PF_URL).
-FETCH = ('if command -v curl >/dev/null; then curl -fsS --retry 3 -o "$1" "$PF_URL"; '
-         'else python3 -c "import sys,urllib.request,shutil; '
-         'shutil.copyfileobj(urllib.request.urlopen(sys.argv[2]), open(sys.argv[1], \'wb\'))" "$1" "$PF_URL"; fi')
-SEND = ('if command -v curl >/dev/null; then curl -fsS --retry 3 -T "$1" "$PF_URL"; '
-        'else python3 -c "import sys,urllib.request; urllib.request.urlopen(urllib.request.Request('
-        'sys.argv[2], data=open(sys.argv[1], \'rb\').read(), method=\'PUT\'))" "$1" "$PF_URL"; fi')
+# The URL is itself a short-lived credential: it reaches curl on stdin as a
+# config line (printf is a shell builtin) and Python through the environment,
+# never through a process's argv, which any user of the pod could read in ps.
+FETCH = ('if command -v curl >/dev/null; then printf \'url = "%s"\\n\' "$PF_URL" | curl -fsS --retry 3 -K - -o "$1"; '
+         'else python3 -c "import os,sys,urllib.request,shutil; shutil.copyfileobj('
+         'urllib.request.urlopen(os.environ[\'PF_URL\']), open(sys.argv[1], \'wb\'))" "$1"; fi')
+SEND = ('if command -v curl >/dev/null; then printf \'url = "%s"\\n\' "$PF_URL" | curl -fsS --retry 3 -K - -T "$1"; '
+        'else python3 -c "import os,sys,urllib.request; urllib.request.urlopen(urllib.request.Request('
+        'os.environ[\'PF_URL\'], data=open(sys.argv[1], \'rb\').read(), method=\'PUT\'))" "$1"; fi')
 
 
 def client(storage: StorageConfig):
@@ -133,29 +136,25 @@ def put(shell: RemoteShell, src: Path, dst: str) -> TransferResult:
 
 def get(shell: RemoteShell, src: str, dst: Path) -> TransferResult:
     storage = _storage(shell)
-    result = TransferResult("s3")
     try:
         s3 = client(storage)
-        names = {}
-        for entry in list_remote(shell, src):
-            target = safe_destination(dst, entry.path)
-            result.files.append(FileEntry(str(target), entry.sha256, entry.size))
-            names[f"{shell.host.name}:{entry.path}"] = entry.sha256
-            if local_matches(target, entry.sha256):
-                continue
+
+        def fetch(entry: FileEntry, target: Path, first_try: bool) -> int:
+            moved = 0
             key = f"{storage.prefix}objects/{entry.sha256}"
             if not _object_exists(s3, storage, key):
                 url = s3.generate_presigned_url("put_object", Params={"Bucket": storage.bucket, "Key": key},
                                                 ExpiresIn=storage.presign_expiry_s)
                 checked(shell.run(f"send() {{ {SEND}; }}; send {q(entry.path)} >/dev/null", env={"PF_URL": url},
                                   timeout=3600), f"sending {entry.path} to storage")
-                result.bytes_moved += entry.size
+                moved += entry.size
             part = part_path(target)
             part.unlink(missing_ok=True)  # never write through a link someone left here
             s3.download_file(storage.bucket, key, str(part), Config=MULTIPART)
-            result.bytes_moved += entry.size
-            finish_download(target, entry.sha256)
-        _record(s3, storage, names)
+            return moved + entry.size
+
+        result = download_each(shell, src, dst, "s3", fetch)
+        _record(s3, storage, {f"{shell.host.name}:{entry.path}": entry.sha256 for entry in result.files})
     except (ClientError, BotoCoreError, S3UploadFailedError) as exc:
         raise _explain(exc, storage) from None
     return result

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from ..shell import RemoteShell
 from .common import (
-    ChecksumMismatch, FileEntry, RemoteDiskFull, TransferError, TransferResult, checked, finish_download,
-    finish_upload_script, list_remote, local_matches, part_path, q, remote_sha256, safe_destination, sha256_file,
+    ChecksumMismatch, FileEntry, RemoteDiskFull, TransferError, TransferResult, checked, download_each,
+    finish_upload_script, part_path, q, remote_sha256, sha256_file,
 )
 
 
@@ -69,25 +69,14 @@ def put(shell: RemoteShell, src: Path, dst: str) -> TransferResult:
 
 
 def get(shell: RemoteShell, src: str, dst: Path) -> TransferResult:
-    result = TransferResult("sftp")
-    for entry in list_remote(shell, src):
-        target = safe_destination(dst, entry.path)
-        result.files.append(FileEntry(str(target), entry.sha256, entry.size))
-        if local_matches(target, entry.sha256):
-            continue
+    def fetch(entry: FileEntry, target: Path, first_try: bool) -> int:
         part = part_path(target)
         part.unlink(missing_ok=True)  # never write through a link someone left here
-        for attempt in (1, 2):
-            try:
-                _sftp(shell, [f"get {_sftp_quote(entry.path)} {_sftp_quote(str(part))}"])
-            except TransferError:
-                part.unlink(missing_ok=True)
-                raise
-            result.bytes_moved += entry.size
-            try:
-                finish_download(target, entry.sha256)
-                break
-            except ChecksumMismatch:
-                if attempt == 2:
-                    raise
-    return result
+        try:
+            _sftp(shell, [f"get {_sftp_quote(entry.path)} {_sftp_quote(str(part))}"])
+        except TransferError:
+            part.unlink(missing_ok=True)
+            raise
+        return entry.size
+
+    return download_each(shell, src, dst, "sftp", fetch)
