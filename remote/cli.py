@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .config import data_dir
 from .cost import CostModel
-from .jobspec import SDXL_ENGINE, SDXL_SIZES, STABILITY_API_BASE, STYLE_PRESETS, JobValidationError, RenderJob
+from .jobspec import SDXL_SIZES, STABILITY_API_BASE, STYLE_PRESETS, JobValidationError, RenderJob
 from .pipeline import JobProgress, JobResult, new_job_id, reattach, run_job
 
 
@@ -81,9 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "estimate":
-        cost = CostModel.load().estimate(engine_id=SDXL_ENGINE, steps=args.steps, batch=args.batch,
-                                         backend="stability", pod_type=args.pod_type,
-                                         expected_render_s=args.render_seconds)
+        job = RenderJob(blend_path="-", output_dir="-", prompt="-", steps=args.steps, batch=args.batch)
+        cost = CostModel.load().estimate(job, args.pod_type, expected_render_s=args.render_seconds)
         print(f"estimate: ${cost.total_usd:.4f} (GPU {cost.gpu_seconds:.0f}s on {cost.pod_type}: ${cost.gpu_usd:.4f}; "
               f"{cost.images} image(s): ${cost.images_usd:.4f})")
         return 0

@@ -41,7 +41,7 @@ from .transfer import TransferError, TransferInterrupted
 from .transfer.common import q
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # holds remote/ and pod_setup/
-POLL_S = 1.0
+POLL_S = 0.25  # a status poll is one cheap command; polling often keeps the overhead low
 RECONNECT_ATTEMPTS = 5
 STAGES = ("connecting", "setup", "uploading", "rendering", "downloading", "done")
 

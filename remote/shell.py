@@ -45,6 +45,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import select
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -57,7 +58,7 @@ from .config import HostConfig
 READ_CHUNK = 1 << 20
 # Longest line we type: far below the 4096-byte canonical-mode limit.
 MAX_LINE = 1000
-INTERRUPT_GRACE_S = 2.0
+INTERRUPT_GRACE_S = 5.0  # a loaded machine can take seconds to deliver ^C and answer
 
 
 class ShellDisconnected(ConnectionError):
@@ -281,6 +282,37 @@ class RemoteShell:
             self.send_line(f"{name}{'=' if first else '+='}$'{quoted[start:end]}'")
             start, first = end, False
 
+    def _type(self, data: bytes, timeout: float) -> None:
+        """Write ``data`` to the terminal while collecting its output.
+
+        A blocking write of megabytes could wait forever on a peer that is
+        itself waiting for us to read what it printed; writing only what the
+        terminal accepts and reading in between keeps both sides moving.
+        """
+        assert self.child is not None
+        fd = self.child.child_fd
+        view, deadline = memoryview(data), time.monotonic() + timeout
+        blocking = os.get_blocking(fd)
+        os.set_blocking(fd, False)
+        try:
+            while view:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise CommandTimeout(f"{self.host.name}: typed input not taken within {timeout:g}s", b"")
+                readable, writable, _ = select.select([fd], [fd], [], remaining)
+                if readable:
+                    try:
+                        self._buffer += os.read(fd, READ_CHUNK)
+                    except BlockingIOError:
+                        pass
+                if writable:
+                    try:
+                        view = view[os.write(fd, view[:READ_CHUNK]):]
+                    except BlockingIOError:
+                        pass
+        finally:
+            os.set_blocking(fd, blocking)
+
     # -- commands --------------------------------------------------------------
     def run(self, command: str, *, timeout: float | None = None, cwd: str | None = None,
             env: dict[str, str] | None = None, request_id: str = "", typed_input: str | None = None) -> CommandResult:
@@ -324,9 +356,9 @@ class RemoteShell:
         )
         if typed_input:
             try:
-                self.child.send(typed_input.encode("ascii"))
-            except OSError:
-                pass  # the read below reports the lost connection
+                self._type(typed_input.encode("ascii"), timeout or 3600)
+            except (OSError, CommandTimeout):
+                pass  # the reads below report the lost connection or the timeout
 
         def finish(status: str, exit_code: int | None, out: bytes, err: bytes, error: str | None) -> CommandResult:
             stdout, out_enc = decode_output(out)

@@ -123,7 +123,8 @@ def test_never_ending_command_times_out_and_shell_stays_usable(bridge_host):
     assert "started" in result.stdout
     stubborn = bridge.run(host, f"trap '' INT; {stubborn_sleep}", timeout=1)
     assert stubborn.status == "timeout"
-    assert bridge.run(host, "echo alive", timeout=10).stdout == "alive\n"
+    alive = bridge.run(host, "echo alive", timeout=10)
+    assert alive.stdout == "alive\n", alive
     processes = bridge.run(host, "ps -eo args", timeout=10).stdout.splitlines()
     assert plain not in processes and stubborn_sleep not in processes
 

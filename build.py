@@ -1,0 +1,140 @@
+"""Build the Pose Factory extension: dist/posefactory-<version>.zip.
+
+    python build.py            # build and validate with Blender's own extension tool
+    python build.py --dev DIR  # link the source tree into a Blender user extension repo DIR
+
+The zip holds the add-on (posefactory_addon/*), the bridge (remote/) and the
+pod-side files (pod_setup/) as real files, and the wheels Blender does not
+ship, downloaded with pip into build/wheels (cached: a second build does not
+download again). Blender installs the wheel that matches its platform.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent
+MANIFEST = REPO / "blender_manifest.toml"
+WHEEL_CACHE = REPO / "build" / "wheels"
+STAGE = REPO / "build" / "extension"
+PURE_WHEELS = ["pexpect", "ptyprocess", "boto3", "botocore", "s3transfer", "jmespath", "python-dateutil", "six"]
+# pyyaml has compiled wheels: one per platform the manifest lists.
+PLATFORM_TAGS = {
+    "linux-x64": ["manylinux_2_17_x86_64", "manylinux2014_x86_64"],
+    "macos-arm64": ["macosx_11_0_arm64"],
+    "macos-x64": ["macosx_10_9_x86_64"],
+}
+EXCLUDE = re.compile(r"(__pycache__|\.pyc$)")
+
+
+def blender_ext_tool() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("bpy")
+    if spec is None or spec.origin is None:
+        raise SystemExit("build.py: the bpy module (pip install bpy==5.0.1) is needed for Blender's extension tool")
+    found = sorted(Path(spec.origin).parent.glob("*/scripts/addons_core/bl_pkg/cli/blender_ext.py"))
+    if not found:
+        raise SystemExit("build.py: blender_ext.py not found inside the bpy package")
+    return found[-1]
+
+
+def pip_download(args: list[str]) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--no-deps",
+                    "--python-version", "3.11", "--implementation", "cp", "-d", str(WHEEL_CACHE), *args], check=True)
+
+
+def fetch_wheels(platforms: list[str]) -> list[Path]:
+    WHEEL_CACHE.mkdir(parents=True, exist_ok=True)
+    have = {p.name.split("-")[0].lower().replace("_", "-") for p in WHEEL_CACHE.glob("*.whl")}
+    missing = [name for name in PURE_WHEELS if name.replace("_", "-") not in have]
+    if missing:
+        pip_download(missing)
+    for platform in platforms:
+        tags = PLATFORM_TAGS[platform]
+        if not any(t in p.name for p in WHEEL_CACHE.glob("PyYAML-*.whl") for t in tags) and \
+                not any(t in p.name for p in WHEEL_CACHE.glob("pyyaml-*.whl") for t in tags):
+            pip_download(["--abi", "cp311", *[f"--platform={t}" for t in tags], "pyyaml"])
+    return sorted(WHEEL_CACHE.glob("*.whl"))
+
+
+def copy_tree(src: Path, dst: Path) -> None:
+    for path in sorted(src.rglob("*")):
+        relative = path.relative_to(src)
+        if EXCLUDE.search(str(relative)) or path.is_dir() or path.is_symlink():
+            continue
+        target = dst / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+
+
+def stage(version: str, wheels: list[Path]) -> Path:
+    shutil.rmtree(STAGE, ignore_errors=True)
+    STAGE.mkdir(parents=True)
+    copy_tree(REPO / "posefactory_addon", STAGE)  # the add-on's own modules (symlinks skipped)
+    copy_tree(REPO / "remote", STAGE / "remote")
+    copy_tree(REPO / "pod_setup", STAGE / "pod_setup")
+    (STAGE / "wheels").mkdir()
+    for wheel in wheels:
+        shutil.copy2(wheel, STAGE / "wheels" / wheel.name)
+    listed = ", ".join(f'"./wheels/{wheel.name}"' for wheel in wheels)
+    manifest = MANIFEST.read_text()
+    manifest, count = re.subn(r"(?m)^wheels = \[\]$", f"wheels = [{listed}]", manifest)
+    if count != 1:
+        raise SystemExit("build.py: blender_manifest.toml must have the line 'wheels = []' for build.py to fill")
+    (STAGE / "blender_manifest.toml").write_text(manifest)
+    return STAGE
+
+
+def build() -> Path:
+    manifest = tomllib.loads(MANIFEST.read_text())
+    version = manifest["version"]
+    wheels = fetch_wheels(manifest["platforms"])
+    staged = stage(version, wheels)
+    out = REPO / "dist" / f"{manifest['id']}-{version}.zip"
+    out.parent.mkdir(exist_ok=True)
+    out.unlink(missing_ok=True)
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(staged.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(staged).as_posix())
+    validated = subprocess.run([sys.executable, str(blender_ext_tool()), "validate", str(out)],
+                               capture_output=True, text=True)
+    if validated.returncode != 0:
+        raise SystemExit(f"build.py: Blender's validator refused {out}:\n{validated.stdout}{validated.stderr}")
+    print(f"built and validated {out} ({out.stat().st_size // 1024} KiB, {len(wheels)} wheels)")
+    return out
+
+
+def link_for_development(repo_dir: Path) -> None:
+    """A live-editing install: the extension dir's files are links into this source tree."""
+    target = repo_dir / "posefactory"
+    if target.exists() or target.is_symlink():
+        shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
+    target.mkdir(parents=True)
+    for path in (REPO / "posefactory_addon").iterdir():
+        if path.name != "__pycache__":
+            (target / path.name).symlink_to(path.resolve())
+    (target / "blender_manifest.toml").symlink_to(MANIFEST)
+    print(f"linked {target} -> {REPO} (wheels: pip install pexpect pyyaml boto3 into Blender's Python)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dev", type=Path, metavar="REPO_DIR",
+                        help="link the source tree into this Blender extension repo folder instead of building")
+    args = parser.parse_args()
+    if args.dev:
+        link_for_development(args.dev)
+    else:
+        build()
+
+
+if __name__ == "__main__":
+    main()

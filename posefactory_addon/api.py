@@ -1,0 +1,166 @@
+"""The Python API, for the console and scripts:
+
+    from bl_ext.user_default.posefactory import api
+    job = api.submit(prompt="a knight in armour", batch=2, host="local")
+    job.status            # running | done | failed | cancelled
+    result = job.wait()   # blocks until the images are back and loaded
+    job.images            # [bpy.types.Image, ...]
+
+Keyword overrides (each defaults to the scene's Pose Factory settings):
+prompt, negative_prompt, batch, seed (0: random), host, resolution
+("1216x832"), steps, strength, cfg_scale, style_preset, render_samples, use_ai.
+Bad input raises SubmitError with one clear line, before anything is spent.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import bpy
+
+from . import preferences
+from .jobs import MANAGER, TrackedJob, new_copy_dir
+from .remote.config import ConfigError, load_hosts
+from .remote.cost import CostBreakdown, CostModel
+from .remote.jobspec import JobValidationError, RenderJob
+from .remote.pipeline import JobResult, new_job_id
+
+OVERRIDES = ("prompt", "negative_prompt", "batch", "seed", "host", "resolution", "steps", "strength", "cfg_scale",
+             "style_preset", "render_samples", "use_ai")
+# Blender's integer properties are 32-bit signed: random seeds stay below that so
+# they fit the Seed field and the images' custom properties.
+MAX_BLENDER_SEED = 2**31 - 1
+_cost_model: CostModel | None = None
+
+
+class SubmitError(ValueError):
+    """A job that cannot start; the message is meant for the artist."""
+
+
+def cost_model() -> CostModel:
+    global _cost_model
+    if _cost_model is None:
+        _cost_model = CostModel.load()
+    return _cost_model
+
+
+def _setting(settings: Any, overrides: dict[str, Any], name: str) -> Any:
+    value = overrides.get(name)
+    return getattr(settings, name) if value in (None, "") else value
+
+
+def build_job(scene: bpy.types.Scene, context: bpy.types.Context, **overrides: Any) -> tuple[RenderJob, str]:
+    """The job for ``scene`` with ``overrides``, checked; raises SubmitError."""
+    unknown = sorted(set(overrides) - set(OVERRIDES))
+    if unknown:
+        raise SubmitError(f"unknown option(s): {', '.join(unknown)} (known: {', '.join(OVERRIDES)})")
+    settings = scene.posefactory
+    if scene.camera is None:
+        raise SubmitError(f"Scene '{scene.name}' has no active camera: add one and set it as the scene camera")
+    prompt = str(_setting(settings, overrides, "prompt")).strip()
+    if not prompt:
+        raise SubmitError("The prompt is empty: describe what the AI step should make of the render")
+    resolution = _setting(settings, overrides, "resolution")
+    if isinstance(resolution, (tuple, list)):
+        resolution = "x".join(map(str, resolution))
+    try:
+        width, height = (int(part) for part in str(resolution).lower().split("x"))
+    except ValueError:
+        raise SubmitError(f"Invalid size {resolution!r}: use WIDTHxHEIGHT, e.g. 1216x832") from None
+    use_ai = bool(_setting(settings, overrides, "use_ai"))
+    seed = overrides.get("seed")
+    if seed is None:
+        seed = random.randint(1, MAX_BLENDER_SEED) if settings.random_seed else settings.seed
+    elif seed == 0:
+        seed = random.randint(1, MAX_BLENDER_SEED)
+    style = _setting(settings, overrides, "style_preset")
+    prefs = preferences.get(context)
+    job = RenderJob(
+        blend_path="scene.blend", output_dir="output", prompt=prompt,
+        negative_prompt=str(_setting(settings, overrides, "negative_prompt")),
+        width=width, height=height, strength=float(_setting(settings, overrides, "strength")),
+        steps=int(_setting(settings, overrides, "steps")), cfg_scale=float(_setting(settings, overrides, "cfg_scale")),
+        seed=int(seed), batch=int(_setting(settings, overrides, "batch")),
+        style_preset="" if style == "NONE" else style, backend="stability" if use_ai else "none",
+        api_base_url=prefs.api_base_url, job_id=new_job_id(),
+        render_samples=int(overrides.get("render_samples") or settings.render_samples),
+    )
+    try:
+        job.validate()
+    except JobValidationError as exc:
+        raise SubmitError(f"Invalid job: {exc}") from None
+    if use_ai and not preferences.api_key(context):
+        raise SubmitError("No Stability API key: set STABILITY_API_KEY or the key in the add-on preferences "
+                          "(or turn AI Enhance off)")
+    host = str(_setting(settings, overrides, "host"))
+    try:
+        hosts = load_hosts(preferences.hosts_file(context))
+    except ConfigError as exc:
+        raise SubmitError(f"Hosts file: {exc}") from None
+    if host not in hosts:
+        raise SubmitError(f"Unknown host '{host}': known hosts are {', '.join(sorted(hosts))}")
+    estimate = estimate_job(job, hosts[host].pod_type)
+    if prefs.budget_cap_usd and estimate.total_usd > prefs.budget_cap_usd:
+        raise SubmitError(f"Over budget: this job is estimated at ${estimate.total_usd:.2f}, "
+                          f"the cap is ${prefs.budget_cap_usd:.2f} (Preferences ▸ Pose Factory)")
+    return job, host
+
+
+def estimate_job(job: RenderJob, pod_type: str | None, expected_render_s: float = 60.0) -> CostBreakdown:
+    model = cost_model()
+    if pod_type not in model.gpu_usd_per_hour:
+        pod_type = None
+    return model.estimate(job, pod_type, expected_render_s=expected_render_s)
+
+
+@dataclass
+class JobHandle:
+    tracked: TrackedJob
+
+    @property
+    def job_id(self) -> str:
+        return self.tracked.job_id
+
+    @property
+    def status(self) -> str:
+        return self.tracked.status
+
+    @property
+    def progress(self) -> tuple[str, float, str]:
+        return self.tracked.stage, self.tracked.fraction, self.tracked.message
+
+    def wait(self, timeout: float | None = None) -> JobResult:
+        """Block until the job ends and its images are loaded; freezes the UI meanwhile."""
+        return MANAGER.wait(self.tracked, timeout)
+
+    @property
+    def images(self) -> list[bpy.types.Image]:
+        return [bpy.data.images[name] for name in self.tracked.image_names if name in bpy.data.images]
+
+    def cancel(self) -> None:
+        self.tracked.cancel.set()
+
+
+def submit(scene: bpy.types.Scene | None = None, **overrides: Any) -> JobHandle:
+    """Pack the open scene and render it remotely; returns at once with a handle."""
+    context = bpy.context
+    scene = scene or context.scene
+    job, host = build_job(scene, context, **overrides)
+    preferences.storage_environment(context)
+    copy = _write_copy(scene)
+    settings = scene.posefactory
+    tracked = MANAGER.submit(job, copy, scene.name, host=host, hosts_file=preferences.hosts_file(context),
+                             output_dir=preferences.output_dir(context), api_key=preferences.api_key(context) or None,
+                             autosave_dir=settings.autosave_path if settings.autosave else "")
+    return JobHandle(tracked)
+
+
+def _write_copy(scene: bpy.types.Scene) -> Path:
+    from .packing import write_copy
+
+    window = bpy.context.window
+    if window is not None and window.scene != scene:
+        raise SubmitError(f"Switch to scene '{scene.name}' first: the copy is saved from the scene on screen")
+    return write_copy(new_copy_dir())

@@ -1,0 +1,205 @@
+"""Operators: one click in the sidebar, findable with F3, scriptable as
+``bpy.ops.posefactory.*``. Errors reach the artist as one line (self.report)."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
+
+from . import api, preferences
+from .jobs import MANAGER
+from .properties import RESOLUTION_ITEMS, STYLE_ITEMS
+from .remote.api import Bridge
+from .remote.config import ConfigError, load_hosts
+from .results import import_folder
+
+_connection_checks: dict[str, str] = {}  # host -> last outcome, shown in the Remote panel
+
+
+def connection_status(host: str) -> str | None:
+    return _connection_checks.get(host)
+
+
+class POSEFACTORY_OT_render_remote(bpy.types.Operator):
+    bl_idname = "posefactory.render_remote"
+    bl_label = "Render on RunPod"
+    bl_description = ("Pack a copy of this scene, render it on the remote GPU host, enhance it with Stability SDXL "
+                      "and bring the images back (the open file is not touched)")
+    bl_options = {"REGISTER"}
+
+    # Optional overrides for scripts; empty / 0 / "KEEP" means "use the scene's settings".
+    prompt: StringProperty(name="Prompt", options={"SKIP_SAVE"})
+    negative_prompt: StringProperty(name="Negative Prompt", options={"SKIP_SAVE"})
+    host: StringProperty(name="Host", options={"SKIP_SAVE"})
+    batch: IntProperty(name="Variations", min=0, max=10, default=0, options={"SKIP_SAVE"})
+    seed: IntProperty(name="Seed", min=-1, max=2**31 - 1, default=-1, options={"SKIP_SAVE"},
+                      description="-1: the scene's seed setting, 0: random")
+    steps: IntProperty(name="Steps", min=0, max=50, default=0, options={"SKIP_SAVE"})
+    strength: FloatProperty(name="Keep Render", min=-1.0, max=1.0, default=-1.0, options={"SKIP_SAVE"})
+    resolution: EnumProperty(name="Resolution", items=[("KEEP", "Scene Setting", "")] + RESOLUTION_ITEMS,
+                             default="KEEP", options={"SKIP_SAVE"})
+    style_preset: EnumProperty(name="Style", items=[("KEEP", "Scene Setting", "")] + STYLE_ITEMS, default="KEEP",
+                               options={"SKIP_SAVE"})
+    render_samples: IntProperty(name="Render Samples", min=0, default=0, options={"SKIP_SAVE"})
+    skip_ai: BoolProperty(name="Skip AI Step", default=False, options={"SKIP_SAVE"})
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return context.scene is not None and hasattr(context.scene, "posefactory")
+
+    def overrides(self) -> dict:
+        values = {"prompt": self.prompt, "negative_prompt": self.negative_prompt, "host": self.host}
+        if self.batch:
+            values["batch"] = self.batch
+        if self.seed >= 0:
+            values["seed"] = self.seed
+        if self.steps:
+            values["steps"] = self.steps
+        if self.strength >= 0:
+            values["strength"] = self.strength
+        if self.resolution != "KEEP":
+            values["resolution"] = self.resolution
+        if self.style_preset != "KEEP":
+            values["style_preset"] = self.style_preset
+        if self.render_samples:
+            values["render_samples"] = self.render_samples
+        if self.skip_ai:
+            values["use_ai"] = False
+        return {key: value for key, value in values.items() if value not in ("", None)}
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        try:
+            handle = api.submit(context.scene, **self.overrides())
+        except api.SubmitError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Pose Factory: job {handle.job_id} submitted to {handle.tracked.host}")
+        return {"FINISHED"}
+
+
+class POSEFACTORY_OT_cancel_job(bpy.types.Operator):
+    bl_idname = "posefactory.cancel_job"
+    bl_label = "Cancel Pose Factory Job"
+    bl_description = "Stop a running job at whatever stage it is (the pod job is stopped too)"
+
+    job_id: StringProperty(name="Job", description="Job to cancel (empty: the most recent running job)",
+                           options={"SKIP_SAVE"})
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return bool(MANAGER.active())
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        active = {job.job_id: job for job in MANAGER.active()}
+        job = active.get(self.job_id) if self.job_id else max(active.values(), key=lambda j: j.started_at, default=None)
+        if job is None:
+            self.report({"ERROR"}, f"No running job {self.job_id!r}")
+            return {"CANCELLED"}
+        job.cancel.set()
+        self.report({"INFO"}, f"Cancelling job {job.job_id}")
+        return {"FINISHED"}
+
+
+class POSEFACTORY_OT_test_connection(bpy.types.Operator):
+    bl_idname = "posefactory.test_connection"
+    bl_label = "Test Connection"
+    bl_description = "Open a shell on the selected host and run a trivial command (in the background)"
+
+    host: StringProperty(name="Host", options={"SKIP_SAVE"})
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        host = self.host or context.scene.posefactory.host
+        try:
+            hosts = load_hosts(preferences.hosts_file(context))
+        except ConfigError as exc:
+            self.report({"ERROR"}, f"Hosts file: {exc}")
+            return {"CANCELLED"}
+        if host not in hosts:
+            self.report({"ERROR"}, f"Unknown host '{host}': known hosts are {', '.join(sorted(hosts))}")
+            return {"CANCELLED"}
+        _connection_checks[host] = "checking…"
+
+        def check() -> None:
+            with Bridge(hosts) as bridge:
+                result = bridge.run(host, "echo posefactory-ok; uname -sm", timeout=30)
+            if result.ok and result.stdout.startswith("posefactory-ok"):
+                _connection_checks[host] = f"connected: {result.stdout.splitlines()[-1]} ({result.duration_s * 1000:.0f} ms)"
+            else:
+                _connection_checks[host] = f"failed: {result.error or result.stderr.strip() or result.status}"
+
+        thread = threading.Thread(target=check, name=f"posefactory-check-{host}", daemon=True)
+        thread.start()
+        self.report({"INFO"}, f"Testing the connection to {host}…")
+        return {"FINISHED"}
+
+
+class POSEFACTORY_OT_estimate_cost(bpy.types.Operator):
+    bl_idname = "posefactory.estimate_cost"
+    bl_label = "Estimate Cost"
+    bl_description = "What the next job would cost with the current settings (GPU time and AI images)"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        try:
+            job, host = api.build_job(context.scene, context)
+        except api.SubmitError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        hosts = load_hosts(preferences.hosts_file(context))
+        cost = api.estimate_job(job, hosts[host].pod_type)
+        self.report({"INFO"}, f"Estimated ${cost.total_usd:.3f}: {cost.images} image(s) ${cost.images_usd:.3f}, "
+                              f"GPU ~{cost.gpu_seconds:.0f}s ${cost.gpu_usd:.3f}")
+        return {"FINISHED"}
+
+
+class POSEFACTORY_OT_import_results(bpy.types.Operator):
+    bl_idname = "posefactory.import_results"
+    bl_label = "Import Pose Factory Results"
+    bl_description = "Load the images of a job's results folder (manifest.json and ai-render-*.png) into Blender"
+
+    directory: StringProperty(name="Results Folder", subtype="DIR_PATH")
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        folder = Path(bpy.path.abspath(self.directory))
+        if not folder.is_dir():
+            self.report({"ERROR"}, f"Not a folder: {folder}")
+            return {"CANCELLED"}
+        images = import_folder(folder)
+        if not images:
+            self.report({"ERROR"}, f"No Pose Factory images in {folder}")
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Imported {len(images)} image(s): {', '.join(image.name for image in images)}")
+        return {"FINISHED"}
+
+
+class POSEFACTORY_OT_open_output(bpy.types.Operator):
+    bl_idname = "posefactory.open_output"
+    bl_label = "Open Output Folder"
+    bl_description = "Open the folder where job results are downloaded, in the system's file browser"
+
+    job_id: StringProperty(name="Job", options={"SKIP_SAVE"})
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        folder = preferences.output_dir(context) / self.job_id if self.job_id else preferences.output_dir(context)
+        folder.mkdir(parents=True, exist_ok=True)
+        bpy.ops.wm.path_open(filepath=str(folder))
+        return {"FINISHED"}
+
+
+CLASSES = (POSEFACTORY_OT_render_remote, POSEFACTORY_OT_cancel_job, POSEFACTORY_OT_test_connection,
+           POSEFACTORY_OT_estimate_cost, POSEFACTORY_OT_import_results, POSEFACTORY_OT_open_output)
+
+
+def register() -> None:
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+
+
+def unregister() -> None:
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)

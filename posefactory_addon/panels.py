@@ -1,0 +1,133 @@
+"""View3D ▸ Sidebar ▸ Pose Factory: Prompt, Output, Remote and Jobs."""
+from __future__ import annotations
+
+import bpy
+
+from . import api, preferences
+from .jobs import MANAGER
+from .operators import connection_status
+from .results import thumbnails
+
+
+class PosefactoryPanel:
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Pose Factory"
+
+
+class POSEFACTORY_PT_main(PosefactoryPanel, bpy.types.Panel):
+    bl_idname = "POSEFACTORY_PT_main"
+    bl_label = "Pose Factory"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        row = layout.row()
+        row.scale_y = 1.5
+        row.operator("posefactory.render_remote", icon="RENDER_STILL")
+        try:
+            job, host = api.build_job(context.scene, context)
+            cost = api.estimate_job(job, None if host == "local" else "A40")
+            layout.label(text=f"Estimate: ${cost.total_usd:.3f} ({cost.images} image(s))", icon="INFO")
+        except api.SubmitError as exc:
+            layout.label(text=str(exc), icon="ERROR")
+        active = MANAGER.active()
+        if active:
+            job = active[0]
+            layout.progress(factor=job.fraction, text=f"{job.stage}: {job.message}")
+            layout.operator("posefactory.cancel_job", icon="CANCEL")
+
+
+class POSEFACTORY_PT_prompt(PosefactoryPanel, bpy.types.Panel):
+    bl_label = "Prompt"
+    bl_parent_id = "POSEFACTORY_PT_main"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        settings = context.scene.posefactory
+        layout = self.layout
+        layout.prop(settings, "use_ai")
+        column = layout.column()
+        column.enabled = settings.use_ai
+        column.prop(settings, "prompt", text="")
+        column.prop(settings, "negative_prompt", text="Avoid")
+        column.prop(settings, "style_preset")
+        column.prop(settings, "strength")
+        column.prop(settings, "steps")
+        column.prop(settings, "cfg_scale")
+        row = column.row(align=True)
+        row.prop(settings, "random_seed", text="", icon="FILE_REFRESH")
+        seed = row.row(align=True)
+        seed.enabled = not settings.random_seed
+        seed.prop(settings, "seed")
+        column.prop(settings, "batch")
+
+
+class POSEFACTORY_PT_output(PosefactoryPanel, bpy.types.Panel):
+    bl_label = "Output"
+    bl_parent_id = "POSEFACTORY_PT_main"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        settings = context.scene.posefactory
+        layout = self.layout
+        layout.prop(settings, "resolution")
+        layout.prop(settings, "render_samples")
+        layout.prop(settings, "autosave")
+        row = layout.row()
+        row.enabled = settings.autosave
+        row.prop(settings, "autosave_path")
+        layout.operator("posefactory.open_output", icon="FILE_FOLDER")
+
+
+class POSEFACTORY_PT_remote(PosefactoryPanel, bpy.types.Panel):
+    bl_label = "Remote"
+    bl_parent_id = "POSEFACTORY_PT_main"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        settings = context.scene.posefactory
+        layout = self.layout
+        layout.prop(settings, "host")
+        layout.operator("posefactory.test_connection", icon="LINKED")
+        status = connection_status(settings.host)
+        if status:
+            layout.label(text=status, icon="CHECKMARK" if status.startswith("connected") else "INFO")
+        hosts_file = preferences.hosts_file(context)
+        layout.label(text=f"Hosts: {hosts_file.name if hosts_file else 'built-in local only'}")
+        layout.operator("posefactory.estimate_cost", icon="INFO")
+
+
+class POSEFACTORY_PT_jobs(PosefactoryPanel, bpy.types.Panel):
+    bl_label = "Jobs"
+    bl_parent_id = "POSEFACTORY_PT_main"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        previews = thumbnails()
+        records = MANAGER.history()[:8]
+        if not records:
+            layout.label(text="No jobs yet")
+        for record in records:
+            box = layout.box()
+            row = box.row()
+            if previews is not None and record.job_id in previews:
+                row.template_icon(icon_value=previews[record.job_id].icon_id, scale=3.0)
+            column = row.column()
+            column.label(text=record.job_id)
+            cost = f"${record.cost_usd:.3f}" if record.cost_usd is not None else "cost pending"
+            column.label(text=f"{record.status} on {record.host}, {cost}")
+            if record.error:
+                column.label(text=record.error[:80], icon="ERROR")
+            column.operator("posefactory.open_output", text="Open", icon="FILE_FOLDER").job_id = record.job_id
+        layout.operator("posefactory.import_results", icon="IMPORT")
+
+
+CLASSES = (POSEFACTORY_PT_main, POSEFACTORY_PT_prompt, POSEFACTORY_PT_output, POSEFACTORY_PT_remote,
+           POSEFACTORY_PT_jobs)
+
+
+def register() -> None:
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+
+
+def unregister() -> None:
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)

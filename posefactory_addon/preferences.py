@@ -1,0 +1,85 @@
+"""Add-on preferences: where the hosts are, storage, the budget cap and the
+Stability API key. Preferences live in Blender's user preferences, never in
+a .blend, so the key cannot travel inside a packed scene."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import bpy
+from bpy.props import FloatProperty, StringProperty
+
+from .remote.config import data_dir
+from .remote.jobspec import STABILITY_API_BASE
+
+
+class PosefactoryPreferences(bpy.types.AddonPreferences):
+    bl_idname = __package__
+
+    hosts_file: StringProperty(name="Hosts File", subtype="FILE_PATH",
+                               description="ssh_hosts.yaml listing your pods (empty: only the built-in 'local' host)")
+    api_key: StringProperty(name="Stability API Key", subtype="PASSWORD",
+                            description="Used when STABILITY_API_KEY is not set in the environment; "
+                                        "kept in the preferences only, never in a .blend")
+    api_base_url: StringProperty(name="Stability API", default=STABILITY_API_BASE,
+                                 description="Base URL of the Stability REST API")
+    budget_cap_usd: FloatProperty(name="Budget per Job ($)", min=0.0, default=2.0, precision=2,
+                                  description="Refuse jobs whose estimated cost is above this (0: no cap)")
+    output_dir: StringProperty(name="Downloads", subtype="DIR_PATH",
+                               description="Where job results are downloaded (empty: the Pose Factory data folder)")
+    storage_access_key_id: StringProperty(name="Storage Key ID",
+                                          description="S3/R2 access key id for hosts with a storage section "
+                                                      "(empty: AWS_ACCESS_KEY_ID from the environment)")
+    storage_secret_access_key: StringProperty(name="Storage Secret", subtype="PASSWORD",
+                                              description="S3/R2 secret for hosts with a storage section "
+                                                          "(empty: AWS_SECRET_ACCESS_KEY from the environment)")
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        layout.prop(self, "hosts_file")
+        row = layout.row()
+        row.prop(self, "api_key")
+        if os.environ.get("STABILITY_API_KEY"):
+            layout.label(text="STABILITY_API_KEY is set in the environment and takes precedence", icon="INFO")
+        layout.prop(self, "api_base_url")
+        layout.prop(self, "budget_cap_usd")
+        layout.prop(self, "output_dir")
+        box = layout.box()
+        box.label(text="S3 / Cloudflare R2 credentials (bucket and endpoint are set per host in the hosts file)")
+        box.prop(self, "storage_access_key_id")
+        box.prop(self, "storage_secret_access_key")
+
+
+def get(context: bpy.types.Context | None = None) -> PosefactoryPreferences:
+    context = context or bpy.context
+    return context.preferences.addons[__package__].preferences
+
+
+def api_key(context: bpy.types.Context | None = None) -> str:
+    return os.environ.get("STABILITY_API_KEY") or get(context).api_key
+
+
+def hosts_file(context: bpy.types.Context | None = None) -> Path | None:
+    path = get(context).hosts_file
+    return Path(bpy.path.abspath(path)) if path else None
+
+
+def output_dir(context: bpy.types.Context | None = None) -> Path:
+    path = get(context).output_dir
+    return Path(bpy.path.abspath(path)) if path else data_dir() / "output"
+
+
+def storage_environment(context: bpy.types.Context | None = None) -> None:
+    """Make the preference credentials visible to boto3 in this Blender process."""
+    prefs = get(context)
+    if prefs.storage_access_key_id and prefs.storage_secret_access_key:
+        os.environ["AWS_ACCESS_KEY_ID"] = prefs.storage_access_key_id
+        os.environ["AWS_SECRET_ACCESS_KEY"] = prefs.storage_secret_access_key
+
+
+def register() -> None:
+    bpy.utils.register_class(PosefactoryPreferences)
+
+
+def unregister() -> None:
+    bpy.utils.unregister_class(PosefactoryPreferences)

@@ -1,0 +1,63 @@
+"""The per-scene settings (``scene.posefactory``). Never holds a secret: the
+Scene is saved into the .blend that is shipped to the pod."""
+from __future__ import annotations
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+
+from .remote.jobspec import SDXL_SIZES, STYLE_PRESETS
+
+RESOLUTION_ITEMS = [
+    (f"{w}x{h}", f"{w} × {h}", f"{w}×{h} pixels, a size the SDXL 1024 engine accepts ({'square' if w == h else 'landscape' if w > h else 'portrait'})")
+    for w, h in SDXL_SIZES
+]
+STYLE_ITEMS = [("NONE", "None", "No style preset")] + [
+    (preset, preset.replace("-", " ").title(), f"Stability style preset '{preset}'") for preset in STYLE_PRESETS
+]
+
+
+class PosefactorySettings(bpy.types.PropertyGroup):
+    prompt: StringProperty(name="Prompt", description="What the AI step should make of the render")
+    negative_prompt: StringProperty(name="Negative Prompt", description="What the AI step should avoid (sent with a negative weight)")
+    style_preset: EnumProperty(name="Style", items=STYLE_ITEMS, default="NONE",
+                               description="A Stability style preset that guides the look of the result")
+    strength: FloatProperty(name="Keep Render", min=0.0, max=1.0, default=0.35, subtype="FACTOR",
+                            description="How much of the render survives the AI step (Stability's image_strength): "
+                                        "1 keeps it, 0 ignores it")
+    steps: IntProperty(name="Steps", min=10, max=50, default=30,
+                       description="Diffusion steps: more is slower and costs more per image")
+    cfg_scale: FloatProperty(name="Prompt Strength", min=0.0, max=35.0, default=7.0,
+                             description="How strictly the AI follows the prompt (cfg_scale)")
+    seed: IntProperty(name="Seed", min=1, max=2**31 - 1, default=42,
+                      description="Seed of the AI step: the same seed and settings give the same image")
+    random_seed: BoolProperty(name="Random Seed", default=True,
+                              description="Use a new random seed for every job instead of the seed above")
+    batch: IntProperty(name="Variations", min=1, max=10, default=1,
+                       description="How many AI variations of the render to make (each one is billed)")
+    resolution: EnumProperty(name="Resolution", items=RESOLUTION_ITEMS, default="1024x1024",
+                             description="Output size: only the sizes SDXL accepts are offered")
+    render_samples: IntProperty(name="Render Samples", min=0, max=4096, default=0,
+                                description="Cycles samples on the pod (0 keeps the scene's own setting)")
+    use_ai: BoolProperty(name="AI Enhance", default=True,
+                         description="Send the render through Stability SDXL (off: only render on the pod)")
+    autosave: BoolProperty(name="Autosave", default=True,
+                           description="Also save every resulting image into the folder below")
+    autosave_path: StringProperty(name="Save To", subtype="DIR_PATH", default="//posefactory_renders/",
+                                  description="Folder for autosaved results (// is relative to the .blend)")
+    host: StringProperty(name="Host", default="local",
+                         description="Host from the hosts file (Preferences) to render on; 'local' is this machine")
+
+    @property
+    def size(self) -> tuple[int, int]:
+        width, height = self.resolution.split("x")
+        return int(width), int(height)
+
+
+def register() -> None:
+    bpy.utils.register_class(PosefactorySettings)
+    bpy.types.Scene.posefactory = PointerProperty(type=PosefactorySettings)
+
+
+def unregister() -> None:
+    del bpy.types.Scene.posefactory
+    bpy.utils.unregister_class(PosefactorySettings)

@@ -1,0 +1,92 @@
+"""Finished jobs' images into Blender: ``bpy.data.images`` entries named by job
+and variation (prompt, seed and cost as custom properties), shown in an open
+Image Editor, autosaved where the artist chose, thumbnails for the Jobs panel."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import bpy
+import bpy.utils.previews
+
+from .jobs import MANAGER, TrackedJob
+
+_previews: dict[str, "bpy.utils.previews.ImagePreviewCollection"] = {}
+
+
+def image_name(job_id: str, variation: int) -> str:
+    return f"PF {job_id} v{variation}"
+
+
+def thumbnails():
+    return _previews.get("jobs")
+
+
+def import_folder(folder: Path, job_id: str | None = None, autosave_dir: str = "") -> list[bpy.types.Image]:
+    """Load the ``ai-render-<n>.png`` images of a results folder (as the pod writes them)."""
+    manifest_path = folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    job_id = job_id or manifest.get("job_id") or folder.name
+    seeds = {v.get("file"): v.get("seed") for v in manifest.get("variations", [])}
+    cost = manifest.get("actual_cost", {}).get("total_usd")
+    names = manifest.get("images") or sorted(p.name for p in folder.glob("ai-render-*.png"))
+    if not names and (folder / "render.png").is_file():
+        names = ["render.png"]  # rendered without the AI step: bring the render itself back
+    images = []
+    for number, name in enumerate(names, start=1):
+        path = folder / name
+        if not path.is_file():
+            continue
+        image = bpy.data.images.load(str(path), check_existing=True)
+        image.name = image_name(job_id, number)
+        image["posefactory_job"] = job_id
+        image["posefactory_prompt"] = manifest.get("prompt", "")
+        seed = int(seeds.get(name) or manifest.get("seed") or 0)
+        # Custom integer properties are 32-bit: a larger seed (from a script) is kept as text.
+        image["posefactory_seed"] = seed if seed < 2**31 else str(seed)
+        if cost is not None:
+            image["posefactory_cost_usd"] = float(cost)
+        images.append(image)
+        collection = thumbnails()
+        if collection is not None and job_id not in collection:
+            collection.load(job_id, str(path), "IMAGE")
+    if autosave_dir and images:
+        target = Path(bpy.path.abspath(autosave_dir)) / job_id
+        target.mkdir(parents=True, exist_ok=True)
+        for image in images:
+            shutil.copy2(bpy.path.abspath(image.filepath), target / Path(image.filepath).name)
+    show(images[0] if images else None)
+    return images
+
+
+def show(image: bpy.types.Image | None) -> None:
+    """Put ``image`` in the first open Image Editor, if there is one."""
+    if image is None:
+        return
+    for window in getattr(bpy.context.window_manager, "windows", []):
+        for area in window.screen.areas:
+            if area.type == "IMAGE_EDITOR":
+                area.spaces.active.image = image
+                return
+
+
+def deliver(tracked: TrackedJob) -> None:
+    result = tracked.result
+    if result is None or result.output_dir is None or result.status != "done":
+        return
+    images = import_folder(result.output_dir, tracked.job_id, tracked.autosave_dir)
+    tracked.image_names = [image.name for image in images]
+
+
+def register() -> None:
+    _previews["jobs"] = bpy.utils.previews.new()
+    MANAGER.on_finished.append(deliver)
+
+
+def unregister() -> None:
+    if deliver in MANAGER.on_finished:
+        MANAGER.on_finished.remove(deliver)
+    collection = _previews.pop("jobs", None)
+    if collection is not None:
+        bpy.utils.previews.remove(collection)
