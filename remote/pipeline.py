@@ -9,7 +9,7 @@ repairs a restarted or wiped pod). The scene goes to
 ``$WORKSPACE/scenes/<sha256>.blend``, so an unchanged scene moves 0 bytes.
 
 Nothing is rendered or paid for twice: a job has one job dir on the pod and
-``pod_agent.sh start`` never starts a job dir that already has a status.
+``pod_agent.sh JOBDIR`` never starts a job dir that already has a status.
 A job record (JSON) on the laptop lets a restarted Blender re-attach
 (:func:`reattach`). The Stability key travels only as an environment value of
 the one command that starts the job (redacted from results, never written
