@@ -138,6 +138,36 @@ def test_corrupted_chunk_is_retried_then_fails_clearly(local, tmp_path):
     stubborn.close()
 
 
+class CorruptingOutputShell(RemoteShell):
+    """Flips one base64 character of the first download answer(s): corruption on the way back."""
+
+    def __init__(self, host, corruptions: int) -> None:
+        super().__init__(host)
+        self.corruptions = corruptions
+
+    def run(self, command, **options):
+        result = super().run(command, **options)
+        if "base64 -w0" in command and self.corruptions and result.ok:
+            self.corruptions -= 1
+            digest, _, encoded = result.stdout.partition("\n")
+            result.stdout = f"{digest}\n{'B' if encoded[0] != 'B' else 'C'}{encoded[1:]}"
+        return result
+
+
+def test_corrupted_download_chunk_is_retried_then_fails_clearly(local, tmp_path):
+    (tmp_path / "r").mkdir()
+    remote = random_file(tmp_path / "r" / "image.png", 100_000)
+    shell = CorruptingOutputShell(replace(local, transfer="inline"), corruptions=1)
+    get(shell, str(remote), tmp_path / "ok")
+    assert (tmp_path / "ok" / "image.png").read_bytes() == remote.read_bytes() and shell.corruptions == 0
+    stubborn = CorruptingOutputShell(replace(local, transfer="inline"), corruptions=10)
+    with pytest.raises(ChecksumMismatch, match="corrupted"):
+        get(stubborn, str(remote), tmp_path / "bad")
+    assert not (tmp_path / "bad" / "image.png").exists() and leftovers(tmp_path / "bad") == []
+    shell.close()
+    stubborn.close()
+
+
 def test_dropped_connection_mid_upload_resumes_without_resending(sshd_proxy, tmp_path):
     src = random_file(tmp_path / "big.blend", 12 << 20)
     dst = tmp_path / "remote" / "big.blend"

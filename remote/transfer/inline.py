@@ -30,6 +30,7 @@ from .common import (
 
 CHUNK = 1 << 20
 DOWNLOAD_CHUNK = 4 << 20
+DOWNLOAD_WINDOW = 8  # chunks per command; a dropped connection loses at most one window
 ATTEMPTS = 3  # per chunk: a dropped connection or a corrupted chunk is retried
 
 
@@ -116,12 +117,13 @@ def _download(shell: RemoteShell, entry: FileEntry, target: Path, *, resume: boo
         os.ftruncate(fd, offset)
         os.lseek(fd, offset, os.SEEK_SET)
         while offset < entry.size:
-            data = _fetch_chunk(shell, entry.path, offset)
-            if not data:
+            chunks = _fetch_window(shell, entry.path, offset, entry.size)
+            if not chunks:
                 raise TransferError(f"{entry.path}: the file shrank while it was being downloaded")
-            os.write(fd, data)
-            offset += len(data)
-            moved += len(data)
+            for data in chunks:
+                os.write(fd, data)
+                offset += len(data)
+                moved += len(data)
     except TransferInterrupted:
         raise  # the verified part stays for the next get to resume
     except (TransferError, OSError):
@@ -132,21 +134,34 @@ def _download(shell: RemoteShell, entry: FileEntry, target: Path, *, resume: boo
     return moved
 
 
-def _fetch_chunk(shell: RemoteShell, path: str, offset: int) -> bytes:
+def _fetch_window(shell: RemoteShell, path: str, offset: int, size: int) -> list[bytes]:
+    """The verified chunks of up to DOWNLOAD_WINDOW chunks from ``offset`` on.
+
+    One command sends the whole window (a sha256 line, then a base64 line,
+    per chunk), so the round trip is paid once per window, not per chunk.
+    Chunks up to the first corrupted one are kept; the rest is asked again.
+    """
+    count = min(DOWNLOAD_WINDOW, -(-(size - offset) // DOWNLOAD_CHUNK))
     command = (
-        f"tail -c +{offset + 1} -- {q(path)} | head -c {DOWNLOAD_CHUNK} > \"$__pf_err.dl\" && "
-        f"sha256sum < \"$__pf_err.dl\" | cut -c1-64 && base64 -w0 < \"$__pf_err.dl\"; rc=$?; "
-        f"rm -f -- \"$__pf_err.dl\"; exit $rc"
+        f"f={q(path)}; t=\"$__pf_err.dl\"; rc=0; for i in $(seq 0 {count - 1}); do "
+        f"tail -c +$(( {offset} + i * {DOWNLOAD_CHUNK} + 1 )) -- \"$f\" | head -c {DOWNLOAD_CHUNK} > \"$t\" "
+        '|| { rc=$?; break; }; sha256sum < "$t" | cut -c1-64; base64 -w0 < "$t"; echo; done; '
+        'rm -f -- "$t"; exit $rc'
     )
     for attempt in range(1, ATTEMPTS + 1):
         outcome = shell.run(command, timeout=300)
         if outcome.ok:
-            digest, _, encoded = outcome.stdout.partition("\n")
-            data = base64.b64decode(encoded)
-            if hashlib.sha256(data).hexdigest() == digest.strip():
-                return data
-            if attempt == ATTEMPTS:
-                raise ChecksumMismatch(f"{path}: chunk at byte {offset} arrived corrupted {ATTEMPTS} times")
+            lines = outcome.stdout.split("\n")
+            verified = []
+            for digest, encoded in zip(lines[0::2], lines[1::2]):
+                data = base64.b64decode(encoded)
+                if hashlib.sha256(data).hexdigest() != digest or not data:
+                    break
+                verified.append(data)
+            if verified or lines == [""] or attempt == ATTEMPTS:
+                if not verified and lines != [""]:
+                    raise ChecksumMismatch(f"{path}: chunk at byte {offset} arrived corrupted {ATTEMPTS} times")
+                return verified
             continue
         if outcome.status == "disconnected" and attempt < ATTEMPTS:
             continue
