@@ -22,7 +22,7 @@ import bpy
 
 from . import preferences
 from .jobs import MANAGER, TrackedJob, new_copy_dir
-from .remote.config import ConfigError, load_hosts
+from .remote.config import ConfigError, HostConfig, load_hosts
 from .remote.cost import CostBreakdown, CostModel
 from .remote.jobspec import JobValidationError, RenderJob
 from .remote.pipeline import JobResult, new_job_id
@@ -95,17 +95,22 @@ def build_job(scene: bpy.types.Scene, context: bpy.types.Context, **overrides: A
         raise SubmitError("No Stability API key: set STABILITY_API_KEY or the key in the add-on preferences "
                           "(or turn AI Enhance off)")
     host = str(_setting(settings, overrides, "host"))
+    estimate = estimate_job(job, resolve_host(context, host).pod_type)
+    if prefs.budget_cap_usd and estimate.total_usd > prefs.budget_cap_usd:
+        raise SubmitError(f"Over budget: this job is estimated at ${estimate.total_usd:.2f}, "
+                          f"the cap is ${prefs.budget_cap_usd:.2f} (Preferences ▸ Pose Factory)")
+    return job, host
+
+
+def resolve_host(context: bpy.types.Context, host: str) -> HostConfig:
+    """The named host from the preferences' hosts file; SubmitError when there is none."""
     try:
         hosts = load_hosts(preferences.hosts_file(context))
     except ConfigError as exc:
         raise SubmitError(f"Hosts file: {exc}") from None
     if host not in hosts:
         raise SubmitError(f"Unknown host '{host}': known hosts are {', '.join(sorted(hosts))}")
-    estimate = estimate_job(job, hosts[host].pod_type)
-    if prefs.budget_cap_usd and estimate.total_usd > prefs.budget_cap_usd:
-        raise SubmitError(f"Over budget: this job is estimated at ${estimate.total_usd:.2f}, "
-                          f"the cap is ${prefs.budget_cap_usd:.2f} (Preferences ▸ Pose Factory)")
-    return job, host
+    return hosts[host]
 
 
 def estimate_job(job: RenderJob, pod_type: str | None, expected_render_s: float = 60.0) -> CostBreakdown:

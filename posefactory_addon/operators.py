@@ -12,7 +12,6 @@ from . import api, preferences
 from .jobs import MANAGER
 from .properties import RESOLUTION_ITEMS, STYLE_ITEMS
 from .remote.api import Bridge
-from .remote.config import ConfigError, load_hosts
 from .results import import_folder
 
 _connection_checks: dict[str, str] = {}  # host -> last outcome, shown in the Remote panel
@@ -112,17 +111,14 @@ class POSEFACTORY_OT_test_connection(bpy.types.Operator):
     def execute(self, context: bpy.types.Context) -> set[str]:
         host = self.host or context.scene.posefactory.host
         try:
-            hosts = load_hosts(preferences.hosts_file(context))
-        except ConfigError as exc:
-            self.report({"ERROR"}, f"Hosts file: {exc}")
-            return {"CANCELLED"}
-        if host not in hosts:
-            self.report({"ERROR"}, f"Unknown host '{host}': known hosts are {', '.join(sorted(hosts))}")
+            config = api.resolve_host(context, host)
+        except api.SubmitError as exc:
+            self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         _connection_checks[host] = "checking…"
 
         def check() -> None:
-            with Bridge(hosts) as bridge:
+            with Bridge({host: config}) as bridge:
                 result = bridge.run(host, "echo posefactory-ok; uname -sm", timeout=30)
             if result.ok and result.stdout.startswith("posefactory-ok"):
                 _connection_checks[host] = f"connected: {result.stdout.splitlines()[-1]} ({result.duration_s * 1000:.0f} ms)"
@@ -146,8 +142,7 @@ class POSEFACTORY_OT_estimate_cost(bpy.types.Operator):
         except api.SubmitError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        hosts = load_hosts(preferences.hosts_file(context))
-        cost = api.estimate_job(job, hosts[host].pod_type)
+        cost = api.estimate_job(job, api.resolve_host(context, host).pod_type)
         self.report({"INFO"}, f"Estimated ${cost.total_usd:.3f}: {cost.images} image(s) ${cost.images_usd:.3f}, "
                               f"GPU ~{cost.gpu_seconds:.0f}s ${cost.gpu_usd:.3f}")
         return {"FINISHED"}
@@ -195,11 +190,4 @@ CLASSES = (POSEFACTORY_OT_render_remote, POSEFACTORY_OT_cancel_job, POSEFACTORY_
            POSEFACTORY_OT_estimate_cost, POSEFACTORY_OT_import_results, POSEFACTORY_OT_open_output)
 
 
-def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)

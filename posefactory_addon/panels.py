@@ -123,11 +123,4 @@ CLASSES = (POSEFACTORY_PT_main, POSEFACTORY_PT_prompt, POSEFACTORY_PT_output, PO
            POSEFACTORY_PT_jobs)
 
 
-def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)

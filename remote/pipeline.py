@@ -36,6 +36,7 @@ from typing import Any
 from .api import Bridge, UnknownHost
 from .config import ConfigError, HostConfig, data_dir, load_hosts
 from .jobspec import JobValidationError, RenderJob
+from .queue import append_record
 from .shell import CommandResult
 from .transfer import TransferError, TransferInterrupted
 from .transfer.common import q
@@ -127,8 +128,7 @@ def append_ledger(entry: dict[str, Any]) -> None:
     """Every job's cost, one JSON line each, in the data dir."""
     ledger = data_dir() / "ledger.jsonl"
     ledger.parent.mkdir(parents=True, exist_ok=True)
-    with open(ledger, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(entry) + "\n")
+    append_record(ledger, entry)  # locked: several Blenders may finish jobs at once
 
 
 class JobRunner:
@@ -144,13 +144,13 @@ class JobRunner:
         self.record_path = record_path
 
     # -- helpers ---------------------------------------------------------------
-    def stage(self, stage: str, message: str, within: float = 0.0) -> None:
+    def stage(self, stage: str, message: str) -> None:
         if self.cancel.is_set():
             raise Cancelled()
         self.record.stage = stage
         self.record.save(self.record_path)
         index = STAGES.index(stage)
-        self.progress(JobProgress(stage, min(1.0, (index + within) / (len(STAGES) - 1)), message))
+        self.progress(JobProgress(stage, index / (len(STAGES) - 1), message))
 
     def pod_settings(self) -> str:
         """Plain settings for pod-side scripts, as a command prefix (not secret, so not redacted)."""
