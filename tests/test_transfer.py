@@ -36,6 +36,19 @@ def random_file(path: Path, size: int) -> Path:
     return path
 
 
+def drop_connections_after(server, seconds: float) -> threading.Event:
+    """Kill the server's live sessions after ``seconds``, as a network drop would; set once done."""
+    dropped = threading.Event()
+
+    def drop() -> None:
+        time.sleep(seconds)
+        server.drop_connections()
+        dropped.set()
+
+    threading.Thread(target=drop, daemon=True).start()
+    return dropped
+
+
 def leftovers(*folders: Path) -> list[Path]:
     return [p for folder in folders if folder.exists() for p in folder.rglob("*") if "pf-part" in p.name]
 
@@ -77,6 +90,13 @@ def test_empty_file_and_missing_local_file(shell, tmp_path):
     assert (tmp_path / "remote" / "empty.txt").read_bytes() == b""
     with pytest.raises(TransferError, match="local file not found"):
         put(shell, tmp_path / "nope.bin", str(tmp_path / "remote" / "nope.bin"))
+    with pytest.raises(TransferError, match="not a regular file"):
+        put(shell, tmp_path, str(tmp_path / "remote" / "folder"))
+    not_a_folder = tmp_path / "downloads"
+    not_a_folder.write_text("a file where the destination folder should be")
+    with pytest.raises(TransferError, match="downloading .* into"):
+        get(shell, str(tmp_path / "remote" / "empty.txt"), not_a_folder)
+    assert not_a_folder.read_text() == "a file where the destination folder should be"
 
 
 def test_get_refuses_remote_links_and_never_writes_outside_dst(shell, tmp_path):
@@ -173,14 +193,7 @@ def test_dropped_connection_mid_upload_resumes_without_resending(sshd_proxy, tmp
     dst = tmp_path / "remote" / "big.blend"
     shell = RemoteShell(sshd_proxy.host_config(transfer="inline"))
     shell.connect()
-    dropped = threading.Event()
-
-    def drop_soon() -> None:
-        time.sleep(0.4)
-        dropped.set()
-        sshd_proxy.drop_connections()
-
-    threading.Thread(target=drop_soon).start()
+    dropped = drop_connections_after(sshd_proxy, 0.4)
     moved = 0
     try:
         moved = put(shell, src, str(dst)).bytes_moved
@@ -273,14 +286,7 @@ def test_dropped_connection_mid_download_resumes_and_never_leaves_a_wrong_file(s
     remote = random_file(tmp_path / "remote" / "render.exr", 24 << 20)
     shell = RemoteShell(sshd_proxy.host_config(transfer="inline"))
     shell.connect()
-    dropped = threading.Event()
-
-    def drop_soon() -> None:
-        time.sleep(0.5)
-        dropped.set()
-        sshd_proxy.drop_connections()
-
-    threading.Thread(target=drop_soon).start()
+    dropped = drop_connections_after(sshd_proxy, 0.5)
     try:
         get(shell, str(remote), tmp_path / "local")
     except TransferInterrupted:

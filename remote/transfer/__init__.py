@@ -58,13 +58,15 @@ def put(shell: RemoteShell, src: Path | str, dst: str) -> TransferResult:
     """Upload local file ``src`` to ``dst`` on the shell's host (``dst/`` keeps the name)."""
     src = Path(src)
     if not src.is_file():
-        raise TransferError(f"local file not found: {src}")
+        raise TransferError(f"local file not found: {src}" if not src.exists() else f"not a regular file: {src}")
     if dst.endswith("/"):
         dst += src.name
     try:
         return _module(choose_transport(shell.host)).put(shell, src, dst)
     except ShellDisconnected as exc:
         raise TransferInterrupted(f"uploading {src.name}: {exc}; run the same put again to resume") from None
+    except OSError as exc:  # this machine's side: unreadable source
+        raise TransferError(f"uploading {src}: {exc.strerror or exc}") from None
 
 
 def get(shell: RemoteShell, src: str, dst: Path | str) -> TransferResult:
@@ -73,3 +75,6 @@ def get(shell: RemoteShell, src: str, dst: Path | str) -> TransferResult:
         return _module(choose_transport(shell.host)).get(shell, src, Path(dst))
     except ShellDisconnected as exc:
         raise TransferInterrupted(f"downloading {src}: {exc}; run the same get again to resume") from None
+    except OSError as exc:  # this machine's side: a destination that is not a folder, a full disk
+        raise TransferError(f"downloading {src} into {dst}: {exc.strerror or exc}"
+                            + (f" ({exc.filename})" if exc.filename else "")) from None
