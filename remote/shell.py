@@ -393,7 +393,11 @@ class RemoteShell:
     def _interrupt(self) -> None:
         """End the running command and resynchronise, or drop the connection."""
         assert self.child is not None
-        for keys, follow_up in ((b"\x03", ""), (b"\x1a", "kill -KILL %% 2>/dev/null; ")):
+        # After a kill, bash would announce "[1]+ Killed …" at some later
+        # point, inside another command's output: waiting for the job and
+        # listing jobs into /dev/null consumes that notice here.
+        reap = "kill -KILL %% 2>/dev/null; wait %% 2>/dev/null; jobs >/dev/null 2>&1; "
+        for keys, follow_up in ((b"\x03", ""), (b"\x1a", reap)):
             token = new_token()
             try:
                 self.child.send(keys)
