@@ -204,3 +204,63 @@ def test_python_api_through_the_proxy_sshd(blender, tmp_path, sample_scene, sshd
     assert result["status"] == "done", result["error"]
     assert len(result["images"]) == 1  # without the AI step the render itself comes back
     assert result["connection"].startswith("connected")
+
+
+def test_render_remote_through_the_direct_port_with_s3_and_stability(blender, tmp_path, sample_scene, sshd_direct,
+                                                                      s3_server, stability_server):
+    bucket = s3_server.make_bucket()
+    hosts = sshd_direct.write_hosts_file(tmp_path / "ssh_hosts.yaml", name="pod", workspace=str(tmp_path / "pod"),
+                                         env={"POSEFACTORY_BPY_PYTHON": sys.executable}, transfer="s3",
+                                         storage=s3_server.storage_entry(bucket))
+    result = blender.run(f"""
+        bpy.ops.wm.open_mainfile(filepath={str(sample_scene)!r})
+        prefs = preferences.get()
+        prefs.hosts_file = {str(hosts)!r}
+        prefs.api_key = {stability_server.api_key!r}
+        prefs.api_base_url = {stability_server.base_url!r}
+        prefs.storage_access_key_id = "testing-key-id"
+        prefs.storage_secret_access_key = "testing-secret-key-1234"
+        bpy.context.scene.posefactory.autosave = False
+        bpy.ops.posefactory.render_remote(prompt="through R2", host="pod", render_samples=1, seed=9)
+        tracked = jobs.MANAGER.latest()
+        result = jobs.MANAGER.wait(tracked, timeout=240)
+        report(status=result.status, error=result.error, images=tracked.image_names,
+               seeds=[bpy.data.images[n]["posefactory_seed"] for n in tracked.image_names])
+    """)
+    assert result["status"] == "done", result["error"]
+    assert len(result["images"]) == 1 and result["seeds"] == [9]
+    assert len(stability_server.requests) == 1
+
+
+def test_a_running_job_is_reattached_when_blender_starts_again(blender, tmp_path, sample_scene, stability_server):
+    setup = f"""
+        prefs = preferences.get()
+        prefs.api_key = {stability_server.api_key!r}
+        prefs.api_base_url = {stability_server.base_url!r}
+    """
+    # First Blender: submit, then vanish while the pod is still rendering.
+    first = blender.run(setup + f"""
+        bpy.ops.wm.open_mainfile(filepath={str(sample_scene)!r})
+        bpy.context.scene.posefactory.autosave = False
+        bpy.ops.posefactory.render_remote(prompt="survives a restart", host="local", render_samples=40)
+        tracked = jobs.MANAGER.latest()
+        import time
+        while not tracked.message.startswith("running"):
+            assert not tracked.finished.is_set(), tracked.result
+            time.sleep(0.05)
+        report(job_id=tracked.job_id)
+        finish()
+        os._exit(0)  # gone without cleaning up, as a crash or a closed window would be
+    """)
+    # Second Blender: what the start-up timer does, then wait for the job it found.
+    second = blender.run(setup + """
+        count = jobs.MANAGER.reattach_pending()
+        tracked = jobs.MANAGER.latest()
+        result = jobs.MANAGER.wait(tracked, timeout=240)
+        report(count=count, job_id=tracked.job_id, status=result.status, error=result.error,
+               images=tracked.image_names)
+    """)
+    assert second["count"] == 1 and second["job_id"] == first["job_id"]
+    assert second["status"] == "done", second["error"]
+    assert len(second["images"]) == 1
+    assert len(stability_server.requests) == 1  # rendered and paid for once
