@@ -36,12 +36,16 @@ def random_file(path: Path, size: int) -> Path:
     return path
 
 
-def drop_connections_after(server, seconds: float) -> threading.Event:
-    """Kill the server's live sessions after ``seconds``, as a network drop would; set once done."""
+def drop_connections_after(server, seconds: float = 0.0, until=lambda: True) -> threading.Event:
+    """Kill the server's live sessions after ``seconds`` once ``until()`` holds, as a
+    network drop would; the event is set once done."""
     dropped = threading.Event()
 
     def drop() -> None:
         time.sleep(seconds)
+        deadline = time.monotonic() + 60
+        while not until() and time.monotonic() < deadline:
+            time.sleep(0.005)
         server.drop_connections()
         dropped.set()
 
@@ -335,3 +339,42 @@ def test_s3_rejected_credentials_are_a_clear_error_that_never_shows_the_secret(l
     finally:
         shell.close()
         server.shutdown()
+
+
+@pytest.mark.parametrize("direction", ["put", "get"])
+def test_sftp_dropped_mid_transfer_resumes_where_it_stopped(sshd_direct, tmp_path, direction):
+    data = random_file(tmp_path / "scene.blend", 96 << 20)
+    remote_dir = tmp_path / "remote"
+    remote_dir.mkdir()
+    shell = RemoteShell(sshd_direct.host_config(transfer="sftp"))
+    shell.connect()
+    if direction == "put":
+        final = remote_dir / "scene.blend"
+        transfer = lambda: put(shell, data, str(final))  # noqa: E731
+    else:
+        os.replace(data, remote_dir / "scene.blend")
+        data, final = remote_dir / "scene.blend", tmp_path / "local" / "scene.blend"
+        transfer = lambda: get(shell, str(data), final.parent)  # noqa: E731
+    sha256_file(data)  # hashed before the clock starts
+    part_dir = remote_dir if direction == "put" else final.parent
+
+    def partial() -> bool:
+        try:
+            return any(p.stat().st_size > (8 << 20) for p in part_dir.glob("*pf-part*"))
+        except OSError:  # renamed or removed between listing and stat
+            return False
+
+    dropped = drop_connections_after(sshd_direct, until=partial)
+    interrupted, moved = 0, []
+    for _ in range(4):
+        try:
+            moved.append(transfer().bytes_moved)
+            break
+        except TransferInterrupted:
+            interrupted += 1
+            assert not final.exists()  # never a partial file under the final name
+    assert dropped.is_set() and interrupted >= 1
+    assert final.read_bytes() == data.read_bytes()
+    assert 0 < moved[-1] < data.stat().st_size  # the last run only sent what was missing
+    assert leftovers(remote_dir, final.parent) == []
+    shell.close()

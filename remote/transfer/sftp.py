@@ -1,6 +1,8 @@
 """Files over OpenSSH's ``sftp`` client, for hosts that allow it (RunPod's
 exposed TCP port). The bytes go through sftp; checksums and the final rename
-go through the host's shell, so the guarantees match the other transports."""
+go through the host's shell, so the guarantees match the other transports.
+A dropped connection keeps the part file; the next call resumes it with
+sftp's ``reput``/``reget``, and the whole-file sha256 still decides."""
 from __future__ import annotations
 
 import subprocess
@@ -8,9 +10,12 @@ from pathlib import Path
 
 from ..shell import RemoteShell
 from .common import (
-    ChecksumMismatch, FileEntry, RemoteDiskFull, TransferError, TransferResult, checked, download_each,
-    finish_upload_script, part_path, q, remote_sha256, sha256_file,
+    ChecksumMismatch, FileEntry, RemoteDiskFull, TransferError, TransferInterrupted, TransferResult, checked,
+    download_each, finish_upload_script, part_path, q, remote_sha256, sha256_file,
 )
+
+
+LOST_CONNECTION = ("Connection closed", "Connection reset", "Broken pipe", "Connection to ")
 
 
 def _sftp(shell: RemoteShell, commands: list[str]) -> None:
@@ -27,6 +32,8 @@ def _sftp(shell: RemoteShell, commands: list[str]) -> None:
         message = detail[-1] if detail else f"sftp exited with {completed.returncode}"
         if "No space left" in completed.stderr or "Failure" in message and "write" in completed.stderr.lower():
             raise RemoteDiskFull(f"sftp: the remote disk is full ({message})")
+        if completed.returncode == 255 or any(sign in completed.stderr for sign in LOST_CONNECTION):
+            raise TransferInterrupted(f"sftp to {host.name}: connection lost ({message}); the same call resumes")
         raise TransferError(f"sftp to {host.name}: {message}")
 
 
@@ -54,13 +61,19 @@ def put(shell: RemoteShell, src: Path, dst: str) -> TransferResult:
         return result
     part = f"{dst}.pf-part-{sha[:16]}"
     checked(shell.run(f"mkdir -p -- \"$(dirname -- {q(dst)})\"", timeout=60), f"creating the folder of {dst}")
-    for attempt in (1, 2):  # a checksum mismatch gets one retry
+    for attempt in (1, 2):  # a checksum mismatch gets one retry, from scratch
+        found = shell.run(f"p={q(part)}; [ -f \"$p\" ] && [ ! -L \"$p\" ] && stat -c %s -- \"$p\" || echo 0", timeout=60)
+        kept = int(found.stdout.strip() or 0) if found.ok and attempt == 1 else 0
+        # reput appends to what an interrupted put left (sftp's own resume).
+        verb = "reput" if 0 < kept <= size else "put"
         try:
-            _sftp(shell, [f"put {_sftp_quote(str(src))} {_sftp_quote(part)}"])
+            _sftp(shell, [f"{verb} {_sftp_quote(str(src))} {_sftp_quote(part)}"])
+        except TransferInterrupted:
+            raise  # the part stays for the next put to resume
         except TransferError:
             shell.run(f"rm -f -- {q(part)}", timeout=60)
             raise
-        result.bytes_moved += size
+        result.bytes_moved += size - (kept if verb == "reput" else 0)
         final = shell.run(finish_upload_script(part, dst, sha), timeout=600)
         if final.ok:
             return result
@@ -71,12 +84,18 @@ def put(shell: RemoteShell, src: Path, dst: str) -> TransferResult:
 def get(shell: RemoteShell, src: str, dst: Path) -> TransferResult:
     def fetch(entry: FileEntry, target: Path, first_try: bool) -> int:
         part = part_path(target)
-        part.unlink(missing_ok=True)  # never write through a link someone left here
+        if not first_try or part.is_symlink() or not part.is_file():
+            part.unlink(missing_ok=True)  # never write through a link someone left here
+        kept = part.stat().st_size if part.is_file() else 0
+        # reget appends to what an interrupted get left (sftp's own resume).
+        verb = "reget" if 0 < kept <= entry.size else "get"
         try:
-            _sftp(shell, [f"get {_sftp_quote(entry.path)} {_sftp_quote(str(part))}"])
+            _sftp(shell, [f"{verb} {_sftp_quote(entry.path)} {_sftp_quote(str(part))}"])
+        except TransferInterrupted:
+            raise  # the part stays for the next get to resume
         except TransferError:
             part.unlink(missing_ok=True)
             raise
-        return entry.size
+        return entry.size - (kept if verb == "reget" else 0)
 
     return download_each(shell, src, dst, "sftp", fetch)
