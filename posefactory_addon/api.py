@@ -13,6 +13,7 @@ Bad input raises SubmitError with one clear line, before anything is spent.
 """
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,10 +103,17 @@ def build_job(scene: bpy.types.Scene, context: bpy.types.Context, **overrides: A
     return job, host
 
 
+@functools.lru_cache(maxsize=4)
+def _hosts(path: Path | None, modified_ns: int) -> dict[str, HostConfig]:
+    # Keyed by modification time: the panel asks on every redraw, the file rarely changes.
+    return load_hosts(path)
+
+
 def resolve_host(context: bpy.types.Context, host: str) -> HostConfig:
     """The named host from the preferences' hosts file; SubmitError when there is none."""
+    path = preferences.hosts_file(context)
     try:
-        hosts = load_hosts(preferences.hosts_file(context))
+        hosts = _hosts(path, path.stat().st_mtime_ns if path and path.exists() else 0)
     except ConfigError as exc:
         raise SubmitError(f"Hosts file: {exc}") from None
     if host not in hosts:

@@ -58,6 +58,7 @@ class JobManager:
     def __init__(self) -> None:
         self.jobs: dict[str, TrackedJob] = {}
         self.on_finished: list[Callable[[TrackedJob], None]] = []
+        self._history: tuple[int, list[JobRecord]] = (-1, [])
 
     def records_dir(self) -> Path:
         return data_dir() / "jobs"
@@ -119,9 +120,18 @@ class JobManager:
         return max(self.jobs.values(), key=lambda job: job.started_at, default=None)
 
     def history(self) -> list[JobRecord]:
-        """Past jobs from their records, newest first."""
+        """Past jobs from their records, newest first (re-read only when a record changed)."""
+        folder = self.records_dir()
+        # Records are replaced by rename, which touches the folder: its mtime says when to re-read.
+        stamp = folder.stat().st_mtime_ns if folder.is_dir() else 0
+        if self._history[0] != stamp:
+            self._history = (stamp, self._read_records(folder))
+        return self._history[1]
+
+    @staticmethod
+    def _read_records(folder: Path) -> list[JobRecord]:
         records = []
-        for path in self.records_dir().glob("*.json"):
+        for path in folder.glob("*.json"):
             try:
                 records.append(JobRecord.load(path))
             except (ValueError, TypeError, OSError):

@@ -1,6 +1,8 @@
 """View3D ▸ Sidebar ▸ Pose Factory: Prompt, Output, Remote and Jobs."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import bpy
 
 from . import api, preferences
@@ -26,7 +28,7 @@ class POSEFACTORY_PT_main(PosefactoryPanel, bpy.types.Panel):
         row.operator("posefactory.render_remote", icon="RENDER_STILL")
         try:
             job, host = api.build_job(context.scene, context)
-            cost = api.estimate_job(job, None if host == "local" else "A40")
+            cost = api.estimate_job(job, api.resolve_host(context, host).pod_type)
             layout.label(text=f"Estimate: ${cost.total_usd:.3f} ({cost.images} image(s))", icon="INFO")
         except api.SubmitError as exc:
             layout.label(text=str(exc), icon="ERROR")
@@ -107,6 +109,9 @@ class POSEFACTORY_PT_jobs(PosefactoryPanel, bpy.types.Panel):
         for record in records:
             box = layout.box()
             row = box.row()
+            if previews is not None and record.job_id not in previews and record.images:
+                if Path(record.images[0]).is_file():  # a job from an earlier session: load its thumbnail once
+                    previews.load(record.job_id, record.images[0], "IMAGE")
             if previews is not None and record.job_id in previews:
                 row.template_icon(icon_value=previews[record.job_id].icon_id, scale=3.0)
             column = row.column()

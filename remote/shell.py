@@ -42,6 +42,7 @@ the bytes before ``marker`` (consuming it) with a large, fast read loop;
 """
 from __future__ import annotations
 
+import base64
 import os
 import re
 import secrets
@@ -90,8 +91,6 @@ def decode_output(data: bytes) -> tuple[str, str]:
     try:
         return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
-        import base64
-
         return base64.b64encode(data).decode("ascii"), "base64"
 
 
@@ -146,8 +145,6 @@ class CommandResult:
 
 def _raw(text: str, encoding: str) -> bytes:
     if encoding == "base64":
-        import base64
-
         return base64.b64decode(text)
     return text.encode("utf-8")
 
