@@ -64,8 +64,8 @@ def put(shell: RemoteShell, src: Path, dst: str, *, chunk_size: int = CHUNK) -> 
 
 def _resume_offset(shell: RemoteShell, part: str, chunk_size: int) -> int:
     """Bytes of verified chunks already in the remote part file."""
-    found = shell.run(f"stat -L -c %s -- {q(part)} 2>/dev/null || echo 0", timeout=60)
-    size = int(found.stdout.strip() or 0) if found.ok else 0
+    found = checked(shell.run(f"stat -L -c %s -- {q(part)} 2>/dev/null || echo 0", timeout=60), f"checking {part}")
+    size = int(found.stdout.strip() or 0)
     aligned = size - size % chunk_size
     if size != aligned:
         checked(shell.run(f"truncate -s {aligned} -- {q(part)}", timeout=60), f"resuming {part}")

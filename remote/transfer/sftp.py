@@ -62,8 +62,9 @@ def put(shell: RemoteShell, src: Path, dst: str) -> TransferResult:
     part = f"{dst}.pf-part-{sha[:16]}"
     checked(shell.run(f"mkdir -p -- \"$(dirname -- {q(dst)})\"", timeout=60), f"creating the folder of {dst}")
     for attempt in (1, 2):  # a checksum mismatch gets one retry, from scratch
-        found = shell.run(f"p={q(part)}; [ -f \"$p\" ] && [ ! -L \"$p\" ] && stat -c %s -- \"$p\" || echo 0", timeout=60)
-        kept = int(found.stdout.strip() or 0) if found.ok and attempt == 1 else 0
+        found = checked(shell.run(f"p={q(part)}; [ -f \"$p\" ] && [ ! -L \"$p\" ] && stat -c %s -- \"$p\" || echo 0",
+                                  timeout=60), f"checking {part}")
+        kept = int(found.stdout.strip() or 0) if attempt == 1 else 0
         # reput appends to what an interrupted put left (sftp's own resume).
         verb = "reput" if 0 < kept <= size else "put"
         try:
