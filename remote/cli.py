@@ -32,9 +32,18 @@ def _size(text: str) -> tuple[int, int]:
     return width, height
 
 
-def print_progress(progress: JobProgress) -> None:
-    bar = "" if progress.fraction < 0 else f"[{'#' * int(progress.fraction * 20):<20}] "
-    print(f"  {bar}{progress.stage}: {progress.message}", flush=True)
+class ProgressPrinter:
+    """One line per change of stage or message (the pipeline reports several times a second)."""
+
+    def __init__(self) -> None:
+        self.last = ""
+
+    def __call__(self, progress: JobProgress) -> None:
+        bar = "" if progress.fraction < 0 else f"[{'#' * int(progress.fraction * 20):<20}] "
+        line = f"  {bar}{progress.stage}: {progress.message}"
+        if line != self.last:
+            print(line, flush=True)
+            self.last = line
 
 
 def report(result: JobResult) -> int:
@@ -88,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     cancel = threading.Event()
     if args.command == "reattach":
-        return report(reattach(args.record, hosts_file=args.hosts, progress=print_progress, cancel=cancel))
+        return report(reattach(args.record, hosts_file=args.hosts, progress=ProgressPrinter(), cancel=cancel))
 
     api_key = os.environ.get("STABILITY_API_KEY", "")
     backend = args.backend
@@ -114,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"job {job_id} on {args.host} (record: {record})")
     try:
         result = run_job(job, args.scene, host=args.host, hosts_file=args.hosts, local_output_dir=output,
-                         api_key=api_key or None, progress=print_progress, cancel=cancel, record_path=record)
+                         api_key=api_key or None, progress=ProgressPrinter(), cancel=cancel, record_path=record)
     except KeyboardInterrupt:
         print(f"interrupted; the pod may still be working. Resume with: python -m remote.cli reattach {record}")
         return 130
