@@ -38,7 +38,7 @@ from .config import ConfigError, HostConfig, data_dir, load_hosts
 from .jobspec import JobValidationError, RenderJob
 from .queue import append_record
 from .shell import CommandResult
-from .transfer import TransferError, TransferInterrupted
+from .transfer import TransferError, TransferInterrupted, TransferResult
 from .transfer.common import q
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # holds remote/ and pod_setup/
@@ -180,21 +180,22 @@ class JobRunner:
             raise PipelineError(f"{what} failed on {self.host.name}: {detail}")
         return result
 
-    def transfer(self, direction: str, src: Any, dst: Any, what: str):
-        for attempt in range(1, RECONNECT_ATTEMPTS + 1):
+    def transfer(self, direction: str, src: Any, dst: Any, what: str) -> TransferResult:
+        """``put`` or ``get``; a dropped connection resumes the transfer, anything else is an error."""
+        move = self.bridge.put if direction == "put" else self.bridge.get
+        attempt = 1
+        while True:
             if self.cancel.is_set():
                 raise Cancelled()
             try:
-                if direction == "put":
-                    return self.bridge.put(self.host.name, src, dst)
-                return self.bridge.get(self.host.name, src, dst)
+                return move(self.host.name, src, dst)
             except TransferInterrupted as exc:
                 if attempt == RECONNECT_ATTEMPTS:
                     raise PipelineError(f"{what}: {exc}") from None
                 self.progress(JobProgress(self.record.stage, -1, f"{what}: connection lost, resuming ({attempt})"))
+                attempt += 1
             except TransferError as exc:
                 raise PipelineError(f"{what}: {exc}") from None
-        raise AssertionError("unreachable")
 
     # -- stages ----------------------------------------------------------------
     def set_up_pod(self) -> None:
