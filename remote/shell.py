@@ -159,6 +159,21 @@ def marker_printf(head: str, tail: str, extra_format: str = "", *args: str) -> s
     return f"printf '%s%s{extra_format}' {quoted}"
 
 
+def variable_lines(name: str, data: bytes) -> list[str]:
+    """Shell lines, each under ``MAX_LINE``, that set ``name`` to ``data`` exactly."""
+    quoted = ansi_c_quote(data)
+    lines, start = [], 0
+    while not lines or start < len(quoted):
+        end = min(len(quoted), start + MAX_LINE)
+        # Every backslash in ``quoted`` opens a 4-character \xHH escape: never cut one.
+        escape = quoted.rfind("\\", max(start, end - 3), end)
+        if escape >= 0 and end < len(quoted):
+            end = escape
+        lines.append(f"{name}{'+=' if lines else '='}$'{quoted[start:end]}'")
+        start = end
+    return lines
+
+
 _TYPED_INPUT = re.compile(r"(?:[\x20-\x7e]{0,%d}\n)*" % (MAX_LINE - 1))
 
 
@@ -268,16 +283,7 @@ class RemoteShell:
 
     def send_variable(self, name: str, data: bytes) -> None:
         """Set shell variable ``name`` to ``data`` exactly, typed in short lines."""
-        quoted = ansi_c_quote(data)
-        start, first = 0, True
-        while first or start < len(quoted):
-            end = min(len(quoted), start + MAX_LINE)
-            # Every backslash in ``quoted`` opens a 4-character \xHH escape: never cut one.
-            escape = quoted.rfind("\\", max(start, end - 3), end)
-            if escape >= 0 and end < len(quoted):
-                end = escape
-            self.send_line(f"{name}{'=' if first else '+='}$'{quoted[start:end]}'")
-            start, first = end, False
+        self.send_line("\n".join(variable_lines(name, data)))
 
     def _type(self, data: bytes, timeout: float) -> None:
         """Write ``data`` to the terminal while collecting its output.
@@ -343,9 +349,10 @@ class RemoteShell:
         feeder = "" if typed_input is None else f'head -c {len(typed_input)} >"$__pf_err.in"; '
         cleanup = "" if typed_input is None else '; rm -f -- "$__pf_err.in"'
 
-        self.send_variable("__pf_cmd", command.encode("utf-8", "surrogateescape"))
-        self.send_line(
-            marker_printf("__PF", f"S_{token}__") + "; "
+        # One write for the whole command: each extra write is a round of
+        # PTY and ssh wake-ups, which dominates a trivial command's cost.
+        self.send_line("\n".join(variable_lines("__pf_cmd", command.encode("utf-8", "surrogateescape"))) + "\n"
+            + marker_printf("__PF", f"S_{token}__") + "; "
             f"{feeder}( {body} ) {stdin} 2>\"$__pf_err\"; "
             + marker_printf("__PF", f"M_{token}_", "%d\\n", "$?") + cleanup + "; "
             "[ -s \"$__pf_err\" ] && cat -- \"$__pf_err\"; "
