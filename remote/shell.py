@@ -36,7 +36,9 @@ If even that fails the connection is closed and reopened on the next run.
 Low-level members for other modules (in-band file transfer):
 ``send_line(text)`` types one line; ``read_until(marker, timeout)`` returns
 the bytes before ``marker`` (consuming it) with a large, fast read loop;
-``send_variable(name, data)`` sets a shell variable to exact bytes;
+``send_variable(name, data)`` sets a shell variable to exact bytes
+(``variable_lines(name, data)`` gives the same as lines, to batch with
+others into one write);
 ``new_token()`` and ``marker_printf(head, tail)`` build split markers;
 ``ansi_c_quote(data)`` quotes bytes for the shell.
 """
