@@ -378,3 +378,13 @@ def test_sftp_dropped_mid_transfer_resumes_where_it_stopped(sshd_direct, tmp_pat
     assert 0 < moved[-1] < data.stat().st_size  # the last run only sent what was missing
     assert leftovers(remote_dir, final.parent) == []
     shell.close()
+
+
+def test_sftp_refuses_a_line_break_that_would_start_a_local_command(sshd_direct, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    src = random_file(tmp_path / "a.bin", 100)
+    shell = RemoteShell(sshd_direct.host_config(transfer="sftp"))
+    with pytest.raises(TransferError, match="line break"):
+        put(shell, src, f"{tmp_path}/r/x\n!touch pwned")
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "r" / "x").exists()
+    shell.close()

@@ -50,7 +50,13 @@ def _drop_pairs(args: list[str], flags: set[str]) -> list[str]:
 
 
 def _sftp_quote(path: str) -> str:
-    """sftp's batch syntax: double quotes, with \\ and " escaped."""
+    """sftp's batch syntax: double quotes, with \\ and " escaped.
+
+    A line break would end the batch command and start another (``!cmd``
+    runs a local shell command), so paths holding one are refused.
+    """
+    if "\n" in path or "\r" in path:
+        raise TransferError(f"refusing {path!r}: sftp cannot take a path with a line break")
     return '"' + path.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
