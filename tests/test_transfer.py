@@ -388,3 +388,19 @@ def test_sftp_refuses_a_line_break_that_would_start_a_local_command(sshd_direct,
         put(shell, src, f"{tmp_path}/r/x\n!touch pwned")
     assert not (tmp_path / "pwned").exists() and not (tmp_path / "r" / "x").exists()
     shell.close()
+
+
+def test_s3_object_corrupted_in_the_bucket_is_sent_again(local, s3_server, s3_credentials, tmp_path):
+    bucket = s3_server.make_bucket()
+    config = parse_host("test", "pod", {"host": "localhost", "transfer": "s3",
+                                        "storage": s3_server.storage_entry(bucket)})
+    shell = RemoteShell(replace(config, is_local=True, workspace=local.workspace))
+    src = random_file(tmp_path / "scene.blend", 50_000)
+    s3 = boto3.client("s3", endpoint_url=s3_server.endpoint_url, region_name="us-east-1")
+    s3.put_object(Bucket=bucket, Key=f"pf/objects/{sha256_file(src)}", Body=b"not the scene")  # a bad object
+    dst = tmp_path / "pod" / "scene.blend"
+    result = put(shell, src, str(dst))
+    assert dst.read_bytes() == src.read_bytes()
+    assert result.bytes_moved == 2 * src.stat().st_size  # the object once more, then the pod's fetch
+    assert leftovers(dst.parent) == []
+    shell.close()

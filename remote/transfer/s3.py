@@ -110,27 +110,28 @@ def put(shell: RemoteShell, src: Path, dst: str) -> TransferResult:
     if remote_sha256(shell, dst) == sha:
         return result
     key = f"{storage.prefix}objects/{sha}"
-    try:
-        s3 = client(storage)
-        if not _object_exists(s3, storage, key):
-            s3.upload_file(str(src), storage.bucket, key, Config=MULTIPART)
-            result.bytes_moved += size
-        url = s3.generate_presigned_url("get_object", Params={"Bucket": storage.bucket, "Key": key},
-                                        ExpiresIn=storage.presign_expiry_s)
-        _record(s3, storage, {f"{shell.host.name}:{dst}": sha})
-    except (ClientError, BotoCoreError, S3UploadFailedError) as exc:
-        raise _explain(exc, storage) from None
     part = f"{dst}.pf-part-{sha[:16]}"
+    # Exit status 1 is the sha256 test failing (curl's own codes are others).
     command = (f"fetch() {{ {FETCH}; }}; mkdir -p -- \"$(dirname -- {q(dst)})\" && fetch {q(part)} && "
                f"{{ {finish_upload_script(part, dst, sha)}; }}; "
                f"rc=$?; rm -f -- {q(part)}; exit $rc")
-    for attempt in (1, 2):  # a checksum mismatch (or failed fetch) gets one retry
-        outcome = shell.run(command, env={"PF_URL": url}, timeout=3600)
-        if outcome.ok:
-            result.bytes_moved += size
-            return result
-        if attempt == 2 or outcome.status == "disconnected":
-            checked(outcome, f"fetching {dst} on {shell.host.name}")
+    try:
+        s3 = client(storage)
+        for attempt in (1, 2):  # a checksum mismatch gets one retry, with the object sent again
+            if attempt == 2 or not _object_exists(s3, storage, key):
+                s3.upload_file(str(src), storage.bucket, key, Config=MULTIPART)
+                result.bytes_moved += size
+            url = s3.generate_presigned_url("get_object", Params={"Bucket": storage.bucket, "Key": key},
+                                            ExpiresIn=storage.presign_expiry_s)
+            outcome = shell.run(command, env={"PF_URL": url}, timeout=3600)
+            if outcome.ok:
+                result.bytes_moved += size
+                _record(s3, storage, {f"{shell.host.name}:{dst}": sha})
+                return result
+            if outcome.exit_code != 1:
+                checked(outcome, f"fetching {dst} on {shell.host.name}")
+    except (ClientError, BotoCoreError, S3UploadFailedError) as exc:
+        raise _explain(exc, storage) from None
     raise ChecksumMismatch(f"{dst}: the pod's copy did not match {src.name} twice; nothing was kept")
 
 
