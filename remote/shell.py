@@ -348,7 +348,11 @@ class RemoteShell:
         # The typed bytes are taken off the terminal whole before the command
         # starts: a command that exits early must not leave them for the shell.
         stdin = "</dev/null" if typed_input is None else '<"$__pf_err.in"'
-        feeder = "" if typed_input is None else f'head -c {len(typed_input)} >"$__pf_err.in"; '
+        # Non-canonical for the copy: head then reads whole buffers rather than
+        # one line per read (the lines keep the canonical phase before stty safe).
+        feeder = "" if typed_input is None else (
+            f'stty -icanon min 1 time 0 2>/dev/null; head -c {len(typed_input)} >"$__pf_err.in"; '
+            'stty icanon 2>/dev/null; ')
         cleanup = "" if typed_input is None else '; rm -f -- "$__pf_err.in"'
 
         # One write for the whole command: each extra write is a round of
