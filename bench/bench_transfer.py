@@ -123,6 +123,10 @@ def main() -> None:
         rate = moved / seconds
         print(f"{name:30} {direction:5} {seconds:8.2f} {rate / MB:8.1f} {rate / baseline[direction]:7.2f} "
               f"{rate / raw_rate:10.2f}")
+    inline_down = next(size / seconds for name, direction, seconds, _ in rows
+                       if name.startswith("inline") and direction == "down")
+    print(f"inline download vs raw PTY: {inline_down / raw_rate:.2f} in payload, "
+          f"{inline_down * 4 / 3 / raw_rate:.2f} in PTY bytes (base64 text); target 0.50")
     print("(bytes_moved of a resumed upload counts only what the last run sent)")
     for label, seconds, moved in unchanged:
         print(f"unchanged re-upload, {label:16}: {moved} bytes moved in {seconds * 1000:.1f} ms "

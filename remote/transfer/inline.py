@@ -74,8 +74,8 @@ def _resume_offset(shell: RemoteShell, part: str, chunk_size: int) -> int:
 
 def _send_chunk(shell: RemoteShell, part: str, offset: int, data: bytes) -> None:
     digest = hashlib.sha256(data).hexdigest()
-    # Typed as the command's stdin in base64's 76-column lines: measured
-    # faster through the PTY than lines near the 1000-byte limit.
+    # Typed as the command's stdin in base64's 76-column lines, well inside
+    # the line limit that holds until the pod's terminal leaves canonical mode.
     encoded = base64.encodebytes(data).decode("ascii")
     # The chunk is decoded to its own file, checked, then appended at exactly
     # ``offset`` (a retried chunk after a drop must not be appended twice).
