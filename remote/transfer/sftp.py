@@ -32,7 +32,10 @@ def _sftp(shell: RemoteShell, commands: list[str]) -> None:
         message = detail[-1] if detail else f"sftp exited with {completed.returncode}"
         if "No space left" in completed.stderr or "Failure" in message and "write" in completed.stderr.lower():
             raise RemoteDiskFull(f"sftp: the remote disk is full ({message})")
-        if completed.returncode == 255 or any(sign in completed.stderr for sign in LOST_CONNECTION):
+        # sftp names every remote refusal on stderr; killed mid-transfer it may
+        # exit with nothing said at all.
+        lost = completed.returncode == 255 or not completed.stderr.strip()
+        if lost or any(sign in completed.stderr for sign in LOST_CONNECTION):
             raise TransferInterrupted(f"sftp to {host.name}: connection lost ({message}); the same call resumes")
         raise TransferError(f"sftp to {host.name}: {message}")
 
