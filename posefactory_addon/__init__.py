@@ -6,16 +6,22 @@ storage, budget, API key), operators, panels, jobs (worker threads and the
 timer that polls them), packing (the self-contained copy of the scene),
 results (images into Blender) and api (the Python API for scripts).
 """
-from . import jobs, operators, panels, preferences, properties, results
+from types import ModuleType
 
-_MODULES = (properties, preferences, operators, panels, results, jobs)
+
+def _modules() -> tuple[ModuleType, ...]:
+    # Imported on registration, not with the package, so that
+    # `python -m posefactory_addon` (the CLI) runs without bpy.
+    from . import jobs, operators, panels, preferences, properties, results
+
+    return (properties, preferences, operators, panels, results, jobs)
 
 
 def register() -> None:
-    for module in _MODULES:
+    for module in _modules():
         module.register()
 
 
 def unregister() -> None:
-    for module in reversed(_MODULES):
+    for module in reversed(_modules()):
         module.unregister()

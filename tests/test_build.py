@@ -1,0 +1,49 @@
+"""build.py: the cached rebuild and the --dev live-editing link, with real pip and real Blender."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_a_second_build_uses_the_wheel_cache_and_ships_the_cli(addon_zip):
+    # No index at all: any download attempt would fail the build, so passing proves the cache served every wheel.
+    environment = dict(os.environ, PIP_NO_INDEX="1", PIP_FIND_LINKS="")
+    rebuilt = subprocess.run([sys.executable, str(REPO / "build.py")], cwd=REPO, env=environment,
+                             capture_output=True, text=True, timeout=300)
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    assert "built and validated" in rebuilt.stdout
+    with zipfile.ZipFile(addon_zip) as archive:
+        names = set(archive.namelist())
+        manifest = archive.read("blender_manifest.toml").decode()
+    assert {"__main__.py", "remote/cli.py", "remote/pipeline.py"} <= names
+    wheels = sorted(name for name in names if name.startswith("wheels/"))
+    assert wheels and all(f'"./{wheel}"' in manifest for wheel in wheels)
+    assert not any(name.startswith("wheels/requests-") for name in wheels)  # Blender ships requests
+
+
+def test_dev_mode_links_the_source_tree_into_an_extension_repo_blender_loads(tmp_path):
+    user = tmp_path / "user"
+    linked = subprocess.run([sys.executable, str(REPO / "build.py"), "--dev", str(user / "extensions" / "user_default")],
+                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert linked.returncode == 0, linked.stderr
+    script = tmp_path / "enable.py"
+    script.write_text(
+        "import bpy\n"
+        "bpy.ops.extensions.repo_refresh_all()\n"
+        "assert bpy.ops.preferences.addon_enable(module='bl_ext.user_default.posefactory') == {'FINISHED'}\n"
+        "import bl_ext.user_default.posefactory as addon\n"
+        "print('LOADED', addon.__file__, bpy.ops.posefactory.render_remote.get_rna_type().name)\n"
+    )
+    environment = {k: v for k, v in os.environ.items() if k != "STABILITY_API_KEY"}
+    environment["BLENDER_USER_RESOURCES"] = str(user)
+    enabled = subprocess.run([sys.executable, str(script)], env=environment, capture_output=True, text=True,
+                             timeout=120)
+    line = next((row for row in enabled.stdout.splitlines() if row.startswith("LOADED")), "")
+    assert line.endswith("Render on RunPod"), enabled.stdout[-2000:] + enabled.stderr[-2000:]
+    # Live editing: the module Blender loaded is the source file itself.
+    assert Path(line.split()[1]).resolve() == REPO / "posefactory_addon" / "__init__.py"
