@@ -188,8 +188,10 @@ def _check_typed_input(text: str) -> None:
 class RemoteShell:
     """A persistent interactive shell on one host (see the module docstring)."""
 
-    def __init__(self, host: HostConfig) -> None:
+    def __init__(self, host: HostConfig, *, interrupt_grace_s: float = INTERRUPT_GRACE_S) -> None:
         self.host = host
+        # How long Ctrl-C gets before a command is stopped with Ctrl-Z and killed.
+        self.interrupt_grace_s = interrupt_grace_s
         self.child: pexpect.spawn | None = None
         self._buffer = bytearray()
 
@@ -403,17 +405,19 @@ class RemoteShell:
     def _interrupt(self) -> None:
         """End the running command and resynchronise, or drop the connection."""
         assert self.child is not None
-        # After a kill, bash would announce "[1]+ Killed …" at some later
-        # point, inside another command's output: waiting for the job and
-        # listing jobs into /dev/null consumes that notice here.
-        reap = "kill -KILL %% 2>/dev/null; wait %% 2>/dev/null; jobs >/dev/null 2>&1; "
+        # After a kill, bash would announce "[1]+ Killed …" whenever it reaps
+        # the job, possibly inside another command's output. ``wait`` returns
+        # at once for a stopped job, so poll until the group is gone (reaped),
+        # then list jobs into /dev/null, which consumes the notice here.
+        reap = ("kill -KILL %% 2>/dev/null; while kill -0 %% 2>/dev/null; do sleep 0.01; done; "
+                "jobs >/dev/null 2>&1; ")
         for keys, follow_up in ((b"\x03", ""), (b"\x1a", reap)):
             token = new_token()
             try:
                 self.child.send(keys)
                 time.sleep(0.05)
                 self.send_line(follow_up + marker_printf("__PF", f"R_{token}__", "\\n"))
-                self.read_until(f"__PFR_{token}__\n".encode(), INTERRUPT_GRACE_S)
+                self.read_until(f"__PFR_{token}__\n".encode(), self.interrupt_grace_s)
                 return
             except CommandTimeout:
                 continue

@@ -9,6 +9,7 @@ import pytest
 
 from remote.api import Bridge
 from remote.config import local_host
+from remote.shell import RemoteShell
 
 HOSTILE = [
     ("echo \"double\" 'single' \\\"escaped\\\"", "double single \"escaped\"\n"),
@@ -187,3 +188,23 @@ def test_unreachable_host_gives_a_clear_disconnected_result():
         result = bridge.run("gone", "true")
     assert result.status == "disconnected" and "gone" in result.error
     assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("flavour", ["local", "proxy"])
+def test_killed_stubborn_commands_leave_no_job_notice_in_later_output(flavour, request, tmp_path, monkeypatch):
+    # Bash announces "[1]+ Killed" whenever it reaps a killed job; under load
+    # that used to land inside the next command's stdout.
+    if flavour == "local":
+        monkeypatch.setenv("POSEFACTORY_DATA_DIR", str(tmp_path))
+        config = local_host()
+    else:
+        config = request.getfixturevalue("sshd_proxy").host_config()
+    shell = RemoteShell(config, interrupt_grace_s=0.3)
+    try:
+        for _ in range(6):
+            stubborn = shell.run(f"trap '' INT; sleep {800 + random.randrange(10**6)}", timeout=0.3)
+            assert stubborn.status == "timeout"
+            outputs = [shell.run("echo alive; sleep 0.02", timeout=10).stdout for _ in range(3)]
+            assert outputs == ["alive\n"] * 3
+    finally:
+        shell.close()
