@@ -1,0 +1,100 @@
+"""Benchmark: what the add-on adds before a job leaves the artist's machine.
+
+    .venv/bin/python bench/bench_addon.py [--texture 2048] [--runs 3]
+
+In this process (a plain script, so one Blender: the bpy module) it opens the
+sample scene with an external PNG texture and measures, median of ``--runs``:
+
+* baseline: ``save_as_mainfile(copy=True)`` alone — the least any "send the
+  file" button must do;
+* the add-on's packing: the same copy on the main thread (the only part that
+  blocks the UI) plus the self-contained copy made by a background Blender;
+* a bare Blender start-up (``import bpy`` in a fresh process), to show how
+  much of the background packing is start-up;
+* a cached ``build.py`` (every wheel already in build/wheels).
+
+All figures come from the same run, so the ratios hold on any machine.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import bpy  # noqa: E402  (after the path: the add-on's modules come from this source tree)
+
+from posefactory_addon import packing  # noqa: E402
+
+
+def noisy_png(path: Path, side: int) -> None:
+    """An incompressible RGB PNG, so the packed size is honest."""
+    import os
+
+    rows = b"".join(b"\x00" + os.urandom(side * 3) for _ in range(side))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows, 1))
+                     + chunk(b"IEND", b""))
+
+
+def timed(action) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--texture", type=int, default=2048, help="side of the external texture in pixels")
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-addon-"))
+    scene = work / "sample.blend"
+    subprocess.run([sys.executable, str(REPO / "pod_setup" / "make_sample_scene.py"), str(scene), "--samples", "1"],
+                   check=True, capture_output=True)
+    texture = work / "texture.png"
+    noisy_png(texture, args.texture)
+    bpy.ops.wm.open_mainfile(filepath=str(scene))
+    bpy.data.images.load(str(texture)).use_fake_user = True
+    scene_name = bpy.context.scene.name
+
+    baseline, blocking, background, startup = [], [], [], []
+    for run in range(args.runs):
+        target = work / f"run-{run}"
+        baseline.append(timed(lambda: bpy.ops.wm.save_as_mainfile(
+            filepath=str(work / f"plain-{run}.blend"), copy=True, check_existing=False)))
+        copies: list[Path] = []
+        blocking.append(timed(lambda: copies.append(packing.write_copy(target))))
+        background.append(timed(lambda: packing.make_self_contained(copies[0], scene_name)))
+        startup.append(timed(lambda: subprocess.run([sys.executable, "-c", "import bpy"], check=True)))
+    packed_mb = (work / "run-0" / "scene.blend").stat().st_size / 1e6
+    build_s = timed(lambda: subprocess.run([sys.executable, str(REPO / "build.py")], check=True, cwd=REPO,
+                                           capture_output=True))
+
+    median = statistics.median
+    total = median(blocking) + median(background)
+    print(f"scene + {args.texture}px external texture; packed file {packed_mb:.1f} MB; medians of {args.runs}")
+    print(f"baseline save_as_mainfile(copy=True):   {median(baseline):.3f} s")
+    print(f"packing, main thread (UI blocked):      {median(blocking):.3f} s  "
+          f"(ratio to baseline {median(blocking) / median(baseline):.2f})")
+    print(f"packing, background Blender:            {median(background):.3f} s")
+    print(f"packing total:                          {total:.3f} s  (ratio to baseline {total / median(baseline):.1f})")
+    print(f"bare Blender start-up:                  {median(startup):.3f} s  "
+          f"({median(startup) / median(background):.0%} of the background packing)")
+    print(f"cached build.py (build + validate):     {build_s:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
