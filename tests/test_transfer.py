@@ -231,11 +231,16 @@ def test_dropped_connection_mid_upload_resumes_without_resending(sshd_proxy, tmp
     shell.close()
 
 
-def test_s3_transport_is_content_addressed(local, s3_server, s3_credentials, tmp_path):
-    bucket = s3_server.make_bucket()
+def s3_pod_shell(s3_server, local, bucket: str) -> RemoteShell:
+    """A shell on this machine standing in for a pod whose host has transfer: s3."""
     config = parse_host("test", "pod", {"host": "localhost", "transfer": "s3",
                                         "storage": s3_server.storage_entry(bucket)})
-    shell = RemoteShell(replace(config, is_local=True, workspace=local.workspace))
+    return RemoteShell(replace(config, is_local=True, workspace=local.workspace))
+
+
+def test_s3_transport_is_content_addressed(local, s3_server, s3_credentials, tmp_path):
+    bucket = s3_server.make_bucket()
+    shell = s3_pod_shell(s3_server, local, bucket)
     src = random_file(tmp_path / "scene $(x).blend", 9 << 20)  # above the multipart threshold
     dst = tmp_path / "pod" / "scene.blend"
     first = put(shell, src, str(dst))
@@ -256,9 +261,7 @@ def test_s3_transport_is_content_addressed(local, s3_server, s3_credentials, tmp
 
 
 def test_s3_errors_are_clear(local, s3_server, s3_credentials, tmp_path, monkeypatch):
-    config = parse_host("test", "pod", {"host": "localhost", "transfer": "s3",
-                                        "storage": s3_server.storage_entry("no-such-bucket")})
-    shell = RemoteShell(replace(config, is_local=True, workspace=local.workspace))
+    shell = s3_pod_shell(s3_server, local, "no-such-bucket")
     src = random_file(tmp_path / "a.bin", 1000)
     with pytest.raises(BucketMissing, match="bucket 'no-such-bucket' does not exist"):
         put(shell, src, str(tmp_path / "pod" / "a.bin"))
@@ -410,9 +413,7 @@ def test_sftp_refuses_a_line_break_that_would_start_a_local_command(sshd_direct,
 
 def test_s3_object_corrupted_in_the_bucket_is_sent_again(local, s3_server, s3_credentials, tmp_path):
     bucket = s3_server.make_bucket()
-    config = parse_host("test", "pod", {"host": "localhost", "transfer": "s3",
-                                        "storage": s3_server.storage_entry(bucket)})
-    shell = RemoteShell(replace(config, is_local=True, workspace=local.workspace))
+    shell = s3_pod_shell(s3_server, local, bucket)
     src = random_file(tmp_path / "scene.blend", 50_000)
     s3 = boto3.client("s3", endpoint_url=s3_server.endpoint_url, region_name="us-east-1")
     s3.put_object(Bucket=bucket, Key=f"pf/objects/{sha256_file(src)}", Body=b"not the scene")  # a bad object
