@@ -21,7 +21,17 @@ def connection_status(host: str) -> str | None:
     return _connection_checks.get(host)
 
 
-class POSEFACTORY_OT_render_remote(bpy.types.Operator):
+class SceneSettingsOperator:
+    """Operators that work on the open file with the add-on registered: they
+    need a scene carrying the settings (there is none while Blender loads a
+    file, or in some script contexts)."""
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return context.scene is not None and hasattr(context.scene, "posefactory")
+
+
+class POSEFACTORY_OT_render_remote(SceneSettingsOperator, bpy.types.Operator):
     bl_idname = "posefactory.render_remote"
     bl_label = "Render on RunPod"
     bl_description = ("Pack a copy of this scene, render it on the remote GPU host, enhance it with Stability SDXL "
@@ -43,10 +53,6 @@ class POSEFACTORY_OT_render_remote(bpy.types.Operator):
                                options={"SKIP_SAVE"})
     render_samples: IntProperty(name="Render Samples", min=0, default=0, options={"SKIP_SAVE"})
     skip_ai: BoolProperty(name="Skip AI Step", default=False, options={"SKIP_SAVE"})
-
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        return context.scene is not None and hasattr(context.scene, "posefactory")
 
     def overrides(self) -> dict:
         values = {"prompt": self.prompt, "negative_prompt": self.negative_prompt, "host": self.host}
@@ -101,7 +107,7 @@ class POSEFACTORY_OT_cancel_job(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class POSEFACTORY_OT_test_connection(bpy.types.Operator):
+class POSEFACTORY_OT_test_connection(SceneSettingsOperator, bpy.types.Operator):
     bl_idname = "posefactory.test_connection"
     bl_label = "Test Connection"
     bl_description = "Open a shell on the selected host and run a trivial command (in the background)"
@@ -131,7 +137,7 @@ class POSEFACTORY_OT_test_connection(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class POSEFACTORY_OT_estimate_cost(bpy.types.Operator):
+class POSEFACTORY_OT_estimate_cost(SceneSettingsOperator, bpy.types.Operator):
     bl_idname = "posefactory.estimate_cost"
     bl_label = "Estimate Cost"
     bl_description = "What the next job would cost with the current settings (GPU time and AI images)"
@@ -148,7 +154,7 @@ class POSEFACTORY_OT_estimate_cost(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class POSEFACTORY_OT_import_results(bpy.types.Operator):
+class POSEFACTORY_OT_import_results(SceneSettingsOperator, bpy.types.Operator):
     bl_idname = "posefactory.import_results"
     bl_label = "Import Pose Factory Results"
     bl_description = "Load the images of a job's results folder (manifest.json and ai-render-*.png) into Blender"
@@ -172,7 +178,7 @@ class POSEFACTORY_OT_import_results(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class POSEFACTORY_OT_open_output(bpy.types.Operator):
+class POSEFACTORY_OT_open_output(SceneSettingsOperator, bpy.types.Operator):
     bl_idname = "posefactory.open_output"
     bl_label = "Open Output Folder"
     bl_description = "Open the folder where job results are downloaded, in the system's file browser"

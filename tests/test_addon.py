@@ -31,7 +31,7 @@ def test_installed_extension_registers_operators_panels_and_properties(blender):
         ops = {}
         for name in ("render_remote", "cancel_job", "test_connection", "estimate_cost", "import_results", "open_output"):
             rna = getattr(bpy.ops.posefactory, name).get_rna_type()
-            ops[name] = [rna.name, rna.description]
+            ops[name] = [rna.name, rna.description, getattr(bpy.ops.posefactory, name).poll()]
         panels = {name: getattr(bpy.types, name).bl_category for name in
                   ("POSEFACTORY_PT_main", "POSEFACTORY_PT_prompt", "POSEFACTORY_PT_output",
                    "POSEFACTORY_PT_remote", "POSEFACTORY_PT_jobs")}
@@ -42,7 +42,9 @@ def test_installed_extension_registers_operators_panels_and_properties(blender):
                on_scene=[p.identifier for p in bpy.types.Scene.bl_rna.properties if "posefactory" in p.identifier])
     """)
     assert result["ops"]["render_remote"][0] == "Render on RunPod"
-    assert all(label and description for label, description in result["ops"].values())
+    assert all(label and description for label, description, _ in result["ops"].values())
+    # Every operator can run on a scene with the settings, except Cancel: no job is running.
+    assert {name for name, (_, _, runnable) in result["ops"].items() if not runnable} == {"cancel_job"}
     assert set(result["panels"].values()) == {"Pose Factory"}
     assert result["resolutions"] == [f"{w}x{h}" for w, h in SDXL_SIZES]
     assert all(result["tooltips"].values()), [k for k, v in result["tooltips"].items() if not v]
