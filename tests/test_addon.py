@@ -4,6 +4,7 @@ user repo of a real Blender (bpy 5.0.1, background mode), then driven."""
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import zipfile
 
@@ -266,3 +267,38 @@ def test_a_running_job_is_reattached_when_blender_starts_again(blender, tmp_path
     assert second["status"] == "done", second["error"]
     assert len(second["images"]) == 1
     assert len(stability_server.requests) == 1  # rendered and paid for once
+
+
+def test_a_refused_connection_fails_the_job_clearly_and_cancel_stops_a_rendering_job(blender, tmp_path, sample_scene):
+    with socket.socket() as probe:  # a port nothing listens on: connecting is refused
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    hosts = tmp_path / "ssh_hosts.yaml"
+    hosts.write_text(f"dead:\n  host: 127.0.0.1\n  port: {closed_port}\n  user: nobody\n  connect_timeout: 5\n"
+                     f"  accept_new_host_keys: true\n")
+    result = blender.run(f"""
+        import time
+        bpy.ops.wm.open_mainfile(filepath={str(sample_scene)!r})
+        preferences.get().hosts_file = {str(hosts)!r}
+        bpy.context.scene.posefactory.autosave = False
+        refused = api.submit(prompt="nobody home", host="dead", use_ai=False).wait(timeout=120)
+        bpy.ops.posefactory.render_remote(prompt="stop me", host="local", skip_ai=True, render_samples=4000)
+        tracked = jobs.MANAGER.latest()
+        while not tracked.message.startswith("running"):
+            assert not tracked.finished.is_set(), tracked.result
+            time.sleep(0.05)
+        assert bpy.ops.posefactory.cancel_job() == {{"FINISHED"}}
+        started = time.monotonic()
+        cancelled = jobs.MANAGER.wait(tracked, timeout=120)
+        record = json.loads((jobs.MANAGER.records_dir() / (tracked.job_id + ".json")).read_text())
+        report(refused=[refused.status, refused.error], cancelled=[cancelled.status, cancelled.error],
+               cancel_s=time.monotonic() - started, record_status=record.get("status"),
+               running=len(jobs.MANAGER.active()))
+    """)
+    status, error = result["refused"]
+    # One line naming the host and the connection. (ssh's own "Connection refused" is not in it: the
+    # bridge reports "connection closed (N bytes of output received)"; that wording is the bridge's.)
+    assert status == "failed" and "connection" in error and "dead" in error and "\n" not in error, error
+    assert result["cancelled"][0] == "cancelled", result["cancelled"]
+    assert result["cancel_s"] < 60 and result["running"] == 0
+    assert result["record_status"] == "cancelled"
