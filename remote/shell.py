@@ -61,6 +61,8 @@ from .config import HostConfig
 READ_CHUNK = 1 << 20
 # Longest line we type: far below the 4096-byte canonical-mode limit.
 MAX_LINE = 1000
+# Puts back the terminal modes that make output exact (see the module docstring).
+TAME_TTY = "stty -echo -opost 2>/dev/null"
 INTERRUPT_GRACE_S = 5.0  # a loaded machine can take seconds to deliver ^C and answer
 
 
@@ -220,7 +222,7 @@ class RemoteShell:
         self._buffer.clear()
         token = new_token()
         setup = (
-            "stty -echo -opost 2>/dev/null; set +o emacs +o vi; unset HISTFILE PROMPT_COMMAND; "
+            f"{TAME_TTY}; set +o emacs +o vi; unset HISTFILE PROMPT_COMMAND; "
             "PS1=''; PS2=''; PS4='+ '; export TERM=dumb PAGER=cat GIT_PAGER=cat; "
             "__pf_err=$(mktemp \"${TMPDIR:-/tmp}/posefactory-err.XXXXXX\"); "
             + marker_printf("__PF", f"READY_{token}__", "\\n")
@@ -383,7 +385,7 @@ class RemoteShell:
             )
 
         try:
-            self.read_until(f"__PFS_{token}__".encode(), timeout or self.host.connect_timeout + 10)
+            echoed = self.read_until(f"__PFS_{token}__".encode(), timeout or self.host.connect_timeout + 10)
             deadline = None if timeout is None else started + timeout
             try:
                 out = self.read_until(f"__PFM_{token}_".encode(), None if deadline is None else max(0.0, deadline - time.monotonic()))
@@ -400,7 +402,21 @@ class RemoteShell:
             self.close()
             return finish("disconnected", None, b"", b"", f"{self.host.name}: the shell stopped answering; it will be reopened")
         exit_code = int(code)
+        # Our typed line echoed back, or "\r\n" line ends: a command turned
+        # echo or output processing back on (stty on /dev/tty, a program that
+        # died in raw mode). Tame the terminal before the next command.
+        if echoed or code.endswith(b"\r"):
+            try:
+                self._resync(TAME_TTY + "; ", 30)
+            except (CommandTimeout, ShellDisconnected):
+                self.close()  # the next command reconnects to a fresh terminal
         return finish("ok" if exit_code == 0 else "failed", exit_code, out, err, None)
+
+    def _resync(self, commands: str, timeout: float) -> None:
+        """Run ``commands`` and discard all output up to a fresh marker."""
+        token = new_token()
+        self.send_line(commands + marker_printf("__PF", f"R_{token}__", "\\n"))
+        self.read_until(f"__PFR_{token}__\n".encode(), timeout)
 
     def _interrupt(self) -> None:
         """End the running command and resynchronise, or drop the connection."""
@@ -411,13 +427,12 @@ class RemoteShell:
         # then list jobs into /dev/null, which consumes the notice here.
         reap = ("kill -KILL %% 2>/dev/null; while kill -0 %% 2>/dev/null; do sleep 0.01; done; "
                 "jobs >/dev/null 2>&1; ")
-        for keys, follow_up in ((b"\x03", ""), (b"\x1a", reap)):
-            token = new_token()
+        # An interrupted program may have left the terminal in its own modes.
+        for keys, follow_up in ((b"\x03", f"{TAME_TTY}; "), (b"\x1a", f"{reap}{TAME_TTY}; ")):
             try:
                 self.child.send(keys)
                 time.sleep(0.05)
-                self.send_line(follow_up + marker_printf("__PF", f"R_{token}__", "\\n"))
-                self.read_until(f"__PFR_{token}__\n".encode(), self.interrupt_grace_s)
+                self._resync(follow_up, self.interrupt_grace_s)
                 return
             except CommandTimeout:
                 continue

@@ -208,3 +208,16 @@ def test_killed_stubborn_commands_leave_no_job_notice_in_later_output(flavour, r
             assert outputs == ["alive\n"] * 3
     finally:
         shell.close()
+
+
+def test_terminal_modes_changed_by_a_command_are_put_back(bridge_host):
+    # A command that turns echo and "\n" -> "\r\n" back on (as a program dying
+    # in raw mode can) must not spoil the commands after it.
+    bridge, host = bridge_host
+    changed = bridge.run(host, "stty echo opost onlcr </dev/tty; echo changed", timeout=10)
+    assert changed.status == "ok", changed
+    for _ in range(2):
+        after = bridge.run(host, "printf 'a\\nb\\n'", timeout=10)
+        assert (after.status, after.stdout) == ("ok", "a\nb\n")
+    fed = bridge.shell(host).run("cat", timeout=10, typed_input="bGluZQ==\n")
+    assert fed.stdout == "bGluZQ==\n"
