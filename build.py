@@ -1,7 +1,8 @@
 """Build the Pose Factory extension: dist/posefactory-<version>.zip.
 
-    python build.py            # build and validate with Blender's own extension tool
-    python build.py --dev DIR  # link the source tree into a Blender user extension repo DIR
+    python build.py                    # build and validate with Blender's own extension tool
+    python build.py --split-platforms  # also one smaller zip per platform, each with only its own wheels
+    python build.py --dev DIR          # link the source tree into a Blender user extension repo DIR
 
 The zip holds the add-on (posefactory_addon/*), the bridge (remote/) and the
 pod-side files (pod_setup/) as real files, and the wheels Blender does not
@@ -104,12 +105,32 @@ def build() -> Path:
         for path in sorted(staged.rglob("*")):
             if path.is_file():
                 archive.write(path, path.relative_to(staged).as_posix())
-    validated = subprocess.run([sys.executable, str(blender_ext_tool()), "validate", str(out)],
-                               capture_output=True, text=True)
-    if validated.returncode != 0:
-        raise SystemExit(f"build.py: Blender's validator refused {out}:\n{validated.stdout}{validated.stderr}")
+    blender_ext("validate", str(out))
     print(f"built and validated {out} ({out.stat().st_size // 1024} KiB, {len(wheels)} wheels)")
     return out
+
+
+def blender_ext(*args: str) -> str:
+    """Run Blender's extension tool; its refusal stops the build with its own words."""
+    completed = subprocess.run([sys.executable, str(blender_ext_tool()), *args], capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise SystemExit(f"build.py: blender_ext.py {args[0]} refused:\n{completed.stdout}{completed.stderr}")
+    return completed.stdout
+
+
+def split_platforms() -> list[Path]:
+    """One zip per platform from the staged extension: Blender's tool keeps only the wheels for that
+    platform (PyYAML is compiled), so each download is smaller than the all-platforms zip."""
+    manifest = tomllib.loads(MANIFEST.read_text())
+    out_dir = REPO / "dist"
+    for stale in out_dir.glob(f"{manifest['id']}-{manifest['version']}-*.zip"):
+        stale.unlink()
+    blender_ext("build", "--source-dir", str(STAGE), "--output-dir", str(out_dir), "--split-platforms")
+    zips = sorted(out_dir.glob(f"{manifest['id']}-{manifest['version']}-*.zip"))
+    for platform_zip in zips:
+        blender_ext("validate", str(platform_zip))
+        print(f"built and validated {platform_zip} ({platform_zip.stat().st_size // 1024} KiB)")
+    return zips
 
 
 def link_for_development(repo_dir: Path) -> None:
@@ -129,11 +150,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dev", type=Path, metavar="REPO_DIR",
                         help="link the source tree into this Blender extension repo folder instead of building")
+    parser.add_argument("--split-platforms", action="store_true",
+                        help="also build one zip per platform (dist/<id>-<version>-<platform>.zip)")
     args = parser.parse_args()
     if args.dev:
         link_for_development(args.dev)
-    else:
-        build()
+        return
+    build()
+    if args.split_platforms:
+        split_platforms()
 
 
 if __name__ == "__main__":
