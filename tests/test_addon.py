@@ -114,6 +114,33 @@ def test_packing_leaves_the_open_file_untouched_and_packs_without_the_key(blende
     assert result["prompt"] == "unsaved edit"  # the copy carries the unsaved state
 
 
+def test_packing_makes_linked_library_data_local_so_the_copy_works_without_the_library(blender, tmp_path):
+    result = blender.run(f"""
+        from pathlib import Path
+        library = Path({str(tmp_path / "props library.blend")!r})
+        bpy.ops.mesh.primitive_cube_add()
+        bpy.context.active_object.name = "LinkedProp"
+        bpy.data.libraries.write(str(library), {{bpy.context.active_object}})
+        bpy.ops.wm.read_homefile(use_empty=True)
+        bpy.ops.object.camera_add()
+        with bpy.data.libraries.load(str(library), link=True) as (source, target):
+            target.objects = ["LinkedProp"]
+        bpy.context.scene.collection.objects.link(target.objects[0])
+        linked_before = [o.name for o in bpy.data.objects if o.library]
+        copy = packing.write_copy(Path({str(tmp_path / "pack")!r}))
+        packed = packing.make_self_contained(copy, bpy.context.scene.name)
+        library.unlink()  # the pod has no libraries: the packed copy must stand alone
+        bpy.ops.wm.open_mainfile(filepath=str(packed))
+        prop = bpy.data.objects.get("LinkedProp")
+        report(linked_before=linked_before, libraries=[lib.filepath for lib in bpy.data.libraries],
+               prop_local=prop is not None and prop.library is None,
+               vertices=len(prop.data.vertices) if prop else 0)
+    """)
+    assert result["linked_before"] == ["LinkedProp"]
+    assert result["prop_local"] and result["vertices"] == 8
+    assert result["libraries"] == []
+
+
 def test_operators_refuse_bad_input_with_one_clear_line(blender, tmp_path):
     result = blender.run("""
         errors = {}
