@@ -67,7 +67,14 @@ INTERRUPT_GRACE_S = 5.0  # a loaded machine can take seconds to deliver ^C and a
 
 
 class ShellDisconnected(ConnectionError):
-    """The connection to the host ended (or could not be opened)."""
+    """The connection to the host ended (or could not be opened).
+
+    ``partial`` holds what the connection printed before it ended.
+    """
+
+    def __init__(self, message: str, partial: bytes = b"") -> None:
+        super().__init__(message)
+        self.partial = partial
 
 
 class CommandTimeout(TimeoutError):
@@ -236,6 +243,11 @@ class RemoteShell:
             raise ShellDisconnected(
                 f"{self.host.name}: no shell prompt within {self.host.connect_timeout:g}s (last output: {seen!r})"
             ) from exc
+        except ShellDisconnected as exc:
+            # ssh says why ("Connection refused", "Host key verification failed"): pass its last line on.
+            lines = [line.strip() for line in exc.partial.decode("utf-8", "replace").splitlines() if line.strip()]
+            reason = lines[-1][:200] if lines else "the connection closed before a shell started"
+            raise ShellDisconnected(f"{self.host.name}: cannot connect: {reason}", exc.partial) from exc
 
     def close(self) -> None:
         if self.child is not None:
@@ -283,7 +295,7 @@ class RemoteShell:
                 self.child.close(force=True)
                 self.child = None
                 raise ShellDisconnected(
-                    f"{self.host.name}: connection closed ({len(partial)} bytes of output received)"
+                    f"{self.host.name}: connection closed ({len(partial)} bytes of output received)", partial
                 ) from exc
             self._buffer += chunk
 

@@ -323,9 +323,8 @@ def test_a_refused_connection_fails_the_job_clearly_and_cancel_stops_a_rendering
                running=len(jobs.MANAGER.active()))
     """)
     status, error = result["refused"]
-    # One line naming the host and the connection. (ssh's own "Connection refused" is not in it: the
-    # bridge reports "connection closed (N bytes of output received)"; that wording is the bridge's.)
-    assert status == "failed" and "connection" in error and "dead" in error and "\n" not in error, error
+    # One line naming the host and ssh's own reason.
+    assert status == "failed" and "dead" in error and "Connection refused" in error and "\n" not in error, error
     assert result["cancelled"][0] == "cancelled", result["cancelled"]
     assert result["cancel_s"] < 60 and result["running"] == 0
     assert result["record_status"] == "cancelled"
