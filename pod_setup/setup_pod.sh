@@ -65,9 +65,13 @@ fi
 # workspace, or a fresh download of the pinned version.
 blender_env="$state_dir/blender.env"
 if [ -n "${POSEFACTORY_BPY_PYTHON:-}" ]; then
-    "$POSEFACTORY_BPY_PYTHON" -c 'import bpy, yaml, requests' 2>/dev/null ||
-        fail "POSEFACTORY_BPY_PYTHON=$POSEFACTORY_BPY_PYTHON cannot import bpy, yaml and requests"
     wanted="$(env_line POSEFACTORY_RUNNER python; env_line POSEFACTORY_EXECUTABLE "$POSEFACTORY_BPY_PYTHON")"
+    # Importing bpy takes about a second and setup runs before every job:
+    # check a Python only when it is not the one already recorded.
+    if [ "$(cat "$blender_env" 2>/dev/null)" != "$wanted" ]; then
+        "$POSEFACTORY_BPY_PYTHON" -c 'import bpy, yaml, requests' 2>/dev/null ||
+            fail "POSEFACTORY_BPY_PYTHON=$POSEFACTORY_BPY_PYTHON cannot import bpy, yaml and requests"
+    fi
 else
     blender="$(command -v blender || true)"
     [ -n "$blender" ] || { [ -x "$WORKSPACE/blender/blender" ] && blender="$WORKSPACE/blender/blender"; } || true
