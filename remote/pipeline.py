@@ -39,7 +39,7 @@ from .jobspec import JobValidationError, RenderJob
 from .queue import append_record
 from .shell import CommandResult
 from .transfer import TransferError, TransferInterrupted, TransferResult
-from .transfer.common import q
+from .transfer.common import q, sha256_file
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # holds remote/ and pod_setup/
 POLL_S = 0.25  # a status poll is one cheap command; polling often keeps the overhead low
@@ -216,7 +216,7 @@ class JobRunner:
     def upload(self, job: RenderJob, blend_file: Path) -> RenderJob:
         ws, jobdir = self.host.workspace, self.record.remote_job_dir
         self.stage("uploading", f"uploading {blend_file.name}")
-        scene_sha = hashlib.sha256(blend_file.read_bytes()).hexdigest()
+        scene_sha = sha256_file(blend_file)  # cached: the transfer hashes the same file
         scene = self.transfer("put", blend_file, f"{ws}/scenes/{scene_sha}.blend", "uploading the scene")
         self.record.stage = "uploading"
         pod_job = replace(job, job_id=self.record.job_id, blend_path=f"{ws}/scenes/{scene_sha}.blend",

@@ -36,7 +36,7 @@ If even that fails the connection is closed and reopened on the next run.
 Low-level members for other modules (in-band file transfer):
 ``send_line(text)`` types one line; ``read_until(marker, timeout)`` returns
 the bytes before ``marker`` (consuming it) with a large, fast read loop;
-``send_variable(name, data)`` sets a shell variable to exact bytes
+``variable_lines(name, data)`` builds the lines that set a shell variable to exact bytes
 (``variable_lines(name, data)`` gives the same as lines, to batch with
 others into one write);
 ``new_token()`` and ``marker_printf(head, tail)`` build split markers;
@@ -145,13 +145,6 @@ class CommandResult:
                 del data[f"{stream}_encoding"]
         data.update(extra)
         return data
-
-    @classmethod
-    def from_json_dict(cls, data: dict[str, Any]) -> "CommandResult":
-        known = {name for name in cls.__dataclass_fields__ if name != "extra"}
-        values = {k: v for k, v in data.items() if k in known}
-        values.setdefault("error", None)
-        return cls(extra={k: v for k, v in data.items() if k not in known}, **values)
 
 
 def _raw(text: str, encoding: str) -> bytes:
@@ -298,10 +291,6 @@ class RemoteShell:
                     f"{self.host.name}: connection closed ({len(partial)} bytes of output received)", partial
                 ) from exc
             self._buffer += chunk
-
-    def send_variable(self, name: str, data: bytes) -> None:
-        """Set shell variable ``name`` to ``data`` exactly, typed in short lines."""
-        self.send_line("\n".join(variable_lines(name, data)))
 
     def _type(self, data: bytes, timeout: float) -> None:
         """Write ``data`` to the terminal while collecting its output.
