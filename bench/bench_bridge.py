@@ -14,7 +14,6 @@ Targets: median overhead ≤ 1 ms; capture ≥ 90 % of the raw PTY rate.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -24,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from remote.shell import RemoteShell, marker_printf, new_token  # noqa: E402
-from tests.fixtures.sshd import start_sshd  # noqa: E402
+from remote.shell import RemoteShell, marker_printf, new_token
+from tests.fixtures.sshd import start_sshd
 
 
 def percentile(values: list[float], share: float) -> float:

@@ -25,11 +25,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from remote.config import StorageConfig  # noqa: E402
-from remote.shell import RemoteShell  # noqa: E402
-from remote.transfer import TransferInterrupted, TransferResult, get, put  # noqa: E402
-from tests.fixtures import free_port  # noqa: E402
-from tests.fixtures.sshd import SshServer, start_sshd  # noqa: E402
+from remote.config import StorageConfig
+from remote.shell import RemoteShell
+from remote.transfer import TransferInterrupted, TransferResult, get, put
+from tests.fixtures import free_port
+from tests.fixtures.sshd import SshServer, start_sshd
 
 MB = 1 << 20
 
@@ -59,8 +59,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, default=100, help="size of the random file in MB")
     size_mb = parser.parse_args().mb
-    from moto.server import ThreadedMotoServer
     import boto3
+    from moto.server import ThreadedMotoServer
 
     with tempfile.TemporaryDirectory(prefix="pf-bench-") as scratch:
         root = Path(scratch)

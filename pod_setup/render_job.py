@@ -4,10 +4,10 @@
     python render_job.py JOB.json            # with the ``bpy`` module
     python render_job.py --worker            # warm worker: job paths on stdin
 
-Reads a ``remote.jobspec.RenderJob`` (``job.json``), opens the scene, renders
-it at the job's SDXL size, applies the Render Result fix, sends the render
-through Stability's SDXL image-to-image (backend ``stability``) and writes
-into the job's output dir:
+Reads a ``remote.jobspec.RenderJob`` (``job.json``), opens the scene and
+renders it (``scene_render``: the job's SDXL size, the Render Result fix),
+sends the render through the job's AI backend (``backends/``: one module per
+backend) and writes into the job's output dir:
 
 * ``render.png``: the raw render (the init image);
 * ``ai-render-<n>.png``: one per usable variation, n from 1;
@@ -18,8 +18,8 @@ Exit codes: 0 done; 2 invalid job (nothing rendered, nothing paid);
 3 no API key (nothing rendered); 4 render failed; 5 the AI step failed
 (the render is kept); 6 every variation was content-filtered.
 
-The Stability key comes from ``STABILITY_API_KEY`` or ``$WORKSPACE/.env``,
-never from the job file, and is never printed.
+A backend's key (Stability's: ``STABILITY_API_KEY`` or ``$WORKSPACE/.env``)
+never comes from the job file and is never printed.
 """
 from __future__ import annotations
 
@@ -39,94 +39,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 if os.environ.get("POSEFACTORY_PYLIB"):
     sys.path.insert(1, os.environ["POSEFACTORY_PYLIB"])
 
-from remote.cost import CostModel  # noqa: E402
-from remote.jobspec import JobValidationError, RenderJob  # noqa: E402
-from remote.stability import StabilityClient, StabilityError  # noqa: E402
+from pod_setup import backends
+from pod_setup.job_errors import (
+    EXIT_AI,
+    EXIT_FILTERED,
+    EXIT_INVALID,
+    EXIT_NO_KEY,
+    EXIT_RENDER,
+    JobFailed,
+)
+from pod_setup.scene_render import configure_output, open_scene, render_still
+from remote.cost import CostModel
+from remote.jobspec import JobValidationError, RenderJob
 
-EXIT_INVALID, EXIT_NO_KEY, EXIT_RENDER, EXIT_AI, EXIT_FILTERED = 2, 3, 4, 5, 6
+__all__ = ["EXIT_AI", "EXIT_FILTERED", "EXIT_INVALID", "EXIT_NO_KEY", "EXIT_RENDER", "main", "run"]
 WORKER_RESULT_PREFIX = "render_job-result"
-
-
-class JobFailed(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def read_dotenv(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines of a .env file (quotes stripped, comments ignored)."""
-    values: dict[str, str] = {}
-    if not path.is_file():
-        return values
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, value = line.removeprefix("export ").split("=", 1)
-        values[key.strip()] = value.strip().strip("'\"")
-    return values
-
-
-def stability_key() -> str:
-    key = os.environ.get("STABILITY_API_KEY", "")
-    if not key:
-        workspace = Path(os.environ.get("WORKSPACE", "/workspace"))
-        key = read_dotenv(workspace / ".env").get("STABILITY_API_KEY", "")
-    return key
-
-
-def render(job: RenderJob, output_dir: Path) -> tuple[Path, float, bool]:
-    """Render the scene; returns the PNG written, Blender's render seconds and
-    whether the Render Result fix had to be applied."""
-    import bpy
-
-    blend = Path(job.blend_path)
-    if not blend.is_file():
-        raise JobFailed(EXIT_RENDER, f"scene file not found: {blend}")
-    try:
-        bpy.ops.wm.open_mainfile(filepath=str(blend))
-    except RuntimeError as exc:  # bpy reports an unreadable .blend this way
-        raise JobFailed(EXIT_RENDER, f"cannot open scene {blend}: {str(exc).strip().splitlines()[-1]}") from None
-    scene = bpy.context.scene
-    if scene.camera is None:
-        raise JobFailed(EXIT_RENDER, f"scene {scene.name!r} has no active camera")
-    render_settings = scene.render
-    render_settings.resolution_x, render_settings.resolution_y = job.width, job.height
-    render_settings.resolution_percentage = 100
-    render_settings.image_settings.file_format = "PNG"
-    render_settings.image_settings.color_mode = "RGB"
-    if job.render_samples and scene.render.engine == "CYCLES":
-        scene.cycles.samples = job.render_samples
-    target = output_dir / "render.png"
-    render_settings.filepath = str(target)
-    started = time.monotonic()
-    try:
-        bpy.ops.render.render(write_still=True)
-    except RuntimeError as exc:
-        raise JobFailed(EXIT_RENDER, f"render failed: {str(exc).strip().splitlines()[-1]}") from None
-    render_s = time.monotonic() - started
-    if not target.is_file():
-        raise JobFailed(EXIT_RENDER, f"Blender did not write {target}")
-    return target, render_s, apply_render_result_fix(target)
-
-
-def apply_render_result_fix(rendered: Path) -> bool:
-    """In background mode 'Render Result' holds no pixels: load the written file in its place.
-
-    Add-ons that read ``bpy.data.images['Render Result']`` (AI Render does)
-    then find the real image.
-    """
-    import bpy
-
-    result = bpy.data.images.get("Render Result")
-    if result is not None and result.has_data:
-        return False
-    loaded = bpy.data.images.load(str(rendered), check_existing=False)
-    loaded.update()
-    if result is not None:
-        bpy.data.images.remove(result)
-    loaded.name = "Render Result"
-    return True
 
 
 def write_json_atomically(path: Path, data: dict) -> None:
@@ -155,14 +82,17 @@ def run(job_path: Path) -> int:
         style_preset=job.style_preset, seed=job.seed, batch=job.batch, size=[job.width, job.height],
         backend=job.backend, estimated_cost=costs.estimate(job, pod_type, expected_render_s=0).to_dict(),
     )
+    backend = backends.create(job)
     try:
-        key = stability_key() if job.backend == "stability" else ""
-        if job.backend == "stability" and not key:
-            raise JobFailed(EXIT_NO_KEY, "no Stability API key: set STABILITY_API_KEY or put it in $WORKSPACE/.env")
-        rendered, render_s, fixed = render(job, output_dir)
-        manifest.update(render="render.png", render_seconds=round(render_s, 3), render_result_fix_applied=fixed)
-        if job.backend == "stability":
-            img2img(job, key, rendered, manifest)
+        if backend is not None:
+            backend.check_ready()
+        open_scene(job)
+        configure_output(job)
+        outcome = render_still(output_dir / "render.png")
+        manifest.update(render=outcome.path.name, render_seconds=round(outcome.seconds, 3),
+                        render_result_fix_applied=outcome.render_result_fix_applied)
+        if backend is not None:
+            generate(backend, outcome.path, manifest)
         manifest["status"] = "done"
         return 0
     except JobFailed as exc:
@@ -172,33 +102,31 @@ def run(job_path: Path) -> int:
     finally:
         wall = time.monotonic() - started
         manifest["wall_seconds"] = round(wall, 3)
+        if backend is not None:
+            manifest.update(backend.stats())
         generated = sum(1 for v in manifest["variations"] if v["finish_reason"] in ("SUCCESS", "CONTENT_FILTERED"))
         manifest["actual_cost"] = costs.actual(job, pod_type, gpu_seconds=wall, images_generated=generated).to_dict()
         write_json_atomically(output_dir / "manifest.json", manifest)
 
 
-def img2img(job: RenderJob, key: str, rendered: Path, manifest: dict) -> None:
-    """Send the render through Stability; save the usable variations, record all of them."""
-    client = StabilityClient(key, job.api_base_url)
+def generate(backend: backends.Backend, rendered: Path, manifest: dict) -> None:
+    """Run the AI step; save the usable variations, record all of them."""
     started = time.monotonic()
     try:
-        artifacts = client.image_to_image(rendered.read_bytes(), job)
-    except StabilityError as exc:
-        raise JobFailed(EXIT_AI, f"AI step failed: {exc}") from None
+        variations = backend.generate(rendered)
     finally:
         manifest["ai_seconds"] = round(time.monotonic() - started, 3)
-        manifest["ai_attempts"] = client.attempts
     output_dir = rendered.parent
-    for number, artifact in enumerate(artifacts, start=1):
-        entry = {"n": number, "seed": artifact.seed, "finish_reason": artifact.finish_reason}
-        if artifact.usable:
-            name = f"ai-render-{number}.png"
-            (output_dir / name).write_bytes(artifact.png)
+    for variation in variations:
+        entry: dict = {"n": variation.n, "seed": variation.seed, "finish_reason": variation.finish_reason}
+        if variation.usable and variation.png is not None:
+            name = f"ai-render-{variation.n}.png"
+            (output_dir / name).write_bytes(variation.png)
             entry["file"] = name
             manifest["images"].append(name)
         manifest["variations"].append(entry)
     if not manifest["images"]:
-        reasons = sorted({a.finish_reason for a in artifacts})
+        reasons = sorted({v.finish_reason for v in variations})
         raise JobFailed(EXIT_FILTERED, f"no usable image: every variation came back {', '.join(reasons)}")
 
 

@@ -12,7 +12,7 @@ import bpy.utils.previews
 
 from .jobs import MANAGER, TrackedJob
 
-_previews: dict[str, "bpy.utils.previews.ImagePreviewCollection"] = {}
+_previews: dict[str, bpy.utils.previews.ImagePreviewCollection] = {}
 
 
 def image_name(job_id: str, variation: int) -> str:

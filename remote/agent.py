@@ -24,7 +24,16 @@ from typing import Any
 
 from .api import Bridge, UnknownHost
 from .config import ConfigError, load_hosts
-from .queue import CHECKPOINT, REQUESTS, RESULTS, LineTail, append_record, load_checkpoint, read_records, save_checkpoint
+from .queue import (
+    CHECKPOINT,
+    REQUESTS,
+    RESULTS,
+    LineTail,
+    append_record,
+    load_checkpoint,
+    read_records,
+    save_checkpoint,
+)
 from .redact import Redactor
 from .shell import CommandResult, utc_now
 
@@ -57,7 +66,7 @@ def _field(request: dict[str, Any], name: str, types: tuple[type, ...], required
     return value
 
 
-def run_exec(agent: "Agent", request: dict[str, Any]) -> CommandResult:
+def run_exec(agent: Agent, request: dict[str, Any]) -> CommandResult:
     command = _field(request, "command", (str,), required=True)
     timeout = _field(request, "timeout", (int, float))
     if timeout is not None and timeout <= 0:
@@ -71,7 +80,7 @@ def run_exec(agent: "Agent", request: dict[str, Any]) -> CommandResult:
                             cwd=cwd, env=env, request_id=request["id"])
 
 
-def run_transfer(agent: "Agent", request: dict[str, Any]) -> CommandResult:
+def run_transfer(agent: Agent, request: dict[str, Any]) -> CommandResult:
     """``put`` (local src → remote dst) and ``get`` (remote src or glob → local dir dst)."""
     from .transfer import TransferError, TransferInterrupted
 
@@ -97,7 +106,7 @@ def run_transfer(agent: "Agent", request: dict[str, Any]) -> CommandResult:
 
 
 # Each operation: the request fields it accepts (beyond id, host, op) and its handler.
-OPERATIONS: dict[str, tuple[frozenset[str], Callable[["Agent", dict[str, Any]], CommandResult]]] = {
+OPERATIONS: dict[str, tuple[frozenset[str], Callable[[Agent, dict[str, Any]], CommandResult]]] = {
     "exec": (frozenset({"command", "timeout", "cwd", "env"}), run_exec),
     "put": (frozenset({"src", "dst"}), run_transfer),
     "get": (frozenset({"src", "dst"}), run_transfer),

@@ -42,7 +42,7 @@ class Bridge:
         self._guard = threading.Lock()
 
     @classmethod
-    def from_file(cls, hosts_file: Path | str | None) -> "Bridge":
+    def from_file(cls, hosts_file: Path | str | None) -> Bridge:
         return cls(load_hosts(hosts_file))
 
     def host(self, name: str) -> HostConfig:
@@ -92,7 +92,7 @@ class Bridge:
             result.error = redact(result.error)
         return result
 
-    def put(self, host: str, src: Path | str, dst: str) -> "TransferResult":
+    def put(self, host: str, src: Path | str, dst: str) -> TransferResult:
         """Upload a local file to ``dst`` on ``host`` (``dst/`` keeps the name); see remote.transfer."""
         from .transfer import put
 
@@ -100,7 +100,7 @@ class Bridge:
         with self._locks[host]:
             return put(shell, src, dst)
 
-    def get(self, host: str, src: str, dst: Path | str) -> "TransferResult":
+    def get(self, host: str, src: str, dst: Path | str) -> TransferResult:
         """Download the remote file or glob ``src`` into local folder ``dst``."""
         from .transfer import get
 
@@ -114,7 +114,7 @@ class Bridge:
                 shell.close()
             self._shells.clear()
 
-    def __enter__(self) -> "Bridge":
+    def __enter__(self) -> Bridge:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:

@@ -53,7 +53,7 @@ class CostModel:
             raise CostConfigError(f"{source}: not a valid cost config ({type(exc).__name__}: {exc})") from None
 
     @classmethod
-    def load(cls, path: Path | str | None = None) -> "CostModel":
+    def load(cls, path: Path | str | None = None) -> CostModel:
         path = Path(path or DEFAULT_CONFIG)
         try:
             return cls(yaml.safe_load(path.read_text()), str(path))

@@ -113,7 +113,7 @@ class RenderJob:
         path.write_text(self.to_json() + "\n", encoding="utf-8")
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RenderJob":
+    def from_dict(cls, data: dict[str, Any]) -> RenderJob:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -126,7 +126,7 @@ class RenderJob:
         return job
 
     @classmethod
-    def read(cls, path: Path) -> "RenderJob":
+    def read(cls, path: Path) -> RenderJob:
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:

@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +78,7 @@ class JobRecord:
     status: str = "submitted"  # submitted | running | done | failed | cancelled
     stage: str = "connecting"
     error: str | None = None
-    submitted_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    submitted_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     prompt: str = ""
     cost_usd: float | None = None
     images: list[str] = field(default_factory=list)
@@ -92,7 +92,7 @@ class JobRecord:
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path: Path) -> "JobRecord":
+    def load(cls, path: Path) -> JobRecord:
         return cls(**json.loads(path.read_text()))
 
 
@@ -105,7 +105,7 @@ class Cancelled(Exception):
 
 
 def new_job_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
 
 def pod_bundle() -> tuple[bytes, str]:

@@ -22,11 +22,11 @@ class Redactor:
         self._secrets = sorted({s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True)
 
     @classmethod
-    def for_request(cls, host: HostConfig, env: Mapping[str, str] | None = None) -> "Redactor":
+    def for_request(cls, host: HostConfig, env: Mapping[str, str] | None = None) -> Redactor:
         return cls([*(env or {}).values(), *_host_secrets(host)])
 
     @classmethod
-    def for_hosts(cls, hosts: Iterable[HostConfig]) -> "Redactor":
+    def for_hosts(cls, hosts: Iterable[HostConfig]) -> Redactor:
         return cls([secret for host in hosts for secret in _host_secrets(host)])
 
     def __bool__(self) -> bool:

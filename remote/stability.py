@@ -184,5 +184,5 @@ class StabilityClient:
                 png = base64.b64decode(item["base64"]) if item.get("base64") and reason == "SUCCESS" else None
                 artifacts.append(Artifact(png=png, seed=int(item.get("seed", 0)), finish_reason=reason))
         except (ValueError, KeyError, TypeError) as exc:
-            raise ServerError(f"Stability answered 200 with a body that is not the documented artifacts list ({exc})", 200)
+            raise ServerError(f"Stability answered 200 with a body that is not the documented artifacts list ({exc})", 200) from None
         return artifacts

@@ -4,4 +4,6 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$repo/scripts/bootstrap.sh"
 cd "$repo"
+# Lint first: a finding fails the run in a second, before the long suite.
+.venv/bin/ruff check --quiet .
 exec .venv/bin/python -m pytest "$@"

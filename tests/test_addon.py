@@ -3,7 +3,6 @@ own tool, installed with bpy.ops.extensions.package_install_files into a temp
 user repo of a real Blender (bpy 5.0.1, background mode), then driven."""
 from __future__ import annotations
 
-import json
 import socket
 import sys
 import zipfile

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from remote.config import data_dir, parse_host
+from remote.config import data_dir
 from remote.jobspec import RenderJob
 from remote.pipeline import JobProgress, JobRecord, reattach, run_job
 from tests.fixtures.stability_server import png_text

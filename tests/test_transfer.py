@@ -7,8 +7,8 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import boto3
@@ -17,8 +17,16 @@ import pytest
 from remote.api import Bridge, submit
 from remote.config import local_host, parse_host
 from remote.shell import RemoteShell
-from remote.transfer import TransferError, TransferInterrupted, get, put
-from remote.transfer import BucketMissing, ChecksumMismatch, RemoteDiskFull, StorageCredentialsRejected
+from remote.transfer import (
+    BucketMissing,
+    ChecksumMismatch,
+    RemoteDiskFull,
+    StorageCredentialsRejected,
+    TransferError,
+    TransferInterrupted,
+    get,
+    put,
+)
 from remote.transfer.common import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]

@@ -23,8 +23,14 @@ from pathlib import Path
 from ..config import HostConfig
 from ..shell import RemoteShell, ShellDisconnected
 from .common import (
-    BucketMissing, ChecksumMismatch, FileEntry, RemoteDiskFull, StorageCredentialsRejected, TransferError,
-    TransferInterrupted, TransferResult,
+    BucketMissing,
+    ChecksumMismatch,
+    FileEntry,
+    RemoteDiskFull,
+    StorageCredentialsRejected,
+    TransferError,
+    TransferInterrupted,
+    TransferResult,
 )
 
 __all__ = ["BucketMissing", "ChecksumMismatch", "FileEntry", "RemoteDiskFull", "StorageCredentialsRejected",

@@ -24,8 +24,19 @@ from pathlib import Path
 
 from ..shell import RemoteShell
 from .common import (
-    ChecksumMismatch, FileEntry, TransferError, TransferInterrupted, TransferResult, checked, download_each,
-    finish_upload_script, open_part, part_path, q, remote_sha256, sha256_file,
+    ChecksumMismatch,
+    FileEntry,
+    TransferError,
+    TransferInterrupted,
+    TransferResult,
+    checked,
+    download_each,
+    finish_upload_script,
+    open_part,
+    part_path,
+    q,
+    remote_sha256,
+    sha256_file,
 )
 
 CHUNK = 1 << 20

@@ -30,8 +30,19 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from ..config import StorageConfig
 from ..shell import RemoteShell
 from .common import (
-    BucketMissing, ChecksumMismatch, FileEntry, StorageCredentialsRejected, TransferError, TransferResult,
-    checked, download_each, finish_upload_script, part_path, q, remote_sha256, sha256_file,
+    BucketMissing,
+    ChecksumMismatch,
+    FileEntry,
+    StorageCredentialsRejected,
+    TransferError,
+    TransferResult,
+    checked,
+    download_each,
+    finish_upload_script,
+    part_path,
+    q,
+    remote_sha256,
+    sha256_file,
 )
 
 MULTIPART = TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=8 << 20, max_concurrency=4)

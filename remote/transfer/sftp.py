@@ -10,10 +10,20 @@ from pathlib import Path
 
 from ..shell import RemoteShell
 from .common import (
-    ChecksumMismatch, FileEntry, RemoteDiskFull, TransferError, TransferInterrupted, TransferResult, checked,
-    download_each, finish_upload_script, part_path, q, remote_sha256, sha256_file,
+    ChecksumMismatch,
+    FileEntry,
+    RemoteDiskFull,
+    TransferError,
+    TransferInterrupted,
+    TransferResult,
+    checked,
+    download_each,
+    finish_upload_script,
+    part_path,
+    q,
+    remote_sha256,
+    sha256_file,
 )
-
 
 LOST_CONNECTION = ("Connection closed", "Connection reset", "Broken pipe", "Connection to ")
 
