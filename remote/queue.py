@@ -1,7 +1,7 @@
 """The JSONL queue files: ``requests.jsonl`` in, ``results.jsonl`` out.
 
 Appending: one ``os.write`` of one whole line per record, under an exclusive
-``flock`` on the file, so records from several processes never interleave
+lock on the file (``remote.locking``), so records from several processes never interleave
 (``O_APPEND`` alone does not promise that, and a buffered file object may
 split one record into several writes). Readers take no lock: they consume
 only ``\\n``-terminated lines, so a half-written last line waits for its
@@ -12,7 +12,6 @@ replaced (another inode) is read again from the start.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import time
@@ -20,6 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .locking import lock_fd
 
 REQUESTS = "requests.jsonl"
 RESULTS = "results.jsonl"
@@ -31,7 +32,7 @@ def append_record(path: Path, record: dict[str, Any], *, durable: bool = False) 
     line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        lock_fd(fd)
         written = 0
         while written < len(line):  # os.write may be short on a full disk or a signal
             written += os.write(fd, line[written:])
