@@ -92,6 +92,10 @@ def run(job_path: Path) -> int:
         manifest.update(render=outcome.path.name, render_seconds=round(outcome.seconds, 3),
                         render_result_fix_applied=outcome.render_result_fix_applied)
         if backend is not None:
+            # Written before the paid call: a job killed during it (cancel, time limit) still tells the
+            # laptop what may have been billed.
+            manifest["ai_images_requested"] = job.batch
+            write_json_atomically(output_dir / "manifest.json", {**manifest, "status": "running"})
             generate(backend, outcome.path, manifest)
         manifest["status"] = "done"
         return 0

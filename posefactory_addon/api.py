@@ -24,7 +24,7 @@ import bpy
 from . import preferences
 from .jobs import MANAGER, TrackedJob, new_copy_dir
 from .remote.config import ConfigError, HostConfig, load_hosts
-from .remote.cost import CostBreakdown, CostModel
+from .remote.cost import CostBreakdown, CostConfigError, CostModel
 from .remote.jobspec import JobValidationError, RenderJob
 from .remote.pipeline import JobResult, new_job_id
 
@@ -54,6 +54,27 @@ def _setting(settings: Any, overrides: dict[str, Any], name: str) -> Any:
 
 def build_job(scene: bpy.types.Scene, context: bpy.types.Context, **overrides: Any) -> tuple[RenderJob, str]:
     """The job for ``scene`` with ``overrides``, checked; raises SubmitError."""
+    return _checked_job(scene, context, overrides, job_id=new_job_id(), estimating=False)
+
+
+def estimate_line(scene: bpy.types.Scene, context: bpy.types.Context) -> tuple[str, str]:
+    """(text, icon) for the main panel: the next job's estimate or why it cannot start.
+
+    Builds no job id and draws no random seed (it runs on every redraw), and
+    never raises: a broken hosts file or cost config is a label, not an exception.
+    """
+    try:
+        job, host = _checked_job(scene, context, {}, job_id="estimate", estimating=True)
+        cost = estimate_job(job, resolve_host(context, host).pod_type)
+    except SubmitError as exc:
+        return str(exc), "ERROR"
+    except (CostConfigError, ConfigError, OSError, ValueError) as exc:
+        return f"Cannot estimate: {exc}", "ERROR"
+    return f"Estimate: ${cost.total_usd:.3f} ({cost.images} image(s))", "INFO"
+
+
+def _checked_job(scene: bpy.types.Scene, context: bpy.types.Context, overrides: dict[str, Any], *, job_id: str,
+                 estimating: bool) -> tuple[RenderJob, str]:
     unknown = sorted(set(overrides) - set(OVERRIDES))
     if unknown:
         raise SubmitError(f"unknown option(s): {', '.join(unknown)} (known: {', '.join(OVERRIDES)})")
@@ -72,7 +93,9 @@ def build_job(scene: bpy.types.Scene, context: bpy.types.Context, **overrides: A
         raise SubmitError(f"Invalid size {resolution!r}: use WIDTHxHEIGHT, e.g. 1216x832") from None
     use_ai = bool(_setting(settings, overrides, "use_ai"))
     seed = overrides.get("seed")
-    if seed is None:
+    if estimating:
+        seed = settings.seed or 1  # the seed does not change the cost
+    elif seed is None:
         seed = random.randint(1, MAX_BLENDER_SEED) if settings.random_seed else settings.seed
     elif seed == 0:
         seed = random.randint(1, MAX_BLENDER_SEED)
@@ -85,7 +108,7 @@ def build_job(scene: bpy.types.Scene, context: bpy.types.Context, **overrides: A
         steps=int(_setting(settings, overrides, "steps")), cfg_scale=float(_setting(settings, overrides, "cfg_scale")),
         seed=int(seed), batch=int(_setting(settings, overrides, "batch")),
         style_preset="" if style == "NONE" else style, backend="stability" if use_ai else "none",
-        api_base_url=prefs.api_base_url, job_id=new_job_id(),
+        api_base_url=prefs.api_base_url, job_id=job_id,
         render_samples=int(overrides.get("render_samples") or settings.render_samples),
     )
     try:
@@ -138,10 +161,12 @@ class JobHandle:
 
     @property
     def status(self) -> str:
+        MANAGER.pump()  # scripts poll from the main thread, where the timer may not get to run
         return self.tracked.status
 
     @property
     def progress(self) -> tuple[str, float, str]:
+        MANAGER.pump()
         return self.tracked.stage, self.tracked.fraction, self.tracked.message
 
     def wait(self, timeout: float | None = None) -> JobResult:

@@ -1,6 +1,13 @@
 """Job tracking: each job runs ``remote.pipeline`` in a worker thread; a
-``bpy.app.timers`` function polls them on the main thread, shows progress
-in the status bar, redraws the sidebar and imports finished results.
+``bpy.app.timers`` function on the main thread consumes what the workers
+post on the UI channel (:mod:`ui_channel`: progress, finished jobs,
+connection checks), shows progress in the status bar, imports finished
+results and tags the sidebar for redraw.
+
+Each finished job is delivered in isolation: a delivery that raises (an
+autosave folder that cannot be written, say) is logged with its traceback,
+shown as the job's one-line error, and never stops the timer or the
+delivery of other jobs.
 
 Every job has a record under ``<data dir>/jobs/<job id>.json`` (written by
 the pipeline); on start-up, records of jobs that were still running are
@@ -8,6 +15,7 @@ re-attached, so closing Blender loses nothing.
 """
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 import threading
@@ -18,11 +26,14 @@ from pathlib import Path
 
 import bpy
 
+from . import ui_channel
+from .remote.accounting import JobBusy, job_lock
 from .remote.config import data_dir
 from .remote.jobspec import RenderJob
 from .remote.pipeline import JobProgress, JobRecord, JobResult, reattach, run_job
 
 POLL_INTERVAL_S = 0.5
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,6 +51,7 @@ class TrackedJob:
     started_at: float = field(default_factory=time.time)
     image_names: list[str] = field(default_factory=list)
     autosave_dir: str = ""
+    delivery_error: str = ""  # importing the results failed (the files are kept)
 
     @property
     def status(self) -> str:
@@ -48,7 +60,11 @@ class TrackedJob:
         return "cancelling" if self.cancel.is_set() else "running"
 
     def on_progress(self, progress: JobProgress) -> None:
-        # Called from the worker thread: plain attribute writes only, no bpy.
+        """Worker thread: the pipeline's progress goes to the UI channel, nothing else."""
+        ui_channel.post(ui_channel.JobProgressed(self.job_id, progress))
+
+    def apply(self, progress: JobProgress) -> None:
+        """Main thread (the timer): show a progress report."""
         if progress.fraction >= 0:
             self.stage, self.fraction = progress.stage, progress.fraction
         self.message = progress.message
@@ -58,6 +74,7 @@ class JobManager:
     def __init__(self) -> None:
         self.jobs: dict[str, TrackedJob] = {}
         self.on_finished: list[Callable[[TrackedJob], None]] = []
+        self.connection_checks: dict[str, str] = {}  # host -> last Test Connection outcome
         self._history: tuple[int, list[JobRecord]] = (-1, [])
 
     def records_dir(self) -> Path:
@@ -70,9 +87,12 @@ class JobManager:
             try:
                 tracked.result = work()
             except Exception as exc:  # a bug must still end the job visibly, not hang the UI
-                tracked.result = JobResult(job_id=tracked.job_id, status="failed", error=f"internal error: {exc!r}")
+                log.exception("job %s: internal error", tracked.job_id)
+                tracked.result = JobResult(job_id=tracked.job_id, status="failed",
+                                           error=f"internal error ({type(exc).__name__}); details in the log")
             finally:
                 tracked.finished.set()
+                ui_channel.post(ui_channel.JobFinished(tracked.job_id))
 
         threading.Thread(target=worker, name=f"posefactory-{tracked.job_id}", daemon=True).start()
         ensure_timer()
@@ -107,6 +127,11 @@ class JobManager:
                 continue
             if record.status not in ("submitted", "running") or not record.remote_job_dir or record.job_id in self.jobs:
                 continue
+            try:
+                job_lock(record.job_id, "checking").release()
+            except JobBusy as exc:  # another Blender (or the CLI) follows it: leave it to that one
+                log.info("not re-attaching: %s", exc)
+                continue
             tracked = TrackedJob(job_id=record.job_id, prompt=record.prompt, host=record.host,
                                  stage="rendering", message="re-attaching")
             self.start(tracked, lambda p=path, t=tracked: reattach(p, progress=t.on_progress, cancel=t.cancel))
@@ -138,19 +163,37 @@ class JobManager:
                 continue
         return sorted(records, key=lambda record: record.submitted_at, reverse=True)
 
-    def deliver_finished(self) -> None:
-        """Main thread: import the results of jobs that ended since the last call."""
+    def pump(self) -> None:
+        """Main thread: apply what workers posted; deliver finished jobs, each in isolation."""
+        for message in ui_channel.drain():
+            if isinstance(message, ui_channel.JobProgressed) and message.job_id in self.jobs:
+                self.jobs[message.job_id].apply(message.progress)
+            elif isinstance(message, ui_channel.ConnectionChecked):
+                self.connection_checks[message.host] = message.outcome
         for tracked in list(self.jobs.values()):
             if tracked.finished.is_set() and not tracked.imported:
                 tracked.imported = True
-                for callback in self.on_finished:
-                    callback(tracked)
+                self._deliver(tracked)
+
+    def _deliver(self, tracked: TrackedJob) -> None:
+        for callback in self.on_finished:
+            try:
+                callback(tracked)
+            except Exception as exc:  # one job's failure must not stop the timer or other jobs
+                log.exception("job %s: delivering the results failed", tracked.job_id)
+                tracked.delivery_error = f"results kept in {tracked.result.output_dir if tracked.result else '?'} " \
+                                         f"but not imported: {exc}"
+
+    def deliver_finished(self) -> None:
+        """Main thread: import the results of jobs that ended since the last call."""
+        self.pump()
 
     def wait(self, tracked: TrackedJob, timeout: float | None = None) -> JobResult:
         """Block until ``tracked`` ends (for scripts and background mode), then deliver it."""
         if not tracked.finished.wait(timeout):
+            self.pump()
             raise TimeoutError(f"job {tracked.job_id} still {tracked.stage} after {timeout}s")
-        self.deliver_finished()
+        self.pump()
         assert tracked.result is not None
         return tracked.result
 
@@ -168,16 +211,22 @@ def _status_text() -> str | None:
 
 
 def poll() -> float | None:
-    """The timer: deliver finished jobs, show progress, redraw the sidebar."""
-    MANAGER.deliver_finished()
-    text = _status_text()
-    window_manager = bpy.context.window_manager
-    for window in getattr(window_manager, "windows", []):
-        window.workspace.status_text_set(text)
-        for area in window.screen.areas:
-            if area.type in ("VIEW_3D", "IMAGE_EDITOR"):
-                area.tag_redraw()
-    return POLL_INTERVAL_S if text else None
+    """The timer: consume the UI channel, show progress, redraw the sidebar. Never raises
+    (a timer that raises is unregistered by Blender, and results would never be imported)."""
+    try:
+        MANAGER.pump()
+        text = _status_text()
+        window_manager = bpy.context.window_manager
+        for window in getattr(window_manager, "windows", []):
+            window.workspace.status_text_set(text)
+            for area in window.screen.areas:
+                if area.type in ("VIEW_3D", "IMAGE_EDITOR"):
+                    area.tag_redraw()
+    except Exception:
+        log.exception("Pose Factory timer")
+        return POLL_INTERVAL_S
+    checking = any(outcome.endswith("…") for outcome in MANAGER.connection_checks.values())
+    return POLL_INTERVAL_S if text or checking else None
 
 
 def ensure_timer() -> None:

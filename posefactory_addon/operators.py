@@ -2,23 +2,26 @@
 ``bpy.ops.posefactory.*``. Errors reach the artist as one line (self.report)."""
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
-from . import api, preferences
-from .jobs import MANAGER
+from . import api, preferences, ui_channel
+from .jobs import MANAGER, ensure_timer
 from .properties import RESOLUTION_ITEMS, STYLE_ITEMS
 from .remote.api import Bridge
+from .remote.pod_output import PodOutputError, clean_text
 from .results import import_folder
 
-_connection_checks: dict[str, str] = {}  # host -> last outcome, shown in the Remote panel
+log = logging.getLogger(__name__)
 
 
 def connection_status(host: str) -> str | None:
-    return _connection_checks.get(host)
+    """The last Test Connection outcome for ``host`` (kept by the timer from the UI channel)."""
+    return MANAGER.connection_checks.get(host)
 
 
 class SceneSettingsOperator:
@@ -121,15 +124,23 @@ class POSEFACTORY_OT_test_connection(SceneSettingsOperator, bpy.types.Operator):
         except api.SubmitError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        _connection_checks[host] = "checking…"
+        MANAGER.connection_checks[host] = "checking…"
+        ensure_timer()  # it shows the outcome as soon as the check posts it
 
         def check() -> None:
-            with Bridge({host: config}) as bridge:
-                result = bridge.run(host, "echo posefactory-ok; uname -sm", timeout=30)
-            if result.ok and result.stdout.startswith("posefactory-ok"):
-                _connection_checks[host] = f"connected: {result.stdout.splitlines()[-1]} ({result.duration_s * 1000:.0f} ms)"
-            else:
-                _connection_checks[host] = f"failed: {result.error or result.stderr.strip() or result.status}"
+            try:
+                with Bridge({host: config}) as bridge:
+                    result = bridge.run(host, "echo posefactory-ok; uname -sm", timeout=30)
+                if result.ok and result.stdout.startswith("posefactory-ok"):
+                    outcome = f"connected: {clean_text(result.stdout.splitlines()[-1], 80)} " \
+                              f"({result.duration_s * 1000:.0f} ms)"
+                else:
+                    outcome = f"failed: {clean_text(result.error or result.stderr.strip() or result.status, 160)}"
+            except Exception as exc:  # the outcome must arrive, whatever happened
+                log.exception("testing the connection to %s", host)
+                outcome = f"failed: internal error ({type(exc).__name__}); details in the log"
+            log.info("connection check %s: %s", host, outcome)
+            ui_channel.post(ui_channel.ConnectionChecked(host, outcome))
 
         thread = threading.Thread(target=check, name=f"posefactory-check-{host}", daemon=True)
         thread.start()
@@ -170,7 +181,11 @@ class POSEFACTORY_OT_import_results(SceneSettingsOperator, bpy.types.Operator):
         if not folder.is_dir():
             self.report({"ERROR"}, f"Not a folder: {folder}")
             return {"CANCELLED"}
-        images = import_folder(folder)
+        try:
+            images = import_folder(folder)
+        except PodOutputError as exc:
+            self.report({"ERROR"}, f"Not imported: {exc}")
+            return {"CANCELLED"}
         if not images:
             self.report({"ERROR"}, f"No Pose Factory images in {folder}")
             return {"CANCELLED"}

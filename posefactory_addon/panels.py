@@ -1,6 +1,7 @@
 """View3D ▸ Sidebar ▸ Pose Factory: Prompt, Output, Remote and Jobs."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import bpy
@@ -9,6 +10,8 @@ from . import api, preferences
 from .jobs import MANAGER
 from .operators import connection_status
 from .results import thumbnails
+
+log = logging.getLogger(__name__)
 
 
 class PosefactoryPanel:
@@ -27,16 +30,19 @@ class POSEFACTORY_PT_main(PosefactoryPanel, bpy.types.Panel):
         row.scale_y = 1.5
         row.operator("posefactory.render_remote", icon="RENDER_STILL")
         try:
-            job, host = api.build_job(context.scene, context)
-            cost = api.estimate_job(job, api.resolve_host(context, host).pod_type)
-            layout.label(text=f"Estimate: ${cost.total_usd:.3f} ({cost.images} image(s))", icon="INFO")
-        except api.SubmitError as exc:
-            layout.label(text=str(exc), icon="ERROR")
+            text, icon = api.estimate_line(context.scene, context)
+        except Exception:  # draw must never raise: Blender would show a broken panel on every redraw
+            log.exception("drawing the Pose Factory panel")
+            text, icon = "Pose Factory: internal error, details in the log", "ERROR"
+        layout.label(text=text, icon=icon)
         active = MANAGER.active()
         if active:
             job = active[0]
             layout.progress(factor=job.fraction, text=f"{job.stage}: {job.message}")
             layout.operator("posefactory.cancel_job", icon="CANCEL")
+        latest = MANAGER.latest()
+        if latest is not None and latest.delivery_error:
+            layout.label(text=latest.delivery_error[:120], icon="ERROR")
 
 
 class POSEFACTORY_PT_prompt(PosefactoryPanel, bpy.types.Panel):

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import cast
 
 import bpy
-from bpy.props import FloatProperty, StringProperty
+from bpy.props import EnumProperty, FloatProperty, StringProperty
 
 from .remote.config import data_dir
 from .remote.jobspec import STABILITY_API_BASE
@@ -27,6 +28,12 @@ class PosefactoryPreferences(bpy.types.AddonPreferences):
                                   description="Refuse jobs whose estimated cost is above this (0: no cap)")
     output_dir: StringProperty(name="Downloads", subtype="DIR_PATH",
                                description="Where job results are downloaded (empty: the Pose Factory data folder)")
+    keep_results: EnumProperty(
+        name="Keep Results", default="FAKE_USER",
+        items=[("FAKE_USER", "Fake User", "Imported results stay in the .blend as images with a fake user, "
+                                          "loaded from the downloads folder"),
+               ("PACK", "Pack", "Imported results are packed into the .blend (bigger file, self-contained)")],
+        description="How imported results survive saving the .blend")
     storage_access_key_id: StringProperty(name="Storage Key ID",
                                           description="S3/R2 access key id for hosts with a storage section "
                                                       "(empty: AWS_ACCESS_KEY_ID from the environment)")
@@ -44,6 +51,7 @@ class PosefactoryPreferences(bpy.types.AddonPreferences):
         layout.prop(self, "api_base_url")
         layout.prop(self, "budget_cap_usd")
         layout.prop(self, "output_dir")
+        layout.prop(self, "keep_results")
         box = layout.box()
         box.label(text="S3 / Cloudflare R2 credentials (bucket and endpoint are set per host in the hosts file)")
         box.prop(self, "storage_access_key_id")
@@ -52,7 +60,7 @@ class PosefactoryPreferences(bpy.types.AddonPreferences):
 
 def get(context: bpy.types.Context | None = None) -> PosefactoryPreferences:
     context = context or bpy.context
-    return context.preferences.addons[__package__].preferences
+    return cast(PosefactoryPreferences, context.preferences.addons[__package__].preferences)
 
 
 def api_key(context: bpy.types.Context | None = None) -> str:

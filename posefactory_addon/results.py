@@ -1,16 +1,28 @@
 """Finished jobs' images into Blender: ``bpy.data.images`` entries named by job
-and variation (prompt, seed and cost as custom properties), shown in an open
-Image Editor, autosaved where the artist chose, thumbnails for the Jobs panel."""
+and variation number (prompt, seed and cost as custom properties), kept when
+the .blend is saved (a fake user, or packed into the file: the artist's
+choice in the preferences), shown in an open Image Editor, autosaved where
+the artist chose, thumbnails for the Jobs panel.
+
+The results folder came from a pod: its manifest is read through
+``remote.pod_output`` (size-bounded, names checked to stay inside the
+folder, text cleaned) before anything is loaded or copied."""
 from __future__ import annotations
 
-import json
+import logging
+import re
 import shutil
 from pathlib import Path
 
 import bpy
 import bpy.utils.previews
 
+from . import preferences
 from .jobs import MANAGER, TrackedJob
+from .remote.pod_output import output_path, read_local_manifest
+
+log = logging.getLogger(__name__)
+VARIATION_FILE = re.compile(r"ai-render-(\d+)\.png")
 
 _previews: dict[str, bpy.utils.previews.ImagePreviewCollection] = {}
 
@@ -24,40 +36,74 @@ def thumbnails():
 
 
 def import_folder(folder: Path, job_id: str | None = None, autosave_dir: str = "") -> list[bpy.types.Image]:
-    """Load the ``ai-render-<n>.png`` images of a results folder (as the pod writes them)."""
-    manifest_path = folder / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    job_id = job_id or manifest.get("job_id") or folder.name
-    seeds = {v.get("file"): v.get("seed") for v in manifest.get("variations", [])}
-    cost = manifest.get("actual_cost", {}).get("total_usd")
-    names = manifest.get("images") or sorted(p.name for p in folder.glob("ai-render-*.png"))
+    """Load the ``ai-render-<n>.png`` images of a results folder (as the pod writes them).
+
+    Raises PodOutputError when the folder's manifest is not to be trusted.
+    """
+    manifest = read_local_manifest(folder)
+    job_id = job_id or (manifest.job_id if manifest else "") or folder.name
+    names = list(manifest.images) if manifest else sorted(p.name for p in folder.glob("ai-render-*.png"))
     if not names and (folder / "render.png").is_file():
         names = ["render.png"]  # rendered without the AI step: bring the render itself back
+    keep = preferences.get().keep_results
     images = []
-    for number, name in enumerate(names, start=1):
-        path = folder / name
+    for position, name in enumerate(names, start=1):
+        path = output_path(folder, name)
         if not path.is_file():
             continue
         image = bpy.data.images.load(str(path), check_existing=True)
-        image.name = image_name(job_id, number)
+        image.name = image_name(job_id, _variation_number(manifest, name, position))
         image["posefactory_job"] = job_id
-        image["posefactory_prompt"] = manifest.get("prompt", "")
-        seed = int(seeds.get(name) or manifest.get("seed") or 0)
+        image["posefactory_prompt"] = manifest.prompt if manifest else ""
+        seed = (manifest.seeds.get(name) or manifest.seed or 0) if manifest else 0
         # Custom integer properties are 32-bit: a larger seed (from a script) is kept as text.
         image["posefactory_seed"] = seed if seed < 2**31 else str(seed)
-        if cost is not None:
-            image["posefactory_cost_usd"] = float(cost)
+        if manifest is not None and manifest.reported_usd is not None:
+            image["posefactory_cost_usd"] = float(manifest.reported_usd)
+        _keep_with_the_file(image, keep)
         images.append(image)
         collection = thumbnails()
         if collection is not None and job_id not in collection:
             collection.load(job_id, str(path), "IMAGE")
-    if autosave_dir and images:
-        target = Path(bpy.path.abspath(autosave_dir)) / job_id
-        target.mkdir(parents=True, exist_ok=True)
-        for image in images:
-            shutil.copy2(bpy.path.abspath(image.filepath), target / Path(image.filepath).name)
     show(images[0] if images else None)
+    if autosave_dir and images:
+        autosave(images, job_id, autosave_dir)
     return images
+
+
+def _variation_number(manifest, name: str, position: int) -> int:
+    """The image's variation number (a filtered variation leaves a gap), not its position."""
+    if manifest is not None and name in manifest.numbers:
+        return manifest.numbers[name]
+    match = VARIATION_FILE.fullmatch(name)
+    return int(match.group(1)) if match else position
+
+
+def _keep_with_the_file(image: bpy.types.Image, keep: str) -> None:
+    """Imported results survive saving the .blend: packed into it, or kept by a fake user."""
+    if keep == "PACK":
+        image.pack()
+    else:
+        image.use_fake_user = True
+
+
+def autosave_folder(autosave_dir: str) -> Path:
+    """Where autosaved results go: ``//`` is relative to the saved .blend; in an
+    unsaved file it means the Downloads folder's ``autosave`` (never the process's cwd)."""
+    if autosave_dir.startswith("//") and not bpy.data.filepath:
+        return preferences.output_dir() / "autosave" / autosave_dir[2:]
+    return Path(bpy.path.abspath(autosave_dir))
+
+
+def autosave(images: list[bpy.types.Image], job_id: str, autosave_dir: str) -> Path:
+    """Copy the job's images into the autosave folder; OSError says why it could not."""
+    target = autosave_folder(autosave_dir) / job_id
+    target.mkdir(parents=True, exist_ok=True)
+    for image in images:
+        source = Path(bpy.path.abspath(image.filepath))
+        shutil.copy2(source, target / source.name)
+    log.info("autosaved %d image(s) of job %s to %s", len(images), job_id, target)
+    return target
 
 
 def show(image: bpy.types.Image | None) -> None:
@@ -72,11 +118,19 @@ def show(image: bpy.types.Image | None) -> None:
 
 
 def deliver(tracked: TrackedJob) -> None:
+    """Import a finished job's images; a failed autosave is reported and the images are kept."""
     result = tracked.result
     if result is None or result.output_dir is None or result.status != "done":
         return
-    images = import_folder(result.output_dir, tracked.job_id, tracked.autosave_dir)
+    images = import_folder(result.output_dir, tracked.job_id)
     tracked.image_names = [image.name for image in images]
+    if tracked.autosave_dir and images:
+        try:
+            autosave(images, tracked.job_id, tracked.autosave_dir)
+        except OSError as exc:
+            log.warning("job %s: autosave failed: %s", tracked.job_id, exc)
+            tracked.delivery_error = f"images imported, but autosave failed: {exc.strerror or exc} " \
+                                     f"({exc.filename or tracked.autosave_dir})"
 
 
 def register() -> None:

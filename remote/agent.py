@@ -3,6 +3,9 @@
 Watches ``DIR/requests.jsonl`` and appends exactly one result per request id
 to ``DIR/results.jsonl``. Requests are handled in file order, one at a time.
 
+One agent per queue dir: the agent holds ``DIR/agent.lock`` for its whole
+life; a second agent on the same dir exits at once (code 3) naming the holder.
+
 Exactly once, across crashes: before a request runs, the checkpoint records
 it as in flight; its result is appended and fsynced before the checkpoint
 moves past it. On start the agent rebuilds the set of answered ids from
@@ -15,7 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -24,6 +29,8 @@ from typing import Any
 
 from .api import Bridge, UnknownHost
 from .config import ConfigError, load_hosts
+from .locking import FileLock, LockHeld
+from .logs import RedactingFormatter
 from .queue import (
     CHECKPOINT,
     REQUESTS,
@@ -40,6 +47,7 @@ from .shell import CommandResult, utc_now
 log = logging.getLogger("posefactory.agent")
 
 DEFAULT_TIMEOUT_S = 600.0
+AGENT_LOCK = "agent.lock"
 
 
 class InvalidRequest(ValueError):
@@ -207,15 +215,6 @@ class Agent:
                 time.sleep(poll_s)
 
 
-class RedactingFormatter(logging.Formatter):
-    def __init__(self, redact: Redactor) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(message)s")
-        self.redact = redact
-
-    def format(self, record: logging.LogRecord) -> str:
-        return self.redact(super().format(record)) or ""
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m remote.agent", description=__doc__.split("\n\n")[0])
     parser.add_argument("--hosts", type=Path, help="ssh_hosts.yaml (default: only the built-in 'local' host)")
@@ -230,8 +229,16 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    args.queue_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        # Held for the agent's life: two agents on one queue would run requests twice.
+        queue_lock = FileLock(args.queue_dir / AGENT_LOCK, f"agent pid {os.getpid()} on {socket.gethostname()}").acquire(0)
+    except LockHeld:
+        holder = FileLock(args.queue_dir / AGENT_LOCK).current_holder() or "another process"
+        print(f"error: {args.queue_dir} is already served by {holder}; stop that agent first", file=sys.stderr)
+        return 3
     handler = logging.FileHandler(args.log_file) if args.log_file else logging.StreamHandler()
-    handler.setFormatter(RedactingFormatter(Redactor.for_hosts(hosts.values())))
+    handler.setFormatter(RedactingFormatter(Redactor.for_hosts(hosts.values()), "%(asctime)s %(levelname)s %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     with Bridge(hosts) as bridge:
         agent = Agent(bridge, args.queue_dir, args.default_timeout)
@@ -247,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             agent.serve()
         log.info("agent stopped")
+    queue_lock.release()
     return 0
 
 

@@ -84,12 +84,7 @@ class Bridge:
                     started_at=started, finished_at=utc_now(), duration_s=0.0,
                     error=f"{exc}; the command was not run",
                 )
-        if redact:
-            if result.stdout_encoding == "utf-8":
-                result.stdout = redact(result.stdout)
-            if result.stderr_encoding == "utf-8":
-                result.stderr = redact(result.stderr)
-            result.error = redact(result.error)
+        redact.redact_result(result)
         return result
 
     def put(self, host: str, src: Path | str, dst: str) -> TransferResult:

@@ -10,6 +10,7 @@ auto`` (the default) renders without the AI step and says how to turn it on.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import threading
@@ -18,7 +19,11 @@ from pathlib import Path
 from .config import data_dir
 from .cost import CostModel
 from .jobspec import SDXL_SIZES, STABILITY_API_BASE, STYLE_PRESETS, JobValidationError, RenderJob
+from .logs import setup_logging
 from .pipeline import JobProgress, JobResult, new_job_id, reattach, run_job
+from .pod_output import clean_text
+
+log = logging.getLogger(__name__)
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -47,6 +52,8 @@ class ProgressPrinter:
 
 
 def report(result: JobResult) -> int:
+    if result.cost_flag:
+        print(f"warning: job {result.job_id}: {result.cost_flag}; charged the laptop's own figure", file=sys.stderr)
     if result.status != "done":
         print(f"job {result.job_id} {result.status}: {result.error}", file=sys.stderr)
         return 1
@@ -60,33 +67,49 @@ def report(result: JobResult) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The CLI; an internal error is one line here and its traceback in the log file."""
+    log_file = setup_logging()
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        log.exception("internal error")
+        print(f"internal error ({type(exc).__name__}: {clean_text(exc, 200)}); details in {log_file}", file=sys.stderr)
+        return 70
+
+
+def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m remote.cli", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     render = commands.add_parser("render", help="render a .blend on a host and bring the images back")
-    render.add_argument("scene", type=Path)
-    render.add_argument("--prompt", required=True)
-    render.add_argument("--negative-prompt", default="")
+    render.add_argument("scene", type=Path, help="the .blend to render (its active camera; checked on the pod)")
+    render.add_argument("--prompt", required=True, help="what the AI step should make of the render")
+    render.add_argument("--negative-prompt", default="", help="what the AI step should avoid")
     render.add_argument("--host", default="local", help="a host of the hosts file (default: the built-in local)")
-    render.add_argument("--hosts", type=Path, help="ssh_hosts.yaml")
+    render.add_argument("--hosts", type=Path, help="ssh_hosts.yaml (default: only the built-in local host)")
     render.add_argument("--size", type=_size, default=(1024, 1024), help="an SDXL size, e.g. 1216x832")
     render.add_argument("--strength", type=float, default=0.35, help="share of the render kept (0..1)")
-    render.add_argument("--steps", type=int, default=30)
-    render.add_argument("--cfg-scale", type=float, default=7.0)
+    render.add_argument("--steps", type=int, default=30, help="diffusion steps (10..50; the price grows with them)")
+    render.add_argument("--cfg-scale", type=float, default=7.0, help="how strictly to follow the prompt (0..35)")
     render.add_argument("--seed", type=int, default=0, help="0: random")
     render.add_argument("--batch", type=int, default=1, help="variations (1..10)")
-    render.add_argument("--style-preset", default="", choices=["", *STYLE_PRESETS])
+    render.add_argument("--style-preset", default="", choices=["", *STYLE_PRESETS], metavar="STYLE",
+                        help=f"a Stability style preset ({', '.join(STYLE_PRESETS)})")
     render.add_argument("--samples", type=int, default=0, help="Cycles samples on the pod (0: the scene's)")
-    render.add_argument("--backend", choices=["auto", "stability", "none"], default="auto")
-    render.add_argument("--api-base", default=os.environ.get("STABILITY_API_BASE", STABILITY_API_BASE))
+    render.add_argument("--backend", choices=["auto", "stability", "none"], default="auto",
+                        help="the AI step (auto: stability when STABILITY_API_KEY is set, else none)")
+    render.add_argument("--api-base", default=os.environ.get("STABILITY_API_BASE", STABILITY_API_BASE),
+                        help="Stability API base URL (default: $STABILITY_API_BASE or the public API)")
     render.add_argument("--output", type=Path, help="where results go (default: DATA_DIR/output)")
     again = commands.add_parser("reattach", help="wait for a job a previous run started and download it")
-    again.add_argument("record", type=Path)
-    again.add_argument("--hosts", type=Path)
+    again.add_argument("record", type=Path, help="the job record the render command printed (DATA_DIR/jobs/<id>.json)")
+    again.add_argument("--hosts", type=Path, help="ssh_hosts.yaml (default: the one the job was submitted with)")
     estimate = commands.add_parser("estimate", help="what a job would cost")
-    estimate.add_argument("--steps", type=int, default=30)
-    estimate.add_argument("--batch", type=int, default=1)
-    estimate.add_argument("--pod-type", default=None)
-    estimate.add_argument("--render-seconds", type=float, default=30)
+    estimate.add_argument("--steps", type=int, default=30, help="diffusion steps")
+    estimate.add_argument("--batch", type=int, default=1, help="variations")
+    estimate.add_argument("--pod-type", default=None, help="GPU type priced in cost_config.yaml (default: its default)")
+    estimate.add_argument("--render-seconds", type=float, default=30, help="expected render time on the pod")
     args = parser.parse_args(argv)
 
     if args.command == "estimate":
@@ -120,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     output = args.output or data_dir() / "output"
     record = data_dir() / "jobs" / f"{job_id}.json"
-    print(f"job {job_id} on {args.host} (record: {record})")
+    print(f"job {job_id} on {args.host} (record: {record}); the pod checks the scene's camera before rendering")
     try:
         result = run_job(job, args.scene, host=args.host, hosts_file=args.hosts, local_output_dir=output,
                          api_key=api_key or None, progress=ProgressPrinter(), cancel=cancel, record_path=record)

@@ -7,6 +7,7 @@ always present unless the file defines its own ``local``.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -110,6 +111,36 @@ def _check_type(source: str, where: str, value: Any, types: tuple[type, ...]) ->
     if isinstance(value, bool) and bool not in types or not isinstance(value, types):
         wanted = " or ".join(t.__name__ for t in types)
         raise ConfigError(f"{source}: {where}: expected {wanted}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{source}: {where}: {value} is not a finite number")
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (at any level):
+    PyYAML would silently keep the last one, e.g. the second of two hosts with one name."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: the base loader reports it
+                continue
+            if duplicate:
+                line = key_node.start_mark.line + 1
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping (again on line {line})", key_node.start_mark)
+            seen[key] = True
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """YAML as the hosts and cost files are read: safe, no duplicate keys; ConfigError names the file."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: safe
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML ({' '.join(str(exc).split())})") from exc
 
 
 def _parse_storage(source: str, host: str, raw: dict[str, Any]) -> StorageConfig:
@@ -150,11 +181,16 @@ def parse_host(source: str, name: str, raw: Any) -> HostConfig:
         raise ConfigError(f"{source}: {name}.connect_timeout: must be positive")
     if values.get("transfer", "auto") not in TRANSFER_MODES:
         raise ConfigError(f"{source}: {name}.transfer: {values['transfer']!r} is not one of {', '.join(TRANSFER_MODES)}")
+    if "workspace" in values and not values["workspace"].strip():
+        raise ConfigError(f"{source}: {name}.workspace: must not be empty (RunPod's volume is /workspace)")
     env = values.get("env", {})
     for env_key, env_value in env.items():
-        if not isinstance(env_key, str) or not env_key.isidentifier() or not isinstance(env_value, (str, int, float)):
-            raise ConfigError(f"{source}: {name}.env.{env_key}: names must be identifiers and values text")
-    values["env"] = {k: str(v) for k, v in env.items()}
+        if not isinstance(env_key, str) or not env_key.isidentifier():
+            raise ConfigError(f"{source}: {name}.env.{env_key}: names must be shell identifiers")
+        if not isinstance(env_value, str):
+            raise ConfigError(f"{source}: {name}.env.{env_key}: values must be text; quote {env_value!r} "
+                              f"(YAML reads it as {type(env_value).__name__})")
+    values["env"] = dict(env)
     if "storage" in values:
         values["storage"] = _parse_storage(source, name, values["storage"])
     if "secret_names" in values:
@@ -176,10 +212,7 @@ def load_hosts(path: Path | str | None) -> dict[str, HostConfig]:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{source}: cannot read hosts file ({exc.strerror})") from exc
-    try:
-        raw = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML ({exc})") from exc
+    raw = load_yaml(text, source) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of host names to settings")
     for name, entry in raw.items():

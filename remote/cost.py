@@ -8,12 +8,12 @@ side); a variation that came back ERROR is not.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from .config import ConfigError, load_yaml
 from .jobspec import RenderJob
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "pod_setup" / "cost_config.yaml"
@@ -51,14 +51,25 @@ class CostModel:
             self.overhead_seconds = float(config.get("overhead_seconds_per_job", 0))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CostConfigError(f"{source}: not a valid cost config ({type(exc).__name__}: {exc})") from None
+        figures = {**{f"gpu_usd_per_hour.{k}": v for k, v in self.gpu_usd_per_hour.items()},
+                   **{f"image_pricing.{k}.usd_at_reference_steps": v[0] for k, v in self.image_pricing.items()},
+                   "overhead_seconds_per_job": self.overhead_seconds}
+        for key, value in figures.items():
+            if not math.isfinite(value) or value < 0:
+                raise CostConfigError(f"{source}: {key}: {value} is not a finite, non-negative number")
+        for engine, (_, reference_steps, _) in self.image_pricing.items():
+            if reference_steps <= 0:
+                raise CostConfigError(f"{source}: image_pricing.{engine}.reference_steps: must be positive")
 
     @classmethod
     def load(cls, path: Path | str | None = None) -> CostModel:
         path = Path(path or DEFAULT_CONFIG)
         try:
-            return cls(yaml.safe_load(path.read_text()), str(path))
-        except (OSError, yaml.YAMLError) as exc:
-            raise CostConfigError(f"{path}: cannot read the cost config ({exc})") from None
+            return cls(load_yaml(path.read_text(encoding="utf-8"), str(path)), str(path))
+        except OSError as exc:
+            raise CostConfigError(f"{path}: cannot read the cost config ({exc.strerror})") from None
+        except ConfigError as exc:
+            raise CostConfigError(str(exc)) from None
 
     def gpu_rate(self, pod_type: str | None) -> float:
         pod_type = pod_type or self.default_pod_type

@@ -14,12 +14,17 @@ A job record (JSON) on the laptop lets a restarted Blender re-attach
 (:func:`reattach`). The Stability key travels only as an environment value of
 the one command that starts the job (redacted from results, never written
 to the pod's disk or the record).
+
+Everything the pod sends back is checked by :mod:`remote.pod_output` before
+it is used; every job that reached the pod ends with exactly one ledger line
+(:mod:`remote.accounting`), written by the one process holding the job lock.
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
-import json
+import logging
 import os
 import secrets
 import sys
@@ -28,15 +33,32 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .accounting import JobBusy, compute_spend, job_lock
 from .api import Bridge, UnknownHost
-from .config import ConfigError, HostConfig, data_dir, load_hosts
+from .blendfile import NotABlendFile, check_blend_file
+from .config import ConfigError, HostConfig, load_hosts
+from .cost import CostConfigError, CostModel
+from .job_settle import account, follow, result_from_record
+from .job_state import Cancelled, JobProgress, JobRecord, JobResult, PipelineError, PodDiskFull, StatusUnusable
 from .jobspec import JobValidationError, RenderJob
-from .queue import append_record
+from .pod_output import (
+    ACTIVE_STATES,
+    MAX_MANIFEST_BYTES,
+    MAX_STATUS_BYTES,
+    PodManifest,
+    PodOutputError,
+    PodStatus,
+    bounded_cat,
+    clean_text,
+    output_path,
+    parse_manifest,
+    parse_status,
+)
 from .shell import CommandResult
 from .transfer import TransferError, TransferInterrupted, TransferResult
 from .transfer.common import q, sha256_file
@@ -44,64 +66,13 @@ from .transfer.common import q, sha256_file
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # holds remote/ and pod_setup/
 POLL_S = 0.25  # a status poll is one cheap command; polling often keeps the overhead low
 RECONNECT_ATTEMPTS = 5
+__all__ = ["Cancelled", "JobProgress", "JobRecord", "JobResult", "JobRunner", "PipelineError", "PodDiskFull",
+           "new_job_id", "pod_bundle", "reattach", "run_job"]
 STAGES = ("connecting", "setup", "uploading", "rendering", "downloading", "done")
+# A status the laptop cannot use (corrupt, no state, unknown state) fails the job after this long.
+STATUS_GRACE_S = 20.0
 
-
-@dataclass
-class JobProgress:
-    stage: str
-    fraction: float
-    message: str
-
-
-@dataclass
-class JobResult:
-    job_id: str
-    status: str  # done | failed | cancelled
-    images: list[Path] = field(default_factory=list)
-    raw_render: Path | None = None
-    manifest: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-    cost_usd: float | None = None
-    output_dir: Path | None = None
-
-
-@dataclass
-class JobRecord:
-    """What a restarted Blender needs to find its job again (no secrets)."""
-
-    job_id: str
-    host: str
-    hosts_file: str | None
-    remote_job_dir: str
-    local_output_dir: str
-    status: str = "submitted"  # submitted | running | done | failed | cancelled
-    stage: str = "connecting"
-    error: str | None = None
-    submitted_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
-    prompt: str = ""
-    cost_usd: float | None = None
-    images: list[str] = field(default_factory=list)
-
-    def save(self, path: Path | None) -> None:
-        if path is None:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        os.replace(tmp, path)
-
-    @classmethod
-    def load(cls, path: Path) -> JobRecord:
-        return cls(**json.loads(path.read_text()))
-
-
-class PipelineError(RuntimeError):
-    pass
-
-
-class Cancelled(Exception):
-    pass
+log = logging.getLogger(__name__)
 
 
 def new_job_id() -> str:
@@ -109,26 +80,26 @@ def new_job_id() -> str:
 
 
 def pod_bundle() -> tuple[bytes, str]:
-    """``remote/`` and ``pod_setup/`` as a reproducible tar.gz, and its sha256."""
+    """``remote/`` and ``pod_setup/`` as a byte-reproducible tar.gz, and its sha256.
+
+    Fixed times in the tar entries *and* the gzip header (which otherwise holds
+    the current time), so an unchanged tree gives the same bytes: 0 bytes moved
+    and nothing re-extracted on the pod.
+    """
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=6) as tar:
+    with gzip.GzipFile(filename="", fileobj=buffer, mode="wb", compresslevel=6, mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for folder in ("remote", "pod_setup"):
             for path in sorted((PACKAGE_ROOT / folder).rglob("*")):
                 if "__pycache__" in path.parts or not path.is_file():
                     continue
                 info = tar.gettarinfo(str(path), arcname=str(path.relative_to(PACKAGE_ROOT)))
                 info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+                info.mode = 0o755 if path.stat().st_mode & 0o111 else 0o644
                 with open(path, "rb") as handle:
                     tar.addfile(info, handle)
     data = buffer.getvalue()
     return data, hashlib.sha256(data).hexdigest()
-
-
-def append_ledger(entry: dict[str, Any]) -> None:
-    """Every job's cost, one JSON line each, in the data dir."""
-    ledger = data_dir() / "ledger.jsonl"
-    ledger.parent.mkdir(parents=True, exist_ok=True)
-    append_record(ledger, entry)  # locked: several Blenders may finish jobs at once
 
 
 class JobRunner:
@@ -232,70 +203,92 @@ class JobRunner:
     def agent(self) -> str:
         return f"bash {q(self.host.workspace)}/posefactory/pod_setup/pod_agent.sh"
 
-    def job_status(self) -> dict[str, Any]:
-        result = self.run(f"{self.agent} --status {q(self.record.remote_job_dir)}", "polling the job")
-        return json.loads(result.stdout.strip().splitlines()[-1])
+    def job_status(self) -> PodStatus:
+        """The pod's status of the job, checked; at most MAX_STATUS_BYTES are pulled, whatever the pod holds."""
+        result = self.run(f"{self.agent} --status {q(self.record.remote_job_dir)} | head -c {MAX_STATUS_BYTES + 1}",
+                          "polling the job")
+        if "No space left on device" in result.stderr:
+            raise PodDiskFull("pod disk full: the job's status cannot be written")
+        lines = result.stdout.strip().splitlines()
+        if not lines:
+            detail = clean_text(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "", 200)
+            raise PodOutputError(f"the pod printed no status{f' ({detail})' if detail else ''}")
+        return parse_status(lines[-1])
 
-    def render(self, api_key: str | None) -> dict[str, Any]:
+    def render(self, api_key: str | None) -> PodStatus:
         self.stage("rendering", "starting the render on the pod")
         secrets = {"STABILITY_API_KEY": api_key} if api_key else None
+        self.record.started_epoch = time.time()
+        self.record.save(self.record_path)
         self.run(f"{self.agent} {q(self.record.remote_job_dir)}", "starting the job", secrets=secrets)
         return self.wait()
 
-    def wait(self) -> dict[str, Any]:
-        """Poll the pod's job until it ends; cancel it when asked to."""
+    def wait(self) -> PodStatus:
+        """Poll the pod's job until it ends; cancel it when asked to.
+
+        A status that cannot be used (corrupt, without a state, an unknown
+        state) is polled again for STATUS_GRACE_S, then fails the job.
+        """
         self.record.status = "running"
         self.record.save(self.record_path)
         started = time.monotonic()
+        unusable_since: float | None = None
         while True:
             if self.cancel.is_set():
-                self.run(f"{self.agent} --cancel {q(self.record.remote_job_dir)}", "cancelling the job")
+                self.cancel_on_pod()
+                log.info("job %s cancelled on %s", self.record.job_id, self.host.name)
                 raise Cancelled()
-            status = self.job_status()
-            if status["state"] in ("done", "failed", "cancelled", "none"):
+            try:
+                status = self.job_status()
+            except PodOutputError as exc:
+                unusable_since = unusable_since or time.monotonic()
+                if time.monotonic() - unusable_since >= STATUS_GRACE_S:
+                    log.warning("job %s: status unusable for %.0fs: %s", self.record.job_id, STATUS_GRACE_S, exc)
+                    raise StatusUnusable(f"{exc}; gave up after {STATUS_GRACE_S:.0f}s") from None
+                self.cancel.wait(POLL_S)
+                continue
+            unusable_since = None
+            if status.state not in ACTIVE_STATES:
+                log.info("job %s on %s: %s", self.record.job_id, self.host.name, status.state)
                 return status
             elapsed = time.monotonic() - started
+            waiting = f", waiting for the GPU ({status.queue_position} ahead)" if status.queue_position else ""
             self.progress(JobProgress("rendering", (3 + min(elapsed / (elapsed + 30), 0.9)) / 5,
-                                      f"{status['state']} on {self.host.name} for {elapsed:.0f}s"))
+                                      f"{status.state} on {self.host.name} for {elapsed:.0f}s{waiting}"))
             self.cancel.wait(POLL_S)
 
-    def download(self, local_dir: Path) -> None:
+    def cancel_on_pod(self) -> None:
+        """Stop the pod's job, best effort (a job the laptop gave up on must not go on spending)."""
+        try:
+            self.run(f"{self.agent} --cancel {q(self.record.remote_job_dir)} >/dev/null", "cancelling the job")
+        except PipelineError as exc:
+            log.warning("job %s: could not cancel on the pod: %s", self.record.job_id, exc)
+
+    def final_status(self) -> PodStatus | None:
+        """The job's status after it ended, best effort (None when it cannot be had)."""
+        try:
+            return self.job_status()
+        except (PipelineError, PodOutputError):
+            return None
+
+    def read_manifest(self) -> PodManifest | None:
+        """The pod's manifest, size-bounded and checked (None when the job wrote none)."""
+        path = f"{self.record.remote_job_dir}/output/manifest.json"
+        result = self.run(bounded_cat(path, MAX_MANIFEST_BYTES), "reading the manifest")
+        data = result.stdout_bytes
+        if not data.strip():
+            return None
+        return parse_manifest(data, estimate_usd=self.record.estimate_usd,
+                              max_images=max(int(self.record.cost_basis.get("batch", 10) or 10), 1) * 10)
+
+    def download(self, local_dir: Path, names: list[str]) -> None:
+        """Bring back exactly the checked ``names`` (nothing else the pod's output folder may hold)."""
         self.stage("downloading", "bringing the images back")
-        self.transfer("get", f"{self.record.remote_job_dir}/output/*", local_dir, "downloading the results")
-
-
-def _result_from_outputs(record: JobRecord, status: dict[str, Any]) -> JobResult:
-    output_dir = Path(record.local_output_dir)
-    manifest_path = output_dir / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    images = [output_dir / name for name in manifest.get("images", [])]
-    raw = output_dir / "render.png"
-    cost = manifest.get("actual_cost", {}).get("total_usd")
-    state = "done" if status["state"] == "done" else "failed"
-    return JobResult(job_id=record.job_id, status=state, images=images, raw_render=raw if raw.is_file() else None,
-                     manifest=manifest, error=None if state == "done" else status.get("error") or manifest.get("error"),
-                     cost_usd=cost, output_dir=output_dir)
-
-
-def _finish(runner: JobRunner, status: dict[str, Any]) -> JobResult:
-    record = runner.record
-    local_dir = Path(record.local_output_dir)
-    try:
-        runner.download(local_dir)
-    except PipelineError:
-        if status["state"] == "done":
-            raise
-        # A failed job may have left nothing to download; its error says why.
-    result = _result_from_outputs(record, status)
-    record.status, record.error, record.cost_usd = result.status, result.error, result.cost_usd
-    record.images = [str(p) for p in result.images]
-    record.stage = "done"
-    record.save(runner.record_path)
-    append_ledger({"job_id": record.job_id, "host": record.host, "status": result.status,
-                   "cost_usd": result.cost_usd, "images": len(result.images), "at": record.submitted_at})
-    runner.progress(JobProgress("done", 1.0, f"{len(result.images)} image(s), ${result.cost_usd or 0:.4f}"
-                                if result.status == "done" else f"failed: {result.error}"))
-    return result
+        for name in names:
+            target = output_path(local_dir, name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.transfer("get", f"{self.record.remote_job_dir}/output/{name}", target.parent,
+                          "downloading the results")
 
 
 def _guarded(record: JobRecord, record_path: Path | None, body: Callable[[], JobResult]) -> JobResult:
@@ -303,11 +296,23 @@ def _guarded(record: JobRecord, record_path: Path | None, body: Callable[[], Job
         return body()
     except Cancelled:
         record.status, record.error = "cancelled", "cancelled by the user"
-    except (PipelineError, ConfigError, UnknownHost, JobValidationError, OSError) as exc:
-        record.status, record.error = "failed", str(exc)
-    record.save(record_path)
-    return JobResult(job_id=record.job_id, status=record.status, error=record.error,
-                     output_dir=Path(record.local_output_dir))
+    except (PipelineError, ConfigError, UnknownHost, JobValidationError, CostConfigError, OSError) as exc:
+        record.status, record.error = "failed", clean_text(exc)
+    log.info("job %s %s: %s", record.job_id, record.status, record.error)
+    result = JobResult(job_id=record.job_id, status=record.status, error=record.error,
+                       output_dir=Path(record.local_output_dir))
+    if record.remote_job_dir:
+        # The job reached the pod: it gets its ledger line, with what the laptop knows was spent.
+        spend = compute_spend(record.cost_basis, None, None, started_epoch=record.started_epoch, pod_type=None)
+        result.cost_usd, result.cost_flag = spend.cost_usd, spend.flag
+        account(record, record_path, result, spend)
+    else:
+        record.save(record_path)
+    return result
+
+
+def _disk_full(exc: Exception) -> bool:
+    return "No space left on device" in str(exc) or "disk is full" in str(exc)
 
 
 def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | None, local_output_dir: Path,
@@ -320,7 +325,10 @@ def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | N
     """
     job_id = job.job_id or new_job_id()
     record = JobRecord(job_id=job_id, host=host, hosts_file=str(hosts_file) if hosts_file else None,
-                       remote_job_dir="", local_output_dir=str(Path(local_output_dir) / job_id), prompt=job.prompt)
+                       remote_job_dir="", local_output_dir=str(Path(local_output_dir) / job_id),
+                       prompt=clean_text(job.prompt, one_line=False),
+                       cost_basis={"engine_id": job.engine_id, "steps": job.steps, "batch": job.batch,
+                                   "backend": job.backend})
 
     def body() -> JobResult:
         # The paths are the pod's, filled in at upload; everything else is checked now.
@@ -330,38 +338,65 @@ def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | N
                                 "(or use backend 'none' to skip the AI step)")
         if not Path(blend_file).is_file():
             raise PipelineError(f"scene file not found: {blend_file}")
+        try:
+            check_blend_file(blend_file)  # before anything is uploaded or paid for
+        except NotABlendFile as exc:
+            raise PipelineError(str(exc)) from None
         hosts = load_hosts(hosts_file)
         with Bridge(hosts) as bridge:
             config = bridge.host(host)
+            record.estimate_usd = CostModel.load().estimate(job, _known_pod_type(config),
+                                                            expected_render_s=60).total_usd
             record.remote_job_dir = f"{config.workspace}/jobs/{job_id}"
             record.save(record_path)
             runner = JobRunner(bridge, config, progress, cancel, record, record_path)
             runner.stage("connecting", f"connecting to {host}")
             runner.run("true", "connecting")
-            runner.set_up_pod()
-            runner.upload(job, Path(blend_file))
-            return _finish(runner, runner.render(api_key))
+            try:
+                runner.set_up_pod()
+                runner.upload(job, Path(blend_file))
+            except PipelineError as exc:
+                if _disk_full(exc):
+                    raise PodDiskFull(f"pod disk full: {exc}") from None
+                raise
+            return follow(runner, lambda: runner.render(api_key))
 
-    return _guarded(record, record_path, body)
+    with job_lock(job_id, "submitting"):
+        return _guarded(record, record_path, body)
+
+
+def _known_pod_type(config: HostConfig) -> str | None:
+    try:
+        CostModel.load().gpu_rate(config.pod_type)
+    except CostConfigError:
+        return None
+    return config.pod_type
 
 
 def reattach(record_path: Path, *, hosts_file: Path | None = None, progress: Callable[[JobProgress], None],
              cancel: threading.Event) -> JobResult:
-    """Pick up a job a previous session started: wait for it, then download."""
+    """Pick up a job a previous session started: wait for it, then download.
+
+    Only one process follows a job: when another holds it, the result is
+    ``busy`` and nothing (record, ledger, downloads) is touched.
+    """
     record = JobRecord.load(record_path)
-    if record.status == "cancelled" or record.stage == "done":
-        return _result_from_outputs(record, {"state": record.status, "error": record.error})
+    try:
+        lock = job_lock(record.job_id, "re-attaching")
+    except JobBusy as exc:
+        return JobResult(job_id=record.job_id, status="busy", error=str(exc), output_dir=Path(record.local_output_dir))
+    with lock:
+        record = JobRecord.load(record_path)  # as the previous holder left it
+        if record.status == "cancelled" or record.stage == "done":
+            return result_from_record(record)
 
-    def body() -> JobResult:
-        if not record.remote_job_dir:
-            raise PipelineError("the job never reached the pod; submit it again")
-        hosts = load_hosts(hosts_file or record.hosts_file)
-        with Bridge(hosts) as bridge:
-            runner = JobRunner(bridge, bridge.host(record.host), progress, cancel, record, record_path)
-            runner.stage("rendering", f"re-attaching to {record.job_id} on {record.host}")
-            status = runner.wait()
-            if status["state"] == "none":
-                raise PipelineError(f"the pod has no job {record.job_id} (was its workspace wiped?); submit it again")
-            return _finish(runner, status)
+        def body() -> JobResult:
+            if not record.remote_job_dir:
+                raise PipelineError("the job never reached the pod; submit it again")
+            hosts = load_hosts(hosts_file or record.hosts_file)
+            with Bridge(hosts) as bridge:
+                runner = JobRunner(bridge, bridge.host(record.host), progress, cancel, record, record_path)
+                runner.stage("rendering", f"re-attaching to {record.job_id} on {record.host}")
+                return follow(runner, runner.wait)
 
-    return _guarded(record, record_path, body)
+        return _guarded(record, record_path, body)

@@ -1,5 +1,9 @@
 """Keep secrets out of results and logs.
 
+Output is redacted as raw bytes, before any choice of encoding (UTF-8 text
+or base64 for output that is not UTF-8), so no encoding can carry a secret
+past it.
+
 A secret is any value of a request's ``env``, any value of a host's ``env``
 whose name is listed in ``secret_names``, and the value of each environment
 variable named in ``secret_names`` (``STABILITY_API_KEY`` and friends).
@@ -10,6 +14,7 @@ import os
 from collections.abc import Iterable, Mapping
 
 from .config import HostConfig
+from .shell import CommandResult, decode_output
 
 REDACTED = "[REDACTED]"
 # Shorter values ("1", "yes") would blank out ordinary output and protect nothing.
@@ -38,6 +43,24 @@ class Redactor:
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
         return text
+
+    def redact_bytes(self, data: bytes) -> bytes:
+        """Secrets removed from raw output, before it is decoded or encoded in any way.
+
+        Each secret is matched as its UTF-8 bytes, so a secret inside output
+        that is not UTF-8 as a whole (and will be stored as base64) is removed too.
+        """
+        for secret in self._secrets:
+            data = data.replace(secret.encode("utf-8", "surrogateescape"), REDACTED.encode())
+        return data
+
+    def redact_result(self, result: CommandResult) -> None:
+        """Redact a command's stdout, stderr and error in place, whatever their encoding."""
+        if not self:
+            return
+        result.stdout, result.stdout_encoding = decode_output(self.redact_bytes(result.stdout_bytes))
+        result.stderr, result.stderr_encoding = decode_output(self.redact_bytes(result.stderr_bytes))
+        result.error = self(result.error)
 
 
 def _host_secrets(host: HostConfig) -> list[str]:

@@ -166,7 +166,8 @@ def marker_printf(head: str, tail: str, extra_format: str = "", *args: str) -> s
 def variable_lines(name: str, data: bytes) -> list[str]:
     """Shell lines, each under ``MAX_LINE``, that set ``name`` to ``data`` exactly."""
     quoted = ansi_c_quote(data)
-    lines, start = [], 0
+    lines: list[str] = []
+    start = 0
     while not lines or start < len(quoted):
         end = min(len(quoted), start + MAX_LINE)
         # Every backslash in ``quoted`` opens a 4-character \xHH escape: never cut one.

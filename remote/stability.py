@@ -21,6 +21,7 @@ import base64
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import requests
 
@@ -134,8 +135,8 @@ class StabilityClient:
             "Accept": "application/json",
             "Stability-Client-ID": self.client_id,
         }
-        fields = [(name, (None, value)) for name, value in self.form_fields(job)]
-        files = [("init_image", ("init.png", init_png, "image/png")), *fields]
+        fields: list[tuple[str, Any]] = [(name, (None, value)) for name, value in self.form_fields(job)]
+        files: list[tuple[str, Any]] = [("init_image", ("init.png", init_png, "image/png")), *fields]
         self.attempts = 0
         delay = self.backoff_s
         while True:

@@ -4,6 +4,7 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$repo/scripts/bootstrap.sh"
 cd "$repo"
-# Lint first: a finding fails the run in a second, before the long suite.
+# Lint and type-check first: a finding fails the run in seconds, before the long suite.
 .venv/bin/ruff check --quiet .
+.venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

@@ -3,6 +3,7 @@ own tool, installed with bpy.ops.extensions.package_install_files into a temp
 user repo of a real Blender (bpy 5.0.1, background mode), then driven."""
 from __future__ import annotations
 
+import json
 import socket
 import sys
 import zipfile
@@ -224,6 +225,7 @@ def test_python_api_through_the_proxy_sshd(blender, tmp_path, sample_scene, sshd
         from bl_ext.user_default.posefactory import operators
         import time
         for _ in range(100):
+            jobs.MANAGER.pump()  # what the timer does in the UI
             if not operators.connection_status("runpod").endswith("…"):
                 break
             time.sleep(0.1)
@@ -277,6 +279,7 @@ def test_a_running_job_is_reattached_when_blender_starts_again(blender, tmp_path
         while not tracked.message.startswith("running"):
             assert not tracked.finished.is_set(), tracked.result
             time.sleep(0.05)
+            jobs.MANAGER.pump()  # what the timer does in the UI
         report(job_id=tracked.job_id)
         finish()
         os._exit(0)  # gone without cleaning up, as a crash or a closed window would be
@@ -313,6 +316,7 @@ def test_a_refused_connection_fails_the_job_clearly_and_cancel_stops_a_rendering
         while not tracked.message.startswith("running"):
             assert not tracked.finished.is_set(), tracked.result
             time.sleep(0.05)
+            jobs.MANAGER.pump()  # what the timer does in the UI
         assert bpy.ops.posefactory.cancel_job() == {{"FINISHED"}}
         started = time.monotonic()
         cancelled = jobs.MANAGER.wait(tracked, timeout=120)
@@ -327,3 +331,88 @@ def test_a_refused_connection_fails_the_job_clearly_and_cancel_stops_a_rendering
     assert result["cancelled"][0] == "cancelled", result["cancelled"]
     assert result["cancel_s"] < 60 and result["running"] == 0
     assert result["record_status"] == "cancelled"
+
+
+def _results_folder(folder, job_id, numbers, manifest_extra=None):
+    from tests.fixtures.stability_server import make_png
+
+    folder.mkdir(parents=True)
+    names = []
+    for n in numbers:
+        (folder / f"ai-render-{n}.png").write_bytes(make_png(8, 8, (n * 40, 0, 0), {"n": str(n)}))
+        names.append(f"ai-render-{n}.png")
+    manifest = {"job_id": job_id, "prompt": "a \x1b[31mknight", "seed": 4, "images": names,
+                "variations": [{"n": n, "seed": 100 + n, "finish_reason": "SUCCESS", "file": f"ai-render-{n}.png"}
+                               for n in numbers], **(manifest_extra or {})}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_each_job_is_delivered_in_isolation_and_kept_with_the_file(blender, tmp_path):
+    # Three finished jobs reach the timer at once: one whose autosave folder cannot be written,
+    # one whose manifest names a file outside its folder, one that is fine.
+    _results_folder(tmp_path / "out" / "job-a", "job-a", [1, 3])  # variation 2 was filtered
+    _results_folder(tmp_path / "out" / "job-b", "job-b", [1], {"images": ["../job-a/ai-render-1.png"]})
+    _results_folder(tmp_path / "out" / "job-c", "job-c", [2])
+    (tmp_path / "not-a-folder").write_text("a file where the autosave folder should be")
+    result = blender.run(f"""
+        from pathlib import Path
+        from bl_ext.user_default.posefactory.remote.pipeline import JobResult
+        out = Path({str(tmp_path / "out")!r})
+        preferences.get().output_dir = {str(tmp_path / "downloads")!r}
+        autosave = {{"job-a": {str(tmp_path / "not-a-folder" / "renders")!r}, "job-b": "", "job-c": "//renders/"}}
+        tracked = {{}}
+        for job_id in ("job-a", "job-b", "job-c"):
+            job = jobs.TrackedJob(job_id=job_id, prompt="p", host="local", autosave_dir=autosave[job_id])
+            result = JobResult(job_id=job_id, status="done", output_dir=out / job_id)
+            tracked[job_id] = jobs.MANAGER.start(job, lambda r=result: r)
+        for job in tracked.values():
+            job.finished.wait(10)
+        interval = jobs.poll()  # the timer, once: it must not raise
+        images = {{j: [(n, bpy.data.images[n].use_fake_user, bpy.data.images[n]["posefactory_prompt"],
+                        bpy.data.images[n]["posefactory_seed"]) for n in t.image_names] for j, t in tracked.items()}}
+        report(images=images, errors={{j: t.delivery_error for j, t in tracked.items()}},
+               interval=interval, registered=bpy.app.timers.is_registered(jobs.poll))
+    """)
+    images, errors = result["images"], result["errors"]
+    # Named by variation number, not position; fake user so saving the .blend keeps them; text cleaned.
+    assert images["job-a"] == [["PF job-a v1", True, "a knight", 101], ["PF job-a v3", True, "a knight", 103]]
+    assert "autosave failed" in errors["job-a"]
+    assert images["job-b"] == [] and "not a plain name" in errors["job-b"]
+    assert images["job-c"] == [["PF job-c v2", True, "a knight", 102]] and errors["job-c"] == ""
+    # An unsaved file's "//renders/" goes to the downloads folder's autosave, not the process's cwd.
+    assert (tmp_path / "downloads" / "autosave" / "renders" / "job-c" / "ai-render-2.png").is_file()
+    assert not (tmp_path / "renders").exists()
+
+
+def test_main_panel_draw_never_raises_nor_builds_a_job(blender, tmp_path):
+    bad_cost = tmp_path / "cost.yaml"
+    bad_cost.write_text("gpu_usd_per_hour: {A40: .nan}\nimage_pricing: {}\n")
+    result = blender.run(f"""
+        from pathlib import Path
+        from bl_ext.user_default.posefactory.remote import cost
+        labels = []
+        class Layout:
+            def __getattr__(self, name):
+                def call(*args, **kwargs):
+                    if name == "label":
+                        labels.append(kwargs.get("text"))
+                    return Layout()
+                return call
+        made = []
+        original = api.new_job_id
+        api.new_job_id = lambda: made.append(1) or original()
+        bpy.context.scene.posefactory.prompt = "a knight"
+        preferences.get().api_key = "sk-test-key-for-the-estimate"
+        holder = type("Holder", (), {{"layout": Layout()}})()
+        for _ in range(3):
+            panels.POSEFACTORY_PT_main.draw(holder, bpy.context)
+        good = list(labels)
+        labels.clear()
+        cost.DEFAULT_CONFIG = Path({str(bad_cost)!r})
+        api._cost_model = None
+        panels.POSEFACTORY_PT_main.draw(holder, bpy.context)
+        report(good=good, bad=list(labels), jobs_made=len(made))
+    """)
+    assert result["jobs_made"] == 0
+    assert all(label.startswith("Estimate: $") for label in result["good"]), result["good"]
+    assert result["bad"] and "gpu_usd_per_hour.A40" in result["bad"][0]

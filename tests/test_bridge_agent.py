@@ -1,6 +1,7 @@
 """The queue agent as a real process: exactly one result per request id."""
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -189,6 +190,14 @@ def test_agent_through_the_proxy_flavour(queue, sshd_proxy, tmp_path):
         ("pod:\n  host: h\n  storage: {bucket: b}\n", "pod.storage.endpoint_url"),
         ("pod: [1, 2]\n", "pod"),
         ("pod: {host: h\n", "not valid YAML"),
+        ("pod:\n  host: h\n  connect_timeout: .nan\n", "pod.connect_timeout"),
+        ("pod:\n  host: h\n  connect_timeout: .inf\n", "pod.connect_timeout"),
+        ("pod:\n  host: a\npod:\n  host: b\n", "key 'pod' appears twice"),
+        ("pod:\n  host: a\n  env: {X: '1', X: '2'}\n", "key 'X' appears twice"),
+        ("pod:\n  host: a\n  storage:\n    bucket: b\n    bucket: c\n", "key 'bucket' appears twice"),
+        ("pod:\n  host: h\n  workspace: ''\n", "pod.workspace"),
+        ("pod:\n  host: h\n  env: {THREADS: 4}\n", "pod.env.THREADS"),
+        ("pod:\n  host: h\n  env: {FLAG: yes}\n", "pod.env.FLAG"),
     ],
 )
 def test_bad_hosts_file_names_the_key_and_the_file(tmp_path, yaml_text, key):
@@ -203,3 +212,42 @@ def test_example_hosts_file_loads():
     hosts = load_hosts(REPO / "remote" / "ssh_hosts.example.yaml")
     assert "local" in hosts and "runpod" in hosts
     assert hosts["runpod"].interactive_only and not hosts["runpod-direct"].interactive_only
+
+
+def test_a_second_agent_on_the_same_queue_exits_at_once_naming_the_first(queue, tmp_path):
+    runs = tmp_path / "runs"
+    for i in range(20):
+        submit(queue, {"id": f"r{i}", "host": "local", "command": f"echo r{i} >> '{runs}'"})
+    first = subprocess.Popen([sys.executable, "-m", "remote.agent", "--queue-dir", str(queue)], cwd=REPO,
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not (queue / "agent.lock").exists() or f"pid {first.pid}" not in (queue / "agent.lock").read_text():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        started = time.monotonic()
+        second = run_agent_once(queue)
+        assert second.returncode == 3 and time.monotonic() - started < 20
+        assert f"already served by agent pid {first.pid}" in second.stderr
+        deadline = time.monotonic() + 60
+        while len(results_by_id(queue)) < 20:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=30)
+    results = results_by_id(queue)
+    assert all(len(v) == 1 and v[0]["status"] == "ok" for v in results.values())
+    assert sorted(runs.read_text().split()) == sorted(f"r{i}" for i in range(20))  # each ran once
+
+
+def test_secrets_are_redacted_from_output_that_is_not_utf8(queue):
+    secret = "sk-live-0123456789abcdef"
+    submit(queue, {"id": "binary", "host": "local",
+                   "command": "printf '\\377 %s \\376' \"$STABILITY_API_KEY\"; printf '%s\\377' \"$STABILITY_API_KEY\" >&2"})
+    run_agent_once(queue, env_extra={"STABILITY_API_KEY": secret})
+    (result,) = results_by_id(queue)["binary"]
+    assert result["stdout_encoding"] == "base64" and result["stderr_encoding"] == "base64"
+    stdout = base64.b64decode(result["stdout"])
+    assert secret.encode() not in stdout + base64.b64decode(result["stderr"]) and b"[REDACTED]" in stdout
+    assert stdout.startswith(b"\xff ")  # the rest of the raw bytes is kept

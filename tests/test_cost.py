@@ -37,3 +37,16 @@ def test_unknown_pod_type_and_bad_config_are_clear_errors(tmp_path):
     bad.write_text("gpu_usd_per_hour: 3\n")
     with pytest.raises(CostConfigError, match=str(bad)):
         CostModel.load(bad)
+
+
+@pytest.mark.parametrize("text, key", [
+    ("gpu_usd_per_hour: {A40: .nan}\nimage_pricing: {}\n", "gpu_usd_per_hour.A40"),
+    ("gpu_usd_per_hour: {A40: -1}\nimage_pricing: {}\n", "gpu_usd_per_hour.A40"),
+    ("gpu_usd_per_hour: {A40: 1, A40: 2}\nimage_pricing: {}\n", "key 'A40' appears twice"),
+])
+def test_cost_config_refuses_non_finite_negative_and_duplicate_figures(tmp_path, text, key):
+    path = tmp_path / "cost.yaml"
+    path.write_text(text)
+    with pytest.raises(CostConfigError, match=key) as raised:
+        CostModel.load(path)
+    assert str(path) in str(raised.value)

@@ -1,0 +1,126 @@
+"""How a job that reached the pod ends: its manifest checked, exactly the
+files it names downloaded, its record and its one ledger line written
+together (:mod:`remote.accounting`). Used by :mod:`remote.pipeline` for
+submitted and re-attached jobs alike, always under the job lock."""
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .accounting import Spend, append_once, compute_spend, ledger_entry
+from .job_state import Cancelled, JobProgress, JobRecord, JobResult, PipelineError, PodDiskFull, StatusUnusable
+from .pod_output import PodManifest, PodOutputError, PodStatus, output_path
+
+if TYPE_CHECKING:
+    from .pipeline import JobRunner
+
+log = logging.getLogger(__name__)
+
+
+def settle(runner: JobRunner, state: str, error: str | None, status: PodStatus | None,
+            manifest: PodManifest | None, images: list[Path]) -> JobResult:
+    """The job's terminal state: record and ledger, once, agreeing."""
+    record = runner.record
+    spend = compute_spend(record.cost_basis, status, manifest, started_epoch=record.started_epoch,
+                          pod_type=runner.host.pod_type)
+    output_dir = Path(record.local_output_dir)
+    raw = output_dir / "render.png"
+    result = JobResult(job_id=record.job_id, status=state, images=images,
+                       raw_render=raw if raw.is_file() else None, manifest=manifest.raw if manifest else {},
+                       error=error, cost_usd=spend.cost_usd, output_dir=output_dir, cost_flag=spend.flag)
+    account(record, runner.record_path, result, spend)
+    runner.progress(JobProgress("done", 1.0, f"{len(images)} image(s), ${spend.cost_usd:.4f}"
+                                if state == "done" else f"{state}: {error}"))
+    return result
+
+
+def account(record: JobRecord, record_path: Path | None, result: JobResult, spend: Spend) -> None:
+    """Write the record's terminal state and its one ledger line (the caller holds the job lock)."""
+    record.status, record.error, record.cost_usd = result.status, result.error, spend.cost_usd
+    record.gpu_seconds, record.cost_flag = spend.gpu_seconds, spend.flag
+    record.images = [str(p) for p in result.images]
+    record.stage = "done"
+    if not record.ledgered and record.remote_job_dir:
+        append_once(ledger_entry(record.job_id, record.host, result.status, spend, len(result.images),
+                                 record.submitted_at))
+        record.ledgered = True
+    record.save(record_path)
+
+
+def finish(runner: JobRunner, status: PodStatus) -> JobResult:
+    """The pod's job ended: check its manifest, download what it names, settle."""
+    record = runner.record
+    local_dir = Path(record.local_output_dir)
+    local_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        manifest = runner.read_manifest()
+    except PodOutputError as exc:
+        log.warning("job %s: manifest refused: %s", record.job_id, exc)
+        return settle(runner, "failed", str(exc), status, None, [])
+    names = ([*manifest.images, *([manifest.render] if manifest.render else [])]) if manifest else []
+    try:
+        runner.download(local_dir, names)
+    except PipelineError as exc:
+        if status.state == "done":
+            return settle(runner, "failed", f"{exc} (the images are still in {runner.record.remote_job_dir} on the pod)",
+                           status, manifest, [])
+        # A failed job may have left less than its manifest names; its error says why.
+    if manifest is not None:
+        (local_dir / "manifest.json").write_text(json.dumps(manifest.raw, indent=2, ensure_ascii=False) + "\n",
+                                                  encoding="utf-8")
+    images = [output_path(local_dir, name) for name in (manifest.images if manifest else [])]
+    missing = [p.name for p in images if not p.is_file()]
+    state, error = ("done", None) if status.state == "done" else (status.state, status.error or
+                                                                   (manifest.error if manifest else "") or None)
+    if state == "done" and (missing or manifest is None):
+        state, error = "failed", (f"the pod reported done but {', '.join(missing)} did not arrive" if missing
+                                  else "the pod reported done but wrote no manifest")
+    if state == "failed" and error is None:
+        error = "the job failed on the pod without saying why; see render.log there"
+    return settle(runner, state, error, status, manifest, [p for p in images if p.is_file()])
+
+
+def follow(runner: JobRunner, start: Callable[[], PodStatus]) -> JobResult:
+    """Start or wait for the pod's job and settle it whatever happens once it was started."""
+    try:
+        status = start()
+    except Cancelled:
+        final = runner.final_status()
+        manifest = _manifest_or_none(runner)
+        return settle(runner, "cancelled", "cancelled by the user", final, manifest, [])
+    except PodDiskFull as exc:
+        return settle(runner, "failed", str(exc), None, None, [])
+    except StatusUnusable as exc:
+        runner.cancel_on_pod()
+        return settle(runner, "failed", str(exc), None, None, [])
+    if status.state == "none":
+        raise PipelineError(f"the pod has no job {runner.record.job_id} (was its workspace wiped?); submit it again")
+    return finish(runner, status)
+
+
+def _manifest_or_none(runner: JobRunner) -> PodManifest | None:
+    try:
+        return runner.read_manifest()
+    except (PipelineError, PodOutputError):
+        return None
+
+
+
+
+def result_from_record(record: JobRecord) -> JobResult:
+    """A settled job's result as its record and checked local outputs say."""
+    output_dir = Path(record.local_output_dir)
+    images = []
+    for name in (Path(image).name for image in record.images):
+        try:
+            path = output_path(output_dir, name)
+        except PodOutputError:
+            continue
+        if path.is_file():
+            images.append(path)
+    raw = output_dir / "render.png"
+    return JobResult(job_id=record.job_id, status=record.status, images=images, raw_render=raw if raw.is_file() else None,
+                     error=record.error, cost_usd=record.cost_usd, output_dir=output_dir, cost_flag=record.cost_flag)
