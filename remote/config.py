@@ -150,8 +150,9 @@ def _expand(path: str | None) -> str | None:
     return expand_user_path(path) if path else path
 
 
-def parse_host(source: str, name: str, raw: Any) -> HostConfig:
-    """Validate one host entry; ``source`` is only used in error messages."""
+def parse_host(source: str, name: str, raw: Any, platform: str = sys.platform) -> HostConfig:
+    """Validate one host entry; ``source`` is only used in error messages,
+    ``platform`` (``sys.platform``'s value) decides the default transport."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: {name}: expected a mapping of settings, got {raw!r}")
     values: dict[str, Any] = {}
@@ -169,10 +170,10 @@ def parse_host(source: str, name: str, raw: Any) -> HostConfig:
         raise ConfigError(f"{source}: {name}.connect_timeout: must be positive")
     if values.get("transfer", "auto") not in TRANSFER_MODES:
         raise ConfigError(f"{source}: {name}.transfer: {values['transfer']!r} is not one of {', '.join(TRANSFER_MODES)}")
-    transport = values.get("transport", default_transport())
+    transport = values.setdefault("transport", default_transport(platform))
     if transport not in TRANSPORTS:
         raise ConfigError(f"{source}: {name}.transport: {transport!r} is not one of {', '.join(TRANSPORTS)}")
-    if transport == "pty" and is_windows():
+    if transport == "pty" and is_windows(platform):
         raise ConfigError(f"{source}: {name}.transport: 'pty' needs a pseudo-terminal, which Windows lacks; use 'pipe'")
     env = values.get("env", {})
     for env_key, env_value in env.items():
