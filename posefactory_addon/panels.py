@@ -93,6 +93,12 @@ class POSEFACTORY_PT_remote(PosefactoryPanel, bpy.types.Panel):
             layout.label(text=status, icon="CHECKMARK" if status.startswith("connected") else "INFO")
         hosts_file = preferences.hosts_file(context)
         layout.label(text=f"Hosts: {hosts_file.name if hosts_file else 'built-in local only'}")
+        if settings.host == "local" and api.local_demo_problem():
+            # The demo host needs bash (not on Windows): say how to add a real pod instead.
+            column = layout.column(align=True)
+            column.label(text="The 'local' demo host needs bash, which this system lacks.", icon="ERROR")
+            column.label(text="Add your pod to an ssh_hosts.yaml (see remote/ssh_hosts.example.yaml),")
+            column.label(text="pick it under Preferences > Pose Factory > Hosts File, then its host above.")
         layout.operator("posefactory.estimate_cost", icon="INFO")
 
 

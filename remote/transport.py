@@ -105,6 +105,15 @@ def local_shell_argv(transport: str, platform: str = sys.platform, which=shutil.
     return ["script", "-q", "-f", "-e", "-c", "bash --login", "/dev/null"]
 
 
+def local_host_problem(transport: str, platform: str = sys.platform, which=shutil.which) -> str | None:
+    """Why the ``local`` host cannot run here (None when it can), for a UI to show before a job starts."""
+    try:
+        local_shell_argv(transport, platform, which)
+    except TransportUnavailable as exc:
+        return str(exc)
+    return None
+
+
 def open_transport(kind: str, argv: list[str], env: dict[str, str], cwd: str | None = None) -> Transport:
     """Start ``argv`` behind a transport of ``kind`` (``pty`` or ``pipe``)."""
     logger.debug("starting %s over %s", argv[0], kind)
