@@ -27,9 +27,11 @@ from .remote.config import ConfigError, HostConfig, load_hosts
 from .remote.cost import CostBreakdown, CostModel
 from .remote.jobspec import JobValidationError, RenderJob
 from .remote.pipeline import JobResult, new_job_id
+from .remote.platforms import default_config_dir
 from .remote.transport import default_transport, local_host_problem
 
-ADD_A_POD = "then choose that file in Preferences > Add-ons > Pose Factory > Hosts File and its host here"
+ADD_A_POD = ("save it as ssh_hosts.yaml in {config_dir} or choose it in Preferences > Add-ons > Pose Factory > "
+             "Hosts File, then pick its host")
 
 OVERRIDES = ("prompt", "negative_prompt", "batch", "seed", "host", "resolution", "steps", "strength", "cfg_scale",
              "style_preset", "render_samples", "use_ai")
@@ -123,7 +125,7 @@ def resolve_host(context: bpy.types.Context, host: str) -> HostConfig:
         raise SubmitError(f"Unknown host '{host}': known hosts are {', '.join(sorted(hosts))}")
     problem = local_problem(hosts[host])
     if problem:
-        raise SubmitError(f"{problem}; {ADD_A_POD}")
+        raise SubmitError(f"{problem}; {ADD_A_POD.format(config_dir=default_config_dir())}")
     return hosts[host]
 
 

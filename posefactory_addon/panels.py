@@ -8,6 +8,7 @@ import bpy
 from . import api, preferences
 from .jobs import MANAGER
 from .operators import connection_status
+from .remote.platforms import default_config_dir
 from .results import thumbnails
 
 
@@ -97,8 +98,9 @@ class POSEFACTORY_PT_remote(PosefactoryPanel, bpy.types.Panel):
             # The demo host needs bash (not on Windows): say how to add a real pod instead.
             column = layout.column(align=True)
             column.label(text="The 'local' demo host needs bash, which this system lacks.", icon="ERROR")
-            column.label(text="Add your pod to an ssh_hosts.yaml (see remote/ssh_hosts.example.yaml),")
-            column.label(text="pick it under Preferences > Pose Factory > Hosts File, then its host above.")
+            column.label(text="Add your pod to an ssh_hosts.yaml (see remote/ssh_hosts.example.yaml)")
+            column.label(text=f"in {default_config_dir()} or pick it under Preferences > Hosts File,")
+            column.label(text="then choose its host above.")
         layout.operator("posefactory.estimate_cost", icon="INFO")
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from .platforms import default_data_dir, expand_user_path, find_openssh_tool, is_windows
+from .platforms import default_config_dir, default_data_dir, expand_user_path, find_openssh_tool, is_windows
 from .transport import TRANSPORTS, default_transport
 
 TRANSFER_MODES = ("auto", "s3", "inline", "sftp")
@@ -104,6 +104,13 @@ def data_dir() -> Path:
     """Where Pose Factory keeps its state: queue, job records, the local pod
     (``$POSEFACTORY_DATA_DIR``, else the platform's user data dir)."""
     return Path(default_data_dir())
+
+
+def default_hosts_file() -> Path | None:
+    """``ssh_hosts.yaml`` in the user config dir (``%APPDATA%\\posefactory`` on
+    Windows, ``~/.config/posefactory`` elsewhere) when there is one."""
+    path = Path(default_config_dir()) / "ssh_hosts.yaml"
+    return path if path.is_file() else None
 
 
 def local_host() -> HostConfig:

@@ -145,6 +145,7 @@ class PipeTransport(Transport):
         # runs the agent must not kill the connection mid-command.
         options: dict = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}  # type: ignore[attr-defined]
                          if sys.platform == "win32" else {"start_new_session": True})
+        self.program = argv[0]
         try:
             self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                             stderr=subprocess.STDOUT, env=env, cwd=cwd, bufsize=0, **options)
@@ -189,8 +190,8 @@ class PipeTransport(Transport):
 
     def write(self, data: bytes, timeout: float | None = None) -> bytes:
         if self._ended or self.process.poll() is not None:
-            raise BrokenPipeError(f"{self.process.args[0]} has exited")
-        done, errors = threading.Event(), []
+            raise BrokenPipeError(f"{self.program} has exited")
+        done, errors = threading.Event(), list[OSError]()
         self._writes.put((data, done, errors))
         if not done.wait(timeout):
             raise TimeoutError(f"input not taken within {timeout:g}s")
@@ -207,7 +208,7 @@ class PipeTransport(Transport):
                 self._output.clear()
                 return data
             if self._ended:
-                raise TransportClosed(f"{self.process.args[0]} closed its output")
+                raise TransportClosed(f"{self.program} closed its output")
             return b""
 
     def alive(self) -> bool:

@@ -159,3 +159,13 @@ def test_local_host_argv_per_transport_and_platform():
     with pytest.raises(TransportUnavailable, match="needs bash"):
         local_shell_argv("pty", "linux", {}.get)
 
+
+
+def test_hosts_file_in_the_user_config_dir_is_found(tmp_path, monkeypatch):
+    from remote.config import default_hosts_file
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    assert default_hosts_file() is None
+    (tmp_path / "posefactory").mkdir()
+    (tmp_path / "posefactory" / "ssh_hosts.yaml").write_text("pod:\n  host: h\n")
+    assert default_hosts_file() == tmp_path / "posefactory" / "ssh_hosts.yaml"
