@@ -372,3 +372,30 @@ def test_rerun_and_cancel_refuse_clearly(root, app, client):
     page = client.get(post(client, app, "/jobs/job-1/cancel").headers["Location"]).get_data(as_text=True)
     assert "is not running" in page
     assert post(client, app, "/jobs/..%2Fx/cancel").status_code == 404
+
+
+def test_scene_and_settings_of_a_local_job_come_from_its_pod_job_file(root):
+    from remote.dashboard.readers import JobIndex, ManifestCache
+    from remote.dashboard.scenes import SceneStore
+
+    make_job(root, "job-1", images=1, host="local")
+    sha = "ab" * 32
+    workspace = root / "local-pod" / "workspace"
+    (workspace / "scenes").mkdir(parents=True)
+    (workspace / "scenes" / f"{sha}.blend").write_bytes(b"BLENDER-v500")
+    (workspace / "jobs" / "job-1").mkdir(parents=True)
+    (workspace / "jobs" / "job-1" / "job.json").write_text(json.dumps({
+        "blend_path": f"{workspace}/scenes/{sha}.blend", "output_dir": "x", "prompt": "a knight", "steps": 33,
+        "width": 1216, "height": 832, "seed": 5, "api_base_url": "https://evil.example"}))
+    store, job = SceneStore(root), JobIndex(root).get("job-1")
+    assert store.scene_of(job) == sha and store.path(sha) == (workspace / "scenes" / f"{sha}.blend").resolve()
+    assert store.settings_of(job, ManifestCache().get(job)) == {"prompt": "a knight", "steps": 33, "width": 1216,
+                                                                  "height": 832, "seed": 5}
+    assert [scene.sha256 for scene in store.scenes()] == [sha]
+    assert store.path("../" + sha) is None and store.path("ab" * 31) is None
+    # Another host's job: its settings come from the manifest, and its scene is unknown here.
+    make_job(root, "job-2", images=1, host="runpod", seed=8)
+    other = JobIndex(root).get("job-2")
+    assert store.scene_of(other) == ""
+    settings = store.settings_of(other, ManifestCache().get(other))
+    assert settings["seed"] == 8 and settings["width"] == 1024 and settings["backend"] == "stability"

@@ -62,7 +62,7 @@ def entry_from_line(data: Any) -> LedgerEntry | None:
     if cost is None:
         return None  # an amount that is not a number is reported as unreadable, never guessed at
     job_id = data.get("job_id")
-    return LedgerEntry(job_id=job_id if plain_name(job_id) else "", host=text(data.get("host"), 128) or "?",
+    return LedgerEntry(job_id=str(job_id) if plain_name(job_id) else "", host=text(data.get("host"), 128) or "?",
                        status=text(data.get("status"), 32), cost_usd=cost,
                        day=_day(data.get("at")), backend=text(data.get("backend"), 64))
 
@@ -77,6 +77,11 @@ class Ledger:
         self._identity: tuple[int, int] | None = None
         self._entries: list[LedgerEntry] = []
         self.skipped = 0  # lines that were not a JSON object (shown, never guessed at)
+
+    @property
+    def version(self) -> tuple[object, int]:
+        """Changes whenever :meth:`entries` would return different entries."""
+        return self._identity, self._offset
 
     def entries(self) -> list[LedgerEntry]:
         import json

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .readers import plain_name, read_json, text
+from .readers import as_list, plain_name, read_json, text
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +66,11 @@ def _checked_character(data: dict[str, Any]) -> dict[str, Any] | None:
     if not plain_name(data.get("id")):
         return None
     looks = []
-    for look in data.get("looks") if isinstance(data.get("looks"), list) else []:
+    for look in as_list(data.get("looks")):
         if not isinstance(look, dict) or not plain_name(look.get("id")):
             continue
         images = [{"job_id": image["job_id"], "name": image["name"]}
-                  for image in (look.get("images") if isinstance(look.get("images"), list) else [])
+                  for image in as_list(look.get("images"))
                   if isinstance(image, dict) and plain_name(image.get("job_id")) and plain_name(image.get("name"))]
         settings = {key: look.get(key) for key in LOOK_FIELDS
                     if isinstance(look.get(key), (str, int, float)) and not isinstance(look.get(key), bool)}
@@ -80,8 +80,7 @@ def _checked_character(data: dict[str, Any]) -> dict[str, Any] | None:
     scene = data.get("scene_sha256")
     return {"id": data["id"], "name": text(data.get("name"), NAME_MAX_CHARS) or data["id"],
             "scene_sha256": scene if isinstance(scene, str) and len(scene) == 64 and scene.isalnum() else "",
-            "tags": [text(tag, 40) for tag in (data.get("tags") if isinstance(data.get("tags"), list) else [])
-                     if isinstance(tag, str)][:MAX_TAGS],
+            "tags": [text(tag, 40) for tag in as_list(data.get("tags")) if isinstance(tag, str)][:MAX_TAGS],
             "favourite": data.get("favourite") is True, "created_at": text(data.get("created_at"), 40),
             "looks": looks}
 
@@ -133,7 +132,7 @@ class Library:
 
     # -- characters ----------------------------------------------------------
     def create(self, name: str, scene_sha256: str = "") -> dict[str, Any]:
-        character = {"id": _new_id(), "name": clean_name(name), "scene_sha256": scene_sha256, "tags": [],
+        character: dict[str, Any] = {"id": _new_id(), "name": clean_name(name), "scene_sha256": scene_sha256, "tags": [],
                      "favourite": False, "created_at": _now(), "looks": []}
         with self._lock:
             self._write(self._path(character["id"]), character)
@@ -218,8 +217,8 @@ class Library:
     def restore(self, trash_id: str) -> str:
         """Put a trashed character or look back; returns the character's id."""
         with self._lock:
-            path = self.trash / f"{trash_id}.json" if plain_name(trash_id) else None
-            entry = read_json(path, CHARACTER_MAX_BYTES) if path else None
+            path = self.trash / f"{trash_id}.json"
+            entry = read_json(path, CHARACTER_MAX_BYTES) if plain_name(trash_id) else None
             if not entry or entry.get("id") != trash_id:
                 raise LibraryError("nothing in the trash by that id")
             if entry.get("kind") == "character":

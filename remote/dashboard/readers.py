@@ -78,6 +78,14 @@ def money(value: Any) -> Decimal | None:
     return amount if amount.is_finite() else None
 
 
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def whole(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
@@ -168,6 +176,11 @@ class JobIndex:
         self._by_id = {view.job_id: view for view in views}
         log.debug("job index: %d records", len(views))
 
+    @property
+    def version(self) -> int | None:
+        """Changes whenever the list of jobs may have changed."""
+        return self._stamp
+
     def get(self, job_id: str) -> JobView | None:
         if not plain_name(job_id):
             return None
@@ -217,26 +230,22 @@ def _number(value: Any) -> float | None:
 
 
 def manifest_from_dict(data: dict[str, Any]) -> Manifest:
-    images = [name for name in map(_image_name, data.get("images") or [] if isinstance(data.get("images"), list)
-                                   else []) if name]
+    images = [name for name in map(_image_name, as_list(data.get("images"))) if name]
     seeds = {}
-    for variation in data.get("variations") or [] if isinstance(data.get("variations"), list) else []:
+    for variation in as_list(data.get("variations")):
         if isinstance(variation, dict) and _image_name(variation.get("file")) and whole(variation.get("seed")) is not None:
             seeds[variation["file"]] = variation["seed"]
     size = data.get("size")
     items = []
-    raw_items = data.get("items") if isinstance(data.get("items"), list) else []
-    for index, raw in enumerate(raw_items[:10_000]):
+    for index, raw in enumerate(as_list(data.get("items"))[:10_000]):
         if not isinstance(raw, dict):
             continue
-        item_images = [n for n in map(_image_name, raw.get("images") if isinstance(raw.get("images"), list) else [])
-                       if n]
+        item_images = [n for n in map(_image_name, as_list(raw.get("images"))) if n]
         if not item_images and _image_name(raw.get("image")):
             item_images = [raw["image"]]
         name = text(raw.get("name") or raw.get("id") or raw.get("pose"), 200) or f"item {index + 1}"
         items.append(Item(name=name, status=text(raw.get("status"), 32), images=item_images))
-    actual = data.get("actual_cost") if isinstance(data.get("actual_cost"), dict) else {}
-    estimated = data.get("estimated_cost") if isinstance(data.get("estimated_cost"), dict) else {}
+    actual, estimated = as_dict(data.get("actual_cost")), as_dict(data.get("estimated_cost"))
     done = sum(1 for item in items if item.status == "done") if items else None
     return Manifest(
         status=text(data.get("status"), 32), prompt=text(data.get("prompt")), negative_prompt=text(data.get("negative_prompt")),

@@ -2,22 +2,32 @@
 left, and the last 30 days as a server-drawn SVG chart."""
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 
-from flask import Blueprint, Response, jsonify, render_template
+from flask import Blueprint, Response, current_app, jsonify, render_template
 from markupsafe import Markup
 
-from .app import dashboard
-from .costs import ZERO, chart_svg, last_days, summarize
+from .app import Dashboard, dashboard
+from .costs import ZERO, Spending, chart_svg, last_days, summarize
 
 blueprint = Blueprint("costs", __name__)
 CHART_DAYS = 30
+_lock = threading.Lock()
 
 
-def _spending():
+def _spending() -> tuple[Dashboard, Spending]:
+    """The summary, recomputed only when the ledger, the job list or the day changed."""
     board = dashboard()
     entries = board.ledger.entries()
-    return board, summarize(entries, board.backend_of)
+    board.jobs.jobs()
+    key = (board.ledger.version, board.jobs.version, datetime.now(UTC).date())
+    with _lock:
+        cached = current_app.extensions.get("posefactory.spending")
+        if cached is None or cached[0] != key:
+            cached = (key, summarize(entries, board.backend_of))
+            current_app.extensions["posefactory.spending"] = cached
+    return board, cached[1]
 
 
 @blueprint.get("/costs")

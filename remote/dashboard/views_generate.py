@@ -6,7 +6,7 @@ import logging
 import os
 from typing import Any
 
-from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, jsonify, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response
 
@@ -15,7 +15,7 @@ from ..presets import PresetError, find_preset, list_presets, load_preset
 from .app import Dashboard, dashboard
 from .scenes import SceneError, SceneStore
 from .submit import SubmitError, Submitter, build_job, estimate, hosts
-from .views_jobs import first_image
+from .views_jobs import first_image, job_or_404
 from .views_presets import folder as presets_folder
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def form() -> str:
 
 
 @blueprint.get("/api/estimate")
-def estimate_json() -> Response:
+def estimate_json() -> Response | tuple[Response, int]:
     board = dashboard()
     try:
         job = build_job({**settings_from_form(request.args), "prompt": "estimate"})
@@ -143,9 +143,7 @@ def submit() -> Response:
 
 @blueprint.post("/jobs/<job_id>/cancel")
 def cancel(job_id: str) -> Response:
-    job = dashboard().jobs.get(job_id)
-    if job is None:
-        abort(404, "no such job")
+    job = job_or_404(job_id)
     if not job.running:
         flash(f"{job_id} is not running", "error")
     else:
@@ -159,9 +157,7 @@ def cancel(job_id: str) -> Response:
 @blueprint.post("/jobs/<job_id>/rerun")
 def rerun(job_id: str) -> Response:
     board = dashboard()
-    job = board.jobs.get(job_id)
-    if job is None:
-        abort(404, "no such job")
+    job = job_or_404(job_id)
     store = scenes()
     try:
         sha = store.scene_of(job)

@@ -36,6 +36,13 @@ def job_json(job: JobView, manifest: Manifest | None) -> dict[str, Any]:
     }
 
 
+def job_or_404(job_id: str) -> JobView:
+    job = dashboard().jobs.get(job_id)
+    if job is None:
+        abort(404, "no such job")
+    return job
+
+
 def _page_number() -> int:
     try:
         return max(1, min(int(request.args.get("page", "1")), 1_000_000))
@@ -59,22 +66,16 @@ def index() -> str:
 
 @blueprint.get("/jobs/<job_id>")
 def job_page(job_id: str) -> str:
-    board = dashboard()
-    job = board.jobs.get(job_id)
-    if job is None:
-        abort(404, "no such job")
-    manifest = board.manifests.get(job)
+    job = job_or_404(job_id)
+    manifest = dashboard().manifests.get(job)
     return render_template("job.html", job=job, manifest=manifest, contact_sheet=contact_sheet_name(job, manifest),
                            outside=job.output_dir is None)
 
 
 @blueprint.get("/api/jobs/<job_id>")
 def job_status(job_id: str) -> Response:
-    board = dashboard()
-    job = board.jobs.get(job_id)
-    if job is None:
-        abort(404, "no such job")
-    return jsonify(job_json(job, board.manifests.get(job)))
+    job = job_or_404(job_id)
+    return jsonify(job_json(job, dashboard().manifests.get(job)))
 
 
 @blueprint.get("/api/jobs")
