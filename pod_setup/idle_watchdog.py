@@ -125,6 +125,7 @@ def watch(workspace: Path) -> int:
     except BlockingIOError:
         return 0  # one is already watching this workspace
     log(workspace, f"watchdog started (pid {os.getpid()})")
+    started = time.time()  # idle is counted from here at the earliest
     while True:
         config = settings(workspace)
         limit_s = float(config.get("idle_stop_minutes") or 0) * 60
@@ -133,7 +134,7 @@ def watch(workspace: Path) -> int:
             log(workspace, "auto-stop is off; watchdog exits")
             return 0
         busy, last = activity(workspace)
-        idle = time.time() - last if last and not busy else 0.0
+        idle = 0.0 if busy else time.time() - max(last, started)
         if idle >= limit_s:
             key = api_key(workspace)
             if not key:
