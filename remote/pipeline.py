@@ -333,6 +333,9 @@ def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | N
         if not Path(blend_file).is_file():
             raise PipelineError(f"scene file not found: {blend_file}")
         hosts = load_hosts(hosts_file)
+        if host in hosts and hosts[host].kind == "serverless":  # RunPod Serverless: no pod, no ssh
+            from .serverless_job import run_serverless_job
+            return run_serverless_job(job, Path(blend_file), hosts[host], record, record_path, progress, cancel)
         prepare_host(hosts, host, lambda line: progress(JobProgress("connecting", 0.0, line)), append_ledger)
         with Bridge(hosts) as bridge:
             config = bridge.host(host)

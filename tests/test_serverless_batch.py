@@ -120,3 +120,31 @@ def test_wrong_key_unknown_endpoint_and_bad_items(serverless_endpoint, host, sam
     monkeypatch.delenv("RUNPOD_API_KEY")
     with pytest.raises(EndpointError, match=r"no RunPod API key: set \$RUNPOD_API_KEY"):
         batch(host(), items(sample_scene, 1), tmp_path)
+
+
+def test_a_job_on_a_serverless_host_goes_through_the_pipeline(serverless_endpoint, s3_server, s3_credentials, data_dir_env,
+                                                               sample_scene, tmp_path):
+    from remote.pipeline import JobRecord, run_job
+
+    hosts = tmp_path / "ssh_hosts.yaml"
+    hosts.write_text(json.dumps({"farm": {"serverless": {"endpoint_id": ENDPOINT_ID},
+                                          "storage": s3_server.storage_entry(s3_server.make_bucket(),
+                                                                             region="us-east-1")}}))
+    stages = []
+    result = run_job(RenderJob(blend_path="", output_dir="", prompt="one pose", backend="none", render_samples=1),
+                     sample_scene, host="farm", hosts_file=hosts, local_output_dir=tmp_path / "results", api_key=None,
+                     progress=lambda p: stages.append(p.stage), cancel=threading.Event(),
+                     record_path=tmp_path / "record.json")
+    assert result.status == "done", result.error
+    assert result.raw_render is not None and result.raw_render.read_bytes()[:4] == b"\x89PNG"
+    assert result.raw_render.parent == tmp_path / "results" / result.job_id and result.cost_usd > 0
+    assert stages[-1] == "done" and JobRecord.load(tmp_path / "record.json").status == "done"
+    ledger = [json.loads(line) for line in (data_dir_env / "ledger.jsonl").read_text().splitlines()]
+    assert [e.get("event", "job") for e in ledger] == ["serverless_request", "job"]
+    assert ledger[1]["cost_usd"] == ledger[0]["cost_usd"]
+
+
+@pytest.fixture
+def data_dir_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("POSEFACTORY_DATA_DIR", str(tmp_path / "data"))
+    return tmp_path / "data"
