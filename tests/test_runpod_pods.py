@@ -159,3 +159,22 @@ def test_bad_pod_host_entries(entry, message):
     with pytest.raises(ConfigError) as info:
         parse_host("hosts.yaml", "gpu", entry)
     assert message in str(info.value)
+
+
+def test_cli_status_start_stop(runpod_api, tmp_path, monkeypatch, capsys):
+    from remote.runpod_cli import main, pod_info
+
+    monkeypatch.setenv("POSEFACTORY_DATA_DIR", str(tmp_path / "data"))
+    hosts = tmp_path / "ssh_hosts.yaml"
+    hosts.write_text("gpu:\n  runpod_pod_id: abc123\n  idle_stop_minutes: 2.5\nplain:\n  host: example.org\n")
+    runpod_api.add_pod("abc123", ssh_port=40022, desired_status="EXITED", cost_per_hr=0.39, boot_s=0.1)
+    assert main(["status", "gpu", "--hosts", str(hosts)]) == 0
+    assert capsys.readouterr().out.startswith("gpu: pod abc123 EXITED, $0.390/h, up 0s, 1× A40, auto-stop after 2.5")
+    assert main(["start", "gpu", "--hosts", str(hosts)]) == 0
+    assert "gpu: running, ssh root@127.0.0.1:40022" in capsys.readouterr().out
+    assert pod_info(pod_host())["state"] == "RUNNING"
+    assert main(["stop", "gpu", "--hosts", str(hosts)]) == 0 and capsys.readouterr().out == "gpu: EXITED\n"
+    ledger = (tmp_path / "data" / "ledger.jsonl").read_text()
+    assert '"event": "pod_start"' in ledger and '"event": "pod_stop"' in ledger
+    assert main(["stop", "plain", "--hosts", str(hosts)]) == 1
+    assert capsys.readouterr().err == "error: host 'plain' has no runpod_pod_id; the pod API cannot start or stop it\n"
