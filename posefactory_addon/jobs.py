@@ -30,6 +30,7 @@ from . import ui_channel
 from .remote.accounting import JobBusy, job_lock
 from .remote.config import data_dir
 from .remote.jobspec import RenderJob
+from .remote.logs import setup_logging
 from .remote.pipeline import JobProgress, JobRecord, JobResult, reattach, run_job
 
 POLL_INTERVAL_S = 0.5
@@ -244,6 +245,8 @@ def _reattach_on_start() -> None:
 
 
 def register() -> None:
+    # This add-on's loggers (its copy of remote/ included) go to the rotating log in the data dir.
+    setup_logging(__package__ or "posefactory_addon")
     # After start-up, so that loading preferences and files is not slowed down.
     bpy.app.timers.register(_reattach_on_start, first_interval=1.0)
 

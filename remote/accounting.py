@@ -64,6 +64,13 @@ def job_lock(job_id: str, what: str) -> FileLock:
         raise JobBusy(f"job {job_id} is already followed by {who}; not downloading or charging it twice") from None
 
 
+def append_ledger(entry: dict[str, Any]) -> None:
+    """One line that is not a job's own (a pod started or stopped, a serverless item): appended as is."""
+    path = ledger_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    append_record(path, entry, durable=True)  # locked: several Blenders may write at once
+
+
 def ledger_has(job_id: str) -> bool:
     return any(entry.get("job_id") == job_id for entry in read_records(ledger_path()))
 

@@ -41,19 +41,18 @@ def environment_secrets() -> list[str]:
     return [os.environ[name] for name in HostConfig.secret_names if os.environ.get(name)]
 
 
-def setup_logging(secrets: Iterable[str] = (), level: int = logging.INFO) -> Path:
-    """Send Pose Factory's records (the ``remote`` and add-on loggers) to the rotating
-    file; idempotent. Returns the file's path."""
+def setup_logging(package: str = "remote", secrets: Iterable[str] = (), level: int = logging.INFO) -> Path:
+    """Send the records of ``package``'s loggers (``remote`` for the CLI, the add-on's
+    package inside Blender, which holds its copy of ``remote`` too) to the rotating
+    file; other programs' loggers are left alone. Idempotent; returns the file's path."""
     path = log_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    root = logging.getLogger()
-    for handler in root.handlers:
-        if getattr(handler, "posefactory", False):
-            return path
+    logger = logging.getLogger(package)
+    if any(getattr(handler, "posefactory", False) for handler in logger.handlers):
+        return path
     handler = logging.handlers.RotatingFileHandler(path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8")
     handler.posefactory = True  # type: ignore[attr-defined]  # marks our handler for idempotence
     handler.setFormatter(RedactingFormatter(Redactor([*environment_secrets(), *secrets])))
-    root.addHandler(handler)
-    if root.level == logging.NOTSET or root.level > level:
-        root.setLevel(level)
+    logger.addHandler(handler)
+    logger.setLevel(level)
     return path

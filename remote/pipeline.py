@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .accounting import JobBusy, compute_spend, job_lock
+from .accounting import JobBusy, append_ledger, compute_spend, job_lock
 from .api import Bridge, UnknownHost
 from .blendfile import NotABlendFile, check_blend_file
 from .config import ConfigError, HostConfig, load_hosts
@@ -59,6 +59,8 @@ from .pod_output import (
     parse_manifest,
     parse_status,
 )
+from .runpod_idle import arm_watchdog
+from .runpod_pods import RunPodError, prepare_host
 from .shell import CommandResult
 from .transfer import TransferError, TransferInterrupted, TransferResult
 from .transfer.common import q, sha256_file
@@ -67,7 +69,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # holds remote/ and pod_s
 POLL_S = 0.25  # a status poll is one cheap command; polling often keeps the overhead low
 RECONNECT_ATTEMPTS = 5
 __all__ = ["Cancelled", "JobProgress", "JobRecord", "JobResult", "JobRunner", "PipelineError", "PodDiskFull",
-           "new_job_id", "pod_bundle", "reattach", "run_job"]
+           "append_ledger", "new_job_id", "pod_bundle", "reattach", "run_job"]
 STAGES = ("connecting", "setup", "uploading", "rendering", "downloading", "done")
 # A status the laptop cannot use (corrupt, no state, unknown state) fails the job after this long.
 STATUS_GRACE_S = 20.0
@@ -296,7 +298,8 @@ def _guarded(record: JobRecord, record_path: Path | None, body: Callable[[], Job
         return body()
     except Cancelled:
         record.status, record.error = "cancelled", "cancelled by the user"
-    except (PipelineError, ConfigError, UnknownHost, JobValidationError, CostConfigError, OSError) as exc:
+    except (PipelineError, ConfigError, UnknownHost, JobValidationError, CostConfigError, RunPodError,
+            OSError) as exc:
         record.status, record.error = "failed", clean_text(exc)
     log.info("job %s %s: %s", record.job_id, record.status, record.error)
     result = JobResult(job_id=record.job_id, status=record.status, error=record.error,
@@ -343,6 +346,10 @@ def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | N
         except NotABlendFile as exc:
             raise PipelineError(str(exc)) from None
         hosts = load_hosts(hosts_file)
+        if host in hosts and hosts[host].kind == "serverless":  # RunPod Serverless: no pod, no ssh
+            from .serverless_job import run_serverless_job
+            return run_serverless_job(job, Path(blend_file), hosts[host], record, record_path, progress, cancel)
+        prepare_host(hosts, host, lambda line: progress(JobProgress("connecting", 0.0, line)), append_ledger)
         with Bridge(hosts) as bridge:
             config = bridge.host(host)
             record.estimate_usd = CostModel.load().estimate(job, _known_pod_type(config),
@@ -354,6 +361,7 @@ def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | N
             runner.run("true", "connecting")
             try:
                 runner.set_up_pod()
+                arm_watchdog(runner.run, config)
                 runner.upload(job, Path(blend_file))
             except PipelineError as exc:
                 if _disk_full(exc):
@@ -394,6 +402,8 @@ def reattach(record_path: Path, *, hosts_file: Path | None = None, progress: Cal
             if not record.remote_job_dir:
                 raise PipelineError("the job never reached the pod; submit it again")
             hosts = load_hosts(hosts_file or record.hosts_file)
+            prepare_host(hosts, record.host, lambda line: progress(JobProgress("connecting", 0.0, line)),
+                         append_ledger)
             with Bridge(hosts) as bridge:
                 runner = JobRunner(bridge, bridge.host(record.host), progress, cancel, record, record_path)
                 runner.stage("rendering", f"re-attaching to {record.job_id} on {record.host}")
