@@ -13,6 +13,17 @@
 #
 # Status files in JOBDIR: `state` (queued|running|done|failed|cancelled),
 # `status.json` (state, times, exit code, error), `render.log`, `pid`, `boot_id`.
+#
+# The key: the start command may carry STABILITY_API_KEY in its environment;
+# it is written to JOBDIR/.secret-STABILITY_API_KEY (0600), removed from the
+# environment before the job is spawned, and render_job.py reads and deletes
+# the file at once, so no process of the job carries it (`ps e`).
+#
+# One job at a time on the GPU: a job waits ("queued", with the number of
+# jobs ahead in `queue_position`) for $WORKSPACE/posefactory/gpu.lock.
+# A job's time limit (JOBDIR/time_limit, seconds, from POSEFACTORY_TIME_LIMIT_S
+# at start) is enforced with `timeout`; it ends "failed: time limit".
+# A failure on a full disk is reported as "pod disk full: ...".
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -72,7 +83,33 @@ print_status() {
             fi
         fi
     fi
+    if [ "$state" = "queued" ] && [ -f "$jobdir/status.json" ]; then
+        # Jobs ahead of this one for the GPU: running ones and those queued before it.
+        local ahead=0 other other_state
+        for other in "$WORKSPACE"/jobs/*/; do
+            other="${other%/}"
+            [ "$other" = "$jobdir" ] && continue
+            other_state="$(cat "$other/state" 2>/dev/null || true)"
+            kill -0 "$(cat "$other/pid" 2>/dev/null || echo 0)" 2>/dev/null || continue  # a stale state
+            if [ "$other_state" = "running" ] || { [ "$other_state" = "queued" ] && [ "$other/pid" -ot "$jobdir/pid" ]; }; then
+                ahead=$((ahead + 1))
+            fi
+        done
+        python3 -c 'import json, sys; s = json.load(open(sys.argv[1])); s["queue_position"] = int(sys.argv[2]); print(json.dumps(s))' \
+            "$jobdir/status.json" "$ahead"
+        return
+    fi
     if [ -f "$jobdir/status.json" ]; then cat "$jobdir/status.json"; else echo '{"state": "none"}'; fi
+}
+
+forget_secrets() { rm -f "$jobdir"/.secret-*; }
+
+# disk_full: the job dir's filesystem has (almost) no space left, or the log says so.
+disk_full() {
+    local avail
+    avail="$(df -Pk "$jobdir" 2>/dev/null | awk 'NR == 2 {print $4}')"
+    [ -n "$avail" ] && [ "$avail" -lt 1024 ] && return 0
+    grep -q "No space left on device" "$jobdir/render.log" 2>/dev/null
 }
 
 case "$action" in
@@ -85,6 +122,13 @@ case "$action" in
         { echo "pod_agent: no Blender recorded; run setup_pod.sh first" >&2; exit 3; }
     write_status queued
     boot_id > "$jobdir/boot_id"
+    if [ -n "${POSEFACTORY_TIME_LIMIT_S:-}" ]; then echo "$POSEFACTORY_TIME_LIMIT_S" > "$jobdir/time_limit"; fi
+    for name in STABILITY_API_KEY; do
+        if [ -n "${!name:-}" ]; then
+            ( umask 077 && printf '%s' "${!name}" > "$jobdir/.secret-$name" )
+            unset "$name"
+        fi
+    done
     # 9>&- : the detached job must not hold the start lock.
     setsid nohup bash "$here/pod_agent.sh" --run "$jobdir" </dev/null >/dev/null 2>&1 9>&- &
     echo $! > "$jobdir/pid"
@@ -98,7 +142,11 @@ case "$action" in
     # shellcheck disable=SC1091
     . "$WORKSPACE/posefactory/blender.env"
     set +a
-    # Under the lock, so that a cancel that came first is never overwritten.
+    trap forget_secrets EXIT
+    # One job at a time on the GPU: wait (state stays "queued") for the pod-wide lock.
+    exec 8>"$WORKSPACE/posefactory/gpu.lock"
+    flock 8
+    # Under the job's lock, so that a cancel that came first is never overwritten.
     exec 9>"$jobdir/.lock"
     flock 9
     if [ "$(cat "$jobdir/state")" = "cancelled" ]; then exit 0; fi
@@ -109,16 +157,24 @@ case "$action" in
     else
         cmd=("$POSEFACTORY_EXECUTABLE" --background --factory-startup --python "$here/render_job.py" -- "$jobdir/job.json")
     fi
+    limit="$(cat "$jobdir/time_limit" 2>/dev/null || true)"
+    if [ -n "$limit" ]; then cmd=(timeout --signal=TERM --kill-after=10 "$limit" "${cmd[@]}"); fi
     set +e
+    started=$SECONDS
     ( cd "$jobdir" && exec "${cmd[@]}" ) >"$jobdir/render.log" 2>&1
     code=$?
     set -e
+    forget_secrets
     if [ "$(cat "$jobdir/state")" = "cancelled" ]; then exit 0; fi
     if [ $code -eq 0 ]; then
         write_status done 0
+    elif [ -n "$limit" ] && { [ $code -eq 124 ] || [ $code -eq 137 ]; } && [ $((SECONDS - started)) -ge "${limit%.*}" ]; then
+        write_status failed "$code" "time limit: the job ran past its ${limit}s limit and was stopped"
     else
-        error="$(grep '^render_job: ' "$jobdir/render.log" | tail -n 1 | sed 's/^render_job: //')"
-        write_status failed "$code" "${error:-render job exited with $code; see render.log}"
+        error="$(grep '^render_job: ' "$jobdir/render.log" 2>/dev/null | tail -n 1 | sed 's/^render_job: //' || true)"
+        error="${error:-render job exited with $code; see render.log}"
+        if disk_full; then error="pod disk full: $error"; fi
+        write_status failed "$code" "$error"
     fi
     ;;
 --status)
@@ -130,6 +186,7 @@ case "$action" in
     state="$(cat "$jobdir/state" 2>/dev/null || echo none)"
     if [ "$state" = "running" ] || [ "$state" = "queued" ]; then
         write_status cancelled "" "cancelled by the user"
+        forget_secrets
         pid="$(cat "$jobdir/pid" 2>/dev/null || echo 0)"
         [ "$pid" -gt 0 ] && kill -TERM -- "-$pid" 2>/dev/null || true
     fi

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 if os.environ.get("POSEFACTORY_PYLIB"):
     sys.path.insert(1, os.environ["POSEFACTORY_PYLIB"])
 
-from pod_setup import backends
+from pod_setup import backends, job_secrets
 from pod_setup.job_errors import (
     EXIT_AI,
     EXIT_FILTERED,
@@ -72,6 +72,7 @@ def run(job_path: Path) -> int:
         # Nothing is written: without a valid job there is no output dir to trust.
         print(f"render_job: invalid job: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    job_secrets.take(Path(job_path).parent)  # the keys pod_agent.sh handed over, read and deleted
     output_dir = Path(job.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     costs = CostModel.load()

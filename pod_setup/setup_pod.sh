@@ -106,6 +106,47 @@ if [ "$(cat "$blender_env" 2>/dev/null)" != "$wanted" ]; then
     changes+=("recorded Blender")
 fi
 
+# Retention: ended job dirs whose outputs reached the laptop (`downloaded`;
+# others are kept four times as long), scenes no live job uses, and code bundles no live job runs,
+# all older than POSEFACTORY_RETENTION_DAYS (default 7). A running or queued
+# job's files are never touched.
+retention_days="${POSEFACTORY_RETENTION_DAYS:-7}"
+live_refs=""
+for jobdir in "$WORKSPACE"/jobs/*/; do
+    jobdir="${jobdir%/}"
+    state="$(cat "$jobdir/state" 2>/dev/null || echo none)"
+    if [ "$state" = "running" ] || [ "$state" = "queued" ]; then
+        live_refs+="$(cat "$jobdir/job.json" 2>/dev/null) $(cat "$jobdir/pid" 2>/dev/null)"$'\n'
+        continue
+    fi
+    # Not downloaded (the laptop may still re-attach): kept four times as long.
+    keep_days="$retention_days"; [ -f "$jobdir/downloaded" ] || keep_days=$((retention_days * 4))
+    if [ -n "$(find "$jobdir" -maxdepth 0 -mtime +"$keep_days" 2>/dev/null)" ]; then
+        rm -rf -- "$jobdir" && removed_jobs=$((${removed_jobs:-0} + 1))
+    fi
+done
+for scene in "$WORKSPACE"/scenes/*.blend; do
+    [ -e "$scene" ] || continue
+    case "$live_refs" in *"$(basename "$scene")"*) continue ;; esac
+    if [ -n "$(find "$scene" -maxdepth 0 -mtime +"$retention_days" 2>/dev/null)" ]; then
+        rm -f -- "$scene" && removed_scenes=$((${removed_scenes:-0} + 1))
+    fi
+done
+current="$(readlink "$state_dir/pod_setup" 2>/dev/null || true)"
+for code in "$state_dir"/code/*/ "$state_dir"/.old-*; do
+    code="${code%/}"
+    [ -e "$code" ] || continue
+    case "$current" in *"$(basename "$code")"*) continue ;; esac
+    # A running job's processes have the bundle's path in their command lines.
+    if pgrep -f -- "$(basename "$code")" >/dev/null 2>&1; then continue; fi
+    if [ -n "$(find "$code" -maxdepth 0 -mtime +"$retention_days" 2>/dev/null)" ]; then
+        rm -rf -- "$code" "$state_dir/code/bundle-$(basename "$code").tar.gz" && removed_code=$((${removed_code:-0} + 1))
+    fi
+done
+if [ -n "${removed_jobs:-}${removed_scenes:-}${removed_code:-}" ]; then
+    changes+=("retention (${retention_days} days) removed ${removed_jobs:-0} job dir(s), ${removed_scenes:-0} scene(s), ${removed_code:-0} old bundle(s)")
+fi
+
 runner="$(. "$blender_env" && echo "$POSEFACTORY_EXECUTABLE")"
 if [ ${#changes[@]} -eq 0 ]; then
     echo "setup_pod: ok, nothing changed (workspace $WORKSPACE, blender $runner)"

@@ -19,9 +19,10 @@ from pathlib import Path
 from .config import data_dir
 from .cost import CostModel
 from .jobspec import SDXL_SIZES, STABILITY_API_BASE, STYLE_PRESETS, JobValidationError, RenderJob
-from .logs import setup_logging
+from .logs import environment_secrets, setup_logging
 from .pipeline import JobProgress, JobResult, new_job_id, reattach, run_job
 from .pod_output import clean_text
+from .redact import Redactor
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         raise
     except Exception as exc:
         log.exception("internal error")
-        print(f"internal error ({type(exc).__name__}: {clean_text(exc, 200)}); details in {log_file}", file=sys.stderr)
+        detail = Redactor(environment_secrets())(clean_text(exc, 200))
+        print(f"internal error ({type(exc).__name__}: {detail}); details in {log_file}", file=sys.stderr)
         return 70
 
 
@@ -102,6 +104,8 @@ def _main(argv: list[str] | None = None) -> int:
     render.add_argument("--api-base", default=os.environ.get("STABILITY_API_BASE", STABILITY_API_BASE),
                         help="Stability API base URL (default: $STABILITY_API_BASE or the public API)")
     render.add_argument("--output", type=Path, help="where results go (default: DATA_DIR/output)")
+    render.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                        help="stop the job on the pod after this long (default: 10x the estimate, at least 15 min)")
     again = commands.add_parser("reattach", help="wait for a job a previous run started and download it")
     again.add_argument("record", type=Path, help="the job record the render command printed (DATA_DIR/jobs/<id>.json)")
     again.add_argument("--hosts", type=Path, help="ssh_hosts.yaml (default: the one the job was submitted with)")
@@ -146,7 +150,8 @@ def _main(argv: list[str] | None = None) -> int:
     print(f"job {job_id} on {args.host} (record: {record}); the pod checks the scene's camera before rendering")
     try:
         result = run_job(job, args.scene, host=args.host, hosts_file=args.hosts, local_output_dir=output,
-                         api_key=api_key or None, progress=ProgressPrinter(), cancel=cancel, record_path=record)
+                         api_key=api_key or None, progress=ProgressPrinter(), cancel=cancel, record_path=record,
+                         time_limit_s=args.time_limit)
     except KeyboardInterrupt:
         print(f"interrupted; the pod may still be working. Resume with: python -m remote.cli reattach {record}")
         return 130

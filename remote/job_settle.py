@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .accounting import Spend, append_once, compute_spend, ledger_entry
-from .job_state import Cancelled, JobProgress, JobRecord, JobResult, PipelineError, PodDiskFull, StatusUnusable
+from .job_state import Cancelled, JobProgress, JobRecord, JobResult, PipelineError, PodDiskFull, StatusUnusable, TimeLimitReached
 from .pod_output import PodManifest, PodOutputError, PodStatus, output_path
 
 if TYPE_CHECKING:
@@ -63,6 +63,7 @@ def finish(runner: JobRunner, status: PodStatus) -> JobResult:
     names = ([*manifest.images, *([manifest.render] if manifest.render else [])]) if manifest else []
     try:
         runner.download(local_dir, names)
+        runner.mark_downloaded()
     except PipelineError as exc:
         if status.state == "done":
             return settle(runner, "failed", f"{exc} (the images are still in {runner.record.remote_job_dir} on the pod)",
@@ -93,7 +94,7 @@ def follow(runner: JobRunner, start: Callable[[], PodStatus]) -> JobResult:
         return settle(runner, "cancelled", "cancelled by the user", final, manifest, [])
     except PodDiskFull as exc:
         return settle(runner, "failed", str(exc), None, None, [])
-    except StatusUnusable as exc:
+    except (StatusUnusable, TimeLimitReached) as exc:
         runner.cancel_on_pod()
         return settle(runner, "failed", str(exc), None, None, [])
     if status.state == "none":

@@ -23,6 +23,10 @@ class PodDiskFull(PipelineError):
     """The pod's disk is full; named as such."""
 
 
+class TimeLimitReached(PipelineError):
+    """The job ran past its time limit and was stopped."""
+
+
 class StatusUnusable(PipelineError):
     """The pod's status stayed corrupt, stateless or of an unknown state past the grace time."""
 
@@ -70,6 +74,9 @@ class JobRecord:
     gpu_seconds: float | None = None
     cost_flag: str = ""
     ledgered: bool = False
+    # Pod side: this job's code bundle (its pod_agent.sh) and time limit.
+    pod_code: str = ""
+    time_limit_s: float | None = None
 
     def save(self, path: Path | None) -> None:
         if path is None:

@@ -48,8 +48,12 @@ def setup_logging(package: str = "remote", secrets: Iterable[str] = (), level: i
     path = log_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     logger = logging.getLogger(package)
-    if any(getattr(handler, "posefactory", False) for handler in logger.handlers):
-        return path
+    for handler in list(logger.handlers):
+        if getattr(handler, "posefactory", False):
+            if Path(getattr(handler, "baseFilename", "")) == path.absolute():
+                return path
+            logger.removeHandler(handler)  # the data dir changed (tests, a second session)
+            handler.close()
     handler = logging.handlers.RotatingFileHandler(path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8")
     handler.posefactory = True  # type: ignore[attr-defined]  # marks our handler for idempotence
     handler.setFormatter(RedactingFormatter(Redactor([*environment_secrets(), *secrets])))

@@ -44,7 +44,16 @@ from .blendfile import NotABlendFile, check_blend_file
 from .config import ConfigError, HostConfig, load_hosts
 from .cost import CostConfigError, CostModel
 from .job_settle import account, follow, result_from_record
-from .job_state import Cancelled, JobProgress, JobRecord, JobResult, PipelineError, PodDiskFull, StatusUnusable
+from .job_state import (
+    Cancelled,
+    JobProgress,
+    JobRecord,
+    JobResult,
+    PipelineError,
+    PodDiskFull,
+    StatusUnusable,
+    TimeLimitReached,
+)
 from .jobspec import JobValidationError, RenderJob
 from .pod_output import (
     ACTIVE_STATES,
@@ -71,6 +80,8 @@ RECONNECT_ATTEMPTS = 5
 __all__ = ["Cancelled", "JobProgress", "JobRecord", "JobResult", "JobRunner", "PipelineError", "PodDiskFull",
            "append_ledger", "new_job_id", "pod_bundle", "reattach", "run_job"]
 STAGES = ("connecting", "setup", "uploading", "rendering", "downloading", "done")
+# The pod enforces a job's time limit itself; the laptop steps in this long after it.
+TIME_LIMIT_GRACE_S = 60.0
 # A status the laptop cannot use (corrupt, no state, unknown state) fails the job after this long.
 STATUS_GRACE_S = 20.0
 
@@ -172,19 +183,37 @@ class JobRunner:
 
     # -- stages ----------------------------------------------------------------
     def set_up_pod(self) -> None:
-        ws = self.host.workspace
+        """Ship the code bundle (0 bytes when unchanged) and run ``setup_pod.sh``.
+
+        Each bundle has its own ``posefactory/code/<digest>/``: extracted beside
+        the others under a temporary name and renamed into place, never
+        extracted again while present, never deleted under a running job (two
+        add-on versions keep theirs side by side; retention removes old ones).
+        ``posefactory/remote`` and ``posefactory/pod_setup`` are links to the
+        latest, swapped atomically; this job uses its own bundle's path.
+        """
+        base = f"{self.host.workspace}/posefactory"
         bundle, digest = pod_bundle()
+        short = digest[:16]
         self.stage("setup", "checking the pod's set-up")
         with tempfile.TemporaryDirectory() as tmp:
-            local_bundle = Path(tmp) / f"bundle-{digest[:16]}.tar.gz"
+            local_bundle = Path(tmp) / f"bundle-{short}.tar.gz"
             local_bundle.write_bytes(bundle)
-            self.run(f"mkdir -p {q(ws)}/posefactory", "creating the workspace")
-            self.transfer("put", local_bundle, f"{ws}/posefactory/{local_bundle.name}", "shipping the pod scripts")
+            self.run(f"mkdir -p {q(base)}/code", "creating the workspace")
+            shipped = self.transfer("put", local_bundle, f"{base}/code/{local_bundle.name}", "shipping the pod scripts")
+        self.progress(JobProgress("setup", STAGES.index("setup") / (len(STAGES) - 1),
+                                  f"scripts: {shipped.bytes_moved} bytes moved"))
+        new = f".new-{short}-$$"
         self.run(
-            f"cd {q(ws)}/posefactory && if [ \"$(cat .bundle 2>/dev/null)\" != {digest} ]; then "
-            f"rm -rf remote pod_setup && tar -xzf bundle-{digest[:16]}.tar.gz && echo {digest} > .bundle; fi && "
-            f"rm -f $(ls bundle-*.tar.gz | grep -v {digest[:16]}) && bash pod_setup/setup_pod.sh",
+            f"cd {q(base)}/code && if [ ! -d {short} ]; then rm -rf {new} && mkdir {new} && "
+            f"tar -xzf bundle-{short}.tar.gz -C {new} && {{ mv -T {new} {short} 2>/dev/null || rm -rf {new}; }}; fi && "
+            f"cd .. && for name in remote pod_setup; do "
+            f"if [ -e \"$name\" ] && [ ! -L \"$name\" ]; then mv \"$name\" \".old-$name-$$\"; fi && "
+            f"ln -sfn \"code/{short}/$name\" \".$name.new-$$\" && mv -T \".$name.new-$$\" \"$name\"; done && "
+            f"bash code/{short}/pod_setup/setup_pod.sh",
             "pod set-up", timeout=1800)
+        self.record.pod_code = f"{base}/code/{short}"
+        self.record.save(self.record_path)
 
     def upload(self, job: RenderJob, blend_file: Path) -> RenderJob:
         ws, jobdir = self.host.workspace, self.record.remote_job_dir
@@ -203,7 +232,8 @@ class JobRunner:
 
     @property
     def agent(self) -> str:
-        return f"bash {q(self.host.workspace)}/posefactory/pod_setup/pod_agent.sh"
+        code = self.record.pod_code or f"{self.host.workspace}/posefactory"  # records of earlier versions
+        return f"bash {q(code)}/pod_setup/pod_agent.sh"
 
     def job_status(self) -> PodStatus:
         """The pod's status of the job, checked; at most MAX_STATUS_BYTES are pulled, whatever the pod holds."""
@@ -222,7 +252,8 @@ class JobRunner:
         secrets = {"STABILITY_API_KEY": api_key} if api_key else None
         self.record.started_epoch = time.time()
         self.record.save(self.record_path)
-        self.run(f"{self.agent} {q(self.record.remote_job_dir)}", "starting the job", secrets=secrets)
+        limit = f"POSEFACTORY_TIME_LIMIT_S={int(self.record.time_limit_s)} " if self.record.time_limit_s else ""
+        self.run(f"{limit}{self.agent} {q(self.record.remote_job_dir)}", "starting the job", secrets=secrets)
         return self.wait()
 
     def wait(self) -> PodStatus:
@@ -250,6 +281,7 @@ class JobRunner:
                 self.cancel.wait(POLL_S)
                 continue
             unusable_since = None
+            self._check_time_limit(status)
             if status.state not in ACTIVE_STATES:
                 log.info("job %s on %s: %s", self.record.job_id, self.host.name, status.state)
                 return status
@@ -258,6 +290,16 @@ class JobRunner:
             self.progress(JobProgress("rendering", (3 + min(elapsed / (elapsed + 30), 0.9)) / 5,
                                       f"{status.state} on {self.host.name} for {elapsed:.0f}s{waiting}"))
             self.cancel.wait(POLL_S)
+
+    def _check_time_limit(self, status: PodStatus) -> None:
+        """The laptop's side of the time limit: a job still active well past it is stopped."""
+        limit, started = self.record.time_limit_s, self.record.started_epoch
+        if not limit or not started or status.state not in ACTIVE_STATES:
+            return
+        if time.time() - started > limit + TIME_LIMIT_GRACE_S:
+            log.warning("job %s: past its %ss time limit; stopping it", self.record.job_id, limit)
+            self.cancel_on_pod()
+            raise TimeLimitReached(f"time limit: the job ran past its {limit:.0f}s limit and was stopped")
 
     def cancel_on_pod(self) -> None:
         """Stop the pod's job, best effort (a job the laptop gave up on must not go on spending)."""
@@ -282,6 +324,10 @@ class JobRunner:
             return None
         return parse_manifest(data, estimate_usd=self.record.estimate_usd,
                               max_images=max(int(self.record.cost_basis.get("batch", 10) or 10), 1) * 10)
+
+    def mark_downloaded(self) -> None:
+        """Tell the pod's retention that this job's outputs are safe on the laptop."""
+        self.run(f"touch {q(self.record.remote_job_dir)}/downloaded", "marking the job downloaded")
 
     def download(self, local_dir: Path, names: list[str]) -> None:
         """Bring back exactly the checked ``names`` (nothing else the pod's output folder may hold)."""
@@ -320,8 +366,10 @@ def _disk_full(exc: Exception) -> bool:
 
 def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | None, local_output_dir: Path,
             api_key: str | None, progress: Callable[[JobProgress], None], cancel: threading.Event,
-            record_path: Path | None = None) -> JobResult:
+            record_path: Path | None = None, time_limit_s: float | None = None) -> JobResult:
     """Render ``blend_file`` on ``host`` with ``job``'s settings and bring the images back.
+
+    ``time_limit_s``: the job's limit on the pod (default: :func:`default_time_limit`).
 
     Never raises for a failure of the job: the result's status and error say
     what happened, and the record (when given) is kept up to date.
@@ -352,8 +400,9 @@ def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | N
         prepare_host(hosts, host, lambda line: progress(JobProgress("connecting", 0.0, line)), append_ledger)
         with Bridge(hosts) as bridge:
             config = bridge.host(host)
-            record.estimate_usd = CostModel.load().estimate(job, _known_pod_type(config),
-                                                            expected_render_s=60).total_usd
+            estimate = CostModel.load().estimate(job, _known_pod_type(config), expected_render_s=60)
+            record.estimate_usd = estimate.total_usd
+            record.time_limit_s = time_limit_s or default_time_limit(estimate.gpu_seconds)
             record.remote_job_dir = f"{config.workspace}/jobs/{job_id}"
             record.save(record_path)
             runner = JobRunner(bridge, config, progress, cancel, record, record_path)
@@ -371,6 +420,11 @@ def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | N
 
     with job_lock(job_id, "submitting"):
         return _guarded(record, record_path, body)
+
+
+def default_time_limit(estimated_gpu_seconds: float) -> float:
+    """Ten times the estimate, at least 15 minutes: generous for a slow pod, a stop for a stuck one."""
+    return max(900.0, 10 * estimated_gpu_seconds)
 
 
 def _known_pod_type(config: HostConfig) -> str | None:

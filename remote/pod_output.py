@@ -275,7 +275,7 @@ def parse_manifest(raw: bytes | str, *, estimate_usd: float | None = None, max_i
             if isinstance(number, int) and not isinstance(number, bool) and 0 < number <= 10_000:
                 numbers[name] = number
     requested = _number(data.get("ai_images_requested"), 0, 10_000)
-    if data.get("status") not in ("done", "failed") and requested is not None:
+    if data.get("status") == "running" and requested is not None:
         # The job was stopped during its paid call: what was asked for may have been billed.
         generated = max(generated, int(requested))
     cost = data.get("actual_cost")

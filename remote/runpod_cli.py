@@ -81,8 +81,9 @@ def endpoint_if_running(host: HostConfig) -> HostConfig | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m remote.runpod_cli", description="RunPod pods of the hosts file")
-    parser.add_argument("action", choices=("status", "start", "stop", "idle-check"))
-    parser.add_argument("host")
+    parser.add_argument("action", choices=("status", "start", "stop", "idle-check"),
+                        help="show the pod, start or stop it, or stop it when idle past the host's limit")
+    parser.add_argument("host", help="a host of the hosts file with a runpod_pod_id")
     parser.add_argument("--hosts", default="ssh_hosts.yaml", help="the hosts file (default ssh_hosts.yaml)")
     args = parser.parse_args(argv)
     try:

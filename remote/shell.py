@@ -210,7 +210,10 @@ class RemoteShell:
     def connect(self) -> None:
         """Open the session and tame the shell; raises ShellDisconnected."""
         self.close()
-        env = dict(os.environ, TERM="dumb", LC_ALL=os.environ.get("LC_ALL", "C.UTF-8"))
+        # The laptop's secrets stay out of the shell's environment (the local "pod" would
+        # otherwise hand them to every process of every job); a job gets a key only explicitly.
+        env = {k: v for k, v in os.environ.items() if k not in self.host.secret_names}
+        env.update(TERM="dumb", LC_ALL=os.environ.get("LC_ALL", "C.UTF-8"))
         kind = self.host.transport
         try:
             if self.host.is_local:

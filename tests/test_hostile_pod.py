@@ -133,7 +133,8 @@ def test_a_huge_status_file_is_refused_not_pulled(fake_pod, tmp_path, sample_sce
 def test_a_dead_pod_process_is_charged_for_its_gpu_time(fake_pod, tmp_path, sample_scene):
     fake_pod("""
         time.sleep(1.5)
-        os.killpg(os.getpgid(0), signal.SIGKILL)  # the whole job, wrapper included
+        os.killpg(os.getsid(0), signal.SIGKILL)  # the job's session: the wrapper, as an OOM kill would
+        os.killpg(os.getpgid(0), signal.SIGKILL)  # and this process's own group (under `timeout`)
     """)
     result = submit(tmp_path, sample_scene)
     assert result.status == "failed" and "process is gone" in result.error

@@ -12,6 +12,7 @@ from typing import Any
 from remote.jobspec import RenderJob
 from remote.stability import StabilityClient, StabilityError
 
+from .. import job_secrets
 from ..job_errors import EXIT_AI, EXIT_NO_KEY, JobFailed
 from . import Variation
 
@@ -31,7 +32,7 @@ def read_dotenv(path: Path) -> dict[str, str]:
 
 
 def stability_key() -> str:
-    key = os.environ.get("STABILITY_API_KEY", "")
+    key = job_secrets.get("STABILITY_API_KEY")  # handed over in a file, not the environment
     if not key:
         workspace = Path(os.environ.get("WORKSPACE", "/workspace"))
         key = read_dotenv(workspace / ".env").get("STABILITY_API_KEY", "")

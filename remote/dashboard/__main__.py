@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m remote.dashboard",
                                      description="The local Pose Factory dashboard over the data dir.")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; others need --token)")
-    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--port", type=int, default=8765, help="TCP port (default 8765)")
     parser.add_argument("--token", default=os.environ.get("POSEFACTORY_DASHBOARD_TOKEN"),
                         help="access token, required to bind beyond loopback (or POSEFACTORY_DASHBOARD_TOKEN)")
     parser.add_argument("--hosts", type=Path, help="ssh_hosts.yaml for Generate (default: the built-in local host)")

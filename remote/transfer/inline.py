@@ -26,6 +26,7 @@ from ..shell import RemoteShell
 from .common import (
     ChecksumMismatch,
     FileEntry,
+    RemoteDiskFull,
     TransferError,
     TransferInterrupted,
     TransferResult,
@@ -102,6 +103,10 @@ def _send_chunk(shell: RemoteShell, part: str, offset: int, data: bytes) -> None
         outcome = shell.run(command, timeout=120, typed_input=encoded)
         if outcome.ok:
             return
+        if "No space left on device" in (outcome.stderr or ""):
+            # A chunk that could not be written is not a corrupted one: retrying cannot help.
+            shell.run(f"rm -f -- {q(part)} {q(part)}.chunk", timeout=60)
+            raise RemoteDiskFull(f"uploading {part}: the remote disk is full (No space left on device)")
         if outcome.status == "disconnected" and attempt < ATTEMPTS:
             continue  # the next run reconnects; the part file is still there
         if outcome.exit_code == 9 and attempt < ATTEMPTS:
