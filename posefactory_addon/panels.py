@@ -5,7 +5,7 @@ from pathlib import Path
 
 import bpy
 
-from . import api, preferences
+from . import api, preferences, presets
 from .jobs import MANAGER
 from .operators import connection_status
 from .remote.platforms import default_config_dir
@@ -47,6 +47,7 @@ class POSEFACTORY_PT_prompt(PosefactoryPanel, bpy.types.Panel):
     def draw(self, context: bpy.types.Context) -> None:
         settings = context.scene.posefactory
         layout = self.layout
+        presets.draw_preset_row(layout)
         layout.prop(settings, "use_ai")
         column = layout.column()
         column.enabled = settings.use_ai
