@@ -5,7 +5,7 @@ from pathlib import Path
 
 import bpy
 
-from . import api, preferences
+from . import api, pod_state, preferences
 from .jobs import MANAGER
 from .operators import connection_status
 from .results import thumbnails
@@ -93,6 +93,7 @@ class POSEFACTORY_PT_remote(PosefactoryPanel, bpy.types.Panel):
             layout.label(text=status, icon="CHECKMARK" if status.startswith("connected") else "INFO")
         hosts_file = preferences.hosts_file(context)
         layout.label(text=f"Hosts: {hosts_file.name if hosts_file else 'built-in local only'}")
+        pod_state.draw(layout, context)  # a RunPod pod host: state, $/h, uptime, Start / Stop
         layout.operator("posefactory.estimate_cost", icon="INFO")
 
 
