@@ -88,9 +88,20 @@ def test_pagination_newest_first(root, client):
 def test_a_changed_record_is_seen_without_a_restart(root, client):
     record = make_job(root, "job-live", status="running", images=0)
     assert "running" in client.get("/api/jobs/job-live").get_json()["status"]
+    path = root / "jobs" / "job-live.json"
+    data = json.loads(path.read_text())
+    with open(path, "r+") as handle:  # in place: the folder's mtime stays, the running record is still re-read
+        handle.write(json.dumps({**data, "stage": "downloading"}))
+        handle.truncate()
+    assert client.get("/api/jobs/job-live").get_json()["stage"] == "downloading"
     record.status, record.stage = "done", "done"
-    record.save(root / "jobs" / "job-live.json")
+    record.save(path)
     assert client.get("/api/jobs/job-live").get_json()["status"] == "done"
+    assert client.get("/api/jobs").get_json() == {"running": []}
+    make_job(root, "job-new", images=1)
+    assert client.get("/api/jobs/job-new").status_code == 200
+    (root / "jobs" / "job-new.json").unlink()
+    assert client.get("/api/jobs/job-new").status_code == 404
 
 
 # -- untrusted files: traversal, hostile names, escaping ------------------------------------------------------------

@@ -134,47 +134,86 @@ class JobIndex:
         self.folder = root / "jobs"
         self._lock = threading.Lock()
         self._stamp: int | None = None
-        self._files: dict[str, tuple[int, int, JobView | None]] = {}
+        self._files: dict[str, tuple[int, int, int, JobView | None]] = {}  # name -> (inode, mtime, size, view)
+        self._inodes: dict[str, int] = {}
         self._sorted: list[JobView] = []
         self._by_id: dict[str, JobView] = {}
+        self._position: dict[str, int] = {}  # job id -> index in _sorted
+        self._running: list[JobView] = []
+        self._running_names: set[str] = set()
 
     def jobs(self) -> list[JobView]:
         with self._lock:
             try:
                 stamp = self.folder.stat().st_mtime_ns
             except OSError:
-                self._stamp, self._files, self._sorted, self._by_id = None, {}, [], {}
+                self._stamp, self._files, self._inodes, self._sorted, self._by_id = None, {}, {}, [], {}
+                self._running, self._running_names = [], set()
                 return []
             if stamp != self._stamp:
                 self._rescan()
                 self._stamp = stamp
+            elif self._running_names:
+                self._refresh(set(self._running_names))  # a running record written in place keeps the folder's mtime
             return self._sorted
 
     def _rescan(self) -> None:
-        # Records are replaced by rename, which changes the folder's mtime; only
-        # files whose (mtime, size) moved are parsed again.
-        files: dict[str, tuple[int, int, JobView | None]] = {}
+        # Records are replaced by rename (JobRecord.save): that changes the folder's
+        # mtime and the file's inode, and the listing carries the inodes. So one
+        # listing says which files are new or replaced, and only those are stat'ed.
         with os.scandir(self.folder) as entries:
-            for entry in entries:
-                if not entry.name.endswith(".json") or entry.name.startswith("."):
-                    continue
-                try:
-                    stat = entry.stat()
-                except OSError:
-                    continue
-                cached = self._files.get(entry.name)
-                if cached and cached[:2] == (stat.st_mtime_ns, stat.st_size):
-                    files[entry.name] = cached
-                    continue
-                path = Path(entry.path)
-                data = read_json(path, RECORD_MAX_BYTES)
-                files[entry.name] = (stat.st_mtime_ns, stat.st_size,
-                                     job_from_record(data, path, self.root) if data else None)
-        self._files = files
-        views = [view for _, _, view in files.values() if view is not None]
-        self._sorted = sorted(views, key=lambda v: (v.submitted_at, v.job_id), reverse=True)
-        self._by_id = {view.job_id: view for view in views}
-        log.debug("job index: %d records", len(views))
+            listing = {entry.name: entry.inode() for entry in entries
+                       if entry.name.endswith(".json") and not entry.name.startswith(".")}
+        suspects = {name for name, _ in listing.items() - self._inodes.items()}
+        removed = self._inodes.keys() - listing.keys()
+        for name in removed:
+            self._files.pop(name, None)
+        self._inodes = listing
+        self._refresh(suspects | (self._running_names & listing.keys()), changed=bool(removed))
+
+    def _refresh(self, names: set[str], changed: bool = False) -> None:
+        """Parse those of ``names`` whose (inode, mtime, size) moved, and update the lists."""
+        updated: list[JobView] = []
+        for name in names:
+            path = self.folder / name
+            try:
+                stat = path.stat()
+            except OSError:
+                changed |= self._files.pop(name, None) is not None
+                continue
+            key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            cached = self._files.get(name)
+            if cached and cached[:3] == key:
+                continue
+            data = read_json(path, RECORD_MAX_BYTES)
+            view = job_from_record(data, path, self.root) if data else None
+            self._files[name] = (*key, view)
+            old = cached[3] if cached else None
+            if view is None or old is None or (old.submitted_at, old.job_id) != (view.submitted_at, view.job_id):
+                changed = True  # a job came, went or moved in the order: sort again
+            else:
+                updated.append(view)
+        if changed:
+            views = [view for *_, view in self._files.values() if view is not None]
+            self._sorted = sorted(views, key=lambda v: (v.submitted_at, v.job_id), reverse=True)
+            self._position = {view.job_id: index for index, view in enumerate(self._sorted)}
+            self._by_id = {view.job_id: view for view in views}
+            self._running = [view for view in self._sorted if view.running]
+            log.debug("job index: %d records", len(views))
+        elif updated:
+            # The common case while jobs run: a record changed in place in the order.
+            for view in updated:
+                self._sorted[self._position[view.job_id]] = view
+                self._by_id[view.job_id] = view
+            running = {v.job_id for v in self._running} | {v.job_id for v in updated}
+            self._running = sorted((self._by_id[job_id] for job_id in running if self._by_id[job_id].running),
+                                   key=lambda v: self._position[v.job_id])
+        self._running_names = {view.record_path.name for view in self._running}
+
+    def running(self) -> list[JobView]:
+        """The jobs still submitted or running, newest first."""
+        self.jobs()
+        return self._running
 
     @property
     def version(self) -> int | None:

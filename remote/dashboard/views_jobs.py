@@ -58,7 +58,7 @@ def index() -> str:
     pages = max(1, -(-len(jobs) // JOBS_PER_PAGE))
     page = min(page, pages)
     shown = jobs[(page - 1) * JOBS_PER_PAGE: page * JOBS_PER_PAGE]
-    running = [job for job in jobs if job.running][:50]
+    running = board.jobs.running()[:50]
     rows = [(job, board.manifests.get(job)) for job in shown]
     return render_template("jobs.html", rows=[(job, manifest, first_image(job, manifest)) for job, manifest in rows],
                            running=running, page=page, pages=pages, total=len(jobs))
@@ -81,7 +81,7 @@ def job_status(job_id: str) -> Response:
 @blueprint.get("/api/jobs")
 def running_jobs() -> Response:
     board = dashboard()
-    running = [job for job in board.jobs.jobs() if job.running][:50]
+    running = board.jobs.running()[:50]
     return jsonify({"running": [job_json(job, board.manifests.get(job)) for job in running]})
 
 
