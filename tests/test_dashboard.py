@@ -245,6 +245,24 @@ def test_costs_equal_the_ledger_to_the_cent(root, client):
     assert "2 ledger line(s) could not be read" in page
 
 
+def test_event_lines_are_detail_not_spending(root, client, monkeypatch):
+    from remote.pipeline import append_ledger
+
+    make_job(root, "job-1", cost="0.25", host="serverless")
+    monkeypatch.setenv("POSEFACTORY_DATA_DIR", str(root))
+    # What remote.serverless and remote.runpod_pods write next to the job lines.
+    append_ledger({"event": "serverless_request", "host": "serverless", "cost_usd": 0.25, "at": "2026-11-20T10:00:00+00:00"})
+    append_ledger({"event": "pod_start", "host": "pod-a", "pod_id": "p1", "cost_per_hr": 0.44, "at": "2026-11-20T09:00:00+00:00"})
+    append_ledger({"event": "pod_start", "host": "pod-b", "pod_id": "p2", "cost_per_hr": 0.69, "at": "2026-11-20T09:00:00+00:00"})
+    append_ledger({"event": "pod_stop", "host": "pod-b", "pod_id": "p2", "cost_usd": 0.345, "pod_seconds": 1800,
+                   "at": "2026-11-20T09:30:00+00:00"})
+    data = client.get("/api/costs").get_json()
+    assert data["total_usd"] == "0.25" and data["pod_uptime_by_host"] == {"pod-b": "0.345"}
+    assert data["burn_rate_usd_per_hr"] == "0.44"
+    page = client.get("/costs").get_data(as_text=True)
+    assert "pod-a since 2026-11-20T09:00:00+00:00 at $0.44/h" in page and "burn rate <strong>$0.44/h" in page
+
+
 def test_ledger_is_read_incrementally(root):
     ledger = Ledger(root / "ledger.jsonl")
     assert ledger.entries() == []
