@@ -60,6 +60,37 @@ def test_job_list_and_page_show_images_settings_and_cost(root, client):
         "ai-render-1.png", "ai-render-2.png", "ai-render-3.png"]
 
 
+def test_batch_items_in_their_folders_and_live_item_progress(root, client):
+    # A batch as #11's pod leaves it: <item>/render.png and <item>/ai-render-<n>.png, a contact sheet.
+    make_job(root, "job-b", images=0, status="running", contact_sheet=True)
+    output = root / "output" / "job-b"
+    for item in ("walk-Cam1", "run-Cam1"):
+        (output / item).mkdir()
+        (output / item / "render.png").write_bytes(png_bytes(32))
+        (output / item / "ai-render-1.png").write_bytes(png_bytes(48))
+    path = root / "jobs" / "job-b.json"
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "items_order": ["walk-Cam1", "run-Cam1", "jump-Cam1"],
+                                "items_done": ["walk-Cam1"]}))
+    live = client.get("/api/jobs/job-b").get_json()
+    assert (live["items_done"], live["items_total"]) == (1, 3)  # from the record while the batch runs
+    manifest = json.loads((output / "manifest.json").read_text())
+    manifest["items"] = [{"name": "walk-Cam1", "status": "done", "render": "walk-Cam1/render.png",
+                          "images": ["walk-Cam1/ai-render-1.png"]},
+                         {"name": "run-Cam1", "status": "failed", "render": "run-Cam1/render.png", "images": []},
+                         {"name": "evil", "status": "done", "images": ["../../x.png", "a/b/c/d.png", "/abs.png"]}]
+    (output / "manifest.json").write_text(json.dumps(manifest))
+    page = client.get("/jobs/job-b").get_data(as_text=True)
+    assert "/thumbs/job-b/walk-Cam1/ai-render-1.png" in page and "/thumbs/job-b/run-Cam1/render.png" in page
+    assert "x.png" not in page and "d.png" not in page and "abs.png" not in page
+    assert client.get("/files/job-b/walk-Cam1/ai-render-1.png").data == png_bytes(48)
+    assert client.get("/thumbs/job-b/run-Cam1/render.png").status_code == 200
+    for url in ("/files/job-b/walk-Cam1/../../../secret.png", "/files/job-b/a/b/c/d.png", "/files/job-b/walk-Cam1/"):
+        assert client.get(url, follow_redirects=True).status_code == 404, url
+    live = client.get("/api/jobs/job-b").get_json()
+    assert (live["items_done"], live["items_total"]) == (2, 3)  # the manifest, once back, says more
+
+
 def test_thumbnails_are_small_and_made_once(root, client):
     make_job(root, "job-1", images=1, image_size=1024)
     first = client.get("/thumbs/job-1/ai-render-1.png")
@@ -113,7 +144,7 @@ def test_file_urls_resolve_only_inside_the_data_dir(root, tmp_path, client):
     for url in ("/files/job-1/..%2F..%2F..%2Fsecret.png", "/files/job-1/../../secret.png", "/files/..%2Fjob-1/render.png",
                 "/files/job-1/link.png", "/files/job-1/manifest.json", "/files/job-1/.hidden.png",
                 "/thumbs/job-1/link.png", "/files/nope/render.png", "/files/job-1/%2Fetc%2Fpasswd"):
-        assert client.get(url).status_code == 404, url
+        assert client.get(url, follow_redirects=True).status_code == 404, url
     # A record that points its outputs outside the data dir: nothing of it is served.
     outside = tmp_path / "elsewhere"
     outside.mkdir()

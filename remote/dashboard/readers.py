@@ -35,6 +35,15 @@ def plain_name(name: Any) -> bool:
     return isinstance(name, str) and bool(_PLAIN.fullmatch(name)) and ".." not in name
 
 
+def plain_relative(name: Any) -> bool:
+    """An output file's name inside its job folder: plain names joined by ``/`` (a batch item's
+    folder, then the file), at most three deep."""
+    if not isinstance(name, str) or len(name) > 400:
+        return False
+    parts = name.split("/")
+    return len(parts) <= 3 and all(plain_name(part) for part in parts)
+
+
 def read_json(path: Path, limit: int) -> dict[str, Any] | None:
     """A JSON object from ``path``, or None (logged) when missing, too large or not an object."""
     try:
@@ -106,6 +115,9 @@ class JobView:
     record_path: Path
     remote_job_dir: str
     hosts_file: str
+    # Batches: the record's item names in order, and those already back on this machine.
+    items_total: int | None = None
+    items_done: int | None = None
 
     @property
     def running(self) -> bool:
@@ -123,7 +135,9 @@ def job_from_record(data: dict[str, Any], record_path: Path, root: Path) -> JobV
                    host=text(data.get("host"), 128), prompt=text(data.get("prompt")),
                    submitted_at=text(data.get("submitted_at"), 40), error=text(data.get("error")),
                    cost_usd=money(data.get("cost_usd")), output_dir=output_dir, record_path=record_path,
-                   remote_job_dir=text(data.get("remote_job_dir"), 1000), hosts_file=text(data.get("hosts_file"), 1000))
+                   remote_job_dir=text(data.get("remote_job_dir"), 1000), hosts_file=text(data.get("hosts_file"), 1000),
+                   items_total=len(as_list(data.get("items_order"))) or None,
+                   items_done=len(as_list(data.get("items_done"))) if as_list(data.get("items_order")) else None)
 
 
 class JobIndex:
@@ -261,7 +275,7 @@ class Manifest:
 
 
 def _image_name(value: Any) -> str | None:
-    return value if plain_name(value) and value.lower().endswith(IMAGE_SUFFIXES) else None
+    return value if plain_relative(value) and value.lower().endswith(IMAGE_SUFFIXES) else None
 
 
 def _number(value: Any) -> float | None:
@@ -280,8 +294,8 @@ def manifest_from_dict(data: dict[str, Any]) -> Manifest:
         if not isinstance(raw, dict):
             continue
         item_images = [n for n in map(_image_name, as_list(raw.get("images"))) if n]
-        if not item_images and _image_name(raw.get("image")):
-            item_images = [raw["image"]]
+        if not item_images and _image_name(raw.get("render")):
+            item_images = [raw["render"]]  # an item without AI images (no backend, or it failed): its render
         name = text(raw.get("name") or raw.get("id") or raw.get("pose"), 200) or f"item {index + 1}"
         items.append(Item(name=name, status=text(raw.get("status"), 32), images=item_images))
     actual, estimated = as_dict(data.get("actual_cost")), as_dict(data.get("estimated_cost"))
