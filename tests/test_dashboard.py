@@ -5,6 +5,7 @@ test_dashboard_browser.py."""
 from __future__ import annotations
 
 import json
+import os
 from decimal import Decimal
 from pathlib import Path
 
@@ -459,3 +460,41 @@ def test_scene_and_settings_of_a_local_job_come_from_its_pod_job_file(root):
     assert store.scene_of(other) == ""
     settings = store.settings_of(other, ManifestCache().get(other))
     assert settings["seed"] == 8 and settings["width"] == 1024 and settings["backend"] == "stability"
+
+
+def test_the_command_serves_on_loopback_only_by_default(tmp_path):
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    from tests.fixtures import free_port
+
+    port = free_port()
+    env = {**os.environ, "POSEFACTORY_DATA_DIR": str(tmp_path / "data"), "POSEFACTORY_PRESETS_DIR": str(tmp_path / "p")}
+    env.pop("POSEFACTORY_DASHBOARD_TOKEN", None)
+    server = subprocess.Popen([sys.executable, "-m", "remote.dashboard", "--port", str(port)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        banner = [server.stdout.readline() for _ in range(2)]
+        assert any(f"on http://127.0.0.1:{port}/" in line for line in banner), banner
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+                    assert response.status == 200
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline, "the dashboard did not answer"
+                time.sleep(0.2)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("10.255.255.255", 1))  # no packet is sent: this only picks the outward address
+            outward = probe.getsockname()[0]
+        if not outward.startswith("127."):
+            with pytest.raises(OSError):
+                socket.create_connection((outward, port), timeout=5).close()
+    finally:
+        server.terminate()
+        server.wait(10)
