@@ -13,7 +13,7 @@ from werkzeug.wrappers import Response
 from ..jobspec import BACKENDS, SDXL_SIZES, STYLE_PRESETS
 from ..presets import PresetError, find_preset, list_presets, load_preset
 from .app import Dashboard, dashboard
-from .scenes import SceneError, SceneStore
+from .scenes import BATCH_SETTINGS, SceneError, SceneStore
 from .submit import SubmitError, Submitter, build_job, estimate, hosts
 from .views_jobs import first_image, job_or_404
 from .views_presets import folder as presets_folder
@@ -41,6 +41,7 @@ def submitter() -> Submitter:
 def settings_from_form(form: MultiDict) -> dict[str, Any]:
     """RenderJob settings from the form's text; raises SubmitError naming a field that is not a number."""
     settings: dict[str, Any] = {key: form.get(key, "") for key in ("prompt", "negative_prompt", "style_preset", "backend")}
+    settings.update({key: form[key].strip() for key in BATCH_SETTINGS if form.get(key, "").strip()})
     for key, kind in FIELDS.items():
         raw = form.get(key, "").strip()
         if raw:
@@ -86,7 +87,8 @@ def form() -> str:
             values.update({k: v for k, v in load_preset(path).values().items()})
         except PresetError as exc:
             flash(str(exc), "error")
-    for key in ("prompt", "negative_prompt", "seed", "steps", "strength", "cfg_scale", "batch", "style_preset", "size"):
+    for key in ("prompt", "negative_prompt", "seed", "steps", "strength", "cfg_scale", "batch", "style_preset", "size",
+                *BATCH_SETTINGS):
         if request.args.get(key):
             values[key] = request.args[key][:2000]
     try:
@@ -98,7 +100,7 @@ def form() -> str:
     return render_template("generate.html", values=values, scenes=scenes().scenes(_scene_thumbs(board)),
                            chosen_scene=request.args.get("scene", ""), presets=presets, chosen_preset=chosen_preset,
                            hosts=host_names, backends=BACKENDS, styles=STYLE_PRESETS,
-                           sizes=[f"{w}x{h}" for w, h in SDXL_SIZES],
+                           sizes=[f"{w}x{h}" for w, h in SDXL_SIZES], batch_fields=BATCH_SETTINGS,
                            max_upload_mib=current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024))
 
 
