@@ -5,20 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from .app import dashboard
 from .library import Library, LibraryError
-from .views_generate import scenes
 
 blueprint = Blueprint("library", __name__)
 
 
 def library() -> Library:
-    if "posefactory.library" not in current_app.extensions:
-        current_app.extensions["posefactory.library"] = Library(dashboard().root)
-    return current_app.extensions["posefactory.library"]
+    return dashboard().library
 
 
 def _act(action: Callable[[], object], done: str, back: str) -> Response:
@@ -122,7 +119,7 @@ def save_look(job_id: str) -> Response:
     try:
         lib = library()
         name = request.form.get("character", "")
-        found = lib.find_by_name(name) or lib.create(name, scenes().scene_of(job))
+        found = lib.find_by_name(name) or lib.create(name, board.scenes.scene_of(job))
         lib.add_look(found["id"], request.form.get("look", "").strip() or f"look from {job_id}", settings,
                      [(job_id, image) for image in chosen], job_id)
     except LibraryError as exc:
