@@ -5,7 +5,7 @@ from pathlib import Path
 
 import bpy
 
-from . import api, preferences, presets
+from . import api, pod_state, preferences, presets
 from .jobs import MANAGER
 from .operators import connection_status
 from .remote.platforms import default_config_dir
@@ -102,6 +102,7 @@ class POSEFACTORY_PT_remote(PosefactoryPanel, bpy.types.Panel):
             column.label(text="Add your pod to an ssh_hosts.yaml (see remote/ssh_hosts.example.yaml)")
             column.label(text=f"in {default_config_dir()} or pick it under Preferences > Hosts File,")
             column.label(text="then choose its host above.")
+        pod_state.draw(layout, context)  # a RunPod pod host: state, $/h, uptime, Start / Stop
         layout.operator("posefactory.estimate_cost", icon="INFO")
 
 
