@@ -3,6 +3,7 @@ trash; rename, tag, favourite, delete (to the trash) and restore; and
 "Save to library" from a finished job."""
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
@@ -11,6 +12,7 @@ from werkzeug.wrappers import Response
 from .app import dashboard
 from .library import Library, LibraryError
 
+log = logging.getLogger(__name__)
 blueprint = Blueprint("library", __name__)
 
 
@@ -123,6 +125,7 @@ def save_look(job_id: str) -> Response:
         lib.add_look(found["id"], request.form.get("look", "").strip() or f"look from {job_id}", settings,
                      [(job_id, image) for image in chosen], job_id)
     except LibraryError as exc:
+        log.info("look from %s not saved: %s", job_id, exc)
         flash(f"Not saved: {exc}", "error")
         return redirect(url_for("jobs.job_page", job_id=job_id))
     flash(f"Saved to {found['name']}", "ok")
