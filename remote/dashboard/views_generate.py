@@ -70,7 +70,7 @@ def form() -> str:
             path = find_preset(chosen_preset, presets_folder())
             if path is None:
                 raise PresetError(f"no preset named {chosen_preset!r}")
-            values.update({k: v for k, v in load_preset(path).values().items()})
+            values.update(load_preset(path).values())
         except PresetError as exc:
             flash(str(exc), "error")
     for key in ("prompt", "negative_prompt", "seed", "steps", "strength", "cfg_scale", "batch", "style_preset", "size",
