@@ -380,6 +380,10 @@ def test_library_save_rename_tag_favourite_delete_restore(root, app, client):
     post(client, app, f"/library/{cid}/favourite", {"favourite": "1"})
     stored = json.loads((root / "library" / "characters" / f"{cid}.json").read_text())
     assert (stored["name"], stored["tags"], stored["favourite"]) == ("Sir Knight", ["hero", "armour"], True)
+    post(client, app, "/library", {"name": "Orc"})
+    assert "Orc" in client.get("/library").get_data(as_text=True)
+    tagged = client.get("/library?tag=hero").get_data(as_text=True)
+    assert "★ Sir Knight" in tagged and "Orc" not in tagged
     post(client, app, f"/library/{cid}/looks/{look['id']}/delete")
     assert json.loads((root / "library" / "characters" / f"{cid}.json").read_text())["looks"] == []
     trashed = list((root / "library" / "trash").glob("*.json"))

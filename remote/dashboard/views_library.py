@@ -32,7 +32,11 @@ def _act(action: Callable[[], object], done: str, back: str) -> Response:
 
 @blueprint.get("/library")
 def characters() -> str:
-    return render_template("library.html", characters=library().characters(), trash_count=len(library().trashed()))
+    everyone = library().characters()
+    tag = request.args.get("tag", "").strip().lower()[:40]
+    shown = [c for c in everyone if tag in c["tags"]] if tag else everyone
+    all_tags = sorted({t for c in everyone for t in c["tags"]})
+    return render_template("library.html", characters=shown, tag=tag, tags=all_tags, trash_count=len(library().trashed()))
 
 
 @blueprint.get("/library/<character_id>")
