@@ -3,16 +3,26 @@
 Kept apart from the AI step so that how the scene is rendered (device,
 framing, output format) and what is done with the render (the backends) can
 change independently.
+
+Per scene (:func:`open_scene`, once for all renders of a scene): the render
+device, the artist's scripted drivers, the artist's framing captured.
+Per render (:func:`configure_output`, :func:`render_still`): the init image's
+size, framing and clean output settings (``init_image``).
 """
 from __future__ import annotations
 
+import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from remote.jobspec import RenderJob
 
+from . import init_image
 from .job_errors import EXIT_RENDER, JobFailed
+from .render_device import DeviceChoice, select_device, use_device
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -22,47 +32,91 @@ class RenderOutcome:
     render_result_fix_applied: bool
 
 
-def open_scene(job: RenderJob) -> None:
-    """Open the job's .blend; a missing or unreadable file or no camera fails the job."""
+@dataclass
+class SceneSetup:
+    """What opening the scene decided, shared by every render of it."""
+
+    device: DeviceChoice
+    frame: init_image.ArtistFrame
+    engine: str
+    warnings: list[str] = field(default_factory=list)
+
+    def to_manifest(self) -> dict:
+        return {"render_device": self.device.to_manifest(), "render_engine": self.engine}
+
+
+def open_scene(job: RenderJob) -> SceneSetup:
+    """Pick the render device, open the job's .blend with its scripted drivers on.
+
+    A missing GPU under ``render_device: gpu``, a missing or unreadable file or
+    no camera fails the job.
+    """
     import bpy
 
     blend = Path(job.blend_path)
     if not blend.is_file():
         raise JobFailed(EXIT_RENDER, f"scene file not found: {blend}")
+    device = select_device(job.render_device)
     try:
-        bpy.ops.wm.open_mainfile(filepath=str(blend))
+        open_with_scripts(blend)
     except RuntimeError as exc:  # bpy reports an unreadable .blend this way
         raise JobFailed(EXIT_RENDER, f"cannot open scene {blend}: {str(exc).strip().splitlines()[-1]}") from None
     scene = bpy.context.scene
     if scene.camera is None:
         raise JobFailed(EXIT_RENDER, f"scene {scene.name!r} has no active camera")
+    use_device(scene, device)
+    setup = SceneSetup(device, init_image.ArtistFrame.capture(scene), scene.render.engine)
+    if device.warning:
+        setup.warnings.append(device.warning)
+    if scene.render.engine != "CYCLES":
+        log.info("render engine %s: the Cycles device choice does not apply", scene.render.engine)
+    return setup
 
 
-def configure_output(job: RenderJob) -> None:
-    """Set the open scene's output to the job's size as an 8-bit RGB PNG."""
+def open_with_scripts(blend: Path) -> None:
+    """Open ``blend`` with Python auto-run on for this file only.
+
+    The job's file is the artist's own scene: its scripted drivers must pose
+    the rig as on the artist's machine. Blender decides auto-run when a file
+    is loaded, so the preference goes back to what it was right after.
+    """
     import bpy
 
-    scene = bpy.context.scene
-    render_settings = scene.render
-    render_settings.resolution_x, render_settings.resolution_y = job.width, job.height
-    render_settings.resolution_percentage = 100
-    render_settings.image_settings.file_format = "PNG"
-    render_settings.image_settings.color_mode = "RGB"
-    if job.render_samples and scene.render.engine == "CYCLES":
-        scene.cycles.samples = job.render_samples
+    paths = bpy.context.preferences.filepaths
+    before = paths.use_scripts_auto_execute
+    paths.use_scripts_auto_execute = True
+    try:
+        bpy.ops.wm.open_mainfile(filepath=str(blend))
+    finally:
+        paths.use_scripts_auto_execute = before
+    if bpy.app.autoexec_fail:
+        log.warning("scripts in %s did not run: %s", blend.name, bpy.app.autoexec_fail_message)
 
 
-def render_still(target: Path) -> RenderOutcome:
+def configure_output(job: RenderJob, setup: SceneSetup) -> init_image.RenderSettings:
+    """Per render: the active camera's framing at the job's size, as a clean 8-bit sRGB PNG."""
+    import bpy
+
+    return init_image.configure(bpy.context.scene, job, setup.frame)
+
+
+def render_still(target: Path, settings: init_image.RenderSettings | None = None) -> RenderOutcome:
     """Render the open scene's current frame to ``target`` and apply the Render Result fix."""
     import bpy
 
-    bpy.context.scene.render.filepath = str(target)
+    scene = bpy.context.scene
+    scene.render.filepath = str(target)
     started = time.monotonic()
     try:
         bpy.ops.render.render(write_still=True)
     except RuntimeError as exc:
         raise JobFailed(EXIT_RENDER, f"render failed: {str(exc).strip().splitlines()[-1]}") from None
     seconds = time.monotonic() - started
+    if settings is not None and settings.view:
+        # Multiview names the file after the view (render_L.png): the init image is render.png.
+        written = target.with_name(f"{target.stem}{init_image.view_suffix(scene, settings.view)}{target.suffix}")
+        if written != target and written.is_file():
+            written.replace(target)
     if not target.is_file():
         raise JobFailed(EXIT_RENDER, f"Blender did not write {target}")
     return RenderOutcome(target, seconds, apply_render_result_fix(target))

@@ -82,6 +82,8 @@ class JobRecord:
     prompt: str = ""
     cost_usd: float | None = None
     images: list[str] = field(default_factory=list)
+    # Render fidelity (issue 9): the device the pod rendered on, e.g. "CUDA: NVIDIA A40".
+    render_device: str = ""
 
     def save(self, path: Path | None) -> None:
         if path is None:
@@ -277,6 +279,21 @@ def _result_from_outputs(record: JobRecord, status: dict[str, Any]) -> JobResult
                      cost_usd=cost, output_dir=output_dir)
 
 
+def device_summary(manifest: dict[str, Any]) -> str:
+    """The manifest's render device as one short line ("CUDA: NVIDIA A40 x2"); '' when it has none.
+
+    The manifest comes from the pod: only text of a bounded length is used.
+    """
+    device = manifest.get("render_device")
+    if not isinstance(device, dict) or not isinstance(device.get("kind"), str):
+        return ""
+    names = [n for n in device.get("names", []) if isinstance(n, str)] if isinstance(device.get("names"), list) else []
+    counted = [f"{name} x{names.count(name)}" if names.count(name) > 1 else name for name in dict.fromkeys(names)]
+    summary = f"{device['kind']}: {', '.join(counted)}" if counted else device["kind"]
+    summary = "".join(ch for ch in summary if ch.isprintable())[:120]
+    return f"{summary} (fallback)" if device.get("warning") else summary
+
+
 def _finish(runner: JobRunner, status: dict[str, Any]) -> JobResult:
     record = runner.record
     local_dir = Path(record.local_output_dir)
@@ -289,10 +306,12 @@ def _finish(runner: JobRunner, status: dict[str, Any]) -> JobResult:
     result = _result_from_outputs(record, status)
     record.status, record.error, record.cost_usd = result.status, result.error, result.cost_usd
     record.images = [str(p) for p in result.images]
+    record.render_device = device_summary(result.manifest)
     record.stage = "done"
     record.save(runner.record_path)
     append_ledger({"job_id": record.job_id, "host": record.host, "status": result.status,
-                   "cost_usd": result.cost_usd, "images": len(result.images), "at": record.submitted_at})
+                   "cost_usd": result.cost_usd, "images": len(result.images), "at": record.submitted_at,
+                   "render_device": record.render_device})
     runner.progress(JobProgress("done", 1.0, f"{len(result.images)} image(s), ${result.cost_usd or 0:.4f}"
                                 if result.status == "done" else f"failed: {result.error}"))
     return result
