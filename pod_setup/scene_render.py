@@ -74,21 +74,16 @@ def open_scene(job: RenderJob) -> SceneSetup:
 
 
 def open_with_scripts(blend: Path) -> None:
-    """Open ``blend`` with Python auto-run on for this file only.
+    """Open ``blend`` with Python auto-run on (its scripted drivers evaluate).
 
     The job's file is the artist's own scene: its scripted drivers must pose
-    the rig as on the artist's machine. Blender decides auto-run when a file
-    is loaded, so the preference goes back to what it was right after.
+    the rig as on the artist's machine. The pod's Blender runs with factory
+    preferences, where auto-run is off, so ``open_mainfile`` is told to trust
+    this file (its ``use_scripts``); the preferences stay as they are.
     """
     import bpy
 
-    paths = bpy.context.preferences.filepaths
-    before = paths.use_scripts_auto_execute
-    paths.use_scripts_auto_execute = True
-    try:
-        bpy.ops.wm.open_mainfile(filepath=str(blend))
-    finally:
-        paths.use_scripts_auto_execute = before
+    bpy.ops.wm.open_mainfile(filepath=str(blend), use_scripts=True)
     if bpy.app.autoexec_fail:
         log.warning("scripts in %s did not run: %s", blend.name, bpy.app.autoexec_fail_message)
 
