@@ -139,6 +139,29 @@ def test_packing_leaves_the_open_file_untouched_and_packs_without_the_key(blende
     assert result["prompt"] == "unsaved edit"  # the copy carries the unsaved state
 
 
+def test_the_same_scene_packs_to_the_same_bytes_in_every_session(blender, tmp_path, sample_scene):
+    texture = tmp_path / "texture.png"
+    texture.write_bytes(__import__("tests.fixtures.stability_server", fromlist=["make_png"]).make_png(
+        8, 8, (10, 200, 10), {}))
+    body = f"""
+        import hashlib
+        from pathlib import Path
+        bpy.ops.wm.open_mainfile(filepath={str(sample_scene)!r})
+        bpy.data.images.load({str(texture)!r}).use_fake_user = True
+        hashes = []
+        for n in range(2):
+            copy = packing.write_copy(Path({str(tmp_path)!r}) / f"pack-{{os.getpid()}}-{{n}}")
+            packed = packing.make_self_contained(copy, bpy.context.scene.name)
+            hashes.append(hashlib.sha256(packed.read_bytes()).hexdigest())
+        bpy.ops.wm.open_mainfile(filepath=str(packed))
+        report(hashes=hashes, scene=bpy.context.scene.name, camera=bpy.context.scene.camera.name,
+               packed=[i.name for i in bpy.data.images if i.packed_file])
+    """
+    first, second = blender.run(body), blender.run(body)
+    assert len(set(first["hashes"] + second["hashes"])) == 1  # within a session and across sessions
+    assert first["scene"] == "PoseFactorySample" and first["camera"] and "texture.png" in first["packed"]
+
+
 def test_packing_makes_linked_library_data_local_so_the_copy_works_without_the_library(blender, tmp_path):
     result = blender.run(f"""
         from pathlib import Path
