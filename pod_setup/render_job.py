@@ -98,7 +98,8 @@ def run(job_path: Path) -> int:
                         render_result_fix_applied=outcome.render_result_fix_applied)
         if backend is not None:
             generate(backend, outcome.path, manifest)
-        manifest["status"] = "done"
+        # A render without some of the scene's files is never a plain "done".
+        manifest["status"] = "done with warnings" if manifest.get("missing_files") else "done"
         return 0
     except JobFailed as exc:
         manifest["error"] = str(exc)

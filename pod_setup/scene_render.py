@@ -21,6 +21,7 @@ from remote.jobspec import RenderJob
 from . import init_image
 from .job_errors import EXIT_RENDER, JobFailed
 from .render_device import DeviceChoice, select_device, use_device
+from .scene_files import external_files, missing
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +41,13 @@ class SceneSetup:
     frame: init_image.ArtistFrame
     engine: str
     warnings: list[str] = field(default_factory=list)
+    missing_files: list[str] = field(default_factory=list)  # rendered without them, with the artist's consent
 
     def to_manifest(self) -> dict:
-        return {"render_device": self.device.to_manifest(), "render_engine": self.engine}
+        entry: dict = {"render_device": self.device.to_manifest(), "render_engine": self.engine}
+        if self.missing_files:
+            entry["missing_files"] = list(self.missing_files)
+        return entry
 
 
 def open_scene(job: RenderJob) -> SceneSetup:
@@ -64,10 +69,16 @@ def open_scene(job: RenderJob) -> SceneSetup:
     scene = bpy.context.scene
     if scene.camera is None:
         raise JobFailed(EXIT_RENDER, f"scene {scene.name!r} has no active camera")
+    absent = [f.describe() for f in missing(external_files(bpy))]
+    if absent and not job.allow_missing_files:
+        raise JobFailed(EXIT_RENDER, f"the scene needs {len(absent)} file(s) this pod does not have, nothing was "
+                                     f"rendered: {'; '.join(absent)}")
     use_device(scene, device)
-    setup = SceneSetup(device, init_image.ArtistFrame.capture(scene), scene.render.engine)
+    setup = SceneSetup(device, init_image.ArtistFrame.capture(scene), scene.render.engine, missing_files=absent)
     if device.warning:
         setup.warnings.append(device.warning)
+    if absent:
+        setup.warnings.append(f"rendered without {len(absent)} missing file(s) (allowed by the job): {'; '.join(absent)}")
     if scene.render.engine != "CYCLES":
         log.info("render engine %s: the Cycles device choice does not apply", scene.render.engine)
     return setup

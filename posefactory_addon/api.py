@@ -10,7 +10,7 @@ Keyword overrides (each defaults to the scene's Pose Factory settings):
 prompt, negative_prompt, batch, seed (0: random), host, resolution
 ("1216x832", or "AUTO": the SDXL size nearest the camera's aspect), steps,
 strength, cfg_scale, style_preset, render_samples, use_ai, render_device
-("auto" | "gpu" | "cpu").
+("auto" | "gpu" | "cpu"), allow_missing_files.
 Bad input raises SubmitError with one clear line, before anything is spent.
 """
 from __future__ import annotations
@@ -33,7 +33,8 @@ from .remote.jobspec import JobValidationError, RenderJob
 from .remote.pipeline import JobResult, new_job_id
 
 OVERRIDES = ("prompt", "negative_prompt", "batch", "seed", "host", "resolution", "steps", "strength", "cfg_scale",
-             "style_preset", "render_samples", "use_ai", "render_device")
+             "style_preset", "render_samples", "use_ai", "render_device",
+             "allow_missing_files")
 # Blender's integer properties are 32-bit signed: random seeds stay below that so
 # they fit the Seed field and the images' custom properties.
 MAX_BLENDER_SEED = 2**31 - 1
@@ -94,6 +95,7 @@ def build_job(scene: bpy.types.Scene, context: bpy.types.Context, **overrides: A
         api_base_url=prefs.api_base_url, job_id=new_job_id(),
         render_samples=int(overrides.get("render_samples") or settings.render_samples),
         render_device=str(_setting(settings, overrides, "render_device")),
+        allow_missing_files=bool(_setting(settings, overrides, "allow_missing_files")),
     )
     try:
         job.validate()

@@ -78,6 +78,7 @@ class POSEFACTORY_PT_output(PosefactoryPanel, bpy.types.Panel):
             pass  # the main panel shows why the job cannot be built
         layout.prop(settings, "render_samples")
         layout.prop(settings, "render_device")
+        layout.prop(settings, "allow_missing_files")
         layout.prop(settings, "autosave")
         row = layout.row()
         row.enabled = settings.autosave

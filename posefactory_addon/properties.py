@@ -45,6 +45,10 @@ class PosefactorySettings(bpy.types.PropertyGroup):
                ("gpu", "GPU", "Fail in one line, before anything is billed for the AI step, when the pod has no GPU"),
                ("cpu", "CPU", "Render on the pod's CPU")],
         description="Which device Cycles renders on, on the pod")
+    allow_missing_files: BoolProperty(
+        name="Allow Missing Files", default=False,
+        description="Render even when files the scene needs are missing on the pod; the job then ends "
+                    "'done with warnings' listing them (off: such a job fails before rendering)")
     render_samples: IntProperty(name="Render Samples", min=0, max=4096, default=0,
                                 description="Cycles samples on the pod (0 keeps the scene's own setting)")
     use_ai: BoolProperty(name="AI Enhance", default=True,

@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     render.add_argument("--samples", type=int, default=0, help="Cycles samples on the pod (0: the scene's)")
     render.add_argument("--render-device", choices=RENDER_DEVICES, default="auto",
                         help="auto: the pod's best GPU, else its CPU with a warning; gpu: fail without a GPU; cpu")
+    render.add_argument("--allow-missing-files", action="store_true",
+                        help="render even when files the scene needs are missing on the pod (done with warnings)")
     render.add_argument("--backend", choices=["auto", "stability", "none"], default="auto")
     render.add_argument("--api-base", default=os.environ.get("STABILITY_API_BASE", STABILITY_API_BASE))
     render.add_argument("--output", type=Path, help="where results go (default: DATA_DIR/output)")
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         width=args.size[0], height=args.size[1], strength=args.strength, steps=args.steps, cfg_scale=args.cfg_scale,
         seed=args.seed, batch=args.batch, style_preset=args.style_preset, backend=backend,
         api_base_url=args.api_base, job_id=job_id, render_samples=args.samples,
-        render_device=args.render_device,
+        render_device=args.render_device, allow_missing_files=args.allow_missing_files,
     )
     try:
         job.output_dir = "-"  # checked here only; the pipeline fills in the pod's paths

@@ -80,6 +80,7 @@ class RenderJob:
     render_samples: int = 0  # 0: keep the scene's own setting
     # Render fidelity (issue 9): where the pod renders and how the init image is made.
     render_device: str = "auto"  # auto (GPU, else CPU with a warning) | gpu (fail without one) | cpu
+    allow_missing_files: bool = False  # render a scene whose files are missing on the pod: "done with warnings"
 
     def validate(self) -> None:
         """Raise :class:`JobValidationError` on the first field that is wrong."""
@@ -107,6 +108,8 @@ class RenderJob:
             raise JobValidationError(f"style_preset: {self.style_preset!r} is not one of {', '.join(STYLE_PRESETS)}")
         if self.render_device not in RENDER_DEVICES:
             raise JobValidationError(f"render_device: {self.render_device!r} is not one of {', '.join(RENDER_DEVICES)}")
+        if not isinstance(self.allow_missing_files, bool):
+            raise JobValidationError(f"allow_missing_files: {self.allow_missing_files!r} must be true or false")
         if self.backend not in BACKENDS:
             raise JobValidationError(f"backend: {self.backend!r} is not one of {', '.join(BACKENDS)}")
         if not self.blend_path:
