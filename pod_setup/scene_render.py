@@ -16,10 +16,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from remote.blendfile import BlendFileError, saved_version
 from remote.jobspec import RenderJob
 
 from . import init_image
-from .job_errors import EXIT_RENDER, JobFailed
+from .job_errors import EXIT_INVALID, EXIT_RENDER, JobFailed
 from .render_device import DeviceChoice, select_device, use_device
 from .scene_files import external_files, missing
 
@@ -63,9 +64,14 @@ def open_scene(job: RenderJob) -> SceneSetup:
         raise JobFailed(EXIT_RENDER, f"scene file not found: {blend}")
     device = select_device(job.render_device)
     try:
+        check_version(job, saved_version(blend))  # before opening: Blender may lose data reading a newer file
+    except BlendFileError:
+        pass  # compressed without a reader here: Blender says after opening
+    try:
         open_with_scripts(blend)
     except RuntimeError as exc:  # bpy reports an unreadable .blend this way
         raise JobFailed(EXIT_RENDER, f"cannot open scene {blend}: {str(exc).strip().splitlines()[-1]}") from None
+    check_version(job, tuple(bpy.data.version[:2]))
     scene = bpy.context.scene
     if scene.camera is None:
         raise JobFailed(EXIT_RENDER, f"scene {scene.name!r} has no active camera")
@@ -82,6 +88,22 @@ def open_scene(job: RenderJob) -> SceneSetup:
     if scene.render.engine != "CYCLES":
         log.info("render engine %s: the Cycles device choice does not apply", scene.render.engine)
     return setup
+
+
+def check_version(job: RenderJob, saved: tuple[int, ...]) -> None:
+    """Refuse a file from a newer Blender (major.minor) than this one, unless the job allows it."""
+    import bpy
+
+    running = tuple(bpy.app.version[:2])
+    if tuple(saved[:2]) <= running:
+        return
+    saved_text, running_text = ".".join(map(str, saved[:2])), ".".join(map(str, bpy.app.version))
+    if job.allow_newer_blender:
+        log.warning("scene saved by Blender %s, rendering with %s as the job allows", saved_text, running_text)
+        return
+    raise JobFailed(EXIT_INVALID, f"scene saved by Blender {saved_text}, newer than this pod's Blender {running_text}: "
+                                  f"it may render wrongly or lose data here; set the job's blender_version to "
+                                  f"{saved_text} to install it on the pod, or allow_newer_blender to render anyway")
 
 
 def open_with_scripts(blend: Path) -> None:

@@ -96,6 +96,7 @@ def build_job(scene: bpy.types.Scene, context: bpy.types.Context, **overrides: A
         render_samples=int(overrides.get("render_samples") or settings.render_samples),
         render_device=str(_setting(settings, overrides, "render_device")),
         allow_missing_files=bool(_setting(settings, overrides, "allow_missing_files")),
+        blender_version="%d.%d.%d" % bpy.app.version[:3],  # the pod installs and runs the artist's Blender
     )
     try:
         job.validate()

@@ -15,6 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
+from .blendfile import BlendFileError, saved_version
 from .config import data_dir
 from .cost import CostModel
 from .jobspec import AUTO_SIZE, RENDER_DEVICES, SDXL_SIZES, STABILITY_API_BASE, STYLE_PRESETS, JobValidationError, RenderJob
@@ -32,6 +33,14 @@ def _size(text: str) -> tuple[int, int]:
         valid = ", ".join(f"{w}x{h}" for w, h in SDXL_SIZES)
         raise argparse.ArgumentTypeError(f"{text} is not an SDXL size ({valid})")
     return width, height
+
+
+def scene_blender_version(scene: Path) -> str:
+    """"X.Y" of the Blender that saved ``scene``, read from its header; "" when it cannot be read."""
+    try:
+        return "%d.%d" % saved_version(scene)
+    except (OSError, BlendFileError):
+        return ""
 
 
 class ProgressPrinter:
@@ -91,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="auto: the pod's best GPU, else its CPU with a warning; gpu: fail without a GPU; cpu")
     render.add_argument("--allow-missing-files", action="store_true",
                         help="render even when files the scene needs are missing on the pod (done with warnings)")
+    render.add_argument("--blender-version", default=None,
+                        help="the Blender the pod runs (e.g. 4.2 or 4.2.3); default: the version that saved the scene")
+    render.add_argument("--allow-newer-blender", action="store_true",
+                        help="render a scene saved by a newer Blender than the pod can run")
     render.add_argument("--backend", choices=["auto", "stability", "none"], default="auto")
     render.add_argument("--api-base", default=os.environ.get("STABILITY_API_BASE", STABILITY_API_BASE))
     render.add_argument("--output", type=Path, help="where results go (default: DATA_DIR/output)")
@@ -127,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed, batch=args.batch, style_preset=args.style_preset, backend=backend,
         api_base_url=args.api_base, job_id=job_id, render_samples=args.samples,
         render_device=args.render_device, allow_missing_files=args.allow_missing_files,
+        blender_version=scene_blender_version(args.scene) if args.blender_version is None else args.blender_version,
+        allow_newer_blender=args.allow_newer_blender,
     )
     try:
         job.output_dir = "-"  # checked here only; the pipeline fills in the pod's paths

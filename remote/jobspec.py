@@ -11,6 +11,7 @@ environment or ``$WORKSPACE/.env``, never through this file.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,8 @@ class RenderJob:
     # Render fidelity (issue 9): where the pod renders and how the init image is made.
     render_device: str = "auto"  # auto (GPU, else CPU with a warning) | gpu (fail without one) | cpu
     allow_missing_files: bool = False  # render a scene whose files are missing on the pod: "done with warnings"
+    blender_version: str = ""  # the artist's Blender ("4.2" or "4.2.3"): the pod installs and runs it; "": the pod's
+    allow_newer_blender: bool = False  # render a file saved by a newer Blender than the pod runs
 
     def validate(self) -> None:
         """Raise :class:`JobValidationError` on the first field that is wrong."""
@@ -108,8 +111,12 @@ class RenderJob:
             raise JobValidationError(f"style_preset: {self.style_preset!r} is not one of {', '.join(STYLE_PRESETS)}")
         if self.render_device not in RENDER_DEVICES:
             raise JobValidationError(f"render_device: {self.render_device!r} is not one of {', '.join(RENDER_DEVICES)}")
-        if not isinstance(self.allow_missing_files, bool):
-            raise JobValidationError(f"allow_missing_files: {self.allow_missing_files!r} must be true or false")
+        for flag in ("allow_missing_files", "allow_newer_blender"):
+            if not isinstance(getattr(self, flag), bool):
+                raise JobValidationError(f"{flag}: {getattr(self, flag)!r} must be true or false")
+        if self.blender_version and not (isinstance(self.blender_version, str)
+                                         and re.fullmatch(r"\d{1,2}\.\d{1,2}(\.\d{1,3})?", self.blender_version)):
+            raise JobValidationError(f"blender_version: {self.blender_version!r} is not a version like 4.2 or 4.2.3")
         if self.backend not in BACKENDS:
             raise JobValidationError(f"backend: {self.backend!r} is not one of {', '.join(BACKENDS)}")
         if not self.blend_path:

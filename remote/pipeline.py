@@ -200,7 +200,8 @@ class JobRunner:
                 raise PipelineError(f"{what}: {exc}") from None
 
     # -- stages ----------------------------------------------------------------
-    def set_up_pod(self) -> None:
+    def set_up_pod(self, blender_version: str = "") -> None:
+        """Ship the pod scripts and run setup_pod.sh; ``blender_version``: the artist's Blender to install there."""
         ws = self.host.workspace
         bundle, digest = pod_bundle()
         self.stage("setup", "checking the pod's set-up")
@@ -212,7 +213,8 @@ class JobRunner:
         self.run(
             f"cd {q(ws)}/posefactory && if [ \"$(cat .bundle 2>/dev/null)\" != {digest} ]; then "
             f"rm -rf remote pod_setup && tar -xzf bundle-{digest[:16]}.tar.gz && echo {digest} > .bundle; fi && "
-            f"rm -f $(ls bundle-*.tar.gz | grep -v {digest[:16]}) && bash pod_setup/setup_pod.sh",
+            f"rm -f $(ls bundle-*.tar.gz | grep -v {digest[:16]}) && "
+            f"{f'POSEFACTORY_BLENDER_VERSION={q(blender_version)} ' if blender_version else ''}bash pod_setup/setup_pod.sh",
             "pod set-up", timeout=1800)
 
     def upload(self, job: RenderJob, blend_file: Path) -> RenderJob:
@@ -357,7 +359,7 @@ def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | N
             runner = JobRunner(bridge, config, progress, cancel, record, record_path)
             runner.stage("connecting", f"connecting to {host}")
             runner.run("true", "connecting")
-            runner.set_up_pod()
+            runner.set_up_pod(job.blender_version)
             runner.upload(job, Path(blend_file))
             return _finish(runner, runner.render(api_key))
 

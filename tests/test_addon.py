@@ -96,13 +96,14 @@ def test_output_size_follows_the_camera_aspect_and_the_panel_says_what_a_size_cr
             refused = ""
         except api.SubmitError as exc:
             refused = str(exc)
-        report(auto=[auto.width, auto.height], notes=notes, device=square.render_device,
+        report(auto=[auto.width, auto.height], notes=notes, device=square.render_device, version=auto.blender_version,
                wide=[wide.width, wide.height], refused=refused)
     """)
     assert result["auto"] == [1344, 768]  # 1.75, the SDXL aspect nearest 16:9
     assert result["notes"] == ["Crops 2 % of the camera frame (left and right)",
                                "Crops 44 % of the camera frame (left and right)"]
     assert result["device"] == "gpu" and result["wide"] == [1536, 640]
+    assert result["version"] == "5.0.1"  # the artist's Blender travels with the job
     assert "render_device: 'fast' is not one of auto, gpu, cpu" in result["refused"]
 
 

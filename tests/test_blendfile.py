@@ -29,7 +29,11 @@ def test_unreadable_headers_say_why(data, reason):
 
 
 def test_versions_of_compressed_and_plain_files(sample_scene, tmp_path):
+    from remote.cli import scene_blender_version
+
     assert saved_version(sample_scene) == (5, 0)  # zstd, as Blender saves by default
+    assert scene_blender_version(sample_scene) == "5.0"  # what the CLI's job carries
+    assert scene_blender_version(tmp_path / "absent.blend") == ""
     legacy = tmp_path / "old.blend"
     legacy.write_bytes(gzip.compress(b"BLENDER-v293REND" + bytes(64)))
     assert saved_version(legacy) == (2, 93)
