@@ -73,7 +73,14 @@ class POSEFACTORY_PT_output(PosefactoryPanel, bpy.types.Panel):
         settings = context.scene.posefactory
         layout = self.layout
         layout.prop(settings, "resolution")
+        try:
+            job, _host = api.build_job(context.scene, context)
+            layout.label(text=api.framing_note(job, context.scene), icon="IMAGE_REFERENCE")
+        except api.SubmitError:
+            pass  # the main panel shows why the job cannot be built
         layout.prop(settings, "render_samples")
+        layout.prop(settings, "render_device")
+        layout.prop(settings, "allow_missing_files")
         layout.prop(settings, "autosave")
         row = layout.row()
         row.enabled = settings.autosave
@@ -128,6 +135,8 @@ class POSEFACTORY_PT_jobs(PosefactoryPanel, bpy.types.Panel):
             column.label(text=record.job_id)
             cost = f"${record.cost_usd:.3f}" if record.cost_usd is not None else "cost pending"
             column.label(text=f"{record.status} on {record.host}, {cost}")
+            if record.render_device:
+                column.label(text=f"Rendered on {record.render_device}")
             if record.error:
                 column.label(text=record.error[:80], icon="ERROR")
             column.operator("posefactory.open_output", text="Open", icon="FILE_FOLDER").job_id = record.job_id
