@@ -87,9 +87,14 @@ def run(job_path: Path) -> int:
     try:
         if backend is not None:
             backend.check_ready()
-        open_scene(job)
-        configure_output(job)
-        outcome = render_still(output_dir / "render.png")
+        setup = open_scene(job)
+        manifest.update(setup.to_manifest())
+        for warning in setup.warnings:
+            print(f"render_job: warning: {warning}", file=sys.stderr)
+            manifest.setdefault("warnings", []).append(warning)
+        settings = configure_output(job, setup)
+        manifest.update(settings.to_manifest())
+        outcome = render_still(output_dir / "render.png", settings)
         manifest.update(render=outcome.path.name, render_seconds=round(outcome.seconds, 3),
                         render_result_fix_applied=outcome.render_result_fix_applied)
         if backend is not None:
@@ -98,7 +103,8 @@ def run(job_path: Path) -> int:
             manifest["ai_images_requested"] = job.batch
             write_json_atomically(output_dir / "manifest.json", {**manifest, "status": "running"})
             generate(backend, outcome.path, manifest)
-        manifest["status"] = "done"
+        # A render without some of the scene's files is never a plain "done".
+        manifest["status"] = "done with warnings" if manifest.get("missing_files") else "done"
         return 0
     except JobFailed as exc:
         manifest["error"] = str(exc)

@@ -56,6 +56,9 @@ class POSEFACTORY_OT_render_remote(SceneSettingsOperator, bpy.types.Operator):
                                options={"SKIP_SAVE"})
     render_samples: IntProperty(name="Render Samples", min=0, default=0, options={"SKIP_SAVE"})
     skip_ai: BoolProperty(name="Skip AI Step", default=False, options={"SKIP_SAVE"})
+    render_device: EnumProperty(name="Render Device", default="KEEP", options={"SKIP_SAVE"},
+                                items=[("KEEP", "Scene Setting", ""), ("auto", "Auto", ""), ("gpu", "GPU", ""),
+                                       ("cpu", "CPU", "")])
 
     def overrides(self) -> dict:
         values = {"prompt": self.prompt, "negative_prompt": self.negative_prompt, "host": self.host}
@@ -75,6 +78,8 @@ class POSEFACTORY_OT_render_remote(SceneSettingsOperator, bpy.types.Operator):
             values["render_samples"] = self.render_samples
         if self.skip_ai:
             values["use_ai"] = False
+        if self.render_device != "KEEP":
+            values["render_device"] = self.render_device
         return {key: value for key, value in values.items() if value not in ("", None)}
 
     def execute(self, context: bpy.types.Context) -> set[str]:

@@ -8,7 +8,7 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .accounting import Spend, append_once, compute_spend, ledger_entry
 from .job_state import Cancelled, JobProgress, JobRecord, JobResult, PipelineError, PodDiskFull, StatusUnusable, TimeLimitReached
@@ -37,15 +37,33 @@ def settle(runner: JobRunner, state: str, error: str | None, status: PodStatus |
     return result
 
 
+def device_summary(manifest: dict[str, Any]) -> str:
+    """The manifest's render device as one short line ("CUDA: NVIDIA A40 x2"); '' when it has none.
+
+    The manifest comes from the pod: only text of a bounded length is used.
+    """
+    device = manifest.get("render_device")
+    if not isinstance(device, dict) or not isinstance(device.get("kind"), str):
+        return ""
+    names = [n for n in device.get("names", []) if isinstance(n, str)] if isinstance(device.get("names"), list) else []
+    counted = [f"{name} x{names.count(name)}" if names.count(name) > 1 else name for name in dict.fromkeys(names)]
+    summary = f"{device['kind']}: {', '.join(counted)}" if counted else device["kind"]
+    summary = "".join(ch for ch in summary if ch.isprintable())[:120]
+    return f"{summary} (fallback)" if device.get("warning") else summary
+
+
 def account(record: JobRecord, record_path: Path | None, result: JobResult, spend: Spend) -> None:
     """Write the record's terminal state and its one ledger line (the caller holds the job lock)."""
     record.status, record.error, record.cost_usd = result.status, result.error, spend.cost_usd
     record.gpu_seconds, record.cost_flag = spend.gpu_seconds, spend.flag
     record.images = [str(p) for p in result.images]
+    record.render_device = device_summary(result.manifest) or record.render_device
     record.stage = "done"
     if not record.ledgered and record.remote_job_dir:
-        append_once(ledger_entry(record.job_id, record.host, result.status, spend, len(result.images),
-                                 record.submitted_at))
+        entry = ledger_entry(record.job_id, record.host, result.status, spend, len(result.images), record.submitted_at)
+        if record.render_device:
+            entry["render_device"] = record.render_device
+        append_once(entry)
         record.ledgered = True
     record.save(record_path)
 

@@ -67,6 +67,8 @@ class JobRecord:
     prompt: str = ""
     cost_usd: float | None = None
     images: list[str] = field(default_factory=list)
+    # Render fidelity (issue 9): the device the pod rendered on, e.g. "CUDA: NVIDIA A40".
+    render_device: str = ""
     # Accounting: what the ledger line is computed from, and whether it was written.
     cost_basis: dict[str, Any] = field(default_factory=dict)  # engine_id, steps, batch, backend
     estimate_usd: float | None = None

@@ -43,7 +43,7 @@ from .api import Bridge, UnknownHost
 from .blendfile import NotABlendFile, check_blend_file
 from .config import ConfigError, HostConfig, load_hosts
 from .cost import CostConfigError, CostModel
-from .job_settle import account, follow, result_from_record
+from .job_settle import account, device_summary, follow, result_from_record
 from .job_state import (
     Cancelled,
     JobProgress,
@@ -78,7 +78,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # holds remote/ and pod_s
 POLL_S = 0.25  # a status poll is one cheap command; polling often keeps the overhead low
 RECONNECT_ATTEMPTS = 5
 __all__ = ["Cancelled", "JobProgress", "JobRecord", "JobResult", "JobRunner", "PipelineError", "PodDiskFull",
-           "append_ledger", "new_job_id", "pod_bundle", "reattach", "run_job"]
+           "append_ledger", "device_summary", "new_job_id", "pod_bundle", "reattach", "run_job"]
 STAGES = ("connecting", "setup", "uploading", "rendering", "downloading", "done")
 # The pod enforces a job's time limit itself; the laptop steps in this long after it.
 TIME_LIMIT_GRACE_S = 60.0
@@ -182,8 +182,9 @@ class JobRunner:
                 raise PipelineError(f"{what}: {exc}") from None
 
     # -- stages ----------------------------------------------------------------
-    def set_up_pod(self) -> None:
-        """Ship the code bundle (0 bytes when unchanged) and run ``setup_pod.sh``.
+    def set_up_pod(self, blender_version: str = "") -> None:
+        """Ship the code bundle (0 bytes when unchanged) and run ``setup_pod.sh``;
+        ``blender_version``: the artist's Blender to install there.
 
         Each bundle has its own ``posefactory/code/<digest>/``: extracted beside
         the others under a temporary name and renamed into place, never
@@ -210,6 +211,7 @@ class JobRunner:
             f"cd .. && for name in remote pod_setup; do "
             f"if [ -e \"$name\" ] && [ ! -L \"$name\" ]; then mv \"$name\" \".old-$name-$$\"; fi && "
             f"ln -sfn \"code/{short}/$name\" \".$name.new-$$\" && mv -T \".$name.new-$$\" \"$name\"; done && "
+            f"{f'POSEFACTORY_BLENDER_VERSION={q(blender_version)} ' if blender_version else ''}"
             f"bash code/{short}/pod_setup/setup_pod.sh",
             "pod set-up", timeout=1800)
         self.record.pod_code = f"{base}/code/{short}"
@@ -409,7 +411,7 @@ def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | N
             runner.stage("connecting", f"connecting to {host}")
             runner.run("true", "connecting")
             try:
-                runner.set_up_pod()
+                runner.set_up_pod(job.blender_version)
                 arm_watchdog(runner.run, config)
                 runner.upload(job, Path(blend_file))
             except PipelineError as exc:

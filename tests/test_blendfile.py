@@ -1,48 +1,53 @@
-"""A file that is not a .blend is refused on the laptop, before anything is uploaded."""
+"""remote/blendfile.py: .blend headers read without Blender, canonical bytes."""
 from __future__ import annotations
 
 import gzip
-import threading
 
 import pytest
-import zstandard
 
-from remote.blendfile import NotABlendFile, check_blend_file
-from remote.pipeline import run_job
-from tests.test_pipeline_e2e import Recorder, make_job
+from remote.blendfile import BlendFileError, canonicalize, read_header, saved_version
 
 
-def test_plain_and_compressed_blend_headers_pass(tmp_path, sample_scene):
-    assert sample_scene.read_bytes()[:4] == b"\x28\xb5\x2f\xfd"  # Blender 5 saves Zstandard-compressed
-    check_blend_file(sample_scene)
-    with open(sample_scene, "rb") as handle:
-        plain = zstandard.ZstdDecompressor().stream_reader(handle, read_across_frames=True).read()
-    (tmp_path / "plain.blend").write_bytes(plain)
-    check_blend_file(tmp_path / "plain.blend")
-    (tmp_path / "old.blend").write_bytes(gzip.compress(plain))
-    check_blend_file(tmp_path / "old.blend")
+def test_headers_of_both_layouts():
+    legacy = read_header(b"BLENDER-v402REND")
+    assert legacy.version == (4, 2) and legacy.pointer_size == 8 and legacy.header_size == 12
+    assert read_header(b"BLENDER_v279").pointer_size == 4
+    modern = read_header(b"BLENDER17-01v0501REND")
+    assert modern.version == (5, 1) and modern.large_bheads and modern.header_size == 17
 
 
-@pytest.mark.parametrize("content, reason", [
-    (b"\x89PNG\r\n\x1a\n....", "is not a .blend file"),
-    (b"", "is not a .blend file"),
-    (gzip.compress(b"hello world"), "gzip-compressed but holds no .blend"),
-    (zstandard.ZstdCompressor().compress(b"hello world"), "Zstandard-compressed but holds no .blend"),
-    (b"\x1f\x8b\x08garbage", "damaged compressed file"),
+@pytest.mark.parametrize("data, reason", [
+    (b"PK\x03\x04 a zip", "not a .blend"),
+    (gzip.compress(b"BLENDER-v402"), "compressed"),
+    (b"\x28\xb5\x2f\xfd zstd", "compressed"),
+    (b"BLENDER-vABC", "unreadable"),
+    (b"BLENDER17-02v0500", "unknown .blend header format"),
 ])
-def test_other_files_are_refused_with_one_line(tmp_path, content, reason):
-    path = tmp_path / "scene.blend"
-    path.write_bytes(content)
-    with pytest.raises(NotABlendFile, match=reason):
-        check_blend_file(path)
+def test_unreadable_headers_say_why(data, reason):
+    with pytest.raises(BlendFileError, match=reason):
+        read_header(data)
 
 
-def test_the_pipeline_refuses_a_non_blend_before_connecting(tmp_path, monkeypatch):
-    monkeypatch.setenv("POSEFACTORY_DATA_DIR", str(tmp_path / "data"))
-    fake = tmp_path / "notes.blend"
-    fake.write_text("just some notes")
-    progress = Recorder()
-    result = run_job(make_job(), fake, host="local", hosts_file=None, local_output_dir=tmp_path / "out", api_key=None,
-                     progress=progress, cancel=threading.Event(), record_path=tmp_path / "record.json")
-    assert result.status == "failed" and "is not a .blend file" in result.error
-    assert progress.events == [] and not (tmp_path / "data" / "local-pod").exists()
+def test_versions_of_compressed_and_plain_files(sample_scene, tmp_path):
+    from remote.cli import scene_blender_version
+
+    assert saved_version(sample_scene) == (5, 0)  # zstd, as Blender saves by default
+    assert scene_blender_version(sample_scene) == "5.0"  # what the CLI's job carries
+    assert scene_blender_version(tmp_path / "absent.blend") == ""
+    legacy = tmp_path / "old.blend"
+    legacy.write_bytes(gzip.compress(b"BLENDER-v293REND" + bytes(64)))
+    assert saved_version(legacy) == (2, 93)
+
+
+def test_canonical_bytes_are_stable(tmp_path):
+    import subprocess
+    import sys
+
+    copy = tmp_path / "copy.blend"
+    subprocess.run([sys.executable, "-c", "import bpy, sys; bpy.ops.wm.save_as_mainfile(filepath=sys.argv[1], "
+                    "compress=False)", str(copy)], check=True, capture_output=True, timeout=120)
+    assert saved_version(copy) == (5, 0)
+    canonicalize(copy)
+    once = copy.read_bytes()
+    assert canonicalize(copy) is False and copy.read_bytes() == once  # idempotent
+    assert len(once) == copy.stat().st_size

@@ -122,8 +122,9 @@ def test_unusable_status_fails_the_job_in_one_line_and_stops_it(fake_pod, tmp_pa
 
 def test_a_huge_status_file_is_refused_not_pulled(fake_pod, tmp_path, sample_scene):
     fake_pod("""
-        with open(jobdir / "status.json", "w") as handle:
+        with open(jobdir / "big.tmp", "w") as handle:
             handle.write('{"state": "running", "pad": "' + "x" * (64 << 20) + '"}')
+        os.replace(jobdir / "big.tmp", jobdir / "status.json")  # whole at once: only its size is wrong
         time.sleep(60)
     """)
     result = submit(tmp_path, sample_scene)

@@ -32,10 +32,18 @@ def submit(tmp_path, scene, api_key=None, progress=None, **job):
                    record_path=tmp_path / "record.json")
 
 
-def processes_holding(secret: bytes) -> list[str]:
+def processes_holding(secret: bytes, workspace: Path) -> list[str]:
+    """Processes of this test's pod (their command line or working folder is in its workspace) holding ``secret``."""
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            ours = str(workspace).encode() in (proc / "cmdline").read_bytes() or \
+                os.readlink(proc / "cwd").startswith(str(workspace))
+        except OSError:
+            continue
+        if not ours:
             continue
         for name in ("environ", "cmdline"):
             try:
@@ -54,7 +62,8 @@ def test_the_key_is_in_no_process_environment_or_argv_on_the_pod(data, tmp_path,
         deadline = time.monotonic() + 120
         while not stability_server.requests and time.monotonic() < deadline:
             time.sleep(0.05)
-        seen.append(processes_holding(stability_server.api_key.encode()))
+        workspace = data / "local-pod" / "workspace"
+        seen.append((processes_holding(stability_server.api_key.encode(), workspace), processes_holding(b"", workspace)))
 
     watcher = threading.Thread(target=look_while_the_api_works)
     watcher.start()
@@ -62,7 +71,8 @@ def test_the_key_is_in_no_process_environment_or_argv_on_the_pod(data, tmp_path,
                     **{"backend": "stability", "api_base_url": stability_server.base_url, "batch": 1})
     watcher.join()
     assert result.status == "done", result.error
-    assert seen == [[]]
+    (holding, pod_processes), = seen
+    assert holding == [] and pod_processes  # the job's processes were there, and none held the key
     jobdir = Path(JobRecord.load(tmp_path / "record.json").remote_job_dir)
     assert not list(jobdir.glob(".secret*"))  # read and deleted by the job
     for path in jobdir.rglob("*"):
