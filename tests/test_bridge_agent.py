@@ -147,8 +147,9 @@ def test_agent_restarted_after_writing_a_result_does_not_repeat_it(queue, tmp_pa
 
 def test_secrets_are_redacted_in_results_and_log(queue, tmp_path):
     secret = "sk-live-0123456789abcdef"
-    submit(queue, {"id": "leaky", "host": "local", "command": "echo \"$STABILITY_API_KEY\"; echo \"$TOKEN\" >&2; exit 1",
-                   "env": {"TOKEN": "tok-very-secret"}})
+    # The local shell no longer inherits the laptop's secrets: the command gets the key explicitly.
+    submit(queue, {"id": "leaky", "host": "local", "command": "echo \"$KEY\"; echo \"$TOKEN\" >&2; exit 1",
+                   "env": {"TOKEN": "tok-very-secret", "KEY": secret}})
     log = tmp_path / "agent.log"
     run_agent_once(queue, "--log-file", str(log), env_extra={"STABILITY_API_KEY": secret})
     text = (queue / "results.jsonl").read_text() + log.read_text()
@@ -246,8 +247,8 @@ def test_a_second_agent_on_the_same_queue_exits_at_once_naming_the_first(queue, 
 
 def test_secrets_are_redacted_from_output_that_is_not_utf8(queue):
     secret = "sk-live-0123456789abcdef"
-    submit(queue, {"id": "binary", "host": "local",
-                   "command": "printf '\\377 %s \\376' \"$STABILITY_API_KEY\"; printf '%s\\377' \"$STABILITY_API_KEY\" >&2"})
+    submit(queue, {"id": "binary", "host": "local", "env": {"KEY": secret},
+                   "command": "printf '\\377 %s \\376' \"$KEY\"; printf '%s\\377' \"$KEY\" >&2"})
     run_agent_once(queue, env_extra={"STABILITY_API_KEY": secret})
     (result,) = results_by_id(queue)["binary"]
     assert result["stdout_encoding"] == "base64" and result["stderr_encoding"] == "base64"
