@@ -26,6 +26,8 @@ from .render_device import DeviceChoice, select_device, use_device
 from .scene_files import external_files, missing
 
 log = logging.getLogger(__name__)
+# Engines that draw with the GPU's graphics API even in background mode.
+GPU_ONLY_ENGINES = ("BLENDER_EEVEE", "BLENDER_EEVEE_NEXT", "BLENDER_WORKBENCH")
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,11 @@ def open_scene(job: RenderJob) -> SceneSetup:
         setup.warnings.append(device.warning)
     if absent:
         setup.warnings.append(f"rendered without {len(absent)} missing file(s) (allowed by the job): {'; '.join(absent)}")
+    if scene.render.engine in GPU_ONLY_ENGINES and not device.gpu:
+        # Without a GPU these engines cannot make a drawing context headless: Blender 5.0.1 dies mid-render.
+        raise JobFailed(EXIT_RENDER, f"render engine {scene.render.engine} needs a GPU (OpenGL/Vulkan) to render "
+                                     f"headless and this pod has none ({device.warning or 'render_device cpu'}); "
+                                     f"switch the scene to Cycles or use a GPU pod")
     if scene.render.engine != "CYCLES":
         log.info("render engine %s: the Cycles device choice does not apply", scene.render.engine)
     return setup
