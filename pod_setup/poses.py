@@ -28,7 +28,17 @@ if __name__ == "__main__":  # run as a script: remote/ sits next to pod_setup/
 
 import bpy
 
-from remote.batch import BatchSpecError, check_item_count, item_name, parse_cameras, parse_poses, unique_names
+try:
+    from remote.batch import BatchSpecError, check_item_count, item_name, parse_cameras, parse_poses, unique_names
+except ImportError:  # inside the Blender extension, where remote/ is a sibling subpackage
+    from ..remote.batch import (  # type: ignore[no-redef]
+        BatchSpecError,
+        check_item_count,
+        item_name,
+        parse_cameras,
+        parse_poses,
+        unique_names,
+    )
 
 log = logging.getLogger(__name__)
 TRANSFORMS = ("location", "rotation_quaternion", "rotation_euler", "rotation_axis_angle", "scale")

@@ -111,6 +111,7 @@ def run(job_path: Path) -> int:
         except BatchSpecError as exc:
             raise JobFailed(EXIT_INVALID, str(exc)) from None
         manifest["items_total"] = len(book.items)
+        manifest["estimated_cost"] = costs.estimate(job, pod_type, expected_render_s=0, items=len(book.items)).to_dict()
         failures = render_items(book, backend, manifest, SceneState.capture(scene))
         done = [e for e in manifest["items"] if e["status"] == "done"]
         if failures and not done:
@@ -170,7 +171,8 @@ def render_items(book: BatchBook, backend: backends.Backend | None, manifest: di
     def finish(item: Item, entry: dict, outcome: Future | None) -> None:
         try:
             if outcome is not None:
-                book.save_variations(item, entry, outcome.result(), manifest)
+                entry["ai_seconds"], variations = outcome.result()
+                book.save_variations(item, entry, variations, manifest)
                 if not entry["images"]:
                     reasons = sorted({v["finish_reason"] for v in entry["variations"]})
                     raise JobFailed(EXIT_FILTERED, f"no usable image: every variation came back {', '.join(reasons)}")
@@ -180,18 +182,22 @@ def render_items(book: BatchBook, backend: backends.Backend | None, manifest: di
                 write_thumbnail(book.output_dir / first, book.item_dir(item) / "thumb.png")
         except JobFailed as exc:
             fail(item, entry, exc.code, str(exc))
-        book.write_progress(manifest["items"], None)
         log.info("item %s: %s", item.name, entry["status"])
 
     def fail(item: Item, entry: dict, code: int, message: str) -> None:
         entry.update(status="failed", error=message)
         failures.append((code, message if book.flat else f"{item.name}: {message}"))
 
+    def published(current: str | None) -> None:
+        # The manifest first: whoever sees the new count in progress.json finds the item in it.
+        write_json_atomically(book.output_dir / "manifest.json", manifest)
+        book.write_progress(manifest["items"], current)
+
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ai-step") as ai_step:
         for item in book.items:
             entry = book.new_entry(item)
             manifest["items"].append(entry)
-            book.write_progress(manifest["items"], item.name)
+            published(item.name)
             try:
                 apply_item(item, state, scene)
                 entry["bones"] = bone_positions(scene)
@@ -200,28 +206,28 @@ def render_items(book: BatchBook, backend: backends.Backend | None, manifest: di
                              render_result_fix_applied=outcome.render_result_fix_applied)
             except (ItemFailed, JobFailed) as exc:
                 fail(item, entry, getattr(exc, "code", EXIT_RENDER), str(exc))
-                book.write_progress(manifest["items"], None)
+                published(None)
                 continue
             if pending is not None:
                 finish(*pending)
+                published(item.name)
                 pending = None
             if backend is None:
                 finish(item, entry, None)
+                published(None)
             else:
-                pending = (item, entry, ai_step.submit(timed_generate, backend, outcome.path, entry))
-            write_json_atomically(book.output_dir / "manifest.json", manifest)
+                pending = (item, entry, ai_step.submit(timed_generate, backend, outcome.path))
         if pending is not None:
             finish(*pending)
+            published(None)
     return failures
 
 
-def timed_generate(backend: backends.Backend, rendered: Path, entry: dict) -> list[backends.Variation]:
-    """The AI step of one item (on the worker thread); its time goes into the item's entry."""
+def timed_generate(backend: backends.Backend, rendered: Path) -> tuple[float, list[backends.Variation]]:
+    """The AI step of one item, on the worker thread (which touches no manifest entry: the main thread owns them)."""
     started = time.monotonic()
-    try:
-        return backend.generate(rendered)
-    finally:
-        entry["ai_seconds"] = round(time.monotonic() - started, 3)
+    variations = backend.generate(rendered)
+    return round(time.monotonic() - started, 3), variations
 
 
 def serve_jobs(lines: Iterable[str], results: TextIO) -> None:

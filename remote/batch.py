@@ -33,7 +33,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 # What an item may hold on disk: its render, its AI variations, its thumbnail.
 ITEM_FILE = re.compile(r"(render|thumb|ai-render-[1-9][0-9]?)\.png")
 ITEM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-ITEM_STATUSES = ("done", "failed", "reused")
+ITEM_STATUSES = ("done", "failed", "reused", "rendering")  # rendering: not finished yet
 
 
 class BatchSpecError(ValueError):
