@@ -63,9 +63,9 @@ def report(result: JobResult) -> int:
         for item in items:
             if item.get("status") == "failed":
                 print(f"  failed: {item.get('name')}: {item.get('error')}")
-        if result.output_dir and (result.output_dir / "contact-sheet.png").is_file():
-            print(f"  contact sheet: {result.output_dir / 'contact-sheet.png'}")
     print(f"  cost:   ${result.cost_usd or 0:.4f} (ledger: {data_dir() / 'ledger.jsonl'})")
+    if result.output_dir and (result.output_dir / "contact-sheet.png").is_file():
+        print(f"  contact sheet: {result.output_dir / 'contact-sheet.png'}")
     return 0
 
 
