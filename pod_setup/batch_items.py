@@ -93,6 +93,8 @@ class BatchBook:
                                for r in manifest["variations"] if r["item"] == item.name]
 
     def write_progress(self, entries: list[dict[str, Any]], current: str | None) -> None:
+        if self.flat:
+            return  # one image: the job's state says it all
         done = sum(1 for e in entries if e["status"] == "done")
         failed = sum(1 for e in entries if e["status"] == "failed")
         write_json_atomically(self.progress_path, {

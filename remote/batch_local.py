@@ -171,13 +171,21 @@ class ItemStreamer:
         items = status.get("items")
         if not isinstance(items, dict):
             return None
-        numbers = {k: items.get(k) for k in ("total", "done", "failed")}
-        if not all(isinstance(v, int) and 0 <= v <= 100_000 for v in numbers.values()):
+        raw = {k: items.get(k) for k in ("total", "done", "failed")}
+        numbers = {k: v for k, v in raw.items() if isinstance(v, int) and 0 <= v <= 100_000}
+        if len(numbers) != len(raw):
             return None
         finished = numbers["done"] + numbers["failed"]
         if finished > self.seen:
-            self.seen = finished
-            self.fetch()
+            from .pipeline import PipelineError  # here: pipeline imports this module
+
+            try:
+                self.fetch()
+                self.seen = finished
+            except (PipelineError, ValueError) as exc:
+                # The pod rewrites its manifest after every item: a copy caught mid-rewrite fails
+                # its checksum. Nothing is lost; the next poll fetches again.
+                log.info("fetching finished items: %s; trying again at the next poll", exc)
         current = items.get("current")
         current = current if isinstance(current, str) and len(current) <= 100 and current.isprintable() else None
         return (f"items {numbers['done']}/{numbers['total']} done, {len(self.done)} back"

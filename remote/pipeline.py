@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import secrets
 import sys
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .api import Bridge, UnknownHost
-from .batch import BatchSpecError, check_item_path
+from .batch import BatchSpecError, ItemEntryError, check_item_path
 from .batch_local import BatchPlan, ItemCache, ItemStreamer, copy_reused, finish_manifest, is_batch, plan_batch
 from .config import ConfigError, HostConfig, data_dir, load_hosts
 from .jobspec import JobValidationError, RenderJob
@@ -45,6 +46,7 @@ from .shell import CommandResult
 from .transfer import TransferError, TransferInterrupted, TransferResult
 from .transfer.common import q, sha256_file
 
+log = logging.getLogger(__name__)
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # holds remote/ and pod_setup/
 POLL_S = 0.25  # a status poll is one cheap command; polling often keeps the overhead low
 RECONNECT_ATTEMPTS = 5
@@ -283,13 +285,23 @@ def _result_from_outputs(record: JobRecord, status: dict[str, Any]) -> JobResult
     output_dir = Path(record.local_output_dir)
     manifest_path = output_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    images = [output_dir / check_item_path(name) for name in manifest.get("images", [])]
+    images = [output_dir / name for name in manifest.get("images", []) if _safe_path(name)]
     raw = output_dir / "render.png"
     cost = manifest.get("actual_cost", {}).get("total_usd")
     state = "done" if status["state"] == "done" else "failed"
     return JobResult(job_id=record.job_id, status=state, images=images, raw_render=raw if raw.is_file() else None,
                      manifest=manifest, error=None if state == "done" else status.get("error") or manifest.get("error"),
                      cost_usd=cost, output_dir=output_dir)
+
+
+def _safe_path(name: Any) -> bool:
+    """A manifest's image path (data from the pod) that stays inside the job's folder."""
+    try:
+        check_item_path(name)
+    except ItemEntryError as exc:
+        log.warning("ignoring an image path from the pod: %s", exc)
+        return False
+    return True
 
 
 def _finish(runner: JobRunner, status: dict[str, Any]) -> JobResult:
