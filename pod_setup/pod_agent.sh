@@ -119,7 +119,9 @@ case "$action" in
     if [ "$POSEFACTORY_RUNNER" = "python" ]; then
         cmd=("$POSEFACTORY_EXECUTABLE" "$here/render_job.py" "$jobdir/job.json")
     else
-        cmd=("$POSEFACTORY_EXECUTABLE" --background --factory-startup --python "$here/render_job.py" -- "$jobdir/job.json")
+        # --enable-autoexec: the job is the artist's own scene, its scripted drivers must run
+        # (factory preferences turn Python auto-run off).
+        cmd=("$POSEFACTORY_EXECUTABLE" --background --factory-startup --enable-autoexec --python "$here/render_job.py" -- "$jobdir/job.json")
     fi
     set +e
     ( cd "$jobdir" && exec "${cmd[@]}" ) >"$jobdir/render.log" 2>&1

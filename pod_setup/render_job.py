@@ -55,6 +55,7 @@ import bpy
 
 from pod_setup import backends
 from pod_setup.batch_items import PROGRESS_FILE, BatchBook, with_batch_seed, write_json_atomically
+from pod_setup.init_image import RenderSettings
 from pod_setup.job_errors import (
     EXIT_AI,
     EXIT_FILTERED,
@@ -102,8 +103,13 @@ def run(job_path: Path) -> int:
     try:
         if backend is not None:
             backend.check_ready()
-        open_scene(job)
-        configure_output(job)
+        setup = open_scene(job)
+        manifest.update(setup.to_manifest())
+        for warning in setup.warnings:
+            print(f"render_job: warning: {warning}", file=sys.stderr)
+            manifest.setdefault("warnings", []).append(warning)
+        settings = configure_output(job, setup)
+        manifest.update(settings.to_manifest())
         scene = bpy.context.scene
         try:
             book.items = [i for i in resolve_items(scene, job.poses, job.cameras)
@@ -112,14 +118,15 @@ def run(job_path: Path) -> int:
             raise JobFailed(EXIT_INVALID, str(exc)) from None
         manifest["items_total"] = len(book.items)
         manifest["estimated_cost"] = costs.estimate(job, pod_type, expected_render_s=0, items=len(book.items)).to_dict()
-        failures = render_items(book, backend, manifest, SceneState.capture(scene))
+        failures = render_items(book, backend, manifest, SceneState.capture(scene), settings)
         done = [e for e in manifest["items"] if e["status"] == "done"]
         if failures and not done:
             code, message = failures[0]
             raise JobFailed(code, message)
         if failures:
             manifest["error"] = f"{len(failures)} of {len(book.items)} item(s) failed; first: {failures[0][1]}"
-        manifest["status"] = "done"
+        # A render without some of the scene's files is never a plain "done".
+        manifest["status"] = "done with warnings" if manifest.get("missing_files") else "done"
         return 0
     except JobFailed as exc:
         manifest["error"] = str(exc)
@@ -156,8 +163,8 @@ def write_manifest(manifest: dict, book: BatchBook, costs: CostModel, pod_type: 
     write_json_atomically(book.output_dir / "manifest.json", manifest)
 
 
-def render_items(book: BatchBook, backend: backends.Backend | None, manifest: dict,
-                 state: SceneState) -> list[tuple[int, str]]:
+def render_items(book: BatchBook, backend: backends.Backend | None, manifest: dict, state: SceneState,
+                 settings: RenderSettings) -> list[tuple[int, str]]:
     """Render every item in turn; item k's AI step runs on a worker thread while item k+1 renders.
 
     Blender is only touched from this (the main) thread: the worker only calls
@@ -201,7 +208,7 @@ def render_items(book: BatchBook, backend: backends.Backend | None, manifest: di
             try:
                 apply_item(item, state, scene)
                 entry["bones"] = bone_positions(scene)
-                outcome = render_still(book.item_dir(item) / "render.png")
+                outcome = render_still(book.item_dir(item) / "render.png", settings)
                 entry.update(render=book.relative(item, outcome.path.name), render_seconds=round(outcome.seconds, 3),
                              render_result_fix_applied=outcome.render_result_fix_applied)
             except (ItemFailed, JobFailed) as exc:

@@ -58,6 +58,9 @@ class POSEFACTORY_OT_render_remote(SceneSettingsOperator, bpy.types.Operator):
                           description="current, markers, assets, frames:A-B[:S] or names (empty: the Batch panel's)")
     cameras: StringProperty(name="Cameras", options={"SKIP_SAVE"},
                             description="active, collection:NAME or names (empty: the Batch panel's)")
+    render_device: EnumProperty(name="Render Device", default="KEEP", options={"SKIP_SAVE"},
+                                items=[("KEEP", "Scene Setting", ""), ("auto", "Auto", ""), ("gpu", "GPU", ""),
+                                       ("cpu", "CPU", "")])
 
     def overrides(self) -> dict:
         values = {"prompt": self.prompt, "negative_prompt": self.negative_prompt, "host": self.host,
@@ -78,6 +81,8 @@ class POSEFACTORY_OT_render_remote(SceneSettingsOperator, bpy.types.Operator):
             values["render_samples"] = self.render_samples
         if self.skip_ai:
             values["use_ai"] = False
+        if self.render_device != "KEEP":
+            values["render_device"] = self.render_device
         return {key: value for key, value in values.items() if value not in ("", None)}
 
     def execute(self, context: bpy.types.Context) -> set[str]:

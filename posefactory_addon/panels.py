@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import api, preferences, presets
+from . import api, pod_state, preferences, presets
 from .batch import cameras_spec, items_of, poses_spec, summary
 from .jobs import MANAGER
 from .operators import connection_status
@@ -112,7 +112,14 @@ class POSEFACTORY_PT_output(PosefactoryPanel, bpy.types.Panel):
         settings = context.scene.posefactory
         layout = self.layout
         layout.prop(settings, "resolution")
+        try:
+            job, _host = api.build_job(context.scene, context)
+            layout.label(text=api.framing_note(job, context.scene), icon="IMAGE_REFERENCE")
+        except api.SubmitError:
+            pass  # the main panel shows why the job cannot be built
         layout.prop(settings, "render_samples")
+        layout.prop(settings, "render_device")
+        layout.prop(settings, "allow_missing_files")
         layout.prop(settings, "autosave")
         row = layout.row()
         row.enabled = settings.autosave
@@ -141,6 +148,7 @@ class POSEFACTORY_PT_remote(PosefactoryPanel, bpy.types.Panel):
             column.label(text="Add your pod to an ssh_hosts.yaml (see remote/ssh_hosts.example.yaml)")
             column.label(text=f"in {default_config_dir()} or pick it under Preferences > Hosts File,")
             column.label(text="then choose its host above.")
+        pod_state.draw(layout, context)  # a RunPod pod host: state, $/h, uptime, Start / Stop
         layout.operator("posefactory.estimate_cost", icon="INFO")
 
 
@@ -167,6 +175,8 @@ class POSEFACTORY_PT_jobs(PosefactoryPanel, bpy.types.Panel):
             column.label(text=record.job_id)
             cost = f"${record.cost_usd:.3f}" if record.cost_usd is not None else "cost pending"
             column.label(text=f"{record.status} on {record.host}, {cost}")
+            if record.render_device:
+                column.label(text=f"Rendered on {record.render_device}")
             if record.error:
                 column.label(text=record.error[:80], icon="ERROR")
             column.operator("posefactory.open_output", text="Open", icon="FILE_FOLDER").job_id = record.job_id

@@ -14,9 +14,11 @@ from bpy.props import (
 )
 
 from .batch import PosefactoryPose, camera_source_property, pose_source_property
+from .remote.framing import display_aspect, nearest_sdxl_size
 from .remote.jobspec import SDXL_SIZES, STYLE_PRESETS
 
-RESOLUTION_ITEMS = [
+RESOLUTION_ITEMS = [("AUTO", "Camera Aspect", "The SDXL size nearest the scene's aspect ratio: keeps the camera's "
+                                              "framing (a few percent cropped, centred)")] + [
     (f"{w}x{h}", f"{w} × {h}", f"{w}×{h} pixels, a size the SDXL 1024 engine accepts ({'square' if w == h else 'landscape' if w > h else 'portrait'})")
     for w, h in SDXL_SIZES
 ]
@@ -43,8 +45,19 @@ class PosefactorySettings(bpy.types.PropertyGroup):
                               description="Use a new random seed for every job instead of the seed above")
     batch: IntProperty(name="Variations", min=1, max=10, default=1,
                        description="How many AI variations of the render to make (each one is billed)")
-    resolution: EnumProperty(name="Resolution", items=RESOLUTION_ITEMS, default="1024x1024",
-                             description="Output size: only the sizes SDXL accepts are offered")
+    resolution: EnumProperty(name="Resolution", items=RESOLUTION_ITEMS, default="AUTO",
+                             description="Output size: only the sizes SDXL accepts are offered; a size of another "
+                                         "aspect than the scene's is a centred crop of the camera's frame")
+    render_device: EnumProperty(
+        name="Render Device", default="auto",
+        items=[("auto", "Auto", "The pod's best GPU (OptiX, CUDA, HIP, oneAPI); its CPU with a warning when it has none"),
+               ("gpu", "GPU", "Fail in one line, before anything is billed for the AI step, when the pod has no GPU"),
+               ("cpu", "CPU", "Render on the pod's CPU")],
+        description="Which device Cycles renders on, on the pod")
+    allow_missing_files: BoolProperty(
+        name="Allow Missing Files", default=False,
+        description="Render even when files the scene needs are missing on the pod; the job then ends "
+                    "'done with warnings' listing them (off: such a job fails before rendering)")
     render_samples: IntProperty(name="Render Samples", min=0, max=4096, default=0,
                                 description="Cycles samples on the pod (0 keeps the scene's own setting)")
     use_ai: BoolProperty(name="AI Enhance", default=True,
@@ -67,10 +80,18 @@ class PosefactorySettings(bpy.types.PropertyGroup):
     camera_collection: PointerProperty(type=bpy.types.Collection, name="Camera Collection",
                                        description="Every camera in this collection renders every pose")
 
-    @property
-    def size(self) -> tuple[int, int]:
+    def size(self, scene: bpy.types.Scene) -> tuple[int, int]:
+        """The output size; Camera Aspect resolves to the SDXL size nearest ``scene``'s aspect."""
+        if self.resolution == "AUTO":
+            return nearest_sdxl_size(scene_aspect(scene))
         width, height = self.resolution.split("x")
         return int(width), int(height)
+
+
+def scene_aspect(scene: bpy.types.Scene) -> float:
+    """The display aspect of the scene's camera frame (pixel aspect included)."""
+    render = scene.render
+    return display_aspect(render.resolution_x, render.resolution_y, render.pixel_aspect_x, render.pixel_aspect_y)
 
 
 def register() -> None:

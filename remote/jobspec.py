@@ -11,6 +11,7 @@ environment or ``$WORKSPACE/.env``, never through this file.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,9 @@ STYLE_PRESETS: tuple[str, ...] = (
     "tile-texture",
 )
 BACKENDS: tuple[str, ...] = ("stability", "none")
+RENDER_DEVICES: tuple[str, ...] = ("auto", "gpu", "cpu")
+# width x height 0x0: the SDXL size nearest the camera's aspect, chosen on the pod.
+AUTO_SIZE = (0, 0)
 
 MAX_SEED = 4_294_967_295
 PROMPT_MAX_CHARS = 2000
@@ -81,6 +85,11 @@ class RenderJob:
     poses: str = "current"  # current | markers | assets | frames:A-B[:S] | NAME,NAME…
     cameras: str = "active"  # active | collection:NAME | NAME,NAME…
     only_items: list[str] = field(default_factory=list)  # non-empty: render just these items (the rest are reused)
+    # Render fidelity (issue 9): where the pod renders and how the init image is made.
+    render_device: str = "auto"  # auto (GPU, else CPU with a warning) | gpu (fail without one) | cpu
+    allow_missing_files: bool = False  # render a scene whose files are missing on the pod: "done with warnings"
+    blender_version: str = ""  # the artist's Blender ("4.2" or "4.2.3"): the pod installs and runs it; "": the pod's
+    allow_newer_blender: bool = False  # render a file saved by a newer Blender than the pod runs
 
     def validate(self) -> None:
         """Raise :class:`JobValidationError` on the first field that is wrong."""
@@ -92,9 +101,10 @@ class RenderJob:
                 raise JobValidationError(f"{name}: must be text")
             if len(text) > PROMPT_MAX_CHARS:
                 raise JobValidationError(f"{name}: {len(text)} characters, at most {PROMPT_MAX_CHARS}")
-        if (self.width, self.height) not in SDXL_SIZES:
+        if (self.width, self.height) not in SDXL_SIZES and (self.width, self.height) != AUTO_SIZE:
             valid = ", ".join(f"{w}x{h}" for w, h in SDXL_SIZES)
-            raise JobValidationError(f"size: {self.width}x{self.height} is not an SDXL size ({valid})")
+            raise JobValidationError(f"size: {self.width}x{self.height} is not an SDXL size ({valid}) "
+                                     f"nor 0x0 (the one nearest the camera's aspect)")
         _check_range("strength", self.strength, 0.0, 1.0)
         _check_int_range("steps", self.steps, 10, 50)
         _check_range("cfg_scale", self.cfg_scale, 0.0, 35.0)
@@ -105,6 +115,14 @@ class RenderJob:
             raise JobValidationError(f"sampler: {self.sampler!r} is not one of {', '.join(SAMPLERS)}")
         if self.style_preset and self.style_preset not in STYLE_PRESETS:
             raise JobValidationError(f"style_preset: {self.style_preset!r} is not one of {', '.join(STYLE_PRESETS)}")
+        if self.render_device not in RENDER_DEVICES:
+            raise JobValidationError(f"render_device: {self.render_device!r} is not one of {', '.join(RENDER_DEVICES)}")
+        for flag in ("allow_missing_files", "allow_newer_blender"):
+            if not isinstance(getattr(self, flag), bool):
+                raise JobValidationError(f"{flag}: {getattr(self, flag)!r} must be true or false")
+        if self.blender_version and not (isinstance(self.blender_version, str)
+                                         and re.fullmatch(r"\d{1,2}\.\d{1,2}(\.\d{1,3})?", self.blender_version)):
+            raise JobValidationError(f"blender_version: {self.blender_version!r} is not a version like 4.2 or 4.2.3")
         if self.backend not in BACKENDS:
             raise JobValidationError(f"backend: {self.backend!r} is not one of {', '.join(BACKENDS)}")
         try:

@@ -94,6 +94,8 @@ class JobRecord:
     items_order: list[str] = field(default_factory=list)
     items_done: list[str] = field(default_factory=list)
     items_reused: list[dict[str, Any]] = field(default_factory=list)
+    # Render fidelity (issue 9): the device the pod rendered on, e.g. "CUDA: NVIDIA A40".
+    render_device: str = ""
 
     def save(self, path: Path | None) -> None:
         if path is None:
@@ -213,7 +215,8 @@ class JobRunner:
                 raise PipelineError(f"{what}: {exc}") from None
 
     # -- stages ----------------------------------------------------------------
-    def set_up_pod(self) -> None:
+    def set_up_pod(self, blender_version: str = "") -> None:
+        """Ship the pod scripts and run setup_pod.sh; ``blender_version``: the artist's Blender to install there."""
         ws = self.host.workspace
         bundle, digest = pod_bundle()
         self.stage("setup", "checking the pod's set-up")
@@ -225,7 +228,8 @@ class JobRunner:
         self.run(
             f"cd {q(ws)}/posefactory && if [ \"$(cat .bundle 2>/dev/null)\" != {digest} ]; then "
             f"rm -rf remote pod_setup && tar -xzf bundle-{digest[:16]}.tar.gz && echo {digest} > .bundle; fi && "
-            f"rm -f $(ls bundle-*.tar.gz | grep -v {digest[:16]}) && bash pod_setup/setup_pod.sh",
+            f"rm -f $(ls bundle-*.tar.gz | grep -v {digest[:16]}) && "
+            f"{f'POSEFACTORY_BLENDER_VERSION={q(blender_version)} ' if blender_version else ''}bash pod_setup/setup_pod.sh",
             "pod set-up", timeout=1800)
 
     def upload(self, job: RenderJob, blend_file: Path) -> RenderJob:
@@ -304,6 +308,21 @@ def _safe_path(name: Any) -> bool:
     return True
 
 
+def device_summary(manifest: dict[str, Any]) -> str:
+    """The manifest's render device as one short line ("CUDA: NVIDIA A40 x2"); '' when it has none.
+
+    The manifest comes from the pod: only text of a bounded length is used.
+    """
+    device = manifest.get("render_device")
+    if not isinstance(device, dict) or not isinstance(device.get("kind"), str):
+        return ""
+    names = [n for n in device.get("names", []) if isinstance(n, str)] if isinstance(device.get("names"), list) else []
+    counted = [f"{name} x{names.count(name)}" if names.count(name) > 1 else name for name in dict.fromkeys(names)]
+    summary = f"{device['kind']}: {', '.join(counted)}" if counted else device["kind"]
+    summary = "".join(ch for ch in summary if ch.isprintable())[:120]
+    return f"{summary} (fallback)" if device.get("warning") else summary
+
+
 def _finish(runner: JobRunner, status: dict[str, Any]) -> JobResult:
     record = runner.record
     local_dir = Path(record.local_output_dir)
@@ -318,6 +337,7 @@ def _finish(runner: JobRunner, status: dict[str, Any]) -> JobResult:
     result = _result_from_outputs(record, status)
     record.status, record.error, record.cost_usd = result.status, result.error, result.cost_usd
     record.images = [str(p) for p in result.images]
+    record.render_device = device_summary(result.manifest)
     record.stage = "done"
     record.save(runner.record_path)
     _ledger(record, result)
@@ -328,7 +348,7 @@ def _finish(runner: JobRunner, status: dict[str, Any]) -> JobResult:
 
 def _ledger(record: JobRecord, result: JobResult) -> None:
     entry = {"job_id": record.job_id, "host": record.host, "status": result.status, "cost_usd": result.cost_usd,
-             "images": len(result.images), "at": record.submitted_at}
+             "images": len(result.images), "at": record.submitted_at, "render_device": record.render_device}
     if record.is_batch:
         entry.update(items_done=len(record.items_done), items_reused=len(record.items_reused))
     append_ledger(entry)
@@ -416,7 +436,7 @@ def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | N
             runner = JobRunner(bridge, config, progress, cancel, record, record_path)
             runner.stage("connecting", f"connecting to {host}")
             runner.run("true", "connecting")
-            runner.set_up_pod()
+            runner.set_up_pod(job.blender_version)
             arm_watchdog(runner.run, config)
             runner.upload(pod_job, Path(blend_file))
             return _finish(runner, runner.render(api_key))
