@@ -15,6 +15,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from remote.blendfile import BlendFileError, saved_version
 from remote.jobspec import RenderJob
@@ -71,8 +72,9 @@ def open_scene(job: RenderJob) -> SceneSetup:
         open_with_scripts(blend)
     except RuntimeError as exc:  # bpy reports an unreadable .blend this way
         raise JobFailed(EXIT_RENDER, f"cannot open scene {blend}: {str(exc).strip().splitlines()[-1]}") from None
-    check_version(job, tuple(bpy.data.version[:2]))
-    scene = bpy.context.scene
+    version: Any = bpy.data.version  # the version that saved the file just opened
+    check_version(job, tuple(version)[:2])
+    scene: Any = bpy.context.scene
     if scene.camera is None:
         raise JobFailed(EXIT_RENDER, f"scene {scene.name!r} has no active camera")
     absent = [f.describe() for f in missing(external_files(bpy))]
@@ -132,7 +134,7 @@ def render_still(target: Path, settings: init_image.RenderSettings | None = None
     """Render the open scene's current frame to ``target`` and apply the Render Result fix."""
     import bpy
 
-    scene = bpy.context.scene
+    scene: Any = bpy.context.scene
     scene.render.filepath = str(target)
     started = time.monotonic()
     try:
