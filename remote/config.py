@@ -7,13 +7,16 @@ always present unless the file defines its own ``local``.
 """
 from __future__ import annotations
 
-import os
 import re
+import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from .platforms import default_config_dir, default_data_dir, expand_user_path, find_openssh_tool, is_windows
+from .transport import TRANSPORTS, default_transport
 
 TRANSFER_MODES = ("auto", "s3", "inline", "sftp")
 LOCAL_HOST = "local"
@@ -69,6 +72,9 @@ class HostConfig:
     secret_names: tuple[str, ...] = ("STABILITY_API_KEY", "AWS_SECRET_ACCESS_KEY", "RUNPOD_API_KEY")
     pod_type: str = "A40"
     is_local: bool = False
+    # How this side reaches the shell (see remote/transport.py): "pty", a local
+    # pseudo-terminal, or "pipe", plain pipes (the default, and only choice, on Windows).
+    transport: str = field(default_factory=default_transport)
     # RunPod's API (#13): with runpod_pod_id, host/port/user come from the pod API
     # before each job; a serverless host runs items on an endpoint instead of ssh.
     runpod_pod_id: str | None = None
@@ -82,12 +88,17 @@ class HostConfig:
         """``ssh`` (fixed or RunPod-resolved endpoint) or ``serverless``."""
         return "serverless" if self.serverless is not None else "ssh"
 
-    def ssh_command(self) -> list[str]:
-        """The ``ssh`` argv that opens an interactive PTY session on this host."""
+    def ssh_command(self, platform: str = sys.platform, program: str | None = None) -> list[str]:
+        """The ``ssh`` argv that opens an interactive session on this host.
+
+        ``-tt`` makes the far end allocate a terminal even when this side
+        talks to ssh through pipes. ``program`` defaults to the ssh client
+        found for ``platform`` (``ssh.exe`` on Windows).
+        """
         if self.is_local:
             raise ValueError("the local host is a login shell, not an ssh host")
         argv = [
-            "ssh", "-tt",
+            program or find_openssh_tool("ssh", platform=platform), "-tt",
             "-e", "none",  # '~.' in a command must never disconnect us
             "-o", "BatchMode=yes",
             "-o", f"ConnectTimeout={max(1, int(self.connect_timeout))}",
@@ -98,19 +109,33 @@ class HostConfig:
             "-p", str(self.port),
         ]
         if self.known_hosts:
-            argv += ["-o", f"UserKnownHostsFile={self.known_hosts}"]
+            argv += ["-o", f"UserKnownHostsFile={ssh_option_path(self.known_hosts, platform)}"]
         if self.identity_file:
             argv += ["-i", self.identity_file, "-o", "IdentitiesOnly=yes"]
         argv.append(f"{self.user}@{self.host}" if self.user else self.host)
         return argv
 
 
+def ssh_option_path(path: str, platform: str = sys.platform) -> str:
+    """A path as the value of an ``ssh -o`` option, which ssh splits on spaces
+    and in which it reads backslashes as escapes: forward slashes on Windows
+    (its OpenSSH takes both), double quotes around a path with spaces."""
+    if is_windows(platform):
+        path = path.replace("\\", "/")
+    return f'"{path}"' if " " in path else path
+
+
 def data_dir() -> Path:
-    """Where Pose Factory keeps its state: queue, job records, the local pod."""
-    if os.environ.get("POSEFACTORY_DATA_DIR"):
-        return Path(os.environ["POSEFACTORY_DATA_DIR"])
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "posefactory"
+    """Where Pose Factory keeps its state: queue, job records, the local pod
+    (``$POSEFACTORY_DATA_DIR``, else the platform's user data dir)."""
+    return Path(default_data_dir())
+
+
+def default_hosts_file() -> Path | None:
+    """``ssh_hosts.yaml`` in the user config dir (``%APPDATA%\\posefactory`` on
+    Windows, ``~/.config/posefactory`` elsewhere) when there is one."""
+    path = Path(default_config_dir()) / "ssh_hosts.yaml"
+    return path if path.is_file() else None
 
 
 def local_host() -> HostConfig:
@@ -127,6 +152,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "interactive_only": (bool,), "workspace": (str,), "connect_timeout": (int, float),
     "env": (dict,), "accept_new_host_keys": (bool,), "transfer": (str,), "storage": (dict,),
     "secret_names": (list,), "pod_type": (str,),
+    "transport": (str,),
     "runpod_pod_id": (str,), "runpod_api_key_env": (str,), "idle_stop_minutes": (int, float),
     "resume_timeout_s": (int, float), "serverless": (dict,),
 }
@@ -200,11 +226,12 @@ def _check_runpod_keys(source: str, name: str, values: dict[str, Any]) -> None:
 
 
 def _expand(path: str | None) -> str | None:
-    return os.path.expanduser(os.path.expandvars(path)) if path else path
+    return expand_user_path(path) if path else path
 
 
-def parse_host(source: str, name: str, raw: Any) -> HostConfig:
-    """Validate one host entry; ``source`` is only used in error messages."""
+def parse_host(source: str, name: str, raw: Any, platform: str = sys.platform) -> HostConfig:
+    """Validate one host entry; ``source`` is only used in error messages,
+    ``platform`` (``sys.platform``'s value) decides the default transport."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: {name}: expected a mapping of settings, got {raw!r}")
     values: dict[str, Any] = {}
@@ -223,6 +250,11 @@ def parse_host(source: str, name: str, raw: Any) -> HostConfig:
         raise ConfigError(f"{source}: {name}.connect_timeout: must be positive")
     if values.get("transfer", "auto") not in TRANSFER_MODES:
         raise ConfigError(f"{source}: {name}.transfer: {values['transfer']!r} is not one of {', '.join(TRANSFER_MODES)}")
+    transport = values.setdefault("transport", default_transport(platform))
+    if transport not in TRANSPORTS:
+        raise ConfigError(f"{source}: {name}.transport: {transport!r} is not one of {', '.join(TRANSPORTS)}")
+    if transport == "pty" and is_windows(platform):
+        raise ConfigError(f"{source}: {name}.transport: 'pty' needs a pseudo-terminal, which Windows lacks; use 'pipe'")
     env = values.get("env", {})
     for env_key, env_value in env.items():
         if not isinstance(env_key, str) or not env_key.isidentifier() or not isinstance(env_value, (str, int, float)):
@@ -251,7 +283,8 @@ def load_hosts(path: Path | str | None) -> dict[str, HostConfig]:
         return hosts
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        # utf-8-sig: Notepad may save a byte-order mark; CRLF line ends are plain YAML.
+        text = Path(path).read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise ConfigError(f"{source}: cannot read hosts file ({exc.strerror})") from exc
     try:

@@ -131,7 +131,7 @@ def test_watchdog_never_stops_the_pod_during_a_job(pod_ws, runpod_api):
     os.utime(pod_ws / "jobs" / "job-1" / "state", (old, old))  # last activity long ago
     watchdog = start_watchdog(pod_ws, runpod_api, minutes=0.01)
     try:
-        wait_for(lambda: "watchdog started" in watchdog_log(pod_ws), 20, "the watchdog to take its lock")
+        wait_for(lambda: "watchdog started" in watchdog_log(pod_ws), 30, "the first watchdog holding its lock")
         # A second start is a no-op: one watchdog per workspace.
         assert subprocess.run([sys.executable, str(WATCHDOG), str(pod_ws)], timeout=20).returncode == 0
         time.sleep(2.5)  # many polls past the 0.6 s limit
