@@ -167,7 +167,7 @@ def test_watchdog_retries_when_the_api_is_down_and_exits_when_turned_off(pod_ws,
 
 def test_laptop_stops_a_pod_it_sees_idle_past_the_limit(pod_ws, runpod_api):
     pod = runpod_api.add_pod("abc123", ssh_port=1, desired_status="RUNNING", cost_per_hr=0.4)
-    host = parse_host("t", "gpu", {"runpod_pod_id": "abc123", "workspace": str(pod_ws), "idle_stop_minutes": 0.2})
+    host = parse_host("t", "gpu", {"runpod_pod_id": "abc123", "workspace": str(pod_ws), "idle_stop_minutes": 1})
     (pod_ws / "posefactory").mkdir(parents=True)
     os.symlink(WATCHDOG.parent, pod_ws / "posefactory" / "pod_setup")
 
@@ -186,7 +186,7 @@ def test_laptop_stops_a_pod_it_sees_idle_past_the_limit(pod_ws, runpod_api):
         job.wait()
     (pod_ws / "jobs" / "job-1" / "state").write_text("done\n")
     assert stop_if_idle(run, host, events.append) is None  # just finished: not idle yet
-    old = time.time() - 60
+    old = time.time() - 120
     os.utime(pod_ws / "jobs" / "job-1" / "state", (old, old))
     state = stop_if_idle(run, host, events.append)
     assert state is not None and state.desired_status == "EXITED"
