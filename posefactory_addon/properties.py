@@ -3,8 +3,17 @@ Scene is saved into the .blend that is shipped to the pod."""
 from __future__ import annotations
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import (
+    BoolProperty,
+    CollectionProperty,
+    EnumProperty,
+    FloatProperty,
+    IntProperty,
+    PointerProperty,
+    StringProperty,
+)
 
+from .batch import PosefactoryPose, camera_source_property, pose_source_property
 from .remote.framing import display_aspect, nearest_sdxl_size
 from .remote.jobspec import SDXL_SIZES, STYLE_PRESETS
 
@@ -59,6 +68,17 @@ class PosefactorySettings(bpy.types.PropertyGroup):
                                   description="Folder for autosaved results (// is relative to the .blend)")
     host: StringProperty(name="Host", default="local",
                          description="Host from the hosts file (Preferences) to render on; 'local' is this machine")
+    # Batch (issue #11): items = poses × cameras, each with every variation.
+    pose_source: pose_source_property()
+    poses: CollectionProperty(type=PosefactoryPose, name="Poses",
+                              description="The scene's markers and pose assets; the ticked ones are rendered")
+    pose_index: IntProperty(name="Active Pose", default=0, description="The pose selected in the list")
+    frame_start: IntProperty(name="Start", min=0, default=1, description="First frame of the range")
+    frame_end: IntProperty(name="End", min=0, default=24, description="Last frame of the range")
+    frame_step: IntProperty(name="Step", min=1, default=1, description="Render every n-th frame")
+    camera_source: camera_source_property()
+    camera_collection: PointerProperty(type=bpy.types.Collection, name="Camera Collection",
+                                       description="Every camera in this collection renders every pose")
 
     def size(self, scene: bpy.types.Scene) -> tuple[int, int]:
         """The output size; Camera Aspect resolves to the SDXL size nearest ``scene``'s aspect."""
@@ -75,6 +95,7 @@ def scene_aspect(scene: bpy.types.Scene) -> float:
 
 
 def register() -> None:
+    bpy.utils.register_class(PosefactoryPose)
     bpy.utils.register_class(PosefactorySettings)
     bpy.types.Scene.posefactory = PointerProperty(type=PosefactorySettings)
 
@@ -82,3 +103,4 @@ def register() -> None:
 def unregister() -> None:
     del bpy.types.Scene.posefactory
     bpy.utils.unregister_class(PosefactorySettings)
+    bpy.utils.unregister_class(PosefactoryPose)

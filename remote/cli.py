@@ -1,6 +1,7 @@
 """Render from the command line, no Blender UI needed:
 
     python -m remote.cli render SCENE.blend --prompt "a knight" [--host local] [--batch 2] ...
+        [--poses current|markers|assets|frames:A-B[:S]|NAME,NAME…] [--cameras active|collection:NAME|NAME,NAME…]
     python -m remote.cli reattach RECORD.json
     python -m remote.cli estimate --steps 30 --batch 4 [--pod-type A40]
 
@@ -66,6 +67,13 @@ def report(result: JobResult) -> int:
         print(f"  render: {result.raw_render}")
     for image in result.images:
         print(f"  image:  {image}")
+    items = result.manifest.get("items", [])
+    if len(items) > 1 or result.manifest.get("contact_sheet"):
+        counts = {s: sum(1 for i in items if i.get("status") == s) for s in ("done", "reused", "failed")}
+        print(f"  items:  {len(items)} ({counts['done']} rendered, {counts['reused']} reused, {counts['failed']} failed)")
+        for item in items:
+            if item.get("status") == "failed":
+                print(f"  failed: {item.get('name')}: {''.join(ch for ch in str(item.get('error')) if ch.isprintable())[:300]}")
     device = device_summary(result.manifest)
     if device:
         print(f"  device: {device}")
@@ -74,6 +82,8 @@ def report(result: JobResult) -> int:
         if isinstance(warning, str):  # from the pod: shown as plain printable text only
             print(f"  warning: {''.join(ch for ch in warning if ch.isprintable())[:300]}")
     print(f"  cost:   ${result.cost_usd or 0:.4f} (ledger: {data_dir() / 'ledger.jsonl'})")
+    if result.output_dir and (result.output_dir / "contact-sheet.png").is_file():
+        print(f"  contact sheet: {result.output_dir / 'contact-sheet.png'}")
     return 0
 
 
@@ -107,6 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     render.add_argument("--backend", choices=["auto", "stability", "none"], default="auto")
     render.add_argument("--api-base", default=os.environ.get("STABILITY_API_BASE", STABILITY_API_BASE))
     render.add_argument("--output", type=Path, help="where results go (default: DATA_DIR/output)")
+    render.add_argument("--poses", default="current",
+                        help="current (default), markers, assets, frames:A-B[:S], or marker/pose-asset names N1,N2")
+    render.add_argument("--cameras", default="active", help="active (default), collection:NAME, or names C1,C2")
+    render.add_argument("--fresh", action="store_true",
+                        help="render every item again, even those an earlier job already brought back")
     again = commands.add_parser("reattach", help="wait for a job a previous run started and download it")
     again.add_argument("record", type=Path)
     again.add_argument("--hosts", type=Path)
@@ -142,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         render_device=args.render_device, allow_missing_files=args.allow_missing_files,
         blender_version=scene_blender_version(args.scene) if args.blender_version is None else args.blender_version,
         allow_newer_blender=args.allow_newer_blender,
+        poses=args.poses, cameras=args.cameras,
     )
     try:
         job.output_dir = "-"  # checked here only; the pipeline fills in the pod's paths
@@ -154,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"job {job_id} on {args.host} (record: {record})")
     try:
         result = run_job(job, args.scene, host=args.host, hosts_file=args.hosts, local_output_dir=output,
-                         api_key=api_key or None, progress=ProgressPrinter(), cancel=cancel, record_path=record)
+                         api_key=api_key or None, progress=ProgressPrinter(), cancel=cancel, record_path=record,
+                         fresh=args.fresh)
     except KeyboardInterrupt:
         print(f"interrupted; the pod may still be working. Resume with: python -m remote.cli reattach {record}")
         return 130

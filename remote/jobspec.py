@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from .batch import BatchSpecError, parse_cameras, parse_poses
 
 # The output sizes the SDXL 1024 engine accepts (Stability v1 API); every other
 # size is refused by the API with a 400 after the render has been paid for.
@@ -79,6 +81,10 @@ class RenderJob:
     engine_id: str = SDXL_ENGINE
     job_id: str = ""
     render_samples: int = 0  # 0: keep the scene's own setting
+    # Batches (remote/batch.py): items = poses × cameras, each with `batch` variations.
+    poses: str = "current"  # current | markers | assets | frames:A-B[:S] | NAME,NAME…
+    cameras: str = "active"  # active | collection:NAME | NAME,NAME…
+    only_items: list[str] = field(default_factory=list)  # non-empty: render just these items (the rest are reused)
     # Render fidelity (issue 9): where the pod renders and how the init image is made.
     render_device: str = "auto"  # auto (GPU, else CPU with a warning) | gpu (fail without one) | cpu
     allow_missing_files: bool = False  # render a scene whose files are missing on the pod: "done with warnings"
@@ -119,6 +125,13 @@ class RenderJob:
             raise JobValidationError(f"blender_version: {self.blender_version!r} is not a version like 4.2 or 4.2.3")
         if self.backend not in BACKENDS:
             raise JobValidationError(f"backend: {self.backend!r} is not one of {', '.join(BACKENDS)}")
+        try:
+            parse_poses(self.poses)
+            parse_cameras(self.cameras)
+        except BatchSpecError as exc:
+            raise JobValidationError(str(exc)) from None
+        if not isinstance(self.only_items, list) or not all(isinstance(n, str) for n in self.only_items):
+            raise JobValidationError("only_items: must be a list of item names")
         if not self.blend_path:
             raise JobValidationError("blend_path: must not be empty")
         if not self.output_dir:
