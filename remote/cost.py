@@ -91,11 +91,11 @@ class CostModel:
             pod_type=pod,
         )
 
-    def estimate(self, job: RenderJob, pod_type: str | None, expected_render_s: float) -> CostBreakdown:
-        """Before a job: every variation billed, render time plus the usual per-job overhead."""
-        return self.breakdown(pod_type=pod_type, gpu_seconds=expected_render_s + self.overhead_seconds,
+    def estimate(self, job: RenderJob, pod_type: str | None, expected_render_s: float, items: int = 1) -> CostBreakdown:
+        """Before a job: every variation of every item billed, render times plus the usual per-job overhead."""
+        return self.breakdown(pod_type=pod_type, gpu_seconds=expected_render_s * items + self.overhead_seconds,
                               engine_id=job.engine_id, steps=job.steps,
-                              images=job.batch if job.backend == "stability" else 0)
+                              images=job.batch * items if job.backend == "stability" else 0)
 
     def actual(self, job: RenderJob, pod_type: str | None, gpu_seconds: float, images_generated: int) -> CostBreakdown:
         """After a job: the measured GPU seconds and the images the API generated."""

@@ -11,9 +11,12 @@ environment or ``$WORKSPACE/.env``, never through this file.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+import re
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from .batch import BatchSpecError, parse_cameras, parse_poses
 
 # The output sizes the SDXL 1024 engine accepts (Stability v1 API); every other
 # size is refused by the API with a 400 after the render has been paid for.
@@ -44,6 +47,9 @@ STYLE_PRESETS: tuple[str, ...] = (
     "tile-texture",
 )
 BACKENDS: tuple[str, ...] = ("stability", "none")
+RENDER_DEVICES: tuple[str, ...] = ("auto", "gpu", "cpu")
+# width x height 0x0: the SDXL size nearest the camera's aspect, chosen on the pod.
+AUTO_SIZE = (0, 0)
 
 MAX_SEED = 4_294_967_295
 PROMPT_MAX_CHARS = 2000
@@ -75,6 +81,15 @@ class RenderJob:
     engine_id: str = SDXL_ENGINE
     job_id: str = ""
     render_samples: int = 0  # 0: keep the scene's own setting
+    # Batches (remote/batch.py): items = poses × cameras, each with `batch` variations.
+    poses: str = "current"  # current | markers | assets | frames:A-B[:S] | NAME,NAME…
+    cameras: str = "active"  # active | collection:NAME | NAME,NAME…
+    only_items: list[str] = field(default_factory=list)  # non-empty: render just these items (the rest are reused)
+    # Render fidelity (issue 9): where the pod renders and how the init image is made.
+    render_device: str = "auto"  # auto (GPU, else CPU with a warning) | gpu (fail without one) | cpu
+    allow_missing_files: bool = False  # render a scene whose files are missing on the pod: "done with warnings"
+    blender_version: str = ""  # the artist's Blender ("4.2" or "4.2.3"): the pod installs and runs it; "": the pod's
+    allow_newer_blender: bool = False  # render a file saved by a newer Blender than the pod runs
 
     def validate(self) -> None:
         """Raise :class:`JobValidationError` on the first field that is wrong."""
@@ -86,9 +101,10 @@ class RenderJob:
                 raise JobValidationError(f"{name}: must be text")
             if len(text) > PROMPT_MAX_CHARS:
                 raise JobValidationError(f"{name}: {len(text)} characters, at most {PROMPT_MAX_CHARS}")
-        if (self.width, self.height) not in SDXL_SIZES:
+        if (self.width, self.height) not in SDXL_SIZES and (self.width, self.height) != AUTO_SIZE:
             valid = ", ".join(f"{w}x{h}" for w, h in SDXL_SIZES)
-            raise JobValidationError(f"size: {self.width}x{self.height} is not an SDXL size ({valid})")
+            raise JobValidationError(f"size: {self.width}x{self.height} is not an SDXL size ({valid}) "
+                                     f"nor 0x0 (the one nearest the camera's aspect)")
         _check_range("strength", self.strength, 0.0, 1.0)
         _check_int_range("steps", self.steps, 10, 50)
         _check_range("cfg_scale", self.cfg_scale, 0.0, 35.0)
@@ -99,8 +115,23 @@ class RenderJob:
             raise JobValidationError(f"sampler: {self.sampler!r} is not one of {', '.join(SAMPLERS)}")
         if self.style_preset and self.style_preset not in STYLE_PRESETS:
             raise JobValidationError(f"style_preset: {self.style_preset!r} is not one of {', '.join(STYLE_PRESETS)}")
+        if self.render_device not in RENDER_DEVICES:
+            raise JobValidationError(f"render_device: {self.render_device!r} is not one of {', '.join(RENDER_DEVICES)}")
+        for flag in ("allow_missing_files", "allow_newer_blender"):
+            if not isinstance(getattr(self, flag), bool):
+                raise JobValidationError(f"{flag}: {getattr(self, flag)!r} must be true or false")
+        if self.blender_version and not (isinstance(self.blender_version, str)
+                                         and re.fullmatch(r"\d{1,2}\.\d{1,2}(\.\d{1,3})?", self.blender_version)):
+            raise JobValidationError(f"blender_version: {self.blender_version!r} is not a version like 4.2 or 4.2.3")
         if self.backend not in BACKENDS:
             raise JobValidationError(f"backend: {self.backend!r} is not one of {', '.join(BACKENDS)}")
+        try:
+            parse_poses(self.poses)
+            parse_cameras(self.cameras)
+        except BatchSpecError as exc:
+            raise JobValidationError(str(exc)) from None
+        if not isinstance(self.only_items, list) or not all(isinstance(n, str) for n in self.only_items):
+            raise JobValidationError("only_items: must be a list of item names")
         if not self.blend_path:
             raise JobValidationError("blend_path: must not be empty")
         if not self.output_dir:

@@ -380,6 +380,10 @@ def test_library_save_rename_tag_favourite_delete_restore(root, app, client):
     post(client, app, f"/library/{cid}/favourite", {"favourite": "1"})
     stored = json.loads((root / "library" / "characters" / f"{cid}.json").read_text())
     assert (stored["name"], stored["tags"], stored["favourite"]) == ("Sir Knight", ["hero", "armour"], True)
+    post(client, app, "/library", {"name": "Orc"})
+    assert "Orc" in client.get("/library").get_data(as_text=True)
+    tagged = client.get("/library?tag=hero").get_data(as_text=True)
+    assert "★ Sir Knight" in tagged and "Orc" not in tagged
     post(client, app, f"/library/{cid}/looks/{look['id']}/delete")
     assert json.loads((root / "library" / "characters" / f"{cid}.json").read_text())["looks"] == []
     trashed = list((root / "library" / "trash").glob("*.json"))
@@ -498,3 +502,40 @@ def test_the_command_serves_on_loopback_only_by_default(tmp_path):
     finally:
         server.terminate()
         server.wait(10)
+
+
+@pytest.mark.slow
+def test_cancel_reaches_a_job_another_process_runs(tmp_path, monkeypatch, sample_scene):
+    """A CLI job on the local host, cancelled from the dashboard: the pod stops it, the CLI ends it."""
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "data"
+    monkeypatch.setenv("POSEFACTORY_DATA_DIR", str(root))
+    monkeypatch.setenv("POSEFACTORY_BPY_PYTHON", sys.executable)
+    cli = subprocess.Popen([sys.executable, "-m", "remote.cli", "render", str(sample_scene), "--prompt", "slow",
+                            "--backend", "none", "--samples", "20000"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    try:
+        app = create_app(root, presets_folder=tmp_path / "presets")
+        client = app.test_client()
+        deadline = time.monotonic() + 240
+        job_id = None
+        while time.monotonic() < deadline:
+            running = client.get("/api/jobs").get_json()["running"]
+            if running and running[0]["stage"] == "rendering":
+                job_id = running[0]["job_id"]
+                break
+            time.sleep(0.5)
+        assert job_id, "the CLI job never reached rendering"
+        page = client.get(post(client, app, f"/jobs/{job_id}/cancel").headers["Location"]).get_data(as_text=True)
+        assert f"cancel sent to local for {job_id}" in page
+        output, _ = cli.communicate(timeout=120)
+        assert cli.returncode != 0 and "cancelled by the user" in output, output
+        status = client.get(f"/api/jobs/{job_id}").get_json()
+        assert status["status"] in ("failed", "cancelled") and "cancelled" in status["error"]
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait(10)

@@ -86,7 +86,7 @@ def test_generate_on_the_local_host_is_watched_until_done(live, page, sample_sce
     page.set_input_files("input[name=blend]", str(sample_scene))
     page.select_option("select[name=backend]", "none")
     page.select_option("select[name=host]", "local")
-    page.wait_for_function("document.getElementById('estimate').textContent.startsWith('$')")
+    page.wait_for_selector("#estimate:has-text('$')")
     assert page.locator("#estimate").inner_text().startswith("$0.0000")  # local costs nothing, no AI step
     page.click("#submit-job")
     page.wait_for_url("**/jobs/*")
@@ -120,6 +120,8 @@ def test_a_running_job_is_cancelled_from_its_page(live, page, sample_scene):
     page.wait_for_url("**/jobs/*")
     job_id = page.url.rsplit("/", 1)[-1]
     page.wait_for_selector(".live-stage:text-is('rendering')", timeout=240_000)
+    page.wait_for_selector(".live-message:has-text('on local for')")  # the pipeline's own progress line
+    assert page.locator(".live-progress").evaluate("e => e.value") > 0.5  # past connect, set-up and upload
     page.click("text=Cancel job")
     page.wait_for_selector(".live-status:text-is('cancelled')", timeout=120_000)
     record = (live.root / "jobs" / f"{job_id}.json").read_text()

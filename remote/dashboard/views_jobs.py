@@ -35,8 +35,12 @@ def items_progress(job: JobView, manifest: Manifest | None) -> tuple[int, int] |
 
 
 def job_json(job: JobView, manifest: Manifest | None) -> dict[str, Any]:
-    """What the live views poll: status, stage, batch progress, images."""
+    """What the live views poll: status, stage, batch progress, images; the pipeline's own progress
+    (fraction, message) for jobs this dashboard runs."""
+    progress = dashboard().submitter.progress(job.job_id)
     return {
+        "fraction": round(progress.fraction, 3) if progress and progress.fraction >= 0 else None,
+        "message": progress.message[:300] if progress else None,
         "job_id": job.job_id, "status": job.status, "stage": job.stage, "host": job.host, "error": job.error,
         "cost_usd": str(job.cost_usd) if job.cost_usd is not None else None,
         "items_done": (items_progress(job, manifest) or (None, None))[0],
