@@ -437,7 +437,7 @@ def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | N
             runner.stage("connecting", f"connecting to {host}")
             runner.run("true", "connecting")
             runner.set_up_pod(job.blender_version)
-            arm_watchdog(runner.run, config)
+            arm_watchdog(runner.run, config, append_ledger)
             runner.upload(pod_job, Path(blend_file))
             return _finish(runner, runner.render(api_key))
 
