@@ -35,7 +35,7 @@ from typing import Any
 
 from .api import Bridge, UnknownHost
 from .config import ConfigError, HostConfig, data_dir, load_hosts
-from .jobspec import JobValidationError, RenderJob
+from .jobspec import STABILITY_KEY_BACKENDS, JobValidationError, RenderJob
 from .queue import append_record
 from .shell import CommandResult
 from .transfer import TransferError, TransferInterrupted, TransferResult
@@ -325,9 +325,9 @@ def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | N
     def body() -> JobResult:
         # The paths are the pod's, filled in at upload; everything else is checked now.
         replace(job, blend_path=str(blend_file), output_dir=str(local_output_dir)).validate()
-        if job.backend == "stability" and not api_key:
-            raise PipelineError("no Stability API key: set STABILITY_API_KEY or the key in the add-on preferences "
-                                "(or use backend 'none' to skip the AI step)")
+        if job.backend in STABILITY_KEY_BACKENDS and not api_key:
+            raise PipelineError(f"no Stability API key for backend {job.backend}: set STABILITY_API_KEY or the key "
+                                "in the add-on preferences (or use backend 'diffusers' or 'none')")
         if not Path(blend_file).is_file():
             raise PipelineError(f"scene file not found: {blend_file}")
         hosts = load_hosts(hosts_file)

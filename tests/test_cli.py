@@ -45,3 +45,14 @@ def test_the_readme_main_job_runs_the_round_trip_on_the_local_host(tmp_path):
     render = [line.split("render:")[1].strip() for line in done.stdout.splitlines() if "render:" in line]
     assert render and Path(render[0]).is_file()
     assert (tmp_path / "data" / "ledger.jsonl").is_file()
+
+
+def test_backend_options_are_refused_in_one_line_before_anything_runs(tmp_path):
+    scene = tmp_path / "scene.blend"
+    wrong = cli("render", str(scene), "--prompt", "x", "--backend", "stability", "--control", "depth", data=tmp_path)
+    assert wrong.returncode == 2 and "control: depth needs backend diffusers" in wrong.stderr
+    zero = cli("render", str(scene), "--prompt", "x", "--backend", "diffusers", "--steps", "10", "--strength", "0.95",
+               data=tmp_path)
+    assert zero.returncode == 2 and "leaves 0 of 10 denoising steps" in zero.stderr
+    unknown = cli("render", str(scene), "--prompt", "x", "--backend", "dalle", data=tmp_path)
+    assert unknown.returncode == 2 and "invalid choice" in unknown.stderr
