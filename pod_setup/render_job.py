@@ -11,6 +11,8 @@ backend) and writes into the job's output dir:
 
 * ``render.png``: the raw render (the init image);
 * ``ai-render-<n>.png``: one per usable variation, n from 1;
+* ``control-openpose.png`` / ``control-depth.png``: the ControlNet inputs the
+  job asked for (``control_images``), drawn from the scene itself;
 * ``manifest.json``: prompt, seeds, engine, steps, size, finish reasons,
   timings, estimated and actual cost, and the error if any.
 
@@ -39,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 if os.environ.get("POSEFACTORY_PYLIB"):
     sys.path.insert(1, os.environ["POSEFACTORY_PYLIB"])
 
-from pod_setup import backends
+from pod_setup import backends, control_images
 from pod_setup.job_errors import (
     EXIT_AI,
     EXIT_FILTERED,
@@ -88,11 +90,14 @@ def run(job_path: Path) -> int:
             backend.check_ready()
         open_scene(job)
         configure_output(job)
+        control_images.prepare(job)
         outcome = render_still(output_dir / "render.png")
         manifest.update(render=outcome.path.name, render_seconds=round(outcome.seconds, 3),
                         render_result_fix_applied=outcome.render_result_fix_applied)
+        controls = control_images.write(job, output_dir)
+        manifest["control_images"] = {kind: path.name for kind, path in controls.items()}
         if backend is not None:
-            generate(backend, outcome.path, manifest)
+            generate(backend, outcome.path, manifest, controls)
         manifest["status"] = "done"
         return 0
     except JobFailed as exc:
@@ -109,11 +114,11 @@ def run(job_path: Path) -> int:
         write_json_atomically(output_dir / "manifest.json", manifest)
 
 
-def generate(backend: backends.Backend, rendered: Path, manifest: dict) -> None:
+def generate(backend: backends.Backend, rendered: Path, manifest: dict, controls: dict[str, Path]) -> None:
     """Run the AI step; save the usable variations, record all of them."""
     started = time.monotonic()
     try:
-        variations = backend.generate(rendered)
+        variations = backend.generate(rendered, controls)
     finally:
         manifest["ai_seconds"] = round(time.monotonic() - started, 3)
     output_dir = rendered.parent

@@ -56,8 +56,8 @@ COCO18_JOINTS: tuple[str, ...] = (
     "left_wrist", "right_hip", "right_knee", "right_ankle", "left_hip", "left_knee", "left_ankle",
     "right_eye", "left_eye", "right_ear", "left_ear",
 )
-# "bone", "bone:head" or "bone:tail" (Blender bone names may hold most characters but ":" ends the name here).
-BONE_REF = re.compile(r"^[^:\x00-\x1f]{1,63}(:(head|tail))?$")
+# "bone", "bone:head" or "bone:tail" (a Blender bone name is at most 63 bytes; Mixamo's hold a ":").
+BONE_REF = re.compile(r"^[^\x00-\x1f]{1,63}(:head|:tail)?$")
 
 MAX_SEED = 4_294_967_295
 PROMPT_MAX_CHARS = 2000

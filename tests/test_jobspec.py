@@ -82,7 +82,8 @@ def test_every_backend_accepts_the_defaults_at_an_sdxl_size(backend):
         ({"backend": "diffusers", "depth_scale": -0.1}, "depth_scale"),
         ({"backend": "stability-structure", "control_strength": 1.2}, "control_strength"),
         ({"bone_map": {"tail": "x"}}, "bone_map: 'tail' is not a COCO-18 joint"),
-        ({"bone_map": {"neck": "spine:middle"}}, "bone_map: neck: 'spine:middle'"),
+        ({"bone_map": {"neck": "spine\n"}}, "bone_map: neck: 'spine\\n'"),
+        ({"bone_map": {"neck": "x" * 64}}, "bone_map: neck: 'xxx"),
         ({"bone_map": ["neck"]}, "bone_map: must map"),
         ({"api_base_url": "file:///etc/passwd"}, "api_base_url"),
         ({"api_base_url": "http://x y"}, "api_base_url"),
@@ -95,7 +96,7 @@ def test_backend_settings_are_checked_before_anything_runs(overrides, message):
 
 def test_diffusers_takes_small_sizes_and_few_steps_and_keep_render_maps_to_strength():
     job = make_job(backend="diffusers", width=64, height=64, steps=2, strength=0.5, control="openpose+depth",
-                   bone_map={"neck": "Spine2:tail", "nose": "Head"})
+                   bone_map={"neck": "mixamorig:Spine2:tail", "nose": "Head"})
     job.validate()
     assert denoising_steps(job) == 1  # 2 steps x (1 - 0.5 kept)
     assert denoising_steps(make_job(steps=30, strength=0.35)) == 19
