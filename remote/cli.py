@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         job = RenderJob(blend_path="-", output_dir="-", prompt="-", steps=args.steps, batch=args.batch,
                         backend=args.backend)
         cost = CostModel.load().estimate(job, args.pod_type, expected_render_s=args.render_seconds)
-        print(f"estimate: ${cost.total_usd:.4f} (GPU {cost.gpu_seconds:.0f}s on {cost.pod_type}: ${cost.gpu_usd:.4f}; "
+        print(f"estimate ({cost.backend}): ${cost.total_usd:.4f} (GPU {cost.gpu_seconds:.0f}s on {cost.pod_type}: "
+              f"${cost.gpu_usd:.4f}; "
               f"{cost.images} image(s): ${cost.images_usd:.4f})")
         return 0
     cancel = threading.Event()

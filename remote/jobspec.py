@@ -146,9 +146,9 @@ class RenderJob:
         for joint, bone in self.bone_map.items():
             if joint not in COCO18_JOINTS:
                 raise JobValidationError(f"bone_map: {joint!r} is not a COCO-18 joint ({', '.join(COCO18_JOINTS)})")
-            if not isinstance(bone, str) or not BONE_REF.match(bone):
+            if not isinstance(bone, str) or not BONE_REF.fullmatch(bone):
                 raise JobValidationError(f"bone_map: {joint}: {bone!r} is not 'bone', 'bone:head' or 'bone:tail'")
-        if not isinstance(self.api_base_url, str) or not re.match(r"^https?://[^\s/]+(/\S*)?$", self.api_base_url):
+        if not isinstance(self.api_base_url, str) or not re.fullmatch(r"https?://[^\s/]+(/\S*)?", self.api_base_url):
             raise JobValidationError(f"api_base_url: {self.api_base_url!r} is not an http(s) URL")
 
     def to_json(self) -> str:

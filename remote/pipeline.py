@@ -35,7 +35,7 @@ from typing import Any
 
 from .api import Bridge, UnknownHost
 from .config import ConfigError, HostConfig, data_dir, load_hosts
-from .jobspec import STABILITY_KEY_BACKENDS, JobValidationError, RenderJob
+from .jobspec import BACKENDS, STABILITY_KEY_BACKENDS, JobValidationError, RenderJob
 from .queue import append_record
 from .shell import CommandResult
 from .transfer import TransferError, TransferInterrupted, TransferResult
@@ -291,8 +291,10 @@ def _finish(runner: JobRunner, status: dict[str, Any]) -> JobResult:
     record.images = [str(p) for p in result.images]
     record.stage = "done"
     record.save(runner.record_path)
+    backend = result.manifest.get("backend") if isinstance(result.manifest, dict) else None
     append_ledger({"job_id": record.job_id, "host": record.host, "status": result.status,
-                   "cost_usd": result.cost_usd, "images": len(result.images), "at": record.submitted_at})
+                   "cost_usd": result.cost_usd, "images": len(result.images), "at": record.submitted_at,
+                   "backend": backend if backend in BACKENDS else "unknown"})  # the manifest is the pod's word
     runner.progress(JobProgress("done", 1.0, f"{len(result.images)} image(s), ${result.cost_usd or 0:.4f}"
                                 if result.status == "done" else f"failed: {result.error}"))
     return result

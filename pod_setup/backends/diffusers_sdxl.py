@@ -112,7 +112,7 @@ class DiffusersBackend:
         dtype = torch.float16 if self.device == "cuda" else torch.float32
         base_path = self.root / BASE_MODEL
         base = self._cached(("base", str(base_path), self.device), lambda: diffusers.StableDiffusionXLImg2ImgPipeline
-                            .from_pretrained(base_path, torch_dtype=dtype, variant=_variant(base_path),
+                            .from_pretrained(base_path, dtype=dtype, variant=_variant(base_path),
                                              local_files_only=True).to(self.device))
         if not self.controls:
             return base
@@ -120,7 +120,7 @@ class DiffusersBackend:
         for kind in self.controls:
             path = self.root / CONTROLNET_MODELS[kind]
             nets.append(self._cached(("controlnet", str(path), self.device), lambda path=path: diffusers.ControlNetModel
-                                     .from_pretrained(path, torch_dtype=dtype, variant=_variant(path),
+                                     .from_pretrained(path, dtype=dtype, variant=_variant(path),
                                                       local_files_only=True).to(self.device)))
         controlnet = nets[0] if len(nets) == 1 else diffusers.MultiControlNetModel(nets)
         # The base pipeline's modules are shared, not copied: one SDXL in memory for every control type.
