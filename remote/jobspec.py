@@ -48,6 +48,8 @@ STYLE_PRESETS: tuple[str, ...] = (
 BACKENDS: tuple[str, ...] = ("stability", "stability-structure", "diffusers", "ai-render", "none")
 # Backends that send the render to Stability's API and need the key.
 STABILITY_KEY_BACKENDS: tuple[str, ...] = ("stability", "stability-structure", "ai-render")
+# What setup_pod.sh is told for a backend that needs its own parts on the pod.
+BACKEND_SETUP_ENV: dict[str, str] = {"diffusers": "POSEFACTORY_DIFFUSERS=1", "ai-render": "POSEFACTORY_AI_RENDER=1"}
 # ControlNet inputs the diffusers backend draws from the scene itself.
 CONTROLS: tuple[str, ...] = ("none", "openpose", "depth", "openpose+depth")
 # COCO-18 keypoint names, in the OpenPose order (the keys of ``bone_map``).

@@ -35,7 +35,7 @@ from typing import Any
 
 from .api import Bridge, UnknownHost
 from .config import ConfigError, HostConfig, data_dir, load_hosts
-from .jobspec import BACKENDS, STABILITY_KEY_BACKENDS, JobValidationError, RenderJob
+from .jobspec import BACKEND_SETUP_ENV, BACKENDS, STABILITY_KEY_BACKENDS, JobValidationError, RenderJob
 from .queue import append_record
 from .shell import CommandResult
 from .transfer import TransferError, TransferInterrupted, TransferResult
@@ -198,8 +198,10 @@ class JobRunner:
                 raise PipelineError(f"{what}: {exc}") from None
 
     # -- stages ----------------------------------------------------------------
-    def set_up_pod(self) -> None:
+    def set_up_pod(self, backend: str = "none") -> None:
         ws = self.host.workspace
+        # A backend's own pod parts (diffusers venv + models, AI Render) are set up only when a job uses it.
+        setup_env = BACKEND_SETUP_ENV.get(backend, "")
         bundle, digest = pod_bundle()
         self.stage("setup", "checking the pod's set-up")
         with tempfile.TemporaryDirectory() as tmp:
@@ -210,7 +212,7 @@ class JobRunner:
         self.run(
             f"cd {q(ws)}/posefactory && if [ \"$(cat .bundle 2>/dev/null)\" != {digest} ]; then "
             f"rm -rf remote pod_setup && tar -xzf bundle-{digest[:16]}.tar.gz && echo {digest} > .bundle; fi && "
-            f"rm -f $(ls bundle-*.tar.gz | grep -v {digest[:16]}) && bash pod_setup/setup_pod.sh",
+            f"rm -f $(ls bundle-*.tar.gz | grep -v {digest[:16]}) && {setup_env} bash pod_setup/setup_pod.sh",
             "pod set-up", timeout=1800)
 
     def upload(self, job: RenderJob, blend_file: Path) -> RenderJob:
@@ -340,7 +342,7 @@ def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | N
             runner = JobRunner(bridge, config, progress, cancel, record, record_path)
             runner.stage("connecting", f"connecting to {host}")
             runner.run("true", "connecting")
-            runner.set_up_pod()
+            runner.set_up_pod(job.backend)
             runner.upload(job, Path(blend_file))
             return _finish(runner, runner.render(api_key))
 

@@ -9,8 +9,11 @@ the warm worker (``render_job.py --worker``) loads them once for every job and
 batch item it runs. The fp16 variant is used when its files are there.
 
 torch and diffusers come from the CUDA venv ``setup_pod.sh`` builds under
-``$WORKSPACE`` (``POSEFACTORY_DIFFUSERS_SITE`` names its site-packages; it is
-put on ``sys.path`` before the import, so Blender's own Python runs them).
+``$WORKSPACE/venv-diffusers`` from the render job's own Python (Blender's
+bundled one for a Blender binary): its site-packages for this Python's
+version goes on ``sys.path`` before the import, so the backend runs inside the
+Blender process, next to the render (``POSEFACTORY_DIFFUSERS_SITE`` names
+another folder; a Python that has them installed needs neither).
 
 "Keep Render" (the job's ``strength``, Stability's image_strength) becomes
 diffusers' ``strength = 1 - keep``; a job that would run no denoising step is
@@ -52,10 +55,20 @@ def models_dir() -> Path:
     return Path(explicit) if explicit else Path(os.environ.get("WORKSPACE", "/workspace")) / "models"
 
 
+def diffusers_site() -> Path | None:
+    """site-packages of the venv setup_pod.sh built for this Python's version, if there is one."""
+    if os.environ.get("POSEFACTORY_DIFFUSERS_SITE"):
+        return Path(os.environ["POSEFACTORY_DIFFUSERS_SITE"])
+    workspace = Path(os.environ.get("WORKSPACE", "/workspace"))
+    venv = Path(os.environ.get("POSEFACTORY_DIFFUSERS_VENV") or workspace / "venv-diffusers")
+    site = venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    return site if site.is_dir() else None
+
+
 def _import_torch_and_diffusers() -> tuple[Any, Any]:
-    site = os.environ.get("POSEFACTORY_DIFFUSERS_SITE")
-    if site and site not in sys.path:
-        sys.path.insert(1, site)
+    site = diffusers_site()
+    if site is not None and str(site) not in sys.path:
+        sys.path.insert(1, str(site))
     import diffusers
     import torch
 
