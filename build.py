@@ -30,6 +30,7 @@ PLATFORM_TAGS = {
     "linux-x64": ["manylinux_2_17_x86_64", "manylinux2014_x86_64"],
     "macos-arm64": ["macosx_11_0_arm64"],
     "macos-x64": ["macosx_10_9_x86_64"],
+    "windows-x64": ["win_amd64"],
 }
 EXCLUDE = re.compile(r"(__pycache__|\.pyc$)")
 

@@ -4,7 +4,7 @@ SDXL image-to-image, and bring the images back. View3D ▸ Sidebar ▸ Pose Fact
 One module per concern: properties (scene settings), preferences (hosts,
 storage, budget, API key), operators, panels, jobs (worker threads and the
 timer that polls them), packing (the self-contained copy of the scene),
-results (images into Blender) and api (the Python API for scripts).
+results (images into Blender), presets (the prompt preset menu) and api (the Python API for scripts).
 """
 from types import ModuleType
 
@@ -12,9 +12,9 @@ from types import ModuleType
 def _modules() -> tuple[ModuleType, ...]:
     # Imported on registration, not with the package, so that
     # `python -m posefactory_addon` (the CLI) runs without bpy.
-    from . import jobs, operators, panels, preferences, properties, results
+    from . import jobs, operators, panels, preferences, presets, properties, results
 
-    return (properties, preferences, operators, panels, results, jobs)
+    return (properties, preferences, operators, presets, panels, results, jobs)
 
 
 def register() -> None:

@@ -27,6 +27,11 @@ from .remote.config import ConfigError, HostConfig, load_hosts
 from .remote.cost import CostBreakdown, CostModel
 from .remote.jobspec import JobValidationError, RenderJob
 from .remote.pipeline import JobResult, new_job_id
+from .remote.platforms import default_config_dir
+from .remote.transport import default_transport, local_host_problem
+
+ADD_A_POD = ("save it as ssh_hosts.yaml in {config_dir} or choose it in Preferences > Add-ons > Pose Factory > "
+             "Hosts File, then pick its host")
 
 OVERRIDES = ("prompt", "negative_prompt", "batch", "seed", "host", "resolution", "steps", "strength", "cfg_scale",
              "style_preset", "render_samples", "use_ai")
@@ -118,7 +123,25 @@ def resolve_host(context: bpy.types.Context, host: str) -> HostConfig:
         raise SubmitError(f"Hosts file: {exc}") from None
     if host not in hosts:
         raise SubmitError(f"Unknown host '{host}': known hosts are {', '.join(sorted(hosts))}")
+    problem = local_problem(hosts[host])
+    if problem:
+        raise SubmitError(f"{problem}; {ADD_A_POD.format(config_dir=default_config_dir())}")
     return hosts[host]
+
+
+def local_demo_problem() -> str | None:
+    """Why the built-in ``local`` host (its default transport) cannot run here; the panel shows it."""
+    return _local_problem(default_transport())
+
+
+def local_problem(config: HostConfig) -> str | None:
+    """Why the built-in ``local`` demo host cannot run on this machine (Windows has no bash)."""
+    return _local_problem(config.transport) if config.is_local else None
+
+
+@functools.lru_cache(maxsize=2)
+def _local_problem(transport: str) -> str | None:
+    return local_host_problem(transport)
 
 
 def estimate_job(job: RenderJob, pod_type: str | None, expected_render_s: float = 60.0) -> CostBreakdown:

@@ -5,9 +5,10 @@ from pathlib import Path
 
 import bpy
 
-from . import api, preferences
+from . import api, preferences, presets
 from .jobs import MANAGER
 from .operators import connection_status
+from .remote.platforms import default_config_dir
 from .results import thumbnails
 
 
@@ -46,6 +47,7 @@ class POSEFACTORY_PT_prompt(PosefactoryPanel, bpy.types.Panel):
     def draw(self, context: bpy.types.Context) -> None:
         settings = context.scene.posefactory
         layout = self.layout
+        presets.draw_preset_row(layout)
         layout.prop(settings, "use_ai")
         column = layout.column()
         column.enabled = settings.use_ai
@@ -93,6 +95,13 @@ class POSEFACTORY_PT_remote(PosefactoryPanel, bpy.types.Panel):
             layout.label(text=status, icon="CHECKMARK" if status.startswith("connected") else "INFO")
         hosts_file = preferences.hosts_file(context)
         layout.label(text=f"Hosts: {hosts_file.name if hosts_file else 'built-in local only'}")
+        if settings.host == "local" and api.local_demo_problem():
+            # The demo host needs bash (not on Windows): say how to add a real pod instead.
+            column = layout.column(align=True)
+            column.label(text="The 'local' demo host needs bash, which this system lacks.", icon="ERROR")
+            column.label(text="Add your pod to an ssh_hosts.yaml (see remote/ssh_hosts.example.yaml)")
+            column.label(text=f"in {default_config_dir()} or pick it under Preferences > Hosts File,")
+            column.label(text="then choose its host above.")
         layout.operator("posefactory.estimate_cost", icon="INFO")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import bpy
 from bpy.props import FloatProperty, StringProperty
 
-from .remote.config import data_dir
+from .remote.config import data_dir, default_hosts_file
 from .remote.jobspec import STABILITY_API_BASE
 
 
@@ -17,7 +17,9 @@ class PosefactoryPreferences(bpy.types.AddonPreferences):
     bl_idname = __package__
 
     hosts_file: StringProperty(name="Hosts File", subtype="FILE_PATH",
-                               description="ssh_hosts.yaml listing your pods (empty: only the built-in 'local' host)")
+                               description="ssh_hosts.yaml listing your pods (empty: ssh_hosts.yaml in the user config "
+                                           "folder, %APPDATA%\\posefactory on Windows, if there is one; else only "
+                                           "the built-in 'local' host)")
     api_key: StringProperty(name="Stability API Key", subtype="PASSWORD",
                             description="Used when STABILITY_API_KEY is not set in the environment; "
                                         "kept in the preferences only, never in a .blend")
@@ -61,7 +63,7 @@ def api_key(context: bpy.types.Context | None = None) -> str:
 
 def hosts_file(context: bpy.types.Context | None = None) -> Path | None:
     path = get(context).hosts_file
-    return Path(bpy.path.abspath(path)) if path else None
+    return Path(bpy.path.abspath(path)) if path else default_hosts_file()
 
 
 def output_dir(context: bpy.types.Context | None = None) -> Path:

@@ -9,6 +9,7 @@ side); a variation that came back ERROR is not.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import yaml
 
 from .jobspec import RenderJob, denoising_steps
 
+LIVE_RATE_ENV = "POSEFACTORY_GPU_USD_PER_HOUR"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "pod_setup" / "cost_config.yaml"
 
 
@@ -68,6 +70,12 @@ class CostModel:
             raise CostConfigError(f"{path}: cannot read the cost config ({exc})") from None
 
     def gpu_rate(self, pod_type: str | None) -> float:
+        live = os.environ.get(LIVE_RATE_ENV)  # a RunPod pod's live costPerHr (remote/runpod_pods.py)
+        if live:
+            try:
+                return max(0.0, float(live))
+            except ValueError:
+                raise CostConfigError(f"${LIVE_RATE_ENV}: {live[:20]!r} is not a price per hour") from None
         pod_type = pod_type or self.default_pod_type
         if pod_type not in self.gpu_usd_per_hour:
             raise CostConfigError(f"unknown pod type {pod_type!r}; known: {', '.join(sorted(self.gpu_usd_per_hour))}")

@@ -37,6 +37,8 @@ from .api import Bridge, UnknownHost
 from .config import ConfigError, HostConfig, data_dir, load_hosts
 from .jobspec import BACKEND_SETUP_ENV, BACKENDS, STABILITY_KEY_BACKENDS, JobValidationError, RenderJob
 from .queue import append_record
+from .runpod_idle import arm_watchdog
+from .runpod_pods import RunPodError, prepare_host
 from .shell import CommandResult
 from .transfer import TransferError, TransferInterrupted, TransferResult
 from .transfer.common import q, sha256_file
@@ -307,7 +309,7 @@ def _guarded(record: JobRecord, record_path: Path | None, body: Callable[[], Job
         return body()
     except Cancelled:
         record.status, record.error = "cancelled", "cancelled by the user"
-    except (PipelineError, ConfigError, UnknownHost, JobValidationError, OSError) as exc:
+    except (PipelineError, ConfigError, UnknownHost, JobValidationError, RunPodError, OSError) as exc:
         record.status, record.error = "failed", str(exc)
     record.save(record_path)
     return JobResult(job_id=record.job_id, status=record.status, error=record.error,
@@ -335,6 +337,10 @@ def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | N
         if not Path(blend_file).is_file():
             raise PipelineError(f"scene file not found: {blend_file}")
         hosts = load_hosts(hosts_file)
+        if host in hosts and hosts[host].kind == "serverless":  # RunPod Serverless: no pod, no ssh
+            from .serverless_job import run_serverless_job
+            return run_serverless_job(job, Path(blend_file), hosts[host], record, record_path, progress, cancel)
+        prepare_host(hosts, host, lambda line: progress(JobProgress("connecting", 0.0, line)), append_ledger)
         with Bridge(hosts) as bridge:
             config = bridge.host(host)
             record.remote_job_dir = f"{config.workspace}/jobs/{job_id}"
@@ -343,6 +349,7 @@ def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | N
             runner.stage("connecting", f"connecting to {host}")
             runner.run("true", "connecting")
             runner.set_up_pod(job.backend)
+            arm_watchdog(runner.run, config)
             runner.upload(job, Path(blend_file))
             return _finish(runner, runner.render(api_key))
 
@@ -360,6 +367,7 @@ def reattach(record_path: Path, *, hosts_file: Path | None = None, progress: Cal
         if not record.remote_job_dir:
             raise PipelineError("the job never reached the pod; submit it again")
         hosts = load_hosts(hosts_file or record.hosts_file)
+        prepare_host(hosts, record.host, lambda line: progress(JobProgress("connecting", 0.0, line)), append_ledger)
         with Bridge(hosts) as bridge:
             runner = JobRunner(bridge, bridge.host(record.host), progress, cancel, record, record_path)
             runner.stage("rendering", f"re-attaching to {record.job_id} on {record.host}")

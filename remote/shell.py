@@ -1,8 +1,11 @@
-"""One persistent interactive shell on a host, driven through a PTY by pexpect.
+"""One persistent interactive shell on a host, typed into over a transport.
 
 Why a PTY: RunPod's SSH proxy only accepts interactive sessions, so every
 command is typed into one long-lived login shell (``ssh -tt`` for remote
-hosts, ``bash --login`` for the built-in ``local`` host).
+hosts, ``bash --login`` for the built-in ``local`` host). The shell always
+runs on a terminal; this side reaches it through a local pseudo-terminal
+(transport ``pty``) or plain pipes (``pipe``, the only choice on Windows):
+see ``transport.py``. Everything below holds on both.
 
 How a command's output is made exact
 ------------------------------------
@@ -28,7 +31,7 @@ How a command's output is made exact
   with ``printf '%s%s' 'HEAD' 'TAIL'`` so only the shell's output, never an
   echo of what we typed, can contain it joined.
 
-Timeouts: Ctrl-C ends the command (an interactive bash then drops the rest of
+Timeouts: Ctrl-C (typed, turned into SIGINT by the shell's own terminal) ends the command (an interactive bash then drops the rest of
 the line, so the end marker never comes); a new ready marker resynchronises.
 A command that ignores SIGINT is stopped with Ctrl-Z and killed as ``%%``.
 If even that fails the connection is closed and reopened on the next run.
@@ -45,25 +48,26 @@ others into one write);
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import re
 import secrets
-import select
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import pexpect
-
 from .config import HostConfig
+from .transport import Transport, TransportClosed, TransportUnavailable, local_shell_argv, open_transport
 
-READ_CHUNK = 1 << 20
+logger = logging.getLogger(__name__)
+
 # Longest line we type: far below the 4096-byte canonical-mode limit.
 MAX_LINE = 1000
 # Puts back the terminal modes that make output exact (see the module docstring).
 TAME_TTY = "stty -echo -opost 2>/dev/null"
 INTERRUPT_GRACE_S = 5.0  # a loaded machine can take seconds to deliver ^C and answer
+SEND_TIMEOUT_S = 120.0  # a shell that takes no input for this long between commands is gone
 
 
 class ShellDisconnected(ConnectionError):
@@ -194,31 +198,29 @@ class RemoteShell:
         self.host = host
         # How long Ctrl-C gets before a command is stopped with Ctrl-Z and killed.
         self.interrupt_grace_s = interrupt_grace_s
-        self.child: pexpect.spawn | None = None
+        self.transport: Transport | None = None
         self._buffer = bytearray()
 
     # -- connection ---------------------------------------------------------
     @property
     def connected(self) -> bool:
-        return self.child is not None and self.child.isalive()
+        return self.transport is not None and self.transport.alive()
 
     def connect(self) -> None:
         """Open the session and tame the shell; raises ShellDisconnected."""
         self.close()
         env = dict(os.environ, TERM="dumb", LC_ALL=os.environ.get("LC_ALL", "C.UTF-8"))
+        kind = self.host.transport
         try:
             if self.host.is_local:
+                argv = local_shell_argv(kind)
                 os.makedirs(self.host.workspace, exist_ok=True)
-                child = pexpect.spawn("bash", ["--login"], env=env, cwd=self.host.workspace,
-                                      echo=False, maxread=READ_CHUNK, dimensions=(50, 400))
+                self.transport = open_transport(kind, argv, env, cwd=self.host.workspace)
             else:
-                argv = self.host.ssh_command()
-                child = pexpect.spawn(argv[0], argv[1:], env=env, echo=False,
-                                      maxread=READ_CHUNK, dimensions=(50, 400))
-        except (pexpect.ExceptionPexpect, OSError) as exc:
+                self.transport = open_transport(kind, self.host.ssh_command(), env)
+        except (TransportUnavailable, OSError) as exc:
             raise ShellDisconnected(f"{self.host.name}: cannot start the shell: {exc}") from exc
-        child.delaybeforesend = None
-        self.child = child
+        logger.info("%s: connected over %s", self.host.name, kind)
         self._buffer.clear()
         token = new_token()
         setup = (
@@ -243,28 +245,23 @@ class RemoteShell:
             raise ShellDisconnected(f"{self.host.name}: cannot connect: {reason}", exc.partial) from exc
 
     def close(self) -> None:
-        if self.child is not None:
-            try:
-                if self.child.isalive():
-                    self.child.sendline("rm -f -- \"$__pf_err\"; exit")
-                    self.child.expect(pexpect.EOF, timeout=1)
-            except (pexpect.ExceptionPexpect, OSError):
-                pass
-            self.child.close(force=True)
-            self.child = None
+        if self.transport is not None:
+            transport, self.transport = self.transport, None
+            transport.close(goodbye=b'rm -f -- "$__pf_err"; exit\n')
 
     # -- low-level primitives -------------------------------------------------
     def send_line(self, text: str) -> None:
-        if self.child is None:
+        if self.transport is None:
             raise ShellDisconnected(f"{self.host.name}: not connected")
         try:
-            self.child.send(text.encode("utf-8") + b"\n")
-        except OSError as exc:
+            self._buffer += self.transport.write(text.encode("utf-8") + b"\n", SEND_TIMEOUT_S)
+        except (OSError, TimeoutError) as exc:
+            self.close()
             raise ShellDisconnected(f"{self.host.name}: connection lost while sending ({exc})") from exc
 
     def read_until(self, marker: bytes, timeout: float | None) -> bytes:
         """Bytes before ``marker``; the marker is consumed, what follows kept."""
-        if self.child is None:
+        if self.transport is None:
             raise ShellDisconnected(f"{self.host.name}: not connected")
         deadline = None if timeout is None else time.monotonic() + timeout
         searched = 0
@@ -279,49 +276,24 @@ class RemoteShell:
             if remaining is not None and remaining <= 0:
                 raise CommandTimeout(f"{self.host.name}: no answer within {timeout:g}s", bytes(self._buffer))
             try:
-                chunk = self.child.read_nonblocking(READ_CHUNK, timeout=remaining if remaining is not None else 3600)
-            except pexpect.TIMEOUT:
-                continue
-            except (pexpect.EOF, OSError) as exc:
+                self._buffer += self.transport.read(remaining if remaining is not None else 3600)
+            except TransportClosed as exc:
                 partial = bytes(self._buffer)
                 self._buffer.clear()
-                self.child.close(force=True)
-                self.child = None
+                self.transport.close()
+                self.transport = None
                 raise ShellDisconnected(
                     f"{self.host.name}: connection closed ({len(partial)} bytes of output received)", partial
                 ) from exc
-            self._buffer += chunk
 
     def _type(self, data: bytes, timeout: float) -> None:
-        """Write ``data`` to the terminal while collecting its output.
-
-        A blocking write of megabytes could wait forever on a peer that is
-        itself waiting for us to read what it printed; writing only what the
-        terminal accepts and reading in between keeps both sides moving.
-        """
-        assert self.child is not None
-        fd = self.child.child_fd
-        view, deadline = memoryview(data), time.monotonic() + timeout
-        blocking = os.get_blocking(fd)
-        os.set_blocking(fd, False)
+        """Write ``data`` to the terminal while its output keeps being collected
+        (the transport never blocks on a peer waiting for us to read)."""
+        assert self.transport is not None
         try:
-            while view:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise CommandTimeout(f"{self.host.name}: typed input not taken within {timeout:g}s", b"")
-                readable, writable, _ = select.select([fd], [fd], [], remaining)
-                if readable:
-                    try:
-                        self._buffer += os.read(fd, READ_CHUNK)
-                    except BlockingIOError:
-                        pass
-                if writable:
-                    try:
-                        view = view[os.write(fd, view[:READ_CHUNK]):]
-                    except BlockingIOError:
-                        pass
-        finally:
-            os.set_blocking(fd, blocking)
+            self._buffer += self.transport.write(data, timeout)
+        except TimeoutError as exc:
+            raise CommandTimeout(f"{self.host.name}: typed input not taken within {timeout:g}s", b"") from exc
 
     # -- commands --------------------------------------------------------------
     def run(self, command: str, *, timeout: float | None = None, cwd: str | None = None,
@@ -421,7 +393,7 @@ class RemoteShell:
 
     def _interrupt(self) -> None:
         """End the running command and resynchronise, or drop the connection."""
-        assert self.child is not None
+        assert self.transport is not None
         # After a kill, bash would announce "[1]+ Killed …" whenever it reaps
         # the job, possibly inside another command's output. ``wait`` returns
         # at once for a stopped job, so poll until the group is gone (reaped),
@@ -429,14 +401,16 @@ class RemoteShell:
         reap = ("kill -KILL %% 2>/dev/null; while kill -0 %% 2>/dev/null; do sleep 0.01; done; "
                 "jobs >/dev/null 2>&1; ")
         # An interrupted program may have left the terminal in its own modes.
-        for keys, follow_up in ((b"\x03", f"{TAME_TTY}; "), (b"\x1a", f"{reap}{TAME_TTY}; ")):
+        for stop, follow_up in ((False, f"{TAME_TTY}; "), (True, f"{reap}{TAME_TTY}; ")):
             try:
-                self.child.send(keys)
+                self.transport.interrupt(stop=stop)
                 time.sleep(0.05)
                 self._resync(follow_up, self.interrupt_grace_s)
                 return
-            except CommandTimeout:
+            except (CommandTimeout, TimeoutError):
                 continue
-            except ShellDisconnected:
+            except (ShellDisconnected, OSError):
+                self.close()
                 return
+        logger.warning("%s: a timed-out command survived Ctrl-C and Ctrl-Z; reconnecting", self.host.name)
         self.close()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates what the demo and the tests need on a fresh Debian/Ubuntu machine:
-# OpenSSH's sshd (apt, when root and missing) and .venv with the project's
+# OpenSSH's sshd and Chromium (apt, when root and missing) and .venv with the project's
 # runtime and dev dependencies. Idempotent: a second run only checks.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -10,6 +10,8 @@ need_apt=()
 command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 [ -x /usr/lib/openssh/sftp-server ] || [ -x /usr/libexec/openssh/sftp-server ] || need_apt+=(openssh-sftp-server)
 command -v ssh >/dev/null 2>&1 || need_apt+=(openssh-client)
+# The dashboard's browser tests drive Debian's Chromium through Playwright (never a downloaded browser).
+command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then
         echo "bootstrap: installing ${need_apt[*]} with apt-get" >&2

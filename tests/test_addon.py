@@ -7,7 +7,10 @@ import socket
 import sys
 import zipfile
 
+import pytest
+
 from remote.jobspec import SDXL_SIZES
+from remote.transport import TRANSPORTS
 from tests.fixtures.stability_server import png_text
 
 
@@ -212,9 +215,10 @@ def test_render_remote_from_blender_to_the_local_pod_and_back(blender, tmp_path,
     assert png_text(open(result["files"][0], "rb").read())["prompt"] == "a knight 'in' $(armour)"
 
 
-def test_python_api_through_the_proxy_sshd(blender, tmp_path, sample_scene, sshd_proxy):
+@pytest.mark.parametrize("transport", TRANSPORTS)  # pipe: how a Windows artist's Blender reaches the pod
+def test_python_api_through_the_proxy_sshd(blender, tmp_path, sample_scene, sshd_proxy, transport):
     hosts = sshd_proxy.write_hosts_file(tmp_path / "ssh_hosts.yaml", name="runpod", workspace=str(tmp_path / "pod"),
-                                        env={"POSEFACTORY_BPY_PYTHON": sys.executable})
+                                        env={"POSEFACTORY_BPY_PYTHON": sys.executable}, transport=transport)
     result = blender.run(f"""
         bpy.ops.wm.open_mainfile(filepath={str(sample_scene)!r})
         preferences.get().hosts_file = {str(hosts)!r}
@@ -228,9 +232,11 @@ def test_python_api_through_the_proxy_sshd(blender, tmp_path, sample_scene, sshd
                 break
             time.sleep(0.1)
         report(status=result.status, error=result.error, images=[i.name for i in job.images],
-               connection=operators.connection_status("runpod"))
+               connection=operators.connection_status("runpod"),
+               transport=api.resolve_host(bpy.context, "runpod").transport)
     """)
     assert result["status"] == "done", result["error"]
+    assert result["transport"] == transport
     assert len(result["images"]) == 1  # without the AI step the render itself comes back
     assert result["connection"].startswith("connected")
 

@@ -14,6 +14,7 @@ import pytest
 from remote.api import submit, wait_for_result
 from remote.config import ConfigError, load_hosts
 from remote.queue import read_records
+from remote.transport import TRANSPORTS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -169,8 +170,9 @@ def test_submit_and_wait_through_a_running_agent(queue):
     assert "agent started" in (queue / "agent.log").read_text()
 
 
-def test_agent_through_the_proxy_flavour(queue, sshd_proxy, tmp_path):
-    hosts = sshd_proxy.write_hosts_file(tmp_path / "ssh_hosts.yaml", name="runpod")
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_agent_through_the_proxy_flavour(queue, sshd_proxy, tmp_path, transport):
+    hosts = sshd_proxy.write_hosts_file(tmp_path / "ssh_hosts.yaml", name="runpod", transport=transport)
     submit(queue, {"id": "gpu", "host": "runpod", "command": "echo \"$X\"; pwd", "cwd": "/", "env": {"X": "visible-to-cmd"}})
     assert run_agent_once(queue, "--hosts", str(hosts)).returncode == 0
     (result,) = results_by_id(queue)["gpu"]
@@ -185,6 +187,7 @@ def test_agent_through_the_proxy_flavour(queue, sshd_proxy, tmp_path):
         ("pod:\n  host: h\n  port: 70000\n", "pod.port"),
         ("pod:\n  port: 22\n", "pod.host"),
         ("pod:\n  host: h\n  transfer: ftp\n", "pod.transfer"),
+        ("pod:\n  host: h\n  transport: telnet\n", "pod.transport"),
         ("pod:\n  host: h\n  interactive_only: 'yes'\n", "pod.interactive_only"),
         ("pod:\n  host: h\n  storage: {bucket: b}\n", "pod.storage.endpoint_url"),
         ("pod: [1, 2]\n", "pod"),

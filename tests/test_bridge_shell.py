@@ -1,15 +1,18 @@
-"""The persistent PTY shell against real sshd (both flavours) and the local host."""
+"""The persistent shell against real sshd (both flavours) and the local host,
+over both transports (a local PTY and plain pipes)."""
 from __future__ import annotations
 
 import random
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
 from remote.api import Bridge
-from remote.config import local_host
 from remote.shell import RemoteShell
+from remote.transport import TRANSPORTS
+from tests.fixtures.sshd import HOSTS_AND_TRANSPORTS, host_config_for
 
 HOSTILE = [
     ("echo \"double\" 'single' \\\"escaped\\\"", "double single \"escaped\"\n"),
@@ -24,15 +27,13 @@ HOSTILE = [
 ]
 
 
-@pytest.fixture(scope="module", params=["local", "proxy", "direct"])
+@pytest.fixture(scope="module", params=HOSTS_AND_TRANSPORTS)
 def bridge_host(request, tmp_path_factory, monkeypatch_module):
-    """(bridge, host name) for each kind of host."""
-    if request.param == "local":
+    """(bridge, host name) for each kind of host over each transport."""
+    kind, transport = request.param.split("-")
+    if kind == "local":
         monkeypatch_module.setenv("POSEFACTORY_DATA_DIR", str(tmp_path_factory.mktemp("data")))
-        config = local_host()
-    else:
-        server = request.getfixturevalue(f"sshd_{request.param}")
-        config = server.host_config()
+    config = host_config_for(request, kind, transport)
     bridge = Bridge({config.name: config})
     yield bridge, config.name
     bridge.close()
@@ -130,11 +131,12 @@ def test_never_ending_command_times_out_and_shell_stays_usable(bridge_host):
     assert plain not in processes and stubborn_sleep not in processes
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("flavour", ["proxy", "direct"])
-def test_dropped_connection_mid_command_is_reported_and_next_command_reconnects(flavour, request, tmp_path):
+def test_dropped_connection_mid_command_is_reported_and_next_command_reconnects(flavour, transport, request, tmp_path):
     server = request.getfixturevalue(f"sshd_{flavour}")
     marker = tmp_path / "runs"
-    with Bridge({"pod": server.host_config("pod")}) as bridge:
+    with Bridge({"pod": server.host_config("pod", transport=transport)}) as bridge:
         assert bridge.run("pod", "true", timeout=10).ok
         before = set(server.connection_pids())
         dropper = subprocess.Popen(["bash", "-c", f"sleep 1; kill -9 {' '.join(map(str, before))}"])
@@ -190,15 +192,13 @@ def test_unreachable_host_gives_a_clear_disconnected_result():
     assert time.monotonic() - started < 10
 
 
-@pytest.mark.parametrize("flavour", ["local", "proxy"])
-def test_killed_stubborn_commands_leave_no_job_notice_in_later_output(flavour, request, tmp_path, monkeypatch):
+@pytest.mark.parametrize("where", ["local-pty", "proxy-pty", "local-pipe", "proxy-pipe"])
+def test_killed_stubborn_commands_leave_no_job_notice_in_later_output(where, request, tmp_path, monkeypatch):
     # Bash announces "[1]+ Killed" whenever it reaps a killed job; under load
     # that used to land inside the next command's stdout.
-    if flavour == "local":
-        monkeypatch.setenv("POSEFACTORY_DATA_DIR", str(tmp_path))
-        config = local_host()
-    else:
-        config = request.getfixturevalue("sshd_proxy").host_config()
+    kind, transport = where.split("-")
+    monkeypatch.setenv("POSEFACTORY_DATA_DIR", str(tmp_path))
+    config = host_config_for(request, kind, transport)
     shell = RemoteShell(config, interrupt_grace_s=0.3)
     try:
         for _ in range(6):
@@ -221,3 +221,18 @@ def test_terminal_modes_changed_by_a_command_are_put_back(bridge_host):
         assert (after.status, after.stdout) == ("ok", "a\nb\n")
     fed = bridge.shell(host).run("cat", timeout=10, typed_input="bGluZQ==\n")
     assert fed.stdout == "bGluZQ==\n"
+
+
+@pytest.mark.parametrize("kind", ["local", "proxy"])
+def test_pipe_transport_has_no_local_terminal_yet_the_shell_has_one(kind, request, tmp_path, monkeypatch):
+    # What makes it work on Windows: this side talks to ssh (or script) over
+    # plain pipes, while the shell still runs on a terminal of its own.
+    monkeypatch.setenv("POSEFACTORY_DATA_DIR", str(tmp_path))
+    shell = RemoteShell(host_config_for(request, kind, "pipe"))
+    try:
+        assert shell.run("tty <&1", timeout=10).stdout.startswith("/dev/pts/")
+        pid = shell.transport.process.pid
+        # stdin and stderr (ssh points its stdout at /dev/null after dup'ing it) are pipes.
+        assert all(Path(f"/proc/{pid}/fd/{fd}").readlink().name.startswith("pipe:") for fd in (0, 2))
+    finally:
+        shell.close()

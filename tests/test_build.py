@@ -53,7 +53,8 @@ def test_split_platforms_gives_each_platform_only_its_own_compiled_wheel(addon_z
     built = subprocess.run([sys.executable, str(REPO / "build.py"), "--split-platforms"], cwd=REPO,
                            env=dict(os.environ, PIP_NO_INDEX="1"), capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stdout + built.stderr
-    expected = {"linux_x64": "manylinux", "macos_arm64": "arm64", "macos_x64": "macosx_10_9_x86_64"}
+    expected = {"linux_x64": "manylinux", "macos_arm64": "arm64", "macos_x64": "macosx_10_9_x86_64",
+                "windows_x64": "win_amd64"}
     for platform, tag in expected.items():
         with zipfile.ZipFile(addon_zip.with_name(f"{addon_zip.stem}-{platform}.zip")) as archive:
             names = archive.namelist()

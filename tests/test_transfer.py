@@ -1,4 +1,5 @@
-"""File transfers through every transport against real sshd, moto S3 and the local host."""
+"""File transfers through every transport against real sshd, moto S3 and the local host;
+the shell's own contract (inline and sftp) over both of RemoteShell's transports."""
 from __future__ import annotations
 
 import json
@@ -28,6 +29,8 @@ from remote.transfer import (
     put,
 )
 from remote.transfer.common import sha256_file
+from remote.transport import TRANSPORTS
+from tests.fixtures.sshd import host_config_for
 
 REPO = Path(__file__).resolve().parents[1]
 ODD = "it's a \"file\" $(touch pwned) `x` é.bin"
@@ -70,14 +73,12 @@ def leftovers(*folders: Path) -> list[Path]:
     return [p for folder in folders if folder.exists() for p in folder.rglob("*") if "pf-part" in p.name]
 
 
-@pytest.fixture(params=["inline-local", "inline-proxy", "sftp-direct"])
+@pytest.fixture(params=[f"{where}-{transport}" for where in ("inline-local", "inline-proxy", "sftp-direct")
+                        for transport in TRANSPORTS])
 def shell(request, tmp_path, monkeypatch):
-    transport, flavour = request.param.split("-")
-    if flavour == "local":
-        monkeypatch.setenv("POSEFACTORY_DATA_DIR", str(tmp_path / "data"))
-        config = replace(local_host(), transfer=transport)
-    else:
-        config = request.getfixturevalue(f"sshd_{flavour}").host_config(transfer=transport)
+    transfer, kind, transport = request.param.split("-")
+    monkeypatch.setenv("POSEFACTORY_DATA_DIR", str(tmp_path / "data"))
+    config = host_config_for(request, kind, transport, transfer=transfer)
     remote_shell = RemoteShell(config)
     yield remote_shell
     remote_shell.close()
@@ -215,10 +216,11 @@ class TypedBytesCountingShell(RemoteShell):
         return super().run(command, **options)
 
 
-def test_dropped_connection_mid_upload_resumes_without_resending(sshd_proxy, tmp_path):
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_dropped_connection_mid_upload_resumes_without_resending(sshd_proxy, tmp_path, transport):
     src = random_file(tmp_path / "big.blend", 12 << 20)
     dst = tmp_path / "remote" / "big.blend"
-    shell = TypedBytesCountingShell(sshd_proxy.host_config(transfer="inline"))
+    shell = TypedBytesCountingShell(sshd_proxy.host_config(transfer="inline", transport=transport))
     shell.connect()
 
     def half_sent() -> bool:
@@ -317,10 +319,11 @@ def test_remote_file_changed_in_place_is_sent_again(shell, tmp_path):
     assert dst.read_bytes() == src.read_bytes()
 
 
-def test_dropped_connection_mid_download_resumes_and_never_leaves_a_wrong_file(sshd_proxy, tmp_path):
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_dropped_connection_mid_download_resumes_and_never_leaves_a_wrong_file(sshd_proxy, tmp_path, transport):
     (tmp_path / "remote").mkdir()
     remote = random_file(tmp_path / "remote" / "render.exr", 24 << 20)
-    shell = RemoteShell(sshd_proxy.host_config(transfer="inline"))
+    shell = RemoteShell(sshd_proxy.host_config(transfer="inline", transport=transport))
     shell.connect()
     dropped = drop_connections_after(sshd_proxy, 0.5)
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from ..platforms import find_openssh_tool
 from ..shell import RemoteShell
 from .common import (
     ChecksumMismatch,
@@ -34,7 +35,7 @@ def _sftp(shell: RemoteShell, commands: list[str]) -> None:
     # sftp takes the same -o options as ssh; the destination and -tt/-e do not apply.
     options = [arg for arg in ssh_argv[1:-1] if arg not in ("-tt",)]
     options = _drop_pairs(options, {"-e", "-p"})
-    argv = ["sftp", "-b", "-", "-P", str(host.port), *options, ssh_argv[-1]]
+    argv = [find_openssh_tool("sftp"), "-b", "-", "-P", str(host.port), *options, ssh_argv[-1]]
     script = "".join(f"{line}\n" for line in commands)
     completed = subprocess.run(argv, input=script, capture_output=True, text=True, timeout=3600)
     if completed.returncode != 0:

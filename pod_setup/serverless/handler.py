@@ -1,0 +1,186 @@
+"""The RunPod Serverless worker: one batch item per request, with the pod's own job code.
+
+    python handler.py                                   # on RunPod (the image's CMD)
+    python handler.py --rp_serve_api --rp_api_port 8000  # the SDK's local test server
+
+A request's ``input`` (built by ``remote/serverless.py``)::
+
+    {"item": "pose-03",                         # opaque, echoed back
+     "job": {...RenderJob fields but the paths...},
+     "scene_url": "https://…presigned GET…",   # content-addressed in R2/S3
+     "scene_sha256": "<64 hex>",
+     "outputs": {"render.png": "https://…presigned PUT…", "manifest.json": …, "ai-render-1.png": …}}
+
+The scene is fetched once per worker and checked against its sha256 (a warm
+worker reuses it for the next item of the batch); the job runs through
+``render_job.run()``, exactly as on a pod; each output goes up through its
+presigned PUT URL. Progress goes through ``runpod.serverless.progress_update``.
+The answer is ``{"item", "files", "manifest"}``, or ``{"error": "…"}`` (the
+SDK then marks the request FAILED). No key ever travels in the payload: a
+backend's key (``STABILITY_API_KEY``) is a secret of the endpoint's template.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+# The pod code: remote/ and pod_setup/ are siblings, as on a pod.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
+
+from pod_setup import render_job
+from remote.jobspec import JobValidationError, RenderJob
+
+log = logging.getLogger("posefactory.serverless")
+OUTPUT_NAME = re.compile(r"^(render\.png|manifest\.json|ai-render-[1-9][0-9]?\.png)$")
+ITEM_ID = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+SCENE_CACHE = Path(os.environ.get("POSEFACTORY_SCENE_CACHE", Path(tempfile.gettempdir()) / "posefactory-scenes"))
+TIMEOUT_S = 300
+
+
+class ItemError(Exception):
+    """An item that cannot run; the message is the request's error."""
+
+
+def _url(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not re.match(r"^https?://[^\s]+$", value) or len(value) > 8192:
+        raise ItemError(f"{what}: expected an http(s) URL")
+    return value
+
+
+def check_input(raw: Any) -> dict[str, Any]:
+    """The request's input, validated before anything is fetched or rendered."""
+    if not isinstance(raw, dict):
+        raise ItemError("input: expected an object")
+    unknown = sorted(set(raw) - {"item", "job", "scene_url", "scene_sha256", "outputs"})
+    if unknown:
+        raise ItemError(f"input: unknown field(s) {', '.join(unknown)}")
+    item = raw.get("item", "")
+    if not isinstance(item, str) or not ITEM_ID.match(item):
+        raise ItemError("item: expected an id of letters, digits, '.', '_' or '-'")
+    if not isinstance(raw.get("job"), dict):
+        raise ItemError("job: expected an object of RenderJob fields")
+    if "blend_path" in raw["job"] or "output_dir" in raw["job"]:
+        raise ItemError("job: paths are the worker's own; send scene_url and outputs instead")
+    sha = raw.get("scene_sha256")
+    if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
+        raise ItemError("scene_sha256: expected 64 lowercase hex digits")
+    outputs = raw.get("outputs")
+    if not isinstance(outputs, dict) or not outputs:
+        raise ItemError("outputs: expected an object of file name → presigned PUT URL")
+    for name, url in outputs.items():
+        if not isinstance(name, str) or not OUTPUT_NAME.match(name):
+            raise ItemError(f"outputs: {str(name)[:40]!r} is not a name the job writes")
+        _url(url, f"outputs[{name}]")
+    _url(raw.get("scene_url"), "scene_url")
+    return raw
+
+
+def fetch_scene(url: str, sha256: str) -> Path:
+    """The scene, downloaded once per worker and checked against its hash."""
+    SCENE_CACHE.mkdir(parents=True, exist_ok=True)
+    target = SCENE_CACHE / f"{sha256}.blend"
+    if target.is_file():
+        return target
+    digest = hashlib.sha256()
+    part = target.with_suffix(f".part{os.getpid()}")
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response, open(part, "wb") as out:
+            while chunk := response.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+    except (OSError, ValueError) as exc:
+        part.unlink(missing_ok=True)
+        raise ItemError(f"cannot fetch the scene ({_reason(exc)})") from None
+    if digest.hexdigest() != sha256:
+        part.unlink(missing_ok=True)
+        raise ItemError("the scene's sha256 does not match scene_sha256 (changed or truncated in storage)")
+    os.replace(part, target)
+    return target
+
+
+def upload(path: Path, url: str) -> None:
+    # urllib would label a body as a form (application/x-www-form-urlencoded): say what it is.
+    request = urllib.request.Request(url, data=path.read_bytes(), method="PUT",
+                                     headers={"Content-Type": "application/octet-stream"})
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_S):
+            pass
+    except (OSError, ValueError) as exc:
+        raise ItemError(f"cannot upload {path.name} ({_reason(exc)})") from None
+
+
+def _reason(exc: Exception) -> str:
+    # Never the URL: a presigned URL is a credential for its object.
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code}"
+    if isinstance(exc, urllib.error.URLError):
+        return str(exc.reason)[:120]
+    return type(exc).__name__
+
+
+def progress(job: dict[str, Any], stage: str, **extra: Any) -> None:
+    """Shown in the request's /status while it runs (RunPod only: the SDK's local
+    test server runs the handler inside /status and has nowhere to send it)."""
+    log.info("%s: %s", job.get("id"), stage)
+    if os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT"):
+        import runpod
+
+        runpod.serverless.progress_update(job, {"stage": stage, **extra})
+
+
+def run_item(job: dict[str, Any]) -> dict[str, Any]:
+    """One batch item: fetch, render (+ AI step), upload; the answer for the request."""
+    spec = check_input(job.get("input"))
+    item = spec.get("item") or str(job.get("id", "item"))
+    progress(job, "fetching", item=item)
+    scene = fetch_scene(spec["scene_url"], spec["scene_sha256"])
+    with tempfile.TemporaryDirectory(prefix="posefactory-item-") as tmp:
+        output_dir = Path(tmp) / "output"
+        try:
+            render = RenderJob.from_dict({**spec["job"], "blend_path": str(scene), "output_dir": str(output_dir)})
+        except (JobValidationError, TypeError) as exc:
+            raise ItemError(f"invalid job: {exc}") from None
+        missing = {"render.png", "manifest.json"} - set(spec["outputs"])
+        if missing or (render.backend != "none" and len(spec["outputs"]) < 2 + render.batch):
+            raise ItemError("outputs: need URLs for render.png, manifest.json and every variation")
+        job_file = Path(tmp) / "job.json"
+        render.write(job_file)
+        progress(job, "rendering", item=item)
+        code = render_job.run(job_file)
+        manifest = json.loads((output_dir / "manifest.json").read_text()) if (output_dir / "manifest.json").is_file() else {}
+        progress(job, "uploading", item=item)
+        files = []
+        for name, url in spec["outputs"].items():
+            if (output_dir / name).is_file():
+                upload(output_dir / name, url)
+                files.append(name)
+        if code != 0:
+            raise ItemError(f"render_job exited {code}: {manifest.get('error') or 'see the worker log'}")
+        stray = [name for name in manifest.get("images", []) if name not in spec["outputs"]]
+        if stray:
+            raise ItemError(f"no upload URL for {', '.join(stray)}")
+    return {"item": item, "files": sorted(files), "manifest": manifest}
+
+
+def handler(job: dict[str, Any]) -> dict[str, Any]:
+    """``runpod.serverless.start``'s handler: an item's answer or ``{"error": …}``."""
+    try:
+        return run_item(job)
+    except ItemError as exc:
+        log.warning("item failed: %s", exc)
+        return {"error": str(exc)}
+
+
+if __name__ == "__main__":
+    import runpod
+
+    runpod.serverless.start({"handler": handler})

@@ -1,0 +1,303 @@
+"""Readers for what the CLI, the add-on and the pipeline write into the data
+dir: job records (``jobs/<id>.json``), manifests (``<output>/<id>/manifest.json``)
+and the outputs next to them.
+
+Every file here is untrusted input (a pod wrote the manifest; anything may
+have written the rest): reads are size-bounded, names must be plain
+(:func:`plain_name`), paths must resolve inside the data dir, and every value
+is type-checked before the dashboard shows it. Parsing is cached by
+(mtime, size), and the job list is rebuilt only when the jobs folder changed,
+so a page never rescans a thousand records.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+RECORD_MAX_BYTES = 256 * 1024
+MANIFEST_MAX_BYTES = 4 * 1024 * 1024
+TEXT_MAX_CHARS = 4000
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+_PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def plain_name(name: Any) -> bool:
+    """A file or job name with no path in it: letters, digits, ``._-``, not starting with a dot."""
+    return isinstance(name, str) and bool(_PLAIN.fullmatch(name)) and ".." not in name
+
+
+def read_json(path: Path, limit: int) -> dict[str, Any] | None:
+    """A JSON object from ``path``, or None (logged) when missing, too large or not an object."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(limit + 1)
+    except OSError:
+        return None
+    if len(raw) > limit:
+        log.warning("ignoring %s: larger than %d bytes", path.name, limit)
+        return None
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        log.warning("ignoring %s: not valid JSON", path.name)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def inside(root: Path, path: Path) -> Path | None:
+    """``path`` resolved (links followed) when it lies inside ``root``; otherwise None."""
+    try:
+        resolved = path.resolve()
+        base = root.resolve()
+    except (OSError, RuntimeError):
+        return None
+    return resolved if resolved != base and resolved.is_relative_to(base) else None
+
+
+def text(value: Any, limit: int = TEXT_MAX_CHARS) -> str:
+    return value[:limit] if isinstance(value, str) else ""
+
+
+def money(value: Any) -> Decimal | None:
+    """A dollar figure as Decimal (from the JSON number's shortest repr), or None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return amount if amount.is_finite() else None
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def whole(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+@dataclass(frozen=True)
+class JobView:
+    """One job record, checked."""
+
+    job_id: str
+    status: str
+    stage: str
+    host: str
+    prompt: str
+    submitted_at: str
+    error: str
+    cost_usd: Decimal | None
+    output_dir: Path | None  # None when the record points outside the data dir
+    record_path: Path
+    remote_job_dir: str
+    hosts_file: str
+
+    @property
+    def running(self) -> bool:
+        return self.status in ("submitted", "running")
+
+
+def job_from_record(data: dict[str, Any], record_path: Path, root: Path) -> JobView | None:
+    job_id = data.get("job_id")
+    if not plain_name(job_id) or record_path.stem != job_id:
+        log.warning("ignoring record %s: its job id is not plain or does not match the file", record_path.name)
+        return None
+    output = data.get("local_output_dir")
+    output_dir = inside(root, Path(output)) if isinstance(output, str) and output else None
+    return JobView(job_id=job_id, status=text(data.get("status"), 32) or "unknown", stage=text(data.get("stage"), 32),
+                   host=text(data.get("host"), 128), prompt=text(data.get("prompt")),
+                   submitted_at=text(data.get("submitted_at"), 40), error=text(data.get("error")),
+                   cost_usd=money(data.get("cost_usd")), output_dir=output_dir, record_path=record_path,
+                   remote_job_dir=text(data.get("remote_job_dir"), 1000), hosts_file=text(data.get("hosts_file"), 1000))
+
+
+class JobIndex:
+    """Job records of ``<root>/jobs``, newest first; re-reads only records that changed."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.folder = root / "jobs"
+        self._lock = threading.Lock()
+        self._stamp: int | None = None
+        self._files: dict[str, tuple[int, int, JobView | None]] = {}
+        self._sorted: list[JobView] = []
+        self._by_id: dict[str, JobView] = {}
+
+    def jobs(self) -> list[JobView]:
+        with self._lock:
+            try:
+                stamp = self.folder.stat().st_mtime_ns
+            except OSError:
+                self._stamp, self._files, self._sorted, self._by_id = None, {}, [], {}
+                return []
+            if stamp != self._stamp:
+                self._rescan()
+                self._stamp = stamp
+            return self._sorted
+
+    def _rescan(self) -> None:
+        # Records are replaced by rename, which changes the folder's mtime; only
+        # files whose (mtime, size) moved are parsed again.
+        files: dict[str, tuple[int, int, JobView | None]] = {}
+        with os.scandir(self.folder) as entries:
+            for entry in entries:
+                if not entry.name.endswith(".json") or entry.name.startswith("."):
+                    continue
+                try:
+                    stat = entry.stat()
+                except OSError:
+                    continue
+                cached = self._files.get(entry.name)
+                if cached and cached[:2] == (stat.st_mtime_ns, stat.st_size):
+                    files[entry.name] = cached
+                    continue
+                path = Path(entry.path)
+                data = read_json(path, RECORD_MAX_BYTES)
+                files[entry.name] = (stat.st_mtime_ns, stat.st_size,
+                                     job_from_record(data, path, self.root) if data else None)
+        self._files = files
+        views = [view for _, _, view in files.values() if view is not None]
+        self._sorted = sorted(views, key=lambda v: (v.submitted_at, v.job_id), reverse=True)
+        self._by_id = {view.job_id: view for view in views}
+        log.debug("job index: %d records", len(views))
+
+    @property
+    def version(self) -> int | None:
+        """Changes whenever the list of jobs may have changed."""
+        return self._stamp
+
+    def get(self, job_id: str) -> JobView | None:
+        if not plain_name(job_id):
+            return None
+        self.jobs()
+        return self._by_id.get(job_id)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One item of a batch job (a pose × camera), when the manifest has items."""
+
+    name: str
+    status: str
+    images: list[str]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    status: str
+    prompt: str
+    negative_prompt: str
+    seed: int | None
+    backend: str
+    steps: int | None
+    size: str
+    style_preset: str
+    strength: float | None
+    cfg_scale: float | None
+    error: str
+    cost_usd: Decimal | None
+    estimated_usd: Decimal | None
+    render: str | None
+    images: list[str] = field(default_factory=list)
+    seeds: dict[str, int] = field(default_factory=dict)  # image name -> its variation's seed
+    contact_sheet: str | None = None
+    items: list[Item] = field(default_factory=list)
+    items_done: int | None = None
+    items_total: int | None = None
+
+
+def _image_name(value: Any) -> str | None:
+    return value if plain_name(value) and value.lower().endswith(IMAGE_SUFFIXES) else None
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def manifest_from_dict(data: dict[str, Any]) -> Manifest:
+    images = [name for name in map(_image_name, as_list(data.get("images"))) if name]
+    seeds = {}
+    for variation in as_list(data.get("variations")):
+        if isinstance(variation, dict) and _image_name(variation.get("file")) and whole(variation.get("seed")) is not None:
+            seeds[variation["file"]] = variation["seed"]
+    size = data.get("size")
+    items = []
+    for index, raw in enumerate(as_list(data.get("items"))[:10_000]):
+        if not isinstance(raw, dict):
+            continue
+        item_images = [n for n in map(_image_name, as_list(raw.get("images"))) if n]
+        if not item_images and _image_name(raw.get("image")):
+            item_images = [raw["image"]]
+        name = text(raw.get("name") or raw.get("id") or raw.get("pose"), 200) or f"item {index + 1}"
+        items.append(Item(name=name, status=text(raw.get("status"), 32), images=item_images))
+    actual, estimated = as_dict(data.get("actual_cost")), as_dict(data.get("estimated_cost"))
+    done = sum(1 for item in items if item.status == "done") if items else None
+    return Manifest(
+        status=text(data.get("status"), 32), prompt=text(data.get("prompt")), negative_prompt=text(data.get("negative_prompt")),
+        seed=whole(data.get("seed")), backend=text(data.get("backend"), 64), steps=whole(data.get("steps")),
+        size="x".join(str(v) for v in size) if isinstance(size, list) and len(size) == 2 and all(whole(v) for v in size)
+        else "", style_preset=text(data.get("style_preset"), 64), strength=_number(data.get("strength")),
+        cfg_scale=_number(data.get("cfg_scale")), error=text(data.get("error")),
+        cost_usd=money(actual.get("total_usd")), estimated_usd=money(estimated.get("total_usd")),
+        render=_image_name(data.get("render")), images=images, seeds=seeds,
+        contact_sheet=_image_name(data.get("contact_sheet")) or None, items=items,
+        items_done=done, items_total=len(items) if items else None,
+    )
+
+
+class ManifestCache:
+    """Parsed manifests by path, re-read when their (mtime, size) changes."""
+
+    def __init__(self) -> None:
+        self._cache: dict[Path, tuple[int, int, Manifest | None]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, job: JobView) -> Manifest | None:
+        if job.output_dir is None:
+            return None
+        path = job.output_dir / "manifest.json"
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        with self._lock:
+            cached = self._cache.get(path)
+            if cached and cached[:2] == (stat.st_mtime_ns, stat.st_size):
+                return cached[2]
+        data = read_json(path, MANIFEST_MAX_BYTES)
+        manifest = manifest_from_dict(data) if data is not None else None
+        with self._lock:
+            self._cache[path] = (stat.st_mtime_ns, stat.st_size, manifest)
+        return manifest
+
+
+def contact_sheet_name(job: JobView, manifest: Manifest | None) -> str | None:
+    """The contact sheet named by the manifest, or ``contact-sheet.png`` when the job folder has one."""
+    if manifest and manifest.contact_sheet:
+        return manifest.contact_sheet
+    if job.output_dir and (job.output_dir / "contact-sheet.png").is_file():
+        return "contact-sheet.png"
+    return None
+
+
+def job_file(root: Path, job: JobView, name: str) -> Path | None:
+    """An output file of ``job`` that may be served: a plain image name inside the data dir."""
+    if job.output_dir is None or _image_name(name) is None:
+        return None
+    path = inside(root, job.output_dir / name)
+    return path if path is not None and path.is_file() else None

@@ -1,0 +1,150 @@
+"""A batch on RunPod Serverless: the local side against our stand-in of the
+hosted endpoint API, with the real handler rendering behind it (the SDK's local
+test server, real bpy) and moto as the bucket."""
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from remote.config import parse_host
+from remote.jobspec import RenderJob
+from remote.serverless import BatchItem, run_batch
+from remote.serverless_api import EndpointError
+from tests.fixtures.s3 import CREDENTIALS
+from tests.fixtures.serverless_api import ENDPOINT_ID, VALID_KEY
+
+
+@pytest.fixture
+def host(s3_server, s3_credentials):
+    def make(**serverless):
+        return parse_host("hosts.yaml", "farm", {
+            "serverless": {"endpoint_id": ENDPOINT_ID, "gpu_usd_per_second": 0.00034, "max_concurrent": 2, **serverless},
+            "storage": s3_server.storage_entry(s3_server.make_bucket(), region="us-east-1")})
+    return make
+
+
+def items(scene, count: int) -> list[BatchItem]:
+    return [BatchItem(f"pose-{n:02d}", RenderJob(blend_path=str(scene), output_dir="", prompt=f"pose {n}",
+                                                 backend="none", render_samples=1)) for n in range(1, count + 1)]
+
+
+def batch(host, todo, tmp_path, cancel=None):
+    streamed, events, lines = [], [], []
+    results = run_batch(host, todo, tmp_path / "out", on_item=streamed.append, cancel=cancel or threading.Event(),
+                        progress=lines.append, record_event=events.append, batch_id="b1")
+    return results, streamed, events, lines
+
+
+def test_batch_renders_every_item_streams_them_and_bills_each_request(serverless_endpoint, host, sample_scene, tmp_path):
+    results, streamed, events, lines = batch(host(), items(sample_scene, 2), tmp_path)
+    assert sorted(r.item_id for r in streamed) == ["pose-01", "pose-02"] and all(r.status == "done" for r in results)
+    for result in results:
+        assert [p.name for p in result.files] == ["manifest.json", "render.png"]
+        assert (tmp_path / "out" / result.item_id / "render.png").read_bytes()[:4] == b"\x89PNG"
+        assert result.manifest["prompt"] == f"pose {int(result.item_id[-2:])}"
+        assert result.cost_usd == pytest.approx(result.execution_s * 0.00034, abs=1e-6) and result.execution_s > 0
+    assert [e["event"] for e in events] == ["serverless_request"] * 2
+    assert all(e["status"] == "COMPLETED" and e["cost_usd"] > 0 for e in events)
+    # Inputs travel by URL: small payloads, no key of any kind in them.
+    for body in serverless_endpoint.bodies:
+        assert len(body) < 16_000
+        for secret in (VALID_KEY, CREDENTIALS["AWS_SECRET_ACCESS_KEY"]):
+            assert secret.encode() not in body
+    assert json.dumps(events).count(VALID_KEY) == 0
+    assert ("GET", "health") in serverless_endpoint.calls and lines[-1].startswith("2/2 item(s) finished")
+
+
+def test_a_failed_request_is_retried_once(serverless_endpoint, host, sample_scene, tmp_path):
+    serverless_endpoint.script = ["fail"]
+    results, _, events, lines = batch(host(), items(sample_scene, 1), tmp_path)
+    assert results[0].status == "done" and len(results[0].request_ids) == 2
+    assert [e["status"] for e in events] == ["FAILED", "COMPLETED"]
+    assert any("failed, retrying once" in line for line in lines)
+
+
+def test_failing_twice_fails_the_item_with_the_workers_error(serverless_endpoint, host, sample_scene, tmp_path):
+    serverless_endpoint.script = ["fail", "fail"]
+    results, streamed, _, _ = batch(host(), items(sample_scene, 1), tmp_path)
+    assert results[0].status == "failed" and results[0].error == "handler raised: scripted failure"
+    assert streamed == results
+
+
+def test_stuck_requests_are_cancelled_retried_then_failed(serverless_endpoint, host, sample_scene, tmp_path):
+    serverless_endpoint.script = ["stuck", "stuck"]
+    results, _, _, _ = batch(host(execution_timeout_s=1), items(sample_scene, 1), tmp_path)
+    assert results[0].status == "failed" and "ran over 1s and was cancelled" in results[0].error
+    assert serverless_endpoint.calls.count(("POST", "cancel")) == 2
+    assert all(serverless_endpoint.requests[i].status == "CANCELLED" for i in results[0].request_ids)
+
+
+def test_a_request_no_worker_picks_up_is_a_bounded_wait(serverless_endpoint, host, sample_scene, tmp_path):
+    serverless_endpoint.script = ["never_picked"]
+    results, _, _, _ = batch(host(queue_timeout_s=1), items(sample_scene, 1), tmp_path)
+    assert results[0].status == "failed" and results[0].error.startswith("no worker picked up the request within 1s")
+    assert len(results[0].request_ids) == 1 and ("POST", "cancel") in serverless_endpoint.calls
+
+
+def test_cancel_cancels_outstanding_requests(serverless_endpoint, host, sample_scene, tmp_path):
+    serverless_endpoint.script = ["stuck", "stuck"]
+    cancel = threading.Event()
+
+    def cancel_once_both_run():
+        while len(serverless_endpoint.requests) < 2:
+            cancel.wait(0.05)
+        cancel.set()
+
+    threading.Thread(target=cancel_once_both_run, daemon=True).start()
+    results, _, _, _ = batch(host(), items(sample_scene, 2), tmp_path, cancel)
+    assert [r.status for r in results] == ["cancelled", "cancelled"]
+    assert serverless_endpoint.calls.count(("POST", "cancel")) == 2
+
+
+def test_unhealthy_endpoint_is_refused_before_anything_runs(serverless_endpoint, host, sample_scene, tmp_path):
+    serverless_endpoint.unhealthy = True
+    with pytest.raises(EndpointError, match=f"^endpoint {ENDPOINT_ID} is unhealthy: 2 unhealthy worker"):
+        batch(host(), items(sample_scene, 1), tmp_path)
+    assert ("POST", "run") not in serverless_endpoint.calls
+
+
+def test_wrong_key_unknown_endpoint_and_bad_items(serverless_endpoint, host, sample_scene, tmp_path, monkeypatch):
+    with pytest.raises(EndpointError, match="has no endpoint nope"):
+        batch(host(endpoint_id="nope"), items(sample_scene, 1), tmp_path)
+    with pytest.raises(EndpointError, match="item id 'pose-01'"):
+        batch(host(), items(sample_scene, 1) * 2, tmp_path)
+    monkeypatch.setenv("RUNPOD_API_KEY", "rp-wrong")
+    with pytest.raises(EndpointError, match=r"^RunPod refused the API key \(401") as info:
+        batch(host(), items(sample_scene, 1), tmp_path)
+    assert "rp-wrong" not in str(info.value)
+    monkeypatch.delenv("RUNPOD_API_KEY")
+    with pytest.raises(EndpointError, match=r"no RunPod API key: set \$RUNPOD_API_KEY"):
+        batch(host(), items(sample_scene, 1), tmp_path)
+
+
+def test_a_job_on_a_serverless_host_goes_through_the_pipeline(serverless_endpoint, s3_server, s3_credentials, data_dir_env,
+                                                               sample_scene, tmp_path):
+    from remote.pipeline import JobRecord, run_job
+
+    hosts = tmp_path / "ssh_hosts.yaml"
+    hosts.write_text(json.dumps({"farm": {"serverless": {"endpoint_id": ENDPOINT_ID},
+                                          "storage": s3_server.storage_entry(s3_server.make_bucket(),
+                                                                             region="us-east-1")}}))
+    stages = []
+    result = run_job(RenderJob(blend_path="", output_dir="", prompt="one pose", backend="none", render_samples=1),
+                     sample_scene, host="farm", hosts_file=hosts, local_output_dir=tmp_path / "results", api_key=None,
+                     progress=lambda p: stages.append(p.stage), cancel=threading.Event(),
+                     record_path=tmp_path / "record.json")
+    assert result.status == "done", result.error
+    assert result.raw_render is not None and result.raw_render.read_bytes()[:4] == b"\x89PNG"
+    assert result.raw_render.parent == tmp_path / "results" / result.job_id and result.cost_usd > 0
+    assert stages[-1] == "done" and JobRecord.load(tmp_path / "record.json").status == "done"
+    ledger = [json.loads(line) for line in (data_dir_env / "ledger.jsonl").read_text().splitlines()]
+    assert [e.get("event", "job") for e in ledger] == ["serverless_request", "job"]
+    assert ledger[1]["cost_usd"] == ledger[0]["cost_usd"]
+
+
+@pytest.fixture
+def data_dir_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("POSEFACTORY_DATA_DIR", str(tmp_path / "data"))
+    return tmp_path / "data"
