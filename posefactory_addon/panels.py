@@ -9,7 +9,7 @@ from . import api, preferences, presets
 from .jobs import MANAGER
 from .operators import connection_status
 from .remote.platforms import default_config_dir
-from .results import thumbnails
+from .results import CONTROL_KINDS, thumbnails
 
 
 class PosefactoryPanel:
@@ -30,7 +30,8 @@ class POSEFACTORY_PT_main(PosefactoryPanel, bpy.types.Panel):
         try:
             job, host = api.build_job(context.scene, context)
             cost = api.estimate_job(job, api.resolve_host(context, host).pod_type)
-            layout.label(text=f"Estimate: ${cost.total_usd:.3f} ({cost.images} image(s))", icon="INFO")
+            per_image = f"{cost.images} image(s)" if cost.images else f"GPU {cost.gpu_seconds:.0f}s"
+            layout.label(text=f"Estimate ({cost.backend}): ${cost.total_usd:.3f} ({per_image})", icon="INFO")
         except api.SubmitError as exc:
             layout.label(text=str(exc), icon="ERROR")
         active = MANAGER.active()
@@ -51,6 +52,8 @@ class POSEFACTORY_PT_prompt(PosefactoryPanel, bpy.types.Panel):
         layout.prop(settings, "use_ai")
         column = layout.column()
         column.enabled = settings.use_ai
+        column.prop(settings, "backend")
+        draw_backend_settings(column, settings)
         column.prop(settings, "prompt", text="")
         column.prop(settings, "negative_prompt", text="Avoid")
         column.prop(settings, "style_preset")
@@ -63,6 +66,19 @@ class POSEFACTORY_PT_prompt(PosefactoryPanel, bpy.types.Panel):
         seed.enabled = not settings.random_seed
         seed.prop(settings, "seed")
         column.prop(settings, "batch")
+
+
+def draw_backend_settings(layout: bpy.types.UILayout, settings: bpy.types.PropertyGroup) -> None:
+    """The chosen backend's own settings (issue #12)."""
+    if settings.backend == "diffusers":
+        box = layout.box()
+        box.prop(settings, "control")
+        if "openpose" in settings.control:
+            box.prop(settings, "openpose_scale")
+        if "depth" in settings.control:
+            box.prop(settings, "depth_scale")
+    elif settings.backend == "stability-structure":
+        layout.box().prop(settings, "control_strength")
 
 
 class POSEFACTORY_PT_output(PosefactoryPanel, bpy.types.Panel):
@@ -129,8 +145,26 @@ class POSEFACTORY_PT_jobs(PosefactoryPanel, bpy.types.Panel):
             column.label(text=f"{record.status} on {record.host}, {cost}")
             if record.error:
                 column.label(text=record.error[:80], icon="ERROR")
+            draw_control_images(box, previews, record.job_id, record.images)
             column.operator("posefactory.open_output", text="Open", icon="FILE_FOLDER").job_id = record.job_id
         layout.operator("posefactory.import_results", icon="IMPORT")
+
+
+def draw_control_images(layout: bpy.types.UILayout, previews, job_id: str, images: list[str]) -> None:
+    """The ControlNet inputs a diffusers job drew from the scene, next to its results."""
+    if previews is None or not images:
+        return
+    folder = Path(images[0]).parent
+    row = None
+    for kind in CONTROL_KINDS:
+        key, path = f"{job_id}:{kind}", folder / f"control-{kind}.png"
+        if key not in previews and path.is_file():
+            previews.load(key, str(path), "IMAGE")
+        if key in previews:
+            row = row or layout.row()
+            column = row.column()
+            column.template_icon(icon_value=previews[key].icon_id, scale=2.0)
+            column.label(text=kind)
 
 
 CLASSES = (POSEFACTORY_PT_main, POSEFACTORY_PT_prompt, POSEFACTORY_PT_output, POSEFACTORY_PT_remote,
