@@ -77,26 +77,38 @@ Point = tuple[float, float]
 def draw_openpose(skeletons: Sequence[Sequence[Point | None]], width: int, height: int) -> np.ndarray:
     """An RGB uint8 image of the skeletons (18 pixel positions each, None where off-screen or unmapped)."""
     canvas = np.zeros((height, width, 3), dtype=np.uint8)
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32) + 0.5  # pixel centres
     for joints in skeletons:
         for index, (a, b) in enumerate(LIMBS):
-            if joints[a] is None or joints[b] is None:
-                continue
-            mask = _ellipse_mask(xs, ys, joints[a], joints[b])  # type: ignore[arg-type]
-            canvas[mask] = [int(c * 0.6) for c in COLORS[index]]
+            if joints[a] is not None and joints[b] is not None:
+                _fill(canvas, joints[a], joints[b], [int(c * 0.6) for c in COLORS[index]])  # type: ignore[arg-type]
         for index, joint in enumerate(joints):
             if joint is not None:
-                mask = (xs - joint[0]) ** 2 + (ys - joint[1]) ** 2 <= JOINT_RADIUS_PX ** 2
-                canvas[mask] = COLORS[index]
+                _fill(canvas, joint, joint, list(COLORS[index]))  # a == b: the joint's disc
     return canvas
+
+
+def _fill(canvas: np.ndarray, a: Point, b: Point, color: list[int]) -> None:
+    """Paint the renderer's shape from a to b: a limb ellipse LIMB_HALF_WIDTH_PX across, or (a == b) a joint disc.
+
+    Only the shape's bounding box is computed, so a 1024 px canvas costs what the skeleton covers.
+    """
+    reach = max(LIMB_HALF_WIDTH_PX, JOINT_RADIUS_PX) + 1
+    x0, x1 = max(int(min(a[0], b[0]) - reach), 0), min(int(max(a[0], b[0]) + reach) + 1, canvas.shape[1])
+    y0, y1 = max(int(min(a[1], b[1]) - reach), 0), min(int(max(a[1], b[1]) + reach) + 1, canvas.shape[0])
+    if x0 >= x1 or y0 >= y1:
+        return
+    ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32) + 0.5  # pixel centres
+    if math.hypot(b[0] - a[0], b[1] - a[1]) < 1e-6:
+        mask = (xs - a[0]) ** 2 + (ys - a[1]) ** 2 <= JOINT_RADIUS_PX ** 2
+    else:
+        mask = _ellipse_mask(xs, ys, a, b)
+    canvas[y0:y1, x0:x1][mask] = color
 
 
 def _ellipse_mask(xs: np.ndarray, ys: np.ndarray, a: Point, b: Point) -> np.ndarray:
     """The renderer's limb: an ellipse from joint a to joint b, LIMB_HALF_WIDTH_PX across."""
     mid_x, mid_y = (a[0] + b[0]) / 2, (a[1] + b[1]) / 2
     length = math.hypot(b[0] - a[0], b[1] - a[1])
-    if length < 1e-6:
-        return np.zeros(xs.shape, dtype=bool)
     ux, uy = (b[0] - a[0]) / length, (b[1] - a[1]) / length
     along = (xs - mid_x) * ux + (ys - mid_y) * uy
     across = -(xs - mid_x) * uy + (ys - mid_y) * ux
