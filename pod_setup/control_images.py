@@ -319,7 +319,8 @@ def prepare(job: RenderJob) -> None:
         return
     import bpy
 
-    for view_layer in bpy.context.scene.view_layers:
+    scene: Any = bpy.context.scene  # always set while a job runs
+    for view_layer in scene.view_layers:
         view_layer.use_pass_z = True
     _depth_capture.arm()
     log.info("depth control: Z pass on, captured at render completion")
@@ -329,7 +330,7 @@ def write(job: RenderJob, output_dir: Path) -> dict[str, Path]:
     """After the render: write the job's control images next to render.png; returns {kind: path}."""
     import bpy
 
-    scene = bpy.context.scene
+    scene: Any = bpy.context.scene
     width, height = render_size(scene)
     written: dict[str, Path] = {}
     if "openpose" in kinds(job):

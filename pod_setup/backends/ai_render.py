@@ -57,7 +57,8 @@ def enable_ai_render(root: Path) -> Any:
                                      "run setup_pod.sh with POSEFACTORY_AI_RENDER=1 on the pod")
     if str(folder.parent) not in sys.path:
         sys.path.insert(0, str(folder.parent))
-    if PACKAGE not in bpy.context.preferences.addons:
+    blender_preferences: Any = bpy.context.preferences
+    if PACKAGE not in blender_preferences.addons:
         module = addon_utils.enable(PACKAGE, default_set=True, handle_error=lambda exc: log.error("AI Render: %s", exc))
         if module is None:
             raise JobFailed(EXIT_NO_KEY, f"AI Render at {folder} could not be enabled (see the log)")
@@ -83,15 +84,17 @@ class AIRenderBackend:
         import bpy
 
         package = self.package
-        config = importlib.import_module(f"{PACKAGE}.config")
+        config: Any = importlib.import_module(f"{PACKAGE}.config")
         base = self.job.api_base_url.rstrip("/")
         config.STABILITY_API_V1_URL = f"{base}/v1/generation/"
         config.STABILITY_API_V2_URL = f"{base}/v2beta/stable-image/"
-        preferences = bpy.context.preferences.addons[PACKAGE].preferences
+        blender_preferences: Any = bpy.context.preferences
+        preferences = blender_preferences.addons[PACKAGE].preferences
         preferences.sd_backend = "dreamstudio"
         preferences.dream_studio_api_key = self.key
         preferences.is_opted_out_of_analytics = True
-        props = bpy.context.scene.air_props
+        scene: Any = bpy.context.scene
+        props = scene.air_props
         job = self.job
         props.is_enabled = True
         props.auto_run = False  # nothing else may start a generation behind this backend's back
@@ -118,7 +121,7 @@ class AIRenderBackend:
         if self.package is None:
             self.check_ready()
         operators = importlib.import_module(f"{PACKAGE}.operators")
-        scene = bpy.context.scene
+        scene: Any = bpy.context.scene
         first_seed = self.job.seed or random.randint(1, MAX_SEED - self.job.batch)
         variations = []
         kept_tempdir = tempfile.tempdir
@@ -151,7 +154,8 @@ class AIRenderBackend:
     def _forget_key(self) -> None:
         import bpy
 
-        addon = bpy.context.preferences.addons.get(PACKAGE)
+        blender_preferences: Any = bpy.context.preferences
+        addon = blender_preferences.addons.get(PACKAGE)
         if addon is not None:
             addon.preferences.dream_studio_api_key = ""
 
