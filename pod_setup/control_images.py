@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import struct
 import tempfile
 import zlib
@@ -278,6 +279,8 @@ class _DepthCapture:
     def arm(self) -> None:
         import bpy
 
+        if self.exr_path is not None:  # left by a render that failed before write() read it
+            shutil.rmtree(self.exr_path.parent, ignore_errors=True)
         self.exr_path = Path(tempfile.mkdtemp(prefix="posefactory-depth-")) / "passes.exr"
         if self not in bpy.app.handlers.render_complete:
             bpy.app.handlers.render_complete.append(self)
@@ -315,6 +318,7 @@ _depth_capture = _DepthCapture()
 
 def prepare(job: RenderJob) -> None:
     """Before the render: turn on the Z pass and arm its capture when the job wants depth."""
+    _depth_capture.disarm()  # a capture a failed render left armed must not fire for this one
     if "depth" not in kinds(job):
         return
     import bpy
@@ -349,8 +353,8 @@ def write(job: RenderJob, output_dir: Path) -> dict[str, Path]:
 
             raise JobFailed(EXIT_RENDER, "the render left no Z pass for the depth control image")
         z = read_exr_channel(exr, "Depth.Z")
-        exr.unlink()
-        exr.parent.rmdir()
+        shutil.rmtree(exr.parent, ignore_errors=True)
+        _depth_capture.exr_path = None
         far = scene.camera.data.clip_end if scene.camera else 1e9
         written["depth"] = output_dir / "control-depth.png"
         written["depth"].write_bytes(png_bytes(depth_to_image(z, far)))

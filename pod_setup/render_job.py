@@ -17,7 +17,8 @@ backend) and writes into the job's output dir:
   timings, estimated and actual cost, and the error if any.
 
 Exit codes: 0 done; 2 invalid job (nothing rendered, nothing paid);
-3 no API key (nothing rendered); 4 render failed; 5 the AI step failed
+3 the backend is not ready: no API key, models or add-on (nothing rendered);
+4 render failed; 5 the AI step failed
 (the render is kept); 6 every variation was content-filtered.
 
 A backend's key (Stability's: ``STABILITY_API_KEY`` or ``$WORKSPACE/.env``)
