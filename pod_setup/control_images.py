@@ -302,8 +302,10 @@ class _DepthCapture:
             settings.media_type = "MULTI_LAYER_IMAGE"
             settings.color_depth = "32"
             settings.exr_codec = "NONE"
-            bpy.data.images["Render Result"].save_render(str(self.exr_path), scene=scene)
-        except (KeyError, RuntimeError, TypeError) as exc:
+            # By type: after the Render Result fix, the image *named* 'Render Result' is a loaded file.
+            result = next(image for image in bpy.data.images if image.type == "RENDER_RESULT")
+            result.save_render(str(self.exr_path), scene=scene)
+        except (StopIteration, RuntimeError, TypeError) as exc:
             log.warning("could not save the Z pass: %s", exc)
         finally:
             for name, value in kept.items():

@@ -12,7 +12,9 @@
 # status and starts nothing: a job is never rendered (or paid for) twice.
 #
 # Status files in JOBDIR: `state` (queued|running|done|failed|cancelled),
-# `status.json` (state, times, exit code, error), `render.log`, `pid`, `boot_id`.
+# `status.json` (state, times, exit code, error), `render.log`, `pid`, `boot_id`;
+# render_job.py's `progress.json` (items total/done/failed/current) is printed
+# with the status as its "items".
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -72,7 +74,17 @@ print_status() {
             fi
         fi
     fi
-    if [ -f "$jobdir/status.json" ]; then cat "$jobdir/status.json"; else echo '{"state": "none"}'; fi
+    if [ ! -f "$jobdir/status.json" ]; then echo '{"state": "none"}'
+    elif [ -f "$jobdir/progress.json" ]; then
+        # A batch's progress (render_job.py writes it after every item) travels in the same line.
+        python3 -c 'import json, sys
+status = json.load(open(sys.argv[1]))
+try:
+    status["items"] = json.load(open(sys.argv[2]))
+except (OSError, ValueError):
+    pass
+print(json.dumps(status))' "$jobdir/status.json" "$jobdir/progress.json"
+    else cat "$jobdir/status.json"; fi
 }
 
 case "$action" in
@@ -107,7 +119,9 @@ case "$action" in
     if [ "$POSEFACTORY_RUNNER" = "python" ]; then
         cmd=("$POSEFACTORY_EXECUTABLE" "$here/render_job.py" "$jobdir/job.json")
     else
-        cmd=("$POSEFACTORY_EXECUTABLE" --background --factory-startup --python "$here/render_job.py" -- "$jobdir/job.json")
+        # --enable-autoexec: the job is the artist's own scene, its scripted drivers must run
+        # (factory preferences turn Python auto-run off).
+        cmd=("$POSEFACTORY_EXECUTABLE" --background --factory-startup --enable-autoexec --python "$here/render_job.py" -- "$jobdir/job.json")
     fi
     set +e
     ( cd "$jobdir" && exec "${cmd[@]}" ) >"$jobdir/render.log" 2>&1

@@ -11,6 +11,8 @@
 #   POSEFACTORY_BPY_PYTHON  a Python that can `import bpy` (the bpy wheel); used
 #                           instead of a Blender binary when given
 #   BLENDER_VERSION, BLENDER_SHA256  the pinned Blender to install when none is found
+#   POSEFACTORY_BLENDER_VERSION      the artist's Blender (4.2, 4.2.3): installed by
+#                           install_blender.sh into $WORKSPACE/blender/<version>/ and used
 # Prints one status line; exits non-zero with a clear message on failure.
 set -euo pipefail
 
@@ -73,7 +75,12 @@ if [ -n "${POSEFACTORY_BPY_PYTHON:-}" ]; then
             fail "POSEFACTORY_BPY_PYTHON=$POSEFACTORY_BPY_PYTHON cannot import bpy, yaml and requests"
     fi
 else
-    blender="$(command -v blender || true)"
+    blender=""
+    if [ -n "${POSEFACTORY_BLENDER_VERSION:-}" ]; then
+        blender="$(bash "$(dirname "${BASH_SOURCE[0]}")/install_blender.sh" "$POSEFACTORY_BLENDER_VERSION")" ||
+            fail "cannot provide Blender $POSEFACTORY_BLENDER_VERSION (see above)"
+    fi
+    [ -n "$blender" ] || blender="$(command -v blender || true)"
     [ -n "$blender" ] || { [ -x "$WORKSPACE/blender/blender" ] && blender="$WORKSPACE/blender/blender"; } || true
     if [ -z "$blender" ]; then
         archive="$WORKSPACE/blender-$BLENDER_VERSION.tar.xz"

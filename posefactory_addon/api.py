@@ -8,7 +8,11 @@
 
 Keyword overrides (each defaults to the scene's Pose Factory settings):
 prompt, negative_prompt, batch, seed (0: random), host, resolution
-("1216x832"), steps, strength, cfg_scale, style_preset, render_samples, use_ai.
+("1216x832", or "AUTO": the SDXL size nearest the camera's aspect), steps,
+strength, cfg_scale, style_preset, render_samples, use_ai, render_device
+("auto" | "gpu" | "cpu"), allow_missing_files,
+poses ("markers", "assets", "frames:1-24:2", "Wave,Bow") and cameras
+("active", "collection:Cameras", "CamA,CamB"): a batch of items, one per pose × camera.
 Bad input raises SubmitError with one clear line, before anything is spent.
 """
 from __future__ import annotations
@@ -22,9 +26,13 @@ from typing import Any
 import bpy
 
 from . import preferences
+from .batch import cameras_spec, items_of, poses_spec
 from .jobs import MANAGER, TrackedJob, new_copy_dir
+from .properties import scene_aspect
+from .remote.batch import BatchSpecError
 from .remote.config import ConfigError, HostConfig, load_hosts
 from .remote.cost import CostBreakdown, CostModel
+from .remote.framing import crop_for, nearest_sdxl_size
 from .remote.jobspec import STABILITY_KEY_BACKENDS, JobValidationError, RenderJob
 from .remote.pipeline import JobResult, new_job_id
 from .remote.platforms import default_config_dir
@@ -34,7 +42,8 @@ ADD_A_POD = ("save it as ssh_hosts.yaml in {config_dir} or choose it in Preferen
              "Hosts File, then pick its host")
 
 OVERRIDES = ("prompt", "negative_prompt", "batch", "seed", "host", "resolution", "steps", "strength", "cfg_scale",
-             "style_preset", "render_samples", "use_ai",
+             "style_preset", "render_samples", "use_ai", "render_device",
+             "allow_missing_files", "poses", "cameras",
              "backend", "control", "openpose_scale", "depth_scale", "control_strength")
 # Blender's integer properties are 32-bit signed: random seeds stay below that so
 # they fit the Seed field and the images' custom properties.
@@ -64,7 +73,13 @@ def build_job(scene: bpy.types.Scene, context: bpy.types.Context, **overrides: A
     if unknown:
         raise SubmitError(f"unknown option(s): {', '.join(unknown)} (known: {', '.join(OVERRIDES)})")
     settings = scene.posefactory
-    if scene.camera is None:
+    poses = str(overrides.get("poses") or poses_spec(settings))
+    cameras = str(overrides.get("cameras") or cameras_spec(settings))
+    try:
+        items = items_of(scene, poses, cameras)
+    except BatchSpecError as exc:
+        raise SubmitError(f"Batch: {exc}") from None
+    if scene.camera is None and cameras == "active":
         raise SubmitError(f"Scene '{scene.name}' has no active camera: add one and set it as the scene camera")
     prompt = str(_setting(settings, overrides, "prompt")).strip()
     if not prompt:
@@ -72,6 +87,8 @@ def build_job(scene: bpy.types.Scene, context: bpy.types.Context, **overrides: A
     resolution = _setting(settings, overrides, "resolution")
     if isinstance(resolution, (tuple, list)):
         resolution = "x".join(map(str, resolution))
+    if str(resolution).upper() == "AUTO":
+        resolution = "x".join(map(str, nearest_sdxl_size(scene_aspect(scene))))
     try:
         width, height = (int(part) for part in str(resolution).lower().split("x"))
     except ValueError:
@@ -99,6 +116,10 @@ def build_job(scene: bpy.types.Scene, context: bpy.types.Context, **overrides: A
         openpose_scale=float(_setting(settings, overrides, "openpose_scale")),
         depth_scale=float(_setting(settings, overrides, "depth_scale")),
         control_strength=float(_setting(settings, overrides, "control_strength")),
+        poses=poses, cameras=cameras,
+        render_device=str(_setting(settings, overrides, "render_device")),
+        allow_missing_files=bool(_setting(settings, overrides, "allow_missing_files")),
+        blender_version="%d.%d.%d" % bpy.app.version[:3],  # the pod installs and runs the artist's Blender
     )
     try:
         job.validate()
@@ -108,11 +129,21 @@ def build_job(scene: bpy.types.Scene, context: bpy.types.Context, **overrides: A
         raise SubmitError(f"No Stability API key for backend {backend}: set STABILITY_API_KEY or the key in the "
                           "add-on preferences (or pick the diffusers backend, or turn AI Enhance off)")
     host = str(_setting(settings, overrides, "host"))
-    estimate = estimate_job(job, resolve_host(context, host).pod_type)
+    estimate = estimate_job(job, resolve_host(context, host).pod_type, items=len(items))
     if prefs.budget_cap_usd and estimate.total_usd > prefs.budget_cap_usd:
-        raise SubmitError(f"Over budget: this job is estimated at ${estimate.total_usd:.2f}, "
+        raise SubmitError(f"Over budget: this job ({len(items)} item(s)) is estimated at ${estimate.total_usd:.2f}, "
                           f"the cap is ${prefs.budget_cap_usd:.2f} (Preferences ▸ Pose Factory)")
     return job, host
+
+
+def framing_note(job: RenderJob, scene: bpy.types.Scene) -> str:
+    """What the job's size does to the camera's framing, for the panel (before the click)."""
+    aspect = scene_aspect(scene)
+    crop = crop_for(aspect, (job.width, job.height))
+    if crop.percent == 0:
+        return "Camera framing kept"
+    sides = "left and right" if crop.keep_x < 1 else "top and bottom"
+    return f"Crops {crop.percent} % of the camera frame ({sides})"
 
 
 @functools.lru_cache(maxsize=4)
@@ -151,11 +182,13 @@ def _local_problem(transport: str) -> str | None:
     return local_host_problem(transport)
 
 
-def estimate_job(job: RenderJob, pod_type: str | None, expected_render_s: float = 60.0) -> CostBreakdown:
+def estimate_job(job: RenderJob, pod_type: str | None, expected_render_s: float = 60.0,
+                 items: int = 1) -> CostBreakdown:
+    """Every item of the batch: its render time and its variations."""
     model = cost_model()
     if pod_type not in model.gpu_usd_per_hour:
         pod_type = None
-    return model.estimate(job, pod_type, expected_render_s=expected_render_s)
+    return model.estimate(job, pod_type, expected_render_s=expected_render_s, items=items)
 
 
 @dataclass

@@ -1,15 +1,17 @@
-"""View3D ▸ Sidebar ▸ Pose Factory: Prompt, Output, Remote and Jobs."""
+"""View3D ▸ Sidebar ▸ Pose Factory: Prompt, Batch, Output, Remote and Jobs."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import bpy
 
-from . import api, preferences, presets
+from . import api, pod_state, preferences, presets
+from .batch import cameras_spec, items_of, poses_spec, summary
 from .jobs import MANAGER
 from .operators import connection_status
+from .remote.batch import BatchSpecError
 from .remote.platforms import default_config_dir
-from .results import CONTROL_KINDS, thumbnails
+from .results import CONTROL_KINDS, thumbnail_source, thumbnails
 
 
 class PosefactoryPanel:
@@ -29,10 +31,13 @@ class POSEFACTORY_PT_main(PosefactoryPanel, bpy.types.Panel):
         row.operator("posefactory.render_remote", icon="RENDER_STILL")
         try:
             job, host = api.build_job(context.scene, context)
-            cost = api.estimate_job(job, api.resolve_host(context, host).pod_type)
+            items = items_of(context.scene, job.poses, job.cameras)
+            cost = api.estimate_job(job, api.resolve_host(context, host).pod_type, items=len(items))
+            if len(items) > 1:
+                layout.label(text=summary(items, job.batch))
             per_image = f"{cost.images} image(s)" if cost.images else f"GPU {cost.gpu_seconds:.0f}s"
             layout.label(text=f"Estimate ({cost.backend}): ${cost.total_usd:.3f} ({per_image})", icon="INFO")
-        except api.SubmitError as exc:
+        except (api.SubmitError, BatchSpecError) as exc:
             layout.label(text=str(exc), icon="ERROR")
         active = MANAGER.active()
         if active:
@@ -79,6 +84,40 @@ def draw_backend_settings(layout: bpy.types.UILayout, settings: bpy.types.Proper
             box.prop(settings, "depth_scale")
     elif settings.backend == "stability-structure":
         layout.box().prop(settings, "control_strength")
+class POSEFACTORY_UL_poses(bpy.types.UIList):
+    """The scene's markers and pose assets, each with a checkbox."""
+
+    def draw_item(self, context, layout, data, item, icon, active_data, active_property, index=0, flt_flag=0):
+        row = layout.row(align=True)
+        row.prop(item, "enabled", text="")
+        row.label(text=item.name, icon="MARKER_HLT" if item.kind == "Marker" else "ARMATURE_DATA")
+
+
+class POSEFACTORY_PT_batch(PosefactoryPanel, bpy.types.Panel):
+    bl_label = "Batch"
+    bl_parent_id = "POSEFACTORY_PT_main"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        settings = context.scene.posefactory
+        layout = self.layout
+        layout.prop(settings, "pose_source")
+        if settings.pose_source == "FRAMES":
+            row = layout.row(align=True)
+            row.prop(settings, "frame_start")
+            row.prop(settings, "frame_end")
+            row.prop(settings, "frame_step")
+        elif settings.pose_source == "PICKED":
+            row = layout.row()
+            row.template_list("POSEFACTORY_UL_poses", "", settings, "poses", settings, "pose_index", rows=4)
+            row.operator("posefactory.refresh_poses", text="", icon="FILE_REFRESH")
+        layout.prop(settings, "camera_source")
+        if settings.camera_source == "COLLECTION":
+            layout.prop(settings, "camera_collection", text="")
+        try:
+            items = items_of(context.scene, poses_spec(settings), cameras_spec(settings))
+            layout.label(text=summary(items, settings.batch), icon="RENDERLAYERS")
+        except BatchSpecError as exc:
+            layout.label(text=str(exc), icon="ERROR")
 
 
 class POSEFACTORY_PT_output(PosefactoryPanel, bpy.types.Panel):
@@ -89,7 +128,14 @@ class POSEFACTORY_PT_output(PosefactoryPanel, bpy.types.Panel):
         settings = context.scene.posefactory
         layout = self.layout
         layout.prop(settings, "resolution")
+        try:
+            job, _host = api.build_job(context.scene, context)
+            layout.label(text=api.framing_note(job, context.scene), icon="IMAGE_REFERENCE")
+        except api.SubmitError:
+            pass  # the main panel shows why the job cannot be built
         layout.prop(settings, "render_samples")
+        layout.prop(settings, "render_device")
+        layout.prop(settings, "allow_missing_files")
         layout.prop(settings, "autosave")
         row = layout.row()
         row.enabled = settings.autosave
@@ -118,6 +164,7 @@ class POSEFACTORY_PT_remote(PosefactoryPanel, bpy.types.Panel):
             column.label(text="Add your pod to an ssh_hosts.yaml (see remote/ssh_hosts.example.yaml)")
             column.label(text=f"in {default_config_dir()} or pick it under Preferences > Hosts File,")
             column.label(text="then choose its host above.")
+        pod_state.draw(layout, context)  # a RunPod pod host: state, $/h, uptime, Start / Stop
         layout.operator("posefactory.estimate_cost", icon="INFO")
 
 
@@ -134,15 +181,18 @@ class POSEFACTORY_PT_jobs(PosefactoryPanel, bpy.types.Panel):
         for record in records:
             box = layout.box()
             row = box.row()
-            if previews is not None and record.job_id not in previews and record.images:
-                if Path(record.images[0]).is_file():  # a job from an earlier session: load its thumbnail once
-                    previews.load(record.job_id, record.images[0], "IMAGE")
+            if previews is not None and record.job_id not in previews:
+                source = thumbnail_source(record)  # a job from an earlier session: load its thumbnail once
+                if source is not None:
+                    previews.load(record.job_id, str(source), "IMAGE")
             if previews is not None and record.job_id in previews:
                 row.template_icon(icon_value=previews[record.job_id].icon_id, scale=3.0)
             column = row.column()
             column.label(text=record.job_id)
             cost = f"${record.cost_usd:.3f}" if record.cost_usd is not None else "cost pending"
             column.label(text=f"{record.status} on {record.host}, {cost}")
+            if record.render_device:
+                column.label(text=f"Rendered on {record.render_device}")
             if record.error:
                 column.label(text=record.error[:80], icon="ERROR")
             draw_control_images(box, previews, record.job_id, record.images)
@@ -167,8 +217,8 @@ def draw_control_images(layout: bpy.types.UILayout, previews, job_id: str, image
             column.label(text=kind)
 
 
-CLASSES = (POSEFACTORY_PT_main, POSEFACTORY_PT_prompt, POSEFACTORY_PT_output, POSEFACTORY_PT_remote,
-           POSEFACTORY_PT_jobs)
+CLASSES = (POSEFACTORY_PT_main, POSEFACTORY_PT_prompt, POSEFACTORY_UL_poses, POSEFACTORY_PT_batch,
+           POSEFACTORY_PT_output, POSEFACTORY_PT_remote, POSEFACTORY_PT_jobs)
 
 
 register, unregister = bpy.utils.register_classes_factory(CLASSES)

@@ -3,11 +3,22 @@ Scene is saved into the .blend that is shipped to the pod."""
 from __future__ import annotations
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import (
+    BoolProperty,
+    CollectionProperty,
+    EnumProperty,
+    FloatProperty,
+    IntProperty,
+    PointerProperty,
+    StringProperty,
+)
 
+from .batch import PosefactoryPose, camera_source_property, pose_source_property
+from .remote.framing import display_aspect, nearest_sdxl_size
 from .remote.jobspec import CONTROLS, SDXL_SIZES, STYLE_PRESETS
 
-RESOLUTION_ITEMS = [
+RESOLUTION_ITEMS = [("AUTO", "Camera Aspect", "The SDXL size nearest the scene's aspect ratio: keeps the camera's "
+                                              "framing (a few percent cropped, centred)")] + [
     (f"{w}x{h}", f"{w} × {h}", f"{w}×{h} pixels, a size the SDXL 1024 engine accepts ({'square' if w == h else 'landscape' if w > h else 'portrait'})")
     for w, h in SDXL_SIZES
 ]
@@ -44,8 +55,19 @@ class PosefactorySettings(bpy.types.PropertyGroup):
                               description="Use a new random seed for every job instead of the seed above")
     batch: IntProperty(name="Variations", min=1, max=10, default=1,
                        description="How many AI variations of the render to make (each one is billed)")
-    resolution: EnumProperty(name="Resolution", items=RESOLUTION_ITEMS, default="1024x1024",
-                             description="Output size: only the sizes SDXL accepts are offered")
+    resolution: EnumProperty(name="Resolution", items=RESOLUTION_ITEMS, default="AUTO",
+                             description="Output size: only the sizes SDXL accepts are offered; a size of another "
+                                         "aspect than the scene's is a centred crop of the camera's frame")
+    render_device: EnumProperty(
+        name="Render Device", default="auto",
+        items=[("auto", "Auto", "The pod's best GPU (OptiX, CUDA, HIP, oneAPI); its CPU with a warning when it has none"),
+               ("gpu", "GPU", "Fail in one line, before anything is billed for the AI step, when the pod has no GPU"),
+               ("cpu", "CPU", "Render on the pod's CPU")],
+        description="Which device Cycles renders on, on the pod")
+    allow_missing_files: BoolProperty(
+        name="Allow Missing Files", default=False,
+        description="Render even when files the scene needs are missing on the pod; the job then ends "
+                    "'done with warnings' listing them (off: such a job fails before rendering)")
     render_samples: IntProperty(name="Render Samples", min=0, max=4096, default=0,
                                 description="Cycles samples on the pod (0 keeps the scene's own setting)")
     use_ai: BoolProperty(name="AI Enhance", default=True,
@@ -68,14 +90,34 @@ class PosefactorySettings(bpy.types.PropertyGroup):
                                   description="Folder for autosaved results (// is relative to the .blend)")
     host: StringProperty(name="Host", default="local",
                          description="Host from the hosts file (Preferences) to render on; 'local' is this machine")
+    # Batch (issue #11): items = poses × cameras, each with every variation.
+    pose_source: pose_source_property()
+    poses: CollectionProperty(type=PosefactoryPose, name="Poses",
+                              description="The scene's markers and pose assets; the ticked ones are rendered")
+    pose_index: IntProperty(name="Active Pose", default=0, description="The pose selected in the list")
+    frame_start: IntProperty(name="Start", min=0, default=1, description="First frame of the range")
+    frame_end: IntProperty(name="End", min=0, default=24, description="Last frame of the range")
+    frame_step: IntProperty(name="Step", min=1, default=1, description="Render every n-th frame")
+    camera_source: camera_source_property()
+    camera_collection: PointerProperty(type=bpy.types.Collection, name="Camera Collection",
+                                       description="Every camera in this collection renders every pose")
 
-    @property
-    def size(self) -> tuple[int, int]:
+    def size(self, scene: bpy.types.Scene) -> tuple[int, int]:
+        """The output size; Camera Aspect resolves to the SDXL size nearest ``scene``'s aspect."""
+        if self.resolution == "AUTO":
+            return nearest_sdxl_size(scene_aspect(scene))
         width, height = self.resolution.split("x")
         return int(width), int(height)
 
 
+def scene_aspect(scene: bpy.types.Scene) -> float:
+    """The display aspect of the scene's camera frame (pixel aspect included)."""
+    render = scene.render
+    return display_aspect(render.resolution_x, render.resolution_y, render.pixel_aspect_x, render.pixel_aspect_y)
+
+
 def register() -> None:
+    bpy.utils.register_class(PosefactoryPose)
     bpy.utils.register_class(PosefactorySettings)
     bpy.types.Scene.posefactory = PointerProperty(type=PosefactorySettings)
 
@@ -83,3 +125,4 @@ def register() -> None:
 def unregister() -> None:
     del bpy.types.Scene.posefactory
     bpy.utils.unregister_class(PosefactorySettings)
+    bpy.utils.unregister_class(PosefactoryPose)

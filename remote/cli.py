@@ -1,6 +1,7 @@
 """Render from the command line, no Blender UI needed:
 
     python -m remote.cli render SCENE.blend --prompt "a knight" [--host local] [--batch 2] ...
+        [--poses current|markers|assets|frames:A-B[:S]|NAME,NAME…] [--cameras active|collection:NAME|NAME,NAME…]
     python -m remote.cli reattach RECORD.json
     python -m remote.cli estimate --steps 30 --batch 4 [--pod-type A40]
 
@@ -15,19 +16,40 @@ import sys
 import threading
 from pathlib import Path
 
+from .blendfile import BlendFileError, saved_version
 from .config import data_dir
 from .cost import CostModel
-from .jobspec import BACKENDS, CONTROLS, STABILITY_API_BASE, STABILITY_KEY_BACKENDS, STYLE_PRESETS, JobValidationError, RenderJob
-from .pipeline import JobProgress, JobResult, new_job_id, reattach, run_job
+from .jobspec import (
+    AUTO_SIZE,
+    BACKENDS,
+    CONTROLS,
+    RENDER_DEVICES,
+    STABILITY_API_BASE,
+    STABILITY_KEY_BACKENDS,
+    STYLE_PRESETS,
+    JobValidationError,
+    RenderJob,
+)
+from .pipeline import JobProgress, JobResult, device_summary, new_job_id, reattach, run_job
 
 
 def _size(text: str) -> tuple[int, int]:
-    """WIDTHxHEIGHT; which sizes a backend takes is the job's validation's call."""
+    """WIDTHxHEIGHT or auto; which sizes a backend takes is the job's validation's call."""
+    if text.lower() == "auto":
+        return AUTO_SIZE
     try:
         width, height = (int(part) for part in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT") from None
     return width, height
+
+
+def scene_blender_version(scene: Path) -> str:
+    """"X.Y" of the Blender that saved ``scene``, read from its header; "" when it cannot be read."""
+    try:
+        return "%d.%d" % saved_version(scene)
+    except (OSError, BlendFileError):
+        return ""
 
 
 class ProgressPrinter:
@@ -53,7 +75,23 @@ def report(result: JobResult) -> int:
         print(f"  render: {result.raw_render}")
     for image in result.images:
         print(f"  image:  {image}")
+    items = result.manifest.get("items", [])
+    if len(items) > 1 or result.manifest.get("contact_sheet"):
+        counts = {s: sum(1 for i in items if i.get("status") == s) for s in ("done", "reused", "failed")}
+        print(f"  items:  {len(items)} ({counts['done']} rendered, {counts['reused']} reused, {counts['failed']} failed)")
+        for item in items:
+            if item.get("status") == "failed":
+                print(f"  failed: {item.get('name')}: {''.join(ch for ch in str(item.get('error')) if ch.isprintable())[:300]}")
+    device = device_summary(result.manifest)
+    if device:
+        print(f"  device: {device}")
+    warnings = result.manifest.get("warnings")
+    for warning in warnings if isinstance(warnings, list) else []:
+        if isinstance(warning, str):  # from the pod: shown as plain printable text only
+            print(f"  warning: {''.join(ch for ch in warning if ch.isprintable())[:300]}")
     print(f"  cost:   ${result.cost_usd or 0:.4f} (ledger: {data_dir() / 'ledger.jsonl'})")
+    if result.output_dir and (result.output_dir / "contact-sheet.png").is_file():
+        print(f"  contact sheet: {result.output_dir / 'contact-sheet.png'}")
     return 0
 
 
@@ -66,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     render.add_argument("--negative-prompt", default="")
     render.add_argument("--host", default="local", help="a host of the hosts file (default: the built-in local)")
     render.add_argument("--hosts", type=Path, help="ssh_hosts.yaml")
-    render.add_argument("--size", type=_size, default=(1024, 1024), help="an SDXL size, e.g. 1216x832")
+    render.add_argument("--size", type=_size, default=AUTO_SIZE,
+                        help="an SDXL size, e.g. 1216x832, or auto (default): the one nearest the camera's aspect; "
+                             "another aspect is a centred crop of the camera's frame")
     render.add_argument("--strength", type=float, default=0.35, help="share of the render kept (0..1)")
     render.add_argument("--steps", type=int, default=30)
     render.add_argument("--cfg-scale", type=float, default=7.0)
@@ -74,6 +114,14 @@ def main(argv: list[str] | None = None) -> int:
     render.add_argument("--batch", type=int, default=1, help="variations (1..10)")
     render.add_argument("--style-preset", default="", choices=["", *STYLE_PRESETS])
     render.add_argument("--samples", type=int, default=0, help="Cycles samples on the pod (0: the scene's)")
+    render.add_argument("--render-device", choices=RENDER_DEVICES, default="auto",
+                        help="auto: the pod's best GPU, else its CPU with a warning; gpu: fail without a GPU; cpu")
+    render.add_argument("--allow-missing-files", action="store_true",
+                        help="render even when files the scene needs are missing on the pod (done with warnings)")
+    render.add_argument("--blender-version", default=None,
+                        help="the Blender the pod runs (e.g. 4.2 or 4.2.3); default: the version that saved the scene")
+    render.add_argument("--allow-newer-blender", action="store_true",
+                        help="render a scene saved by a newer Blender than the pod can run")
     render.add_argument("--backend", choices=["auto", *BACKENDS], default="auto",
                         help="the AI step (auto: stability with a key, else none)")
     render.add_argument("--api-base", default=os.environ.get("STABILITY_API_BASE", STABILITY_API_BASE),
@@ -84,6 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     render.add_argument("--control-strength", type=float, default=0.7,
                         help="stability-structure: how closely the render's structure is kept (0..1)")
     render.add_argument("--output", type=Path, help="where results go (default: DATA_DIR/output)")
+    render.add_argument("--poses", default="current",
+                        help="current (default), markers, assets, frames:A-B[:S], or marker/pose-asset names N1,N2")
+    render.add_argument("--cameras", default="active", help="active (default), collection:NAME, or names C1,C2")
+    render.add_argument("--fresh", action="store_true",
+                        help="render every item again, even those an earlier job already brought back")
     again = commands.add_parser("reattach", help="wait for a job a previous run started and download it")
     again.add_argument("record", type=Path)
     again.add_argument("--hosts", type=Path)
@@ -121,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         api_base_url=args.api_base, job_id=job_id, render_samples=args.samples,
         control=args.control, openpose_scale=args.openpose_scale, depth_scale=args.depth_scale,
         control_strength=args.control_strength,
+        render_device=args.render_device, allow_missing_files=args.allow_missing_files,
+        blender_version=scene_blender_version(args.scene) if args.blender_version is None else args.blender_version,
+        allow_newer_blender=args.allow_newer_blender,
+        poses=args.poses, cameras=args.cameras,
     )
     try:
         job.output_dir = "-"  # checked here only; the pipeline fills in the pod's paths
@@ -134,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run_job(job, args.scene, host=args.host, hosts_file=args.hosts, local_output_dir=output,
                          api_key=(api_key or None) if backend in STABILITY_KEY_BACKENDS else None,
-                         progress=ProgressPrinter(), cancel=cancel, record_path=record)
+                         progress=ProgressPrinter(), cancel=cancel, record_path=record, fresh=args.fresh)
     except KeyboardInterrupt:
         print(f"interrupted; the pod may still be working. Resume with: python -m remote.cli reattach {record}")
         return 130

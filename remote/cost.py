@@ -106,19 +106,21 @@ class CostModel:
             backend=job.backend,
         )
 
-    def ai_gpu_seconds(self, job: RenderJob) -> float:
-        """Expected GPU seconds of the AI step itself (only diffusers runs on the pod's GPU)."""
+    def ai_gpu_seconds(self, job: RenderJob, items: int = 1) -> float:
+        """Expected GPU seconds of the AI step itself (only diffusers runs on the pod's GPU): one load, then steps."""
         if job.backend != "diffusers":
             return 0.0
         controls = 0 if job.control == "none" else len(job.control.split("+"))
-        per_step = self.diffusers_step_s * (job.width * job.height) / (1024 * 1024) * (1 + self.controlnet_share * controls)
-        return self.diffusers_load_s + job.batch * denoising_steps(job) * per_step
+        pixels = (job.width * job.height) or 1024 * 1024  # 0x0: the pod picks an SDXL size, about 1024²
+        per_step = self.diffusers_step_s * pixels / (1024 * 1024) * (1 + self.controlnet_share * controls)
+        return self.diffusers_load_s + items * job.batch * denoising_steps(job) * per_step
 
-    def estimate(self, job: RenderJob, pod_type: str | None, expected_render_s: float) -> CostBreakdown:
-        """Before a job: every variation billed, render time plus the AI step's and the usual per-job overhead."""
+    def estimate(self, job: RenderJob, pod_type: str | None, expected_render_s: float, items: int = 1) -> CostBreakdown:
+        """Before a job: every variation of every item billed, render times plus the AI step's and the per-job overhead."""
         return self.breakdown(pod_type=pod_type, job=job,
-                              gpu_seconds=expected_render_s + self.overhead_seconds + self.ai_gpu_seconds(job),
-                              images=0 if job.backend == "none" else job.batch)
+                              gpu_seconds=expected_render_s * items + self.overhead_seconds
+                              + self.ai_gpu_seconds(job, items),
+                              images=0 if job.backend == "none" else job.batch * items)
 
     def actual(self, job: RenderJob, pod_type: str | None, gpu_seconds: float, images_generated: int) -> CostBreakdown:
         """After a job: the measured GPU seconds and the images the backend generated."""

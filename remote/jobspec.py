@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .batch import BatchSpecError, parse_cameras, parse_poses
+
 # The output sizes the SDXL 1024 engine accepts (Stability v1 API); every other
 # size is refused by the API with a 400 after the render has been paid for.
 SDXL_SIZES: tuple[tuple[int, int], ...] = (
@@ -60,6 +62,9 @@ COCO18_JOINTS: tuple[str, ...] = (
 )
 # "bone", "bone:head" or "bone:tail" (a Blender bone name is at most 63 bytes; Mixamo's hold a ":").
 BONE_REF = re.compile(r"^[^\x00-\x1f]{1,63}(:head|:tail)?$")
+RENDER_DEVICES: tuple[str, ...] = ("auto", "gpu", "cpu")
+# width x height 0x0: the SDXL size nearest the camera's aspect, chosen on the pod.
+AUTO_SIZE = (0, 0)
 
 MAX_SEED = 4_294_967_295
 PROMPT_MAX_CHARS = 2000
@@ -97,6 +102,15 @@ class RenderJob:
     depth_scale: float = 1.0  # diffusers: conditioning scale of the depth ControlNet
     bone_map: dict[str, str] = field(default_factory=dict)  # openpose: joint -> "bone[:head|:tail]" overrides
     control_strength: float = 0.7  # stability-structure: how closely the render's structure is kept
+    # Batches (remote/batch.py): items = poses × cameras, each with `batch` variations.
+    poses: str = "current"  # current | markers | assets | frames:A-B[:S] | NAME,NAME…
+    cameras: str = "active"  # active | collection:NAME | NAME,NAME…
+    only_items: list[str] = field(default_factory=list)  # non-empty: render just these items (the rest are reused)
+    # Render fidelity (issue 9): where the pod renders and how the init image is made.
+    render_device: str = "auto"  # auto (GPU, else CPU with a warning) | gpu (fail without one) | cpu
+    allow_missing_files: bool = False  # render a scene whose files are missing on the pod: "done with warnings"
+    blender_version: str = ""  # the artist's Blender ("4.2" or "4.2.3"): the pod installs and runs it; "": the pod's
+    allow_newer_blender: bool = False  # render a file saved by a newer Blender than the pod runs
 
     def validate(self) -> None:
         """Raise :class:`JobValidationError` on the first field that is wrong."""
@@ -128,7 +142,22 @@ class RenderJob:
             raise JobValidationError(f"sampler: {self.sampler!r} is not one of {', '.join(SAMPLERS)}")
         if self.style_preset and self.style_preset not in STYLE_PRESETS:
             raise JobValidationError(f"style_preset: {self.style_preset!r} is not one of {', '.join(STYLE_PRESETS)}")
+        if self.render_device not in RENDER_DEVICES:
+            raise JobValidationError(f"render_device: {self.render_device!r} is not one of {', '.join(RENDER_DEVICES)}")
+        for flag in ("allow_missing_files", "allow_newer_blender"):
+            if not isinstance(getattr(self, flag), bool):
+                raise JobValidationError(f"{flag}: {getattr(self, flag)!r} must be true or false")
+        if self.blender_version and not (isinstance(self.blender_version, str)
+                                         and re.fullmatch(r"\d{1,2}\.\d{1,2}(\.\d{1,3})?", self.blender_version)):
+            raise JobValidationError(f"blender_version: {self.blender_version!r} is not a version like 4.2 or 4.2.3")
         self._validate_backend_settings()
+        try:
+            parse_poses(self.poses)
+            parse_cameras(self.cameras)
+        except BatchSpecError as exc:
+            raise JobValidationError(str(exc)) from None
+        if not isinstance(self.only_items, list) or not all(isinstance(n, str) for n in self.only_items):
+            raise JobValidationError("only_items: must be a list of item names")
         if not self.blend_path:
             raise JobValidationError("blend_path: must not be empty")
         if not self.output_dir:
@@ -191,6 +220,8 @@ def denoising_steps(job: RenderJob) -> int:
 def _check_size(backend: str, width: Any, height: Any) -> None:
     if isinstance(width, bool) or isinstance(height, bool) or not isinstance(width, int) or not isinstance(height, int):
         raise JobValidationError(f"size: {width!r}x{height!r} must be whole numbers")
+    if (width, height) == AUTO_SIZE:
+        return  # the pod picks the SDXL size nearest the camera's aspect: valid for every backend
     if backend == "diffusers":
         # SDXL runs at any multiple of 8 (the VAE's factor); the SDXL sizes are the best-trained ones.
         if not (64 <= width <= 2048 and 64 <= height <= 2048 and width % 8 == 0 and height % 8 == 0):
@@ -202,7 +233,8 @@ def _check_size(backend: str, width: Any, height: Any) -> None:
                                      "(sides >= 64, up to 9,437,184 pixels, aspect 1:2.5..2.5:1)")
     elif (width, height) not in SDXL_SIZES:
         valid = ", ".join(f"{w}x{h}" for w, h in SDXL_SIZES)
-        raise JobValidationError(f"size: {width}x{height} is not an SDXL size ({valid})")
+        raise JobValidationError(f"size: {width}x{height} is not an SDXL size ({valid}) "
+                                 f"nor 0x0 (the one nearest the camera's aspect)")
 
 
 def _check_range(name: str, value: Any, low: float, high: float) -> None:

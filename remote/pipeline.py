@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import secrets
 import sys
@@ -34,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from .api import Bridge, UnknownHost
+from .batch import BatchSpecError, ItemEntryError, check_item_path
+from .batch_local import BatchPlan, ItemCache, ItemStreamer, copy_reused, finish_manifest, is_batch, plan_batch
 from .config import ConfigError, HostConfig, data_dir, load_hosts
 from .jobspec import BACKEND_SETUP_ENV, BACKENDS, STABILITY_KEY_BACKENDS, JobValidationError, RenderJob
 from .queue import append_record
@@ -43,6 +46,7 @@ from .shell import CommandResult
 from .transfer import TransferError, TransferInterrupted, TransferResult
 from .transfer.common import q, sha256_file
 
+log = logging.getLogger(__name__)
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # holds remote/ and pod_setup/
 POLL_S = 0.25  # a status poll is one cheap command; polling often keeps the overhead low
 RECONNECT_ATTEMPTS = 5
@@ -84,6 +88,14 @@ class JobRecord:
     prompt: str = ""
     cost_usd: float | None = None
     images: list[str] = field(default_factory=list)
+    # Batches (remote/batch_local.py): items already on this machine, and those taken from earlier jobs.
+    is_batch: bool = False
+    settings_digest: str = ""
+    items_order: list[str] = field(default_factory=list)
+    items_done: list[str] = field(default_factory=list)
+    items_reused: list[dict[str, Any]] = field(default_factory=list)
+    # Render fidelity (issue 9): the device the pod rendered on, e.g. "CUDA: NVIDIA A40".
+    render_device: str = ""
 
     def save(self, path: Path | None) -> None:
         if path is None:
@@ -144,6 +156,9 @@ class JobRunner:
         self.cancel = cancel
         self.record = record
         self.record_path = record_path
+        self.streamer: ItemStreamer | None = None  # a batch: brings items back while it runs
+        if record.is_batch:
+            self.streamer = ItemStreamer(self, Path(record.local_output_dir), ItemCache(), record.settings_digest)
 
     # -- helpers ---------------------------------------------------------------
     def stage(self, stage: str, message: str) -> None:
@@ -200,9 +215,10 @@ class JobRunner:
                 raise PipelineError(f"{what}: {exc}") from None
 
     # -- stages ----------------------------------------------------------------
-    def set_up_pod(self, backend: str = "none") -> None:
+    def set_up_pod(self, blender_version: str = "", backend: str = "none") -> None:
+        """Ship the pod scripts and run setup_pod.sh; ``blender_version``: the artist's Blender to install there;
+        ``backend``: the job's, whose own pod parts (diffusers venv + models, AI Render) are set up only when used."""
         ws = self.host.workspace
-        # A backend's own pod parts (diffusers venv + models, AI Render) are set up only when a job uses it.
         setup_env = BACKEND_SETUP_ENV.get(backend, "")
         bundle, digest = pod_bundle()
         self.stage("setup", "checking the pod's set-up")
@@ -214,7 +230,8 @@ class JobRunner:
         self.run(
             f"cd {q(ws)}/posefactory && if [ \"$(cat .bundle 2>/dev/null)\" != {digest} ]; then "
             f"rm -rf remote pod_setup && tar -xzf bundle-{digest[:16]}.tar.gz && echo {digest} > .bundle; fi && "
-            f"rm -f $(ls bundle-*.tar.gz | grep -v {digest[:16]}) && {setup_env} bash pod_setup/setup_pod.sh",
+            f"rm -f $(ls bundle-*.tar.gz | grep -v {digest[:16]}) && {setup_env} "
+            f"{f'POSEFACTORY_BLENDER_VERSION={q(blender_version)} ' if blender_version else ''}bash pod_setup/setup_pod.sh",
             "pod set-up", timeout=1800)
 
     def upload(self, job: RenderJob, blend_file: Path) -> RenderJob:
@@ -259,8 +276,10 @@ class JobRunner:
             if status["state"] in ("done", "failed", "cancelled", "none"):
                 return status
             elapsed = time.monotonic() - started
+            items = self.streamer.on_status(status) if self.streamer else None
             self.progress(JobProgress("rendering", (3 + min(elapsed / (elapsed + 30), 0.9)) / 5,
-                                      f"{status['state']} on {self.host.name} for {elapsed:.0f}s"))
+                                      f"{status['state']} on {self.host.name} for {elapsed:.0f}s"
+                                      + (f": {items}" if items else "")))
             self.cancel.wait(POLL_S)
 
     def download(self, local_dir: Path) -> None:
@@ -272,13 +291,38 @@ def _result_from_outputs(record: JobRecord, status: dict[str, Any]) -> JobResult
     output_dir = Path(record.local_output_dir)
     manifest_path = output_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    images = [output_dir / name for name in manifest.get("images", [])]
+    images = [output_dir / name for name in manifest.get("images", []) if _safe_path(name)]
     raw = output_dir / "render.png"
     cost = manifest.get("actual_cost", {}).get("total_usd")
     state = "done" if status["state"] == "done" else "failed"
     return JobResult(job_id=record.job_id, status=state, images=images, raw_render=raw if raw.is_file() else None,
                      manifest=manifest, error=None if state == "done" else status.get("error") or manifest.get("error"),
                      cost_usd=cost, output_dir=output_dir)
+
+
+def _safe_path(name: Any) -> bool:
+    """A manifest's image path (data from the pod) that stays inside the job's folder."""
+    try:
+        check_item_path(name)
+    except ItemEntryError as exc:
+        log.warning("ignoring an image path from the pod: %s", exc)
+        return False
+    return True
+
+
+def device_summary(manifest: dict[str, Any]) -> str:
+    """The manifest's render device as one short line ("CUDA: NVIDIA A40 x2"); '' when it has none.
+
+    The manifest comes from the pod: only text of a bounded length is used.
+    """
+    device = manifest.get("render_device")
+    if not isinstance(device, dict) or not isinstance(device.get("kind"), str):
+        return ""
+    names = [n for n in device.get("names", []) if isinstance(n, str)] if isinstance(device.get("names"), list) else []
+    counted = [f"{name} x{names.count(name)}" if names.count(name) > 1 else name for name in dict.fromkeys(names)]
+    summary = f"{device['kind']}: {', '.join(counted)}" if counted else device["kind"]
+    summary = "".join(ch for ch in summary if ch.isprintable())[:120]
+    return f"{summary} (fallback)" if device.get("warning") else summary
 
 
 def _finish(runner: JobRunner, status: dict[str, Any]) -> JobResult:
@@ -290,18 +334,57 @@ def _finish(runner: JobRunner, status: dict[str, Any]) -> JobResult:
         if status["state"] == "done":
             raise
         # A failed job may have left nothing to download; its error says why.
+    if runner.streamer is not None and (local_dir / "manifest.json").is_file():
+        finish_manifest(runner.streamer.fetch(), record.items_reused, local_dir, record.items_order)
     result = _result_from_outputs(record, status)
     record.status, record.error, record.cost_usd = result.status, result.error, result.cost_usd
     record.images = [str(p) for p in result.images]
+    record.render_device = device_summary(result.manifest)
     record.stage = "done"
     record.save(runner.record_path)
-    backend = result.manifest.get("backend") if isinstance(result.manifest, dict) else None
-    append_ledger({"job_id": record.job_id, "host": record.host, "status": result.status,
-                   "cost_usd": result.cost_usd, "images": len(result.images), "at": record.submitted_at,
-                   "backend": backend if backend in BACKENDS else "unknown"})  # the manifest is the pod's word
+    _ledger(record, result)
     runner.progress(JobProgress("done", 1.0, f"{len(result.images)} image(s), ${result.cost_usd or 0:.4f}"
                                 if result.status == "done" else f"failed: {result.error}"))
     return result
+
+
+def _ledger(record: JobRecord, result: JobResult) -> None:
+    entry = {"job_id": record.job_id, "host": record.host, "status": result.status, "cost_usd": result.cost_usd,
+             "images": len(result.images), "at": record.submitted_at, "render_device": record.render_device}
+    backend = result.manifest.get("backend") if isinstance(result.manifest, dict) else None
+    entry["backend"] = backend if backend in BACKENDS else "unknown"  # the manifest is the pod's word
+    if record.is_batch:
+        entry.update(items_done=len(record.items_done), items_reused=len(record.items_reused))
+    append_ledger(entry)
+
+
+def _reuse_everything(record: JobRecord, record_path: Path | None, plan: BatchPlan,
+                      progress: Callable[[JobProgress], None]) -> JobResult:
+    """Every item of the batch is already here: nothing is uploaded, rendered or paid for."""
+    local_dir = Path(record.local_output_dir)
+    local_dir.mkdir(parents=True, exist_ok=True)
+    manifest = {"job_id": record.job_id, "status": "done", "prompt": record.prompt, "poses": plan.job.poses,
+                "cameras": plan.job.cameras, "actual_cost": {"total_usd": 0.0}, "items": []}
+    finish_manifest(manifest, record.items_reused, local_dir, record.items_order)
+    result = _result_from_outputs(record, {"state": "done"})
+    record.status, record.stage, record.cost_usd = "done", "done", 0.0
+    record.images = [str(p) for p in result.images]
+    record.save(record_path)
+    _ledger(record, result)
+    progress(JobProgress("done", 1.0, f"all {len(record.items_reused)} item(s) reused from earlier jobs, $0"))
+    return result
+
+
+def _plan(job: RenderJob, blend_file: Path, record: JobRecord, *, fresh: bool) -> BatchPlan:
+    """A batch's items, checked against the scene, and those reused; kept in the record."""
+    try:
+        plan = plan_batch(job, blend_file, sha256_file(blend_file), fresh=fresh, cache=ItemCache())
+    except BatchSpecError as exc:
+        raise PipelineError(str(exc)) from None
+    record.is_batch, record.settings_digest = True, plan.digest
+    record.items_order = [i["name"] for i in plan.items or []]
+    record.items_reused = copy_reused(plan, Path(record.local_output_dir))
+    return plan
 
 
 def _guarded(record: JobRecord, record_path: Path | None, body: Callable[[], JobResult]) -> JobResult:
@@ -318,9 +401,12 @@ def _guarded(record: JobRecord, record_path: Path | None, body: Callable[[], Job
 
 def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | None, local_output_dir: Path,
             api_key: str | None, progress: Callable[[JobProgress], None], cancel: threading.Event,
-            record_path: Path | None = None) -> JobResult:
+            record_path: Path | None = None, fresh: bool = False) -> JobResult:
     """Render ``blend_file`` on ``host`` with ``job``'s settings and bring the images back.
 
+    A batch (poses × cameras) is checked against the scene first; its items
+    already done by an earlier job are reused (not rendered or paid again)
+    unless ``fresh``, and finished items come back while it runs.
     Never raises for a failure of the job: the result's status and error say
     what happened, and the record (when given) is kept up to date.
     """
@@ -337,9 +423,15 @@ def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | N
         if not Path(blend_file).is_file():
             raise PipelineError(f"scene file not found: {blend_file}")
         hosts = load_hosts(hosts_file)
+        pod_job = job
+        if is_batch(job):
+            plan = _plan(job, Path(blend_file), record, fresh=fresh)
+            if plan.all_reused:
+                return _reuse_everything(record, record_path, plan, progress)
+            pod_job = plan.job
         if host in hosts and hosts[host].kind == "serverless":  # RunPod Serverless: no pod, no ssh
             from .serverless_job import run_serverless_job
-            return run_serverless_job(job, Path(blend_file), hosts[host], record, record_path, progress, cancel)
+            return run_serverless_job(pod_job, Path(blend_file), hosts[host], record, record_path, progress, cancel)
         prepare_host(hosts, host, lambda line: progress(JobProgress("connecting", 0.0, line)), append_ledger)
         with Bridge(hosts) as bridge:
             config = bridge.host(host)
@@ -348,9 +440,9 @@ def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | N
             runner = JobRunner(bridge, config, progress, cancel, record, record_path)
             runner.stage("connecting", f"connecting to {host}")
             runner.run("true", "connecting")
-            runner.set_up_pod(job.backend)
-            arm_watchdog(runner.run, config)
-            runner.upload(job, Path(blend_file))
+            runner.set_up_pod(job.blender_version, job.backend)
+            arm_watchdog(runner.run, config, append_ledger)
+            runner.upload(pod_job, Path(blend_file))
             return _finish(runner, runner.render(api_key))
 
     return _guarded(record, record_path, body)

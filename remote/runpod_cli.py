@@ -76,7 +76,7 @@ def endpoint_if_running(host: HostConfig) -> HostConfig | None:
     assert host.runpod_pod_id is not None
     client = PodClient(api_key_for(host))
     state = client.get(host.runpod_pod_id)
-    return with_endpoint(host, state, client) if state.running else None
+    return with_endpoint(host, state) if state.running else None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,12 +30,62 @@ log = logging.getLogger(__name__)
 PROXY_HOST = "ssh.runpod.io"
 POD_ID = re.compile(r"^[A-Za-z0-9]{1,64}$")  # the SDK puts the id into the query text unescaped
 WAIT_POLL_S = 2.0
-# The podHostId is the proxy's user name; the SDK's get_pod does not ask for it.
-QUERY_POD_HOST_ID = 'query podHostId {{ pod(input: {{podId: "{pod_id}"}}) {{ id machine {{ podHostId }} }} }}'
+# The operations, as the SDK writes them (runpod.api.queries.pods, .mutations.pods),
+# reduced to the fields Pose Factory reads; podHostId is the proxy's user name.
+QUERY_POD = ('query pod {{ pod(input: {{podId: "{pod_id}"}}) {{ id desiredStatus costPerHr gpuCount uptimeSeconds '
+             'runtime {{ ports {{ ip isIpPublic privatePort publicPort type }} }} '
+             'machine {{ gpuDisplayName podHostId }} }} }}')
+MUTATION_RESUME = 'mutation {{ podResume(input: {{ podId: "{pod_id}", gpuCount: {gpu_count} }}) {{ id desiredStatus }} }}'
+MUTATION_STOP = 'mutation {{ podStop(input: {{ podId: "{pod_id}" }}) {{ id desiredStatus }} }}'
 
 
 class RunPodError(RuntimeError):
     """A pod API failure, said in one line that never holds the key."""
+
+
+class GraphQLUnauthorized(Exception):
+    pass
+
+
+class GraphQLQueryError(Exception):
+    pass
+
+
+def post_graphql(query: str, api_key: str) -> dict[str, Any]:
+    """``{"query": …}`` to ``$RUNPOD_API_BASE_URL/graphql`` with the key as Bearer.
+
+    Through the SDK's own ``run_graphql_query`` where the ``runpod`` package is
+    installed (the CLI, scripts, the pipeline outside Blender). Blender's
+    Python cannot have it (aiohttp, cryptography, fastapi… are compiled), so
+    there the same request goes through the ``requests`` Blender ships.
+    """
+    try:
+        from runpod import error
+        from runpod.api.graphql import run_graphql_query
+    except ImportError:
+        return _post_with_requests(query, api_key)
+    try:
+        return run_graphql_query(query, api_key=api_key)
+    except error.AuthenticationError:
+        raise GraphQLUnauthorized() from None
+    except error.QueryError as exc:
+        raise GraphQLQueryError(exc.message) from None
+
+
+def _post_with_requests(query: str, api_key: str) -> dict[str, Any]:
+    import json
+
+    import requests
+
+    base = os.environ.get("RUNPOD_API_BASE_URL", "https://api.runpod.io")
+    response = requests.post(f"{base}/graphql", data=json.dumps({"query": query}), timeout=30, headers={
+        "Content-Type": "application/json", "Authorization": f"Bearer {api_key}", "User-Agent": "posefactory"})
+    if response.status_code == 401:
+        raise GraphQLUnauthorized()
+    answer = response.json()
+    if isinstance(answer, dict) and answer.get("errors"):
+        raise GraphQLQueryError(str(answer["errors"][0].get("message", "error")))
+    return answer if isinstance(answer, dict) else {}
 
 
 @dataclass(frozen=True)
@@ -51,6 +101,7 @@ class PodState:
     ssh_ip: str | None  # the public IP and port mapped to the pod's 22, once it runs
     ssh_port: int | None
     booted: bool  # the container runs (the API reports its runtime)
+    proxy_user: str | None  # <podid>-<hash> for ssh.runpod.io
 
     @property
     def running(self) -> bool:
@@ -82,19 +133,17 @@ class PodClient:
 
     def _call(self, what: str, pod_id: str, query: str) -> dict[str, Any]:
         import requests
-        from runpod import error
-        from runpod.api.graphql import run_graphql_query
 
         if not POD_ID.match(pod_id):
             raise RunPodError(f"{pod_id!r} is not a RunPod pod id (letters and digits only)")
         base = os.environ.get("RUNPOD_API_BASE_URL", "https://api.runpod.io")
         try:
-            data = run_graphql_query(query, api_key=self._api_key).get("data")
-        except error.AuthenticationError:
+            data = post_graphql(query, self._api_key).get("data")
+        except GraphQLUnauthorized:
             raise RunPodError("RunPod refused the API key (401 Unauthorized): check the key, "
                               "or create one with pod read/write access") from None
-        except error.QueryError as exc:
-            message = _one_line(exc.message)
+        except GraphQLQueryError as exc:
+            message = _one_line(exc)
             if "not enough free gpu" in message.lower() or "no gpu" in message.lower():
                 raise RunPodError(f"no GPU available to resume pod {pod_id} right now (RunPod: {message}); "
                                   "try again later, or deploy a new pod in another data centre") from None
@@ -110,29 +159,18 @@ class PodClient:
         return data
 
     def get(self, pod_id: str) -> PodState:
-        from runpod.api.queries.pods import generate_pod_query
-
-        pod = self._call("reading pod", pod_id, generate_pod_query(pod_id)).get("pod")
+        pod = self._call("reading pod", pod_id, QUERY_POD.format(pod_id=pod_id)).get("pod")
         if pod is None:
             raise RunPodError(f"unknown pod id {pod_id}: not in this RunPod account (terminated, or another "
                               "account's key?)")
         return parse_pod(pod_id, pod)
 
-    def proxy_user(self, pod_id: str) -> str | None:
-        pod = self._call("reading pod", pod_id, QUERY_POD_HOST_ID.format(pod_id=pod_id)).get("pod") or {}
-        user = (pod.get("machine") or {}).get("podHostId")
-        return user if isinstance(user, str) and re.fullmatch(r"[A-Za-z0-9-]{1,100}", user) else None
-
     def resume(self, pod_id: str, gpu_count: int) -> None:
-        from runpod.api.mutations.pods import generate_pod_resume_mutation
-
-        self._call("resuming pod", pod_id, generate_pod_resume_mutation(pod_id, max(1, int(gpu_count))))
+        self._call("resuming pod", pod_id, MUTATION_RESUME.format(pod_id=pod_id, gpu_count=max(1, int(gpu_count))))
         log.info("asked RunPod to resume pod %s", pod_id)
 
     def stop(self, pod_id: str) -> None:
-        from runpod.api.mutations.pods import generate_pod_stop_mutation
-
-        self._call("stopping pod", pod_id, generate_pod_stop_mutation(pod_id))
+        self._call("stopping pod", pod_id, MUTATION_STOP.format(pod_id=pod_id))
         log.info("asked RunPod to stop pod %s", pod_id)
 
 
@@ -155,12 +193,15 @@ def parse_pod(pod_id: str, pod: dict[str, Any]) -> PodState:
             if 1 <= public <= 65535 and isinstance(ip, str) and re.fullmatch(r"[0-9A-Fa-f.:]{2,45}", ip):
                 ssh_ip, ssh_port = ip, public
     cost = _number(pod.get("costPerHr"), float, None)
-    machine = pod.get("machine") if isinstance(pod.get("machine"), dict) else {}
+    machine: dict[str, Any] = pod["machine"] if isinstance(pod.get("machine"), dict) else {}
+    proxy_user = machine.get("podHostId")
+    if not isinstance(proxy_user, str) or not re.fullmatch(r"[A-Za-z0-9-]{1,100}", proxy_user):
+        proxy_user = None
     return PodState(
         pod_id=pod_id, desired_status=status, cost_per_hr=cost if cost is None or cost >= 0 else None,
         uptime_s=max(0, _number(pod.get("uptimeSeconds"), int, 0)), gpu_count=max(1, _number(pod.get("gpuCount"), int, 1)),
         gpu_name=_one_line(machine.get("gpuDisplayName") or "", 60), ssh_ip=ssh_ip, ssh_port=ssh_port,
-        booted=runtime is not None,
+        booted=runtime is not None, proxy_user=proxy_user,
     )
 
 
@@ -204,16 +245,16 @@ def ensure_running(host: HostConfig, progress: Callable[[str], None]) -> tuple[H
         resumed = True
     if not state.running:
         state = wait_until_running(client, pod_id, host.resume_timeout_s, progress)
-    return with_endpoint(host, state, client), state, resumed
+    return with_endpoint(host, state), state, resumed
 
 
-def with_endpoint(host: HostConfig, state: PodState, client: PodClient) -> HostConfig:
+def with_endpoint(host: HostConfig, state: PodState) -> HostConfig:
     """``host`` pointed at the pod's SSH: direct where port 22 is public, else the proxy."""
     if state.ssh_ip and state.ssh_port:
         log.info("pod %s: SSH over exposed TCP at %s:%s", state.pod_id, state.ssh_ip, state.ssh_port)
         return replace(host, host=state.ssh_ip, port=state.ssh_port, user=host.user or "root",
                        interactive_only=False)
-    user = client.proxy_user(state.pod_id)
+    user = state.proxy_user
     if not user:
         raise RunPodError(f"pod {state.pod_id} exposes no public TCP port 22 and RunPod gave no proxy user; "
                           "expose 22/tcp on the pod (Edit Pod → Expose TCP Ports)")

@@ -31,19 +31,47 @@ def _one_line(text: object, limit: int = 200) -> str:
     return "".join(c for c in " ".join(str(text).split()) if c.isprintable())[:limit]
 
 
+class _RequestsClient:
+    """The SDK's RunPodClient contract (Bearer key, JSON, 401 → RuntimeError) with requests alone."""
+
+    def __init__(self, api_key: str) -> None:
+        import requests
+
+        self.session = requests.Session()
+        self.headers = {"Content-Type": "application/json", "Authorization": f"Bearer {api_key}"}
+        self.endpoint_url_base = ""
+
+    def _request(self, method: str, path: str, data: dict[str, Any] | None, timeout: int) -> Any:
+        response = self.session.request(method, f"{self.endpoint_url_base}/{path}", headers=self.headers, json=data,
+                                        timeout=timeout)
+        if response.status_code == 401:
+            raise RuntimeError("Unauthorized request, please check your API key.")
+        response.raise_for_status()
+        return response.json()
+
+    def post(self, path: str, data: dict[str, Any] | None, timeout: int = 10) -> Any:
+        return self._request("POST", path, data, timeout)
+
+    def get(self, path: str, timeout: int = 10) -> Any:
+        return self._request("GET", path, None, timeout)
+
+
 class EndpointClient:
     """One endpoint, one key (from the environment variable the host names)."""
 
     def __init__(self, config: ServerlessConfig) -> None:
-        import runpod
-        from runpod.endpoint.runner import RunPodClient
-
         key = os.environ.get(config.api_key_env, "")
         if not key:
             raise EndpointError(f"no RunPod API key: set ${config.api_key_env} (RunPod console → Settings → API Keys)")
         self.endpoint_id = config.endpoint_id
-        self._client = RunPodClient(api_key=key)
-        self._client.endpoint_url_base = os.environ.get("RUNPOD_ENDPOINT_BASE_URL", runpod.endpoint_url_base)
+        base = os.environ.get("RUNPOD_ENDPOINT_BASE_URL", "https://api.runpod.ai/v2")
+        try:
+            from runpod.endpoint.runner import RunPodClient
+        except ImportError:  # Blender's Python cannot have the SDK: the same calls through requests
+            self._client: Any = _RequestsClient(key)
+        else:
+            self._client = RunPodClient(api_key=key)
+        self._client.endpoint_url_base = base
 
     def __repr__(self) -> str:
         return f"EndpointClient({self.endpoint_id!r}, api_key=<hidden>)"
@@ -111,7 +139,7 @@ class EndpointClient:
 
 def check_health(health: dict[str, Any], endpoint_id: str) -> None:
     """Refuse an endpoint whose workers are all unhealthy (zero workers is fine: it scales from zero)."""
-    workers = health.get("workers") if isinstance(health.get("workers"), dict) else {}
+    workers: dict[str, Any] = health["workers"] if isinstance(health.get("workers"), dict) else {}
 
     def count(name: str) -> int:
         value = workers.get(name, 0)

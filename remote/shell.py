@@ -224,7 +224,8 @@ class RemoteShell:
         self._buffer.clear()
         token = new_token()
         setup = (
-            f"{TAME_TTY}; set +o emacs +o vi; unset HISTFILE PROMPT_COMMAND; "
+            # The size the PTY transport asks for, also where no local terminal passes one on (pipes).
+            f"{TAME_TTY}; stty cols 400 rows 50 2>/dev/null; set +o emacs +o vi; unset HISTFILE PROMPT_COMMAND; "
             "PS1=''; PS2=''; PS4='+ '; export TERM=dumb PAGER=cat GIT_PAGER=cat; "
             "__pf_err=$(mktemp \"${TMPDIR:-/tmp}/posefactory-err.XXXXXX\"); "
             + marker_printf("__PF", f"READY_{token}__", "\\n")

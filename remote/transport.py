@@ -226,7 +226,10 @@ class PipeTransport(Transport):
         self.process.wait()
         self._writes.put(None)
         assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.close()  # a writer blocked on a full pipe gets EPIPE and ends
-        self._reader.join(5)
-        self._writer.join(5)
-        self.process.stdout.close()
+        self._writer.join(5)  # the process is gone: a blocked write fails with EPIPE and the thread ends
+        self._reader.join(5)  # EOF, unless a child the process left behind still holds the pipe
+        # A descriptor a thread may still use is left open: closed, its number could be reused.
+        if not self._writer.is_alive():
+            self.process.stdin.close()
+        if not self._reader.is_alive():
+            self.process.stdout.close()

@@ -23,7 +23,7 @@ def test_zip_bundles_the_addon_bridge_pod_files_and_wheels(addon_zip):
         assert required in names
     wheels = sorted(n for n in names if n.startswith("wheels/"))
     assert any("pexpect" in w for w in wheels) and any("boto3" in w for w in wheels)
-    assert sum("yaml" in w.lower() for w in wheels) == 3  # one compiled wheel per platform
+    assert sum("yaml" in w.lower() for w in wheels) == 4  # one compiled wheel per platform, win_amd64 included
     for wheel in wheels:
         assert f'"./{wheel}"' in manifest
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
@@ -49,7 +49,7 @@ def test_installed_extension_registers_operators_panels_and_properties(blender):
     # Every operator can run on a scene with the settings, except Cancel: no job is running.
     assert {name for name, (_, _, runnable) in result["ops"].items() if not runnable} == {"cancel_job"}
     assert set(result["panels"].values()) == {"Pose Factory"}
-    assert result["resolutions"] == [f"{w}x{h}" for w, h in SDXL_SIZES]
+    assert result["resolutions"] == ["AUTO"] + [f"{w}x{h}" for w, h in SDXL_SIZES]
     assert all(result["tooltips"].values()), [k for k, v in result["tooltips"].items() if not v]
     assert "api_key" not in result["tooltips"]  # the key lives in the preferences, never on the Scene
 
@@ -83,6 +83,33 @@ def test_panels_draw_with_a_recording_layout(blender):
     assert {"prop", "operator", "label"} <= set(result["calls"])
 
 
+def test_output_size_follows_the_camera_aspect_and_the_panel_says_what_a_size_crops(blender):
+    result = blender.run("""
+        scene = bpy.context.scene
+        scene.posefactory.prompt = "a knight"
+        scene.posefactory.use_ai = False
+        scene.render.resolution_x, scene.render.resolution_y = 1920, 1080
+        auto, _ = api.build_job(scene, bpy.context)
+        square, _ = api.build_job(scene, bpy.context, resolution="1024x1024", render_device="gpu")
+        notes = [api.framing_note(auto, scene), api.framing_note(square, scene)]
+        scene.render.pixel_aspect_x = 2.0  # anamorphic: 32:9 on screen
+        wide, _ = api.build_job(scene, bpy.context)
+        try:
+            api.build_job(scene, bpy.context, render_device="fast")
+            refused = ""
+        except api.SubmitError as exc:
+            refused = str(exc)
+        report(auto=[auto.width, auto.height], notes=notes, device=square.render_device, version=auto.blender_version,
+               wide=[wide.width, wide.height], refused=refused)
+    """)
+    assert result["auto"] == [1344, 768]  # 1.75, the SDXL aspect nearest 16:9
+    assert result["notes"] == ["Crops 2 % of the camera frame (left and right)",
+                               "Crops 44 % of the camera frame (left and right)"]
+    assert result["device"] == "gpu" and result["wide"] == [1536, 640]
+    assert result["version"] == "5.0.1"  # the artist's Blender travels with the job
+    assert "render_device: 'fast' is not one of auto, gpu, cpu" in result["refused"]
+
+
 def test_packing_leaves_the_open_file_untouched_and_packs_without_the_key(blender, tmp_path):
     texture = tmp_path / "texture.png"
     texture.write_bytes(__import__("tests.fixtures.stability_server", fromlist=["make_png"]).make_png(
@@ -114,6 +141,29 @@ def test_packing_leaves_the_open_file_untouched_and_packs_without_the_key(blende
     assert not result["key_in_packed"]
     assert "texture.png" in result["packed_images"]
     assert result["prompt"] == "unsaved edit"  # the copy carries the unsaved state
+
+
+def test_the_same_scene_packs_to_the_same_bytes_in_every_session(blender, tmp_path, sample_scene):
+    texture = tmp_path / "texture.png"
+    texture.write_bytes(__import__("tests.fixtures.stability_server", fromlist=["make_png"]).make_png(
+        8, 8, (10, 200, 10), {}))
+    body = f"""
+        import hashlib
+        from pathlib import Path
+        bpy.ops.wm.open_mainfile(filepath={str(sample_scene)!r})
+        bpy.data.images.load({str(texture)!r}).use_fake_user = True
+        hashes = []
+        for n in range(2):
+            copy = packing.write_copy(Path({str(tmp_path)!r}) / f"pack-{{os.getpid()}}-{{n}}")
+            packed = packing.make_self_contained(copy, bpy.context.scene.name)
+            hashes.append(hashlib.sha256(packed.read_bytes()).hexdigest())
+        bpy.ops.wm.open_mainfile(filepath=str(packed))
+        report(hashes=hashes, scene=bpy.context.scene.name, camera=bpy.context.scene.camera.name,
+               packed=[i.name for i in bpy.data.images if i.packed_file])
+    """
+    first, second = blender.run(body), blender.run(body)
+    assert len(set(first["hashes"] + second["hashes"])) == 1  # within a session and across sessions
+    assert first["scene"] == "PoseFactorySample" and first["camera"] and "texture.png" in first["packed"]
 
 
 def test_packing_makes_linked_library_data_local_so_the_copy_works_without_the_library(blender, tmp_path):
@@ -201,9 +251,11 @@ def test_render_remote_from_blender_to_the_local_pod_and_back(blender, tmp_path,
         report(outcome=list(outcome), status=result.status, error=result.error,
                images=[(i.name, i.get("posefactory_prompt"), i.get("posefactory_seed"), i.get("posefactory_cost_usd"),
                         i.size[:]) for i in images],
-               files=[i.filepath for i in images], history=[r.status for r in jobs.MANAGER.history()])
+               files=[i.filepath for i in images], history=[r.status for r in jobs.MANAGER.history()],
+               device=jobs.MANAGER.history()[0].render_device)
     """)
     assert result["outcome"] == ["FINISHED"] and result["status"] == "done", result["error"]
+    assert result["device"].startswith("CPU: ") and result["device"].endswith("(fallback)")  # no GPU here
     names = [image[0] for image in result["images"]]
     assert len(names) == 2 and names[0].endswith("v1") and names[1].endswith("v2")
     assert {image[1] for image in result["images"]} == {"a knight 'in' $(armour)"}
@@ -372,3 +424,57 @@ def test_backend_selector_builds_each_backends_job_and_control_images_come_back(
     assert result["overridden"] == ["diffusers", "depth"]
     assert result["controls"] == [["PF job-1 depth", "depth"], ["PF job-1 openpose", "openpose"]]
     assert result["estimate"] == ["diffusers", 0, True]  # GPU time only: render, overhead and its denoising steps
+def test_batch_panel_picks_poses_counts_caps_and_brings_back_named_images(blender, tmp_path, sample_scene,
+                                                                          stability_server):
+    result = blender.run(f"""
+        from bl_ext.user_default.posefactory import batch, results
+        bpy.ops.wm.open_mainfile(filepath={str(sample_scene)!r})
+        prefs = preferences.get()
+        prefs.api_key = {stability_server.api_key!r}
+        prefs.api_base_url = {stability_server.base_url!r}
+        scene = bpy.context.scene
+        settings = scene.posefactory
+        settings.prompt = "a knight"
+        settings.pose_source = "PICKED"
+        bpy.ops.posefactory.refresh_poses()
+        listed = [(p.name, p.kind) for p in settings.poses]
+        for pose in settings.poses:
+            pose.enabled = pose.name in ("Wave", "T-Pose")
+        settings.pose_source, settings.camera_source = "MARKERS", "COLLECTION"
+        settings.camera_collection = bpy.data.collections["Cameras"]
+        job, _ = api.build_job(scene, bpy.context, batch=2)
+        markers = (job.poses, job.cameras, batch.summary(batch.items_of(scene, job.poses, job.cameras), 2),
+                   api.estimate_job(job, None, items=6).images)
+        prefs.budget_cap_usd = 0.05
+        try:
+            api.build_job(scene, bpy.context, batch=2)
+            over = ""
+        except api.SubmitError as exc:
+            over = str(exc)
+        prefs.budget_cap_usd = 2.0
+        settings.camera_collection = None
+        try:
+            api.build_job(scene, bpy.context)
+            empty = ""
+        except api.SubmitError as exc:
+            empty = str(exc)
+        settings.pose_source, settings.camera_source = "PICKED", "ACTIVE"
+        outcome = bpy.ops.posefactory.render_remote(batch=1, seed=5, host="local", render_samples=1)
+        tracked = jobs.MANAGER.latest()
+        result = jobs.MANAGER.wait(tracked, timeout=400)
+        record = jobs.MANAGER.history()[0]
+        report(listed=listed, markers=markers, over=over, empty=empty, outcome=list(outcome), status=result.status,
+               error=result.error, names=tracked.image_names, thumbnail=str(results.thumbnail_source(record)),
+               message=tracked.message)
+    """)
+    assert result["listed"] == [["Idle", "Marker"], ["Wave", "Marker"], ["Cheer", "Marker"],
+                                ["Bow", "Pose Asset"], ["Kick", "Pose Asset"], ["T-Pose", "Pose Asset"]]
+    assert result["markers"] == ["markers", "collection:Cameras",
+                                 "3 poses × 2 cameras × 2 variations = 12 images", 12]
+    assert "Over budget: this job (6 item(s))" in result["over"]
+    assert result["empty"] == "Batch: cameras: pick a collection of cameras"
+    assert result["outcome"] == ["FINISHED"] and result["status"] == "done", result["error"]
+    job_id = result["names"][0].split()[1]
+    assert result["names"] == [f"PF {job_id} Wave Camera v1", f"PF {job_id} T-Pose Camera v1"]
+    assert result["thumbnail"].endswith("contact-sheet.png")
+    assert len(stability_server.requests) == 2

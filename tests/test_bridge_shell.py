@@ -67,6 +67,12 @@ def test_non_utf8_bytes_are_preserved_and_flagged(bridge_host):
     assert result.stdout_bytes == b"ok\xff\x00\x01end"
 
 
+def test_the_shell_runs_on_a_terminal_of_the_same_size_over_either_transport(bridge_host):
+    # Over pipes no local terminal passes its size on: the bridge sets it, so width-aware programs agree.
+    bridge, host = bridge_host
+    assert bridge.run(host, "stty size <&1", timeout=10).stdout == "50 400\n"
+
+
 def test_cd_does_not_persist_but_cwd_argument_works(bridge_host, tmp_path):
     bridge, host = bridge_host
     first = bridge.run(host, "pwd", timeout=10).stdout

@@ -30,10 +30,10 @@ from pod_setup.scene_render import configure_output, open_scene, render_still
 out = Path(sys.argv[-1])
 job = RenderJob(blend_path=sys.argv[-2], output_dir=str(out), prompt="x", backend="diffusers", width=512,
                 height=512, steps=10, control="openpose+depth", bone_map={"nose": "spine.006:tail"})
-open_scene(job)
-configure_output(job)
+setup = open_scene(job)
+settings = configure_output(job, setup)
 control_images.prepare(job)
-render = render_still(out / "render.png")
+render = render_still(out / "render.png", settings)
 written = control_images.write(job, out)
 scene = bpy.context.scene
 rig = scene.objects["Character"]
@@ -56,11 +56,12 @@ for joint, (bone, end) in refs.items():
     pose_bone = rig.pose.bones[bone]
     posed[joint] = pixel(rig.matrix_world @ getattr(pose_bone, end))
     rest[joint] = pixel(rig.matrix_world @ getattr(rig.data.bones[bone], f"{end}_local"))
-settings = scene.render.image_settings
+image_settings = scene.render.image_settings
 print("CONTROL-TEST:" + json.dumps({
     "written": {k: str(v) for k, v in written.items()}, "posed": posed, "rest": rest,
     "torso": pixel((0, -0.12, 1.2)), "prop": pixel((-0.9, -1.7, 0.6)), "backdrop": pixel((1.5, 2.5, 2.2)),
-    "settings": [settings.media_type, settings.file_format, settings.color_mode, settings.color_depth],
+    "settings": [image_settings.media_type, image_settings.file_format, image_settings.color_mode,
+                 image_settings.color_depth],
     "fix": render.render_result_fix_applied, "render_result": list(bpy.data.images["Render Result"].size)}))
 '''
 

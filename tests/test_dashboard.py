@@ -5,6 +5,7 @@ test_dashboard_browser.py."""
 from __future__ import annotations
 
 import json
+import os
 from decimal import Decimal
 from pathlib import Path
 
@@ -60,6 +61,37 @@ def test_job_list_and_page_show_images_settings_and_cost(root, client):
         "ai-render-1.png", "ai-render-2.png", "ai-render-3.png"]
 
 
+def test_batch_items_in_their_folders_and_live_item_progress(root, client):
+    # A batch as #11's pod leaves it: <item>/render.png and <item>/ai-render-<n>.png, a contact sheet.
+    make_job(root, "job-b", images=0, status="running", contact_sheet=True)
+    output = root / "output" / "job-b"
+    for item in ("walk-Cam1", "run-Cam1"):
+        (output / item).mkdir()
+        (output / item / "render.png").write_bytes(png_bytes(32))
+        (output / item / "ai-render-1.png").write_bytes(png_bytes(48))
+    path = root / "jobs" / "job-b.json"
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "items_order": ["walk-Cam1", "run-Cam1", "jump-Cam1"],
+                                "items_done": ["walk-Cam1"]}))
+    live = client.get("/api/jobs/job-b").get_json()
+    assert (live["items_done"], live["items_total"]) == (1, 3)  # from the record while the batch runs
+    manifest = json.loads((output / "manifest.json").read_text())
+    manifest["items"] = [{"name": "walk-Cam1", "status": "done", "render": "walk-Cam1/render.png",
+                          "images": ["walk-Cam1/ai-render-1.png"]},
+                         {"name": "run-Cam1", "status": "failed", "render": "run-Cam1/render.png", "images": []},
+                         {"name": "evil", "status": "done", "images": ["../../x.png", "a/b/c/d.png", "/abs.png"]}]
+    (output / "manifest.json").write_text(json.dumps(manifest))
+    page = client.get("/jobs/job-b").get_data(as_text=True)
+    assert "/thumbs/job-b/walk-Cam1/ai-render-1.png" in page and "/thumbs/job-b/run-Cam1/render.png" in page
+    assert "x.png" not in page and "d.png" not in page and "abs.png" not in page
+    assert client.get("/files/job-b/walk-Cam1/ai-render-1.png").data == png_bytes(48)
+    assert client.get("/thumbs/job-b/run-Cam1/render.png").status_code == 200
+    for url in ("/files/job-b/walk-Cam1/../../../secret.png", "/files/job-b/a/b/c/d.png", "/files/job-b/walk-Cam1/"):
+        assert client.get(url, follow_redirects=True).status_code == 404, url
+    live = client.get("/api/jobs/job-b").get_json()
+    assert (live["items_done"], live["items_total"]) == (2, 3)  # the manifest, once back, says more
+
+
 def test_thumbnails_are_small_and_made_once(root, client):
     make_job(root, "job-1", images=1, image_size=1024)
     first = client.get("/thumbs/job-1/ai-render-1.png")
@@ -88,9 +120,20 @@ def test_pagination_newest_first(root, client):
 def test_a_changed_record_is_seen_without_a_restart(root, client):
     record = make_job(root, "job-live", status="running", images=0)
     assert "running" in client.get("/api/jobs/job-live").get_json()["status"]
+    path = root / "jobs" / "job-live.json"
+    data = json.loads(path.read_text())
+    with open(path, "r+") as handle:  # in place: the folder's mtime stays, the running record is still re-read
+        handle.write(json.dumps({**data, "stage": "downloading"}))
+        handle.truncate()
+    assert client.get("/api/jobs/job-live").get_json()["stage"] == "downloading"
     record.status, record.stage = "done", "done"
-    record.save(root / "jobs" / "job-live.json")
+    record.save(path)
     assert client.get("/api/jobs/job-live").get_json()["status"] == "done"
+    assert client.get("/api/jobs").get_json() == {"running": []}
+    make_job(root, "job-new", images=1)
+    assert client.get("/api/jobs/job-new").status_code == 200
+    (root / "jobs" / "job-new.json").unlink()
+    assert client.get("/api/jobs/job-new").status_code == 404
 
 
 # -- untrusted files: traversal, hostile names, escaping ------------------------------------------------------------
@@ -102,7 +145,7 @@ def test_file_urls_resolve_only_inside_the_data_dir(root, tmp_path, client):
     for url in ("/files/job-1/..%2F..%2F..%2Fsecret.png", "/files/job-1/../../secret.png", "/files/..%2Fjob-1/render.png",
                 "/files/job-1/link.png", "/files/job-1/manifest.json", "/files/job-1/.hidden.png",
                 "/thumbs/job-1/link.png", "/files/nope/render.png", "/files/job-1/%2Fetc%2Fpasswd"):
-        assert client.get(url).status_code == 404, url
+        assert client.get(url, follow_redirects=True).status_code == 404, url
     # A record that points its outputs outside the data dir: nothing of it is served.
     outside = tmp_path / "elsewhere"
     outside.mkdir()
@@ -234,6 +277,24 @@ def test_costs_equal_the_ledger_to_the_cent(root, client):
     assert "2 ledger line(s) could not be read" in page
 
 
+def test_event_lines_are_detail_not_spending(root, client, monkeypatch):
+    from remote.pipeline import append_ledger
+
+    make_job(root, "job-1", cost="0.25", host="serverless")
+    monkeypatch.setenv("POSEFACTORY_DATA_DIR", str(root))
+    # What remote.serverless and remote.runpod_pods write next to the job lines.
+    append_ledger({"event": "serverless_request", "host": "serverless", "cost_usd": 0.25, "at": "2026-11-20T10:00:00+00:00"})
+    append_ledger({"event": "pod_start", "host": "pod-a", "pod_id": "p1", "cost_per_hr": 0.44, "at": "2026-11-20T09:00:00+00:00"})
+    append_ledger({"event": "pod_start", "host": "pod-b", "pod_id": "p2", "cost_per_hr": 0.69, "at": "2026-11-20T09:00:00+00:00"})
+    append_ledger({"event": "pod_stop", "host": "pod-b", "pod_id": "p2", "cost_usd": 0.345, "pod_seconds": 1800,
+                   "at": "2026-11-20T09:30:00+00:00"})
+    data = client.get("/api/costs").get_json()
+    assert data["total_usd"] == "0.25" and data["pod_uptime_by_host"] == {"pod-b": "0.345"}
+    assert data["burn_rate_usd_per_hr"] == "0.44"
+    page = client.get("/costs").get_data(as_text=True)
+    assert "pod-a since 2026-11-20T09:00:00+00:00 at $0.44/h" in page and "burn rate <strong>$0.44/h" in page
+
+
 def test_ledger_is_read_incrementally(root):
     ledger = Ledger(root / "ledger.jsonl")
     assert ledger.entries() == []
@@ -319,6 +380,10 @@ def test_library_save_rename_tag_favourite_delete_restore(root, app, client):
     post(client, app, f"/library/{cid}/favourite", {"favourite": "1"})
     stored = json.loads((root / "library" / "characters" / f"{cid}.json").read_text())
     assert (stored["name"], stored["tags"], stored["favourite"]) == ("Sir Knight", ["hero", "armour"], True)
+    post(client, app, "/library", {"name": "Orc"})
+    assert "Orc" in client.get("/library").get_data(as_text=True)
+    tagged = client.get("/library?tag=hero").get_data(as_text=True)
+    assert "★ Sir Knight" in tagged and "Orc" not in tagged
     post(client, app, f"/library/{cid}/looks/{look['id']}/delete")
     assert json.loads((root / "library" / "characters" / f"{cid}.json").read_text())["looks"] == []
     trashed = list((root / "library" / "trash").glob("*.json"))
@@ -399,3 +464,78 @@ def test_scene_and_settings_of_a_local_job_come_from_its_pod_job_file(root):
     assert store.scene_of(other) == ""
     settings = store.settings_of(other, ManifestCache().get(other))
     assert settings["seed"] == 8 and settings["width"] == 1024 and settings["backend"] == "stability"
+
+
+def test_the_command_serves_on_loopback_only_by_default(tmp_path):
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    from tests.fixtures import free_port
+
+    port = free_port()
+    env = {**os.environ, "POSEFACTORY_DATA_DIR": str(tmp_path / "data"), "POSEFACTORY_PRESETS_DIR": str(tmp_path / "p")}
+    env.pop("POSEFACTORY_DASHBOARD_TOKEN", None)
+    server = subprocess.Popen([sys.executable, "-m", "remote.dashboard", "--port", str(port)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        banner = [server.stdout.readline() for _ in range(2)]
+        assert any(f"on http://127.0.0.1:{port}/" in line for line in banner), banner
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+                    assert response.status == 200
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline, "the dashboard did not answer"
+                time.sleep(0.2)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("10.255.255.255", 1))  # no packet is sent: this only picks the outward address
+            outward = probe.getsockname()[0]
+        if not outward.startswith("127."):
+            with pytest.raises(OSError):
+                socket.create_connection((outward, port), timeout=5).close()
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+@pytest.mark.slow
+def test_cancel_reaches_a_job_another_process_runs(tmp_path, monkeypatch, sample_scene):
+    """A CLI job on the local host, cancelled from the dashboard: the pod stops it, the CLI ends it."""
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "data"
+    monkeypatch.setenv("POSEFACTORY_DATA_DIR", str(root))
+    monkeypatch.setenv("POSEFACTORY_BPY_PYTHON", sys.executable)
+    cli = subprocess.Popen([sys.executable, "-m", "remote.cli", "render", str(sample_scene), "--prompt", "slow",
+                            "--backend", "none", "--samples", "20000"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    try:
+        app = create_app(root, presets_folder=tmp_path / "presets")
+        client = app.test_client()
+        deadline = time.monotonic() + 240
+        job_id = None
+        while time.monotonic() < deadline:
+            running = client.get("/api/jobs").get_json()["running"]
+            if running and running[0]["stage"] == "rendering":
+                job_id = running[0]["job_id"]
+                break
+            time.sleep(0.5)
+        assert job_id, "the CLI job never reached rendering"
+        page = client.get(post(client, app, f"/jobs/{job_id}/cancel").headers["Location"]).get_data(as_text=True)
+        assert f"cancel sent to local for {job_id}" in page
+        output, _ = cli.communicate(timeout=120)
+        assert cli.returncode != 0 and "cancelled by the user" in output, output
+        status = client.get(f"/api/jobs/{job_id}").get_json()
+        assert status["status"] in ("failed", "cancelled") and "cancelled" in status["error"]
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait(10)

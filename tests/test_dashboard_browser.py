@@ -86,7 +86,7 @@ def test_generate_on_the_local_host_is_watched_until_done(live, page, sample_sce
     page.set_input_files("input[name=blend]", str(sample_scene))
     page.select_option("select[name=backend]", "none")
     page.select_option("select[name=host]", "local")
-    page.wait_for_function("document.getElementById('estimate').textContent.startsWith('$')")
+    page.wait_for_selector("#estimate:has-text('$')")
     assert page.locator("#estimate").inner_text().startswith("$0.0000")  # local costs nothing, no AI step
     page.click("#submit-job")
     page.wait_for_url("**/jobs/*")
@@ -96,10 +96,38 @@ def test_generate_on_the_local_host_is_watched_until_done(live, page, sample_sce
     assert images_loaded(page) == [1024]  # the render (no AI step without a key)
     assert (live.root / "output" / job_id / "render.png").is_file()
     assert (live.root / "jobs" / f"{job_id}.json").is_file()
+    # Re-run with the same settings: a new job on the same host from the same scene.
+    page.click("text=Re-run with the same settings")
+    page.wait_for_url(lambda url: url.rsplit("/", 1)[-1] not in (job_id, "rerun"))
+    rerun_id = page.url.rsplit("/", 1)[-1]
+    page.wait_for_selector(".live-status:text-is('done')", timeout=240_000)
+    assert images_loaded(page) == [1024]
+    assert page.locator("td.prompt").inner_text() == "a cube knight"
+    assert rerun_id != job_id and (live.root / "output" / rerun_id / "render.png").is_file()
     # The uploaded scene is offered again, with the job's render as its thumbnail.
     page.goto(live.url + "/generate")
     assert page.locator("ul.scenes img.thumb").count() == 1
     assert "sample.blend" in page.locator("ul.scenes").inner_text()
+
+
+def test_a_running_job_is_cancelled_from_its_page(live, page, sample_scene):
+    page.goto(live.url + "/generate")
+    page.fill("textarea[name=prompt]", "a slow render")
+    page.set_input_files("input[name=blend]", str(sample_scene))
+    page.select_option("select[name=backend]", "none")
+    page.fill("input[name=render_samples]", "20000")  # minutes on this CPU: it is still rendering when cancelled
+    page.click("#submit-job")
+    page.wait_for_url("**/jobs/*")
+    job_id = page.url.rsplit("/", 1)[-1]
+    page.wait_for_selector(".live-stage:text-is('rendering')", timeout=240_000)
+    page.wait_for_selector(".live-message:has-text('on local for')")  # the pipeline's own progress line
+    assert page.locator(".live-progress").evaluate("e => e.value") > 0.5  # past connect, set-up and upload
+    page.click("text=Cancel job")
+    page.wait_for_selector(".live-status:text-is('cancelled')", timeout=120_000)
+    record = (live.root / "jobs" / f"{job_id}.json").read_text()
+    assert '"status": "cancelled"' in record
+    page.goto(live.url + "/")
+    assert page.locator("section.running").count() == 0
 
 
 def test_a_preset_saved_in_the_browser_is_in_blenders_preset_menu(live, page, blender):

@@ -4,6 +4,7 @@ as one clear line that never holds the key."""
 from __future__ import annotations
 
 import logging
+import sys
 
 import pytest
 from runpod import error
@@ -13,6 +14,14 @@ from remote.config import ConfigError, parse_host
 from remote.cost import CostModel
 from remote.runpod_pods import PROXY_HOST, PodClient, RunPodError, ensure_running, prepare_host, stop_pod
 from tests.fixtures.runpod_api import VALID_KEY
+
+
+@pytest.fixture(params=["sdk", "requests"])
+def transport(request, monkeypatch):
+    """Both ways to the API: the SDK, and requests alone (Blender, where the SDK cannot be installed)."""
+    if request.param == "requests":
+        monkeypatch.setitem(sys.modules, "runpod", None)  # any import of runpod now fails
+    return request.param
 
 
 def pod_host(**extra):
@@ -27,9 +36,19 @@ def test_stand_in_refuses_what_the_schema_does_not_know(runpod_api):
         run_graphql_query('mutation { podResume(input: {podId: "x"}) { id } }', api_key=VALID_KEY)
     with pytest.raises(error.AuthenticationError):
         run_graphql_query("query { myself { id } }", api_key="rp-wrong")
+    # ...and takes every operation the SDK itself sends, field for field.
+    import runpod
+    from runpod.api.mutations.pods import generate_pod_resume_mutation, generate_pod_stop_mutation
+
+    runpod_api.add_pod("abc123", ssh_port=40022)
+    assert runpod.get_pod("abc123", api_key=VALID_KEY)["desiredStatus"] == "EXITED"
+    assert len(runpod.get_pods(api_key=VALID_KEY)) == 1
+    run_graphql_query(generate_pod_resume_mutation("abc123", 1), api_key=VALID_KEY)
+    run_graphql_query(generate_pod_stop_mutation("abc123"), api_key=VALID_KEY)
+    assert runpod_api.pods["abc123"].events == ["resume", "stop"]
 
 
-def test_reads_a_running_pod_with_its_price_and_direct_ssh_port(runpod_api):
+def test_reads_a_running_pod_with_its_price_and_direct_ssh_port(transport, runpod_api):
     runpod_api.add_pod("abc123", ssh_port=40022, desired_status="RUNNING", cost_per_hr=0.44)
     state = PodClient(VALID_KEY).get("abc123")
     assert state.running and state.cost_per_hr == 0.44 and state.gpu_name == "A40"
@@ -39,8 +58,9 @@ def test_reads_a_running_pod_with_its_price_and_direct_ssh_port(runpod_api):
     assert runpod_api.calls("podResume") == []
 
 
-def test_stopped_pod_is_resumed_and_waited_for(runpod_api):
-    pod = runpod_api.add_pod("abc123", ssh_port=40022, desired_status="EXITED", gpu_count=2, boot_s=0.6)
+def test_stopped_pod_is_resumed_and_waited_for(transport, runpod_api):
+    pod = runpod_api.add_pod("abc123", ssh_port=40022, desired_status="EXITED", gpu_count=2, boot_s=0.6,
+                              boot_reads=2)
     lines: list[str] = []
     host, state, resumed = ensure_running(pod_host(), lines.append)
     assert resumed and state.running and host.port == 40022
@@ -70,7 +90,7 @@ def _private_only(api):
     return resolve
 
 
-def test_resume_refused_is_one_clear_line(runpod_api):
+def test_resume_refused_is_one_clear_line(transport, runpod_api):
     runpod_api.add_pod("abc123", ssh_port=40022, desired_status="EXITED", resume_refused=True)
     with pytest.raises(RunPodError) as info:
         ensure_running(pod_host(), lambda line: None)
@@ -78,7 +98,7 @@ def test_resume_refused_is_one_clear_line(runpod_api):
     assert message.startswith("no GPU available to resume pod abc123") and "\n" not in message
 
 
-def test_wrong_key_is_one_clear_line_without_the_key(runpod_api, monkeypatch, caplog):
+def test_wrong_key_is_one_clear_line_without_the_key(transport, runpod_api, monkeypatch, caplog):
     runpod_api.add_pod("abc123", ssh_port=40022)
     monkeypatch.setenv("RUNPOD_API_KEY", "rp-wrong-key-9999")
     caplog.set_level(logging.DEBUG)
@@ -98,7 +118,7 @@ def test_missing_key_names_the_variable(runpod_api, monkeypatch):
     assert "TEAM_RUNPOD" in host.secret_names  # redacted from every command's output
 
 
-def test_unknown_and_terminated_pods(runpod_api):
+def test_unknown_and_terminated_pods(transport, runpod_api):
     with pytest.raises(RunPodError, match="^unknown pod id abc123"):
         ensure_running(pod_host(), lambda line: None)
     runpod_api.add_pod("abc123", ssh_port=40022, desired_status="TERMINATED")
@@ -108,7 +128,7 @@ def test_unknown_and_terminated_pods(runpod_api):
         PodClient(VALID_KEY).get('x" } } mutation { podTerminate')
 
 
-def test_api_down_or_unreachable(runpod_api, monkeypatch):
+def test_api_down_or_unreachable(transport, runpod_api, monkeypatch):
     runpod_api.down = True
     with pytest.raises(RunPodError, match=r"^RunPod API unreachable at http://127\.0\.0\.1"):
         ensure_running(pod_host(), lambda line: None)

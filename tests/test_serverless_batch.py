@@ -4,6 +4,7 @@ test server, real bpy) and moto as the bucket."""
 from __future__ import annotations
 
 import json
+import sys
 import threading
 
 import pytest
@@ -23,6 +24,15 @@ def host(s3_server, s3_credentials):
             "serverless": {"endpoint_id": ENDPOINT_ID, "gpu_usd_per_second": 0.00034, "max_concurrent": 2, **serverless},
             "storage": s3_server.storage_entry(s3_server.make_bucket(), region="us-east-1")})
     return make
+
+
+@pytest.fixture(params=["sdk", "requests"])
+def transport(request, monkeypatch):
+    """The SDK's endpoint client, and requests alone (Blender, where the SDK cannot be installed)."""
+    if request.param == "requests":
+        monkeypatch.setitem(sys.modules, "runpod", None)
+        monkeypatch.setitem(sys.modules, "runpod.endpoint.runner", None)
+    return request.param
 
 
 def items(scene, count: int) -> list[BatchItem]:
@@ -79,7 +89,7 @@ def test_stuck_requests_are_cancelled_retried_then_failed(serverless_endpoint, h
     assert all(serverless_endpoint.requests[i].status == "CANCELLED" for i in results[0].request_ids)
 
 
-def test_a_request_no_worker_picks_up_is_a_bounded_wait(serverless_endpoint, host, sample_scene, tmp_path):
+def test_a_request_no_worker_picks_up_is_a_bounded_wait(transport, serverless_endpoint, host, sample_scene, tmp_path):
     serverless_endpoint.script = ["never_picked"]
     results, _, _, _ = batch(host(queue_timeout_s=1), items(sample_scene, 1), tmp_path)
     assert results[0].status == "failed" and results[0].error.startswith("no worker picked up the request within 1s")
@@ -108,7 +118,7 @@ def test_unhealthy_endpoint_is_refused_before_anything_runs(serverless_endpoint,
     assert ("POST", "run") not in serverless_endpoint.calls
 
 
-def test_wrong_key_unknown_endpoint_and_bad_items(serverless_endpoint, host, sample_scene, tmp_path, monkeypatch):
+def test_wrong_key_unknown_endpoint_and_bad_items(transport, serverless_endpoint, host, sample_scene, tmp_path, monkeypatch):
     with pytest.raises(EndpointError, match="has no endpoint nope"):
         batch(host(endpoint_id="nope"), items(sample_scene, 1), tmp_path)
     with pytest.raises(EndpointError, match="item id 'pose-01'"):

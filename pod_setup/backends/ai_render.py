@@ -68,6 +68,7 @@ def enable_ai_render(root: Path) -> Any:
 
 class AIRenderBackend:
     name = "ai-render"
+    uses_blender = True  # it drives Blender (scene props, 'Render Result'): the render job runs it on the main thread
 
     def __init__(self, job: RenderJob) -> None:
         self.job = job

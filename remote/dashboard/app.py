@@ -18,7 +18,10 @@ from flask import Flask, current_app
 from ..config import data_dir
 from . import security
 from .costs import Ledger, usd
+from .library import Library
 from .readers import JobIndex, ManifestCache
+from .scenes import SceneStore
+from .submit import Submitter
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +38,17 @@ class Dashboard:
     jobs: JobIndex = field(init=False)
     manifests: ManifestCache = field(init=False)
     ledger: Ledger = field(init=False)
+    scenes: SceneStore = field(init=False)
+    submitter: Submitter = field(init=False)
+    library: Library = field(init=False)
 
     def __post_init__(self) -> None:
         self.jobs = JobIndex(self.root)
         self.manifests = ManifestCache()
         self.ledger = Ledger(self.root / "ledger.jsonl")
+        self.scenes = SceneStore(self.root)
+        self.submitter = Submitter(self.root, self.hosts_file)
+        self.library = Library(self.root)
 
     @property
     def own_dir(self) -> Path:

@@ -2,8 +2,15 @@
 finished job): per day, per ISO week, per host and per backend, the month's
 budget left, and a bar chart drawn here as inline SVG (no external service).
 
-Money is Decimal from each line's JSON number, so every total equals the sum
-of the ledger's lines exactly; figures are shown to the cent. The ledger is
+The ledger holds two kinds of lines: one per finished job (no ``event`` key:
+the job's cost) and events (``pod_start``, ``pod_stop`` with the pod's
+uptime cost, ``serverless_request`` with each request's cost). Spending is
+the sum of the job lines; events are detail that the job lines already
+count (a serverless job's line is the sum of its requests; a pod's uptime
+includes the GPU time its jobs were billed for), shown apart: the pods'
+uptime cost, and the pods started and not yet stopped with their hourly
+rate (the burn rate). Money is Decimal from each line's JSON number, so
+every total equals the sum of those lines exactly; figures are shown to the cent. The ledger is
 append-only, so it is read incrementally: only bytes added since the last
 request are parsed (a rewritten or shorter file is read again from the start).
 """
@@ -37,6 +44,11 @@ class LedgerEntry:
     cost_usd: Decimal
     day: date | None
     backend: str  # from the line when it has one, else from the job's manifest, else ""
+    # Event lines (pod_start, pod_stop, serverless_request); "" for a job's line.
+    event: str = ""
+    pod_id: str = ""
+    cost_per_hr: Decimal | None = None
+    at: str = ""
 
 
 def usd(amount: Decimal) -> str:
@@ -64,7 +76,9 @@ def entry_from_line(data: Any) -> LedgerEntry | None:
     job_id = data.get("job_id")
     return LedgerEntry(job_id=str(job_id) if plain_name(job_id) else "", host=text(data.get("host"), 128) or "?",
                        status=text(data.get("status"), 32), cost_usd=cost,
-                       day=_day(data.get("at")), backend=text(data.get("backend"), 64))
+                       day=_day(data.get("at")), backend=text(data.get("backend"), 64),
+                       event=text(data.get("event"), 40), pod_id=text(data.get("pod_id"), 100),
+                       cost_per_hr=money(data.get("cost_per_hr")), at=text(data.get("at"), 40))
 
 
 class Ledger:
@@ -130,6 +144,13 @@ class Spending:
     by_backend: dict[str, Decimal] = field(default_factory=dict)
     this_month: Decimal = ZERO
     undated: Decimal = ZERO
+    pod_uptime_by_host: dict[str, Decimal] = field(default_factory=dict)  # pod_stop events
+    running_pods: list[LedgerEntry] = field(default_factory=list)  # pod_start without a later pod_stop
+
+    @property
+    def burn_rate(self) -> Decimal:
+        """Dollars per hour of the pods the ledger says are running."""
+        return sum((pod.cost_per_hr or ZERO for pod in self.running_pods), ZERO)
 
 
 def summarize(entries: list[LedgerEntry], backend_of: Callable[[str], str] | None = None,
@@ -141,7 +162,16 @@ def summarize(entries: list[LedgerEntry], backend_of: Callable[[str], str] | Non
     by_week: dict[str, Decimal] = defaultdict(Decimal)
     by_host: dict[str, Decimal] = defaultdict(Decimal)
     by_backend: dict[str, Decimal] = defaultdict(Decimal)
+    uptime: dict[str, Decimal] = defaultdict(Decimal)
+    started: dict[tuple[str, str], LedgerEntry] = {}
     for entry in entries:
+        if entry.event:
+            if entry.event == "pod_start":
+                started[(entry.host, entry.pod_id)] = entry
+            elif entry.event == "pod_stop":
+                started.pop((entry.host, entry.pod_id), None)
+                uptime[entry.host] += entry.cost_usd
+            continue
         spending.total += entry.cost_usd
         spending.jobs += 1
         by_host[entry.host] += entry.cost_usd
@@ -159,6 +189,8 @@ def summarize(entries: list[LedgerEntry], backend_of: Callable[[str], str] | Non
     spending.by_week = dict(sorted(by_week.items()))
     spending.by_host = dict(sorted(by_host.items(), key=lambda kv: (-kv[1], kv[0])))
     spending.by_backend = dict(sorted(by_backend.items(), key=lambda kv: (-kv[1], kv[0])))
+    spending.pod_uptime_by_host = dict(sorted(uptime.items()))
+    spending.running_pods = sorted(started.values(), key=lambda e: e.at)
     return spending
 
 

@@ -35,6 +35,15 @@ def plain_name(name: Any) -> bool:
     return isinstance(name, str) and bool(_PLAIN.fullmatch(name)) and ".." not in name
 
 
+def plain_relative(name: Any) -> bool:
+    """An output file's name inside its job folder: plain names joined by ``/`` (a batch item's
+    folder, then the file), at most three deep."""
+    if not isinstance(name, str) or len(name) > 400:
+        return False
+    parts = name.split("/")
+    return len(parts) <= 3 and all(plain_name(part) for part in parts)
+
+
 def read_json(path: Path, limit: int) -> dict[str, Any] | None:
     """A JSON object from ``path``, or None (logged) when missing, too large or not an object."""
     try:
@@ -106,6 +115,9 @@ class JobView:
     record_path: Path
     remote_job_dir: str
     hosts_file: str
+    # Batches: the record's item names in order, and those already back on this machine.
+    items_total: int | None = None
+    items_done: int | None = None
 
     @property
     def running(self) -> bool:
@@ -123,7 +135,9 @@ def job_from_record(data: dict[str, Any], record_path: Path, root: Path) -> JobV
                    host=text(data.get("host"), 128), prompt=text(data.get("prompt")),
                    submitted_at=text(data.get("submitted_at"), 40), error=text(data.get("error")),
                    cost_usd=money(data.get("cost_usd")), output_dir=output_dir, record_path=record_path,
-                   remote_job_dir=text(data.get("remote_job_dir"), 1000), hosts_file=text(data.get("hosts_file"), 1000))
+                   remote_job_dir=text(data.get("remote_job_dir"), 1000), hosts_file=text(data.get("hosts_file"), 1000),
+                   items_total=len(as_list(data.get("items_order"))) or None,
+                   items_done=len(as_list(data.get("items_done"))) if as_list(data.get("items_order")) else None)
 
 
 class JobIndex:
@@ -134,47 +148,86 @@ class JobIndex:
         self.folder = root / "jobs"
         self._lock = threading.Lock()
         self._stamp: int | None = None
-        self._files: dict[str, tuple[int, int, JobView | None]] = {}
+        self._files: dict[str, tuple[int, int, int, JobView | None]] = {}  # name -> (inode, mtime, size, view)
+        self._inodes: dict[str, int] = {}
         self._sorted: list[JobView] = []
         self._by_id: dict[str, JobView] = {}
+        self._position: dict[str, int] = {}  # job id -> index in _sorted
+        self._running: list[JobView] = []
+        self._running_names: set[str] = set()
 
     def jobs(self) -> list[JobView]:
         with self._lock:
             try:
                 stamp = self.folder.stat().st_mtime_ns
             except OSError:
-                self._stamp, self._files, self._sorted, self._by_id = None, {}, [], {}
+                self._stamp, self._files, self._inodes, self._sorted, self._by_id = None, {}, {}, [], {}
+                self._running, self._running_names = [], set()
                 return []
             if stamp != self._stamp:
                 self._rescan()
                 self._stamp = stamp
+            elif self._running_names:
+                self._refresh(set(self._running_names))  # a running record written in place keeps the folder's mtime
             return self._sorted
 
     def _rescan(self) -> None:
-        # Records are replaced by rename, which changes the folder's mtime; only
-        # files whose (mtime, size) moved are parsed again.
-        files: dict[str, tuple[int, int, JobView | None]] = {}
+        # Records are replaced by rename (JobRecord.save): that changes the folder's
+        # mtime and the file's inode, and the listing carries the inodes. So one
+        # listing says which files are new or replaced, and only those are stat'ed.
         with os.scandir(self.folder) as entries:
-            for entry in entries:
-                if not entry.name.endswith(".json") or entry.name.startswith("."):
-                    continue
-                try:
-                    stat = entry.stat()
-                except OSError:
-                    continue
-                cached = self._files.get(entry.name)
-                if cached and cached[:2] == (stat.st_mtime_ns, stat.st_size):
-                    files[entry.name] = cached
-                    continue
-                path = Path(entry.path)
-                data = read_json(path, RECORD_MAX_BYTES)
-                files[entry.name] = (stat.st_mtime_ns, stat.st_size,
-                                     job_from_record(data, path, self.root) if data else None)
-        self._files = files
-        views = [view for _, _, view in files.values() if view is not None]
-        self._sorted = sorted(views, key=lambda v: (v.submitted_at, v.job_id), reverse=True)
-        self._by_id = {view.job_id: view for view in views}
-        log.debug("job index: %d records", len(views))
+            listing = {entry.name: entry.inode() for entry in entries
+                       if entry.name.endswith(".json") and not entry.name.startswith(".")}
+        suspects = {name for name, _ in listing.items() - self._inodes.items()}
+        removed = self._inodes.keys() - listing.keys()
+        for name in removed:
+            self._files.pop(name, None)
+        self._inodes = listing
+        self._refresh(suspects | (self._running_names & listing.keys()), changed=bool(removed))
+
+    def _refresh(self, names: set[str], changed: bool = False) -> None:
+        """Parse those of ``names`` whose (inode, mtime, size) moved, and update the lists."""
+        updated: list[JobView] = []
+        for name in names:
+            path = self.folder / name
+            try:
+                stat = path.stat()
+            except OSError:
+                changed |= self._files.pop(name, None) is not None
+                continue
+            key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            cached = self._files.get(name)
+            if cached and cached[:3] == key:
+                continue
+            data = read_json(path, RECORD_MAX_BYTES)
+            view = job_from_record(data, path, self.root) if data else None
+            self._files[name] = (*key, view)
+            old = cached[3] if cached else None
+            if view is None or old is None or (old.submitted_at, old.job_id) != (view.submitted_at, view.job_id):
+                changed = True  # a job came, went or moved in the order: sort again
+            else:
+                updated.append(view)
+        if changed:
+            views = [view for *_, view in self._files.values() if view is not None]
+            self._sorted = sorted(views, key=lambda v: (v.submitted_at, v.job_id), reverse=True)
+            self._position = {view.job_id: index for index, view in enumerate(self._sorted)}
+            self._by_id = {view.job_id: view for view in views}
+            self._running = [view for view in self._sorted if view.running]
+            log.debug("job index: %d records", len(views))
+        elif updated:
+            # The common case while jobs run: a record changed in place in the order.
+            for view in updated:
+                self._sorted[self._position[view.job_id]] = view
+                self._by_id[view.job_id] = view
+            running = {v.job_id for v in self._running} | {v.job_id for v in updated}
+            self._running = sorted((self._by_id[job_id] for job_id in running if self._by_id[job_id].running),
+                                   key=lambda v: self._position[v.job_id])
+        self._running_names = {view.record_path.name for view in self._running}
+
+    def running(self) -> list[JobView]:
+        """The jobs still submitted or running, newest first."""
+        self.jobs()
+        return self._running
 
     @property
     def version(self) -> int | None:
@@ -222,7 +275,7 @@ class Manifest:
 
 
 def _image_name(value: Any) -> str | None:
-    return value if plain_name(value) and value.lower().endswith(IMAGE_SUFFIXES) else None
+    return value if plain_relative(value) and value.lower().endswith(IMAGE_SUFFIXES) else None
 
 
 def _number(value: Any) -> float | None:
@@ -241,8 +294,8 @@ def manifest_from_dict(data: dict[str, Any]) -> Manifest:
         if not isinstance(raw, dict):
             continue
         item_images = [n for n in map(_image_name, as_list(raw.get("images"))) if n]
-        if not item_images and _image_name(raw.get("image")):
-            item_images = [raw["image"]]
+        if not item_images and _image_name(raw.get("render")):
+            item_images = [raw["render"]]  # an item without AI images (no backend, or it failed): its render
         name = text(raw.get("name") or raw.get("id") or raw.get("pose"), 200) or f"item {index + 1}"
         items.append(Item(name=name, status=text(raw.get("status"), 32), images=item_images))
     actual, estimated = as_dict(data.get("actual_cost")), as_dict(data.get("estimated_cost"))

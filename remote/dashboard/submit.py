@@ -64,6 +64,7 @@ class Submitter:
         self.hosts_file = hosts_file
         self._cancels: dict[str, threading.Event] = {}
         self._threads: dict[str, threading.Thread] = {}
+        self._progress: dict[str, JobProgress] = {}  # the latest report of each job this process runs
         self._lock = threading.Lock()
 
     def submit(self, job: RenderJob, scene: Path, host: str, api_key: str | None) -> str:
@@ -83,13 +84,14 @@ class Submitter:
         def work() -> None:
             try:
                 result = run_job(job, scene, host=host, hosts_file=self.hosts_file, local_output_dir=output,
-                                 api_key=api_key, progress=lambda p: self._log_progress(job.job_id, p), cancel=cancel,
+                                 api_key=api_key, progress=lambda p: self._on_progress(job.job_id, p), cancel=cancel,
                                  record_path=record_path)
                 log.info("job %s ended: %s", job.job_id, result.status)
             finally:
                 with self._lock:
                     self._cancels.pop(job.job_id, None)
                     self._threads.pop(job.job_id, None)
+                    self._progress.pop(job.job_id, None)
 
         thread = threading.Thread(target=work, name=f"dashboard-{job.job_id}", daemon=True)
         with self._lock:
@@ -99,9 +101,18 @@ class Submitter:
         log.info("job %s submitted on %s", job.job_id, host)
         return job.job_id
 
-    @staticmethod
-    def _log_progress(job_id: str, progress: JobProgress) -> None:
+    def _on_progress(self, job_id: str, progress: JobProgress) -> None:
         log.debug("job %s: %s %s", job_id, progress.stage, progress.message)
+        with self._lock:
+            previous = self._progress.get(job_id)
+            if progress.fraction < 0 and previous is not None:  # a note (reconnecting…): keep the last fraction
+                progress = JobProgress(previous.stage, previous.fraction, progress.message)
+            self._progress[job_id] = progress
+
+    def progress(self, job_id: str) -> JobProgress | None:
+        """The latest progress of a job this process runs (None for others: their record is all there is)."""
+        with self._lock:
+            return self._progress.get(job_id)
 
     def owns(self, job_id: str) -> bool:
         with self._lock:

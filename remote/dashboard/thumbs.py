@@ -23,7 +23,7 @@ class ThumbnailError(ValueError):
 
 
 def thumbnail(source: Path, cache_dir: Path, size: int = THUMB_PX) -> Path:
-    """The cached thumbnail (WebP-free PNG, ``size`` px on the long side) of ``source``."""
+    """The cached PNG thumbnail (``size`` px on the long side) of ``source``."""
     stat = source.stat()
     key = hashlib.sha256(f"{source}\0{stat.st_mtime_ns}\0{stat.st_size}\0{size}".encode()).hexdigest()[:32]
     target = cache_dir / key[:2] / f"{key}.png"

@@ -50,4 +50,6 @@ def summary() -> Response:
                     "by_week": {k: str(v) for k, v in spending.by_week.items()},
                     "by_host": {k: str(v) for k, v in spending.by_host.items()},
                     "by_backend": {k: str(v) for k, v in spending.by_backend.items()},
-                    "this_month_usd": str(spending.this_month)})
+                    "this_month_usd": str(spending.this_month),
+                    "pod_uptime_by_host": {k: str(v) for k, v in spending.pod_uptime_by_host.items()},
+                    "burn_rate_usd_per_hr": str(spending.burn_rate)})

@@ -13,8 +13,8 @@ from werkzeug.wrappers import Response
 from ..jobspec import BACKENDS, SDXL_SIZES, STABILITY_KEY_BACKENDS, STYLE_PRESETS
 from ..presets import PresetError, find_preset, list_presets, load_preset
 from .app import Dashboard, dashboard
-from .scenes import SceneError, SceneStore
-from .submit import SubmitError, Submitter, build_job, estimate, hosts
+from .scenes import BATCH_SETTINGS, SceneError
+from .submit import SubmitError, build_job, estimate, hosts
 from .views_jobs import first_image, job_or_404
 from .views_presets import folder as presets_folder
 
@@ -24,23 +24,10 @@ SCENE_THUMB_JOBS = 300  # how many recent jobs are looked at to find a scene's t
 FIELDS = {"strength": float, "steps": int, "cfg_scale": float, "seed": int, "batch": int, "render_samples": int}
 
 
-def scenes() -> SceneStore:
-    board = dashboard()
-    if "posefactory.scenes" not in current_app.extensions:
-        current_app.extensions["posefactory.scenes"] = SceneStore(board.root)
-    return current_app.extensions["posefactory.scenes"]
-
-
-def submitter() -> Submitter:
-    board = dashboard()
-    if "posefactory.submitter" not in current_app.extensions:
-        current_app.extensions["posefactory.submitter"] = Submitter(board.root, board.hosts_file)
-    return current_app.extensions["posefactory.submitter"]
-
-
 def settings_from_form(form: MultiDict) -> dict[str, Any]:
     """RenderJob settings from the form's text; raises SubmitError naming a field that is not a number."""
     settings: dict[str, Any] = {key: form.get(key, "") for key in ("prompt", "negative_prompt", "style_preset", "backend")}
+    settings.update({key: form[key].strip() for key in BATCH_SETTINGS if form.get(key, "").strip()})
     for key, kind in FIELDS.items():
         raw = form.get(key, "").strip()
         if raw:
@@ -57,7 +44,7 @@ def settings_from_form(form: MultiDict) -> dict[str, Any]:
 
 
 def _scene_thumbs(board: Dashboard) -> dict[str, tuple[str, str]]:
-    store, thumbs = scenes(), {}
+    store, thumbs = board.scenes, {}
     for job in board.jobs.jobs()[:SCENE_THUMB_JOBS]:
         sha = store.scene_of(job)
         if sha and sha not in thumbs:
@@ -83,10 +70,11 @@ def form() -> str:
             path = find_preset(chosen_preset, presets_folder())
             if path is None:
                 raise PresetError(f"no preset named {chosen_preset!r}")
-            values.update({k: v for k, v in load_preset(path).values().items()})
+            values.update(load_preset(path).values())
         except PresetError as exc:
             flash(str(exc), "error")
-    for key in ("prompt", "negative_prompt", "seed", "steps", "strength", "cfg_scale", "batch", "style_preset", "size"):
+    for key in ("prompt", "negative_prompt", "seed", "steps", "strength", "cfg_scale", "batch", "style_preset", "size",
+                *BATCH_SETTINGS):
         if request.args.get(key):
             values[key] = request.args[key][:2000]
     try:
@@ -95,10 +83,10 @@ def form() -> str:
         flash(str(exc), "error")
         host_names = ["local"]
     presets, _ = list_presets(presets_folder())
-    return render_template("generate.html", values=values, scenes=scenes().scenes(_scene_thumbs(board)),
+    return render_template("generate.html", values=values, scenes=board.scenes.scenes(_scene_thumbs(board)),
                            chosen_scene=request.args.get("scene", ""), presets=presets, chosen_preset=chosen_preset,
                            hosts=host_names, backends=BACKENDS, styles=STYLE_PRESETS,
-                           sizes=[f"{w}x{h}" for w, h in SDXL_SIZES],
+                           sizes=[f"{w}x{h}" for w, h in SDXL_SIZES], batch_fields=BATCH_SETTINGS,
                            max_upload_mib=current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024))
 
 
@@ -119,21 +107,22 @@ def estimate_json() -> Response | tuple[Response, int]:
 
 @blueprint.post("/generate")
 def submit() -> Response:
+    board = dashboard()
     try:
         settings = settings_from_form(request.form)
         job = build_job(settings)
         upload = request.files.get("blend")
         if upload is not None and upload.filename:
-            sha = scenes().add_upload(upload.stream, upload.filename, current_app.config["MAX_CONTENT_LENGTH"])
+            sha = board.scenes.add_upload(upload.stream, upload.filename, current_app.config["MAX_CONTENT_LENGTH"])
         else:
             sha = request.form.get("scene", "")
-        scene = scenes().path(sha)
+        scene = board.scenes.path(sha)
         if scene is None:
             raise SubmitError("choose a scene or upload a .blend")
         host = request.form.get("host", "local")
         api_key = os.environ.get("STABILITY_API_KEY") or None
-        submitter().submit(job, scene, host, api_key)
-        scenes().record_submission(job, sha, host)
+        board.submitter.submit(job, scene, host, api_key)
+        board.scenes.record_submission(job, sha, host)
     except (SubmitError, SceneError) as exc:
         flash(f"Not submitted: {exc}", "error")
         return redirect(url_for("generate.form"))
@@ -148,7 +137,7 @@ def cancel(job_id: str) -> Response:
         flash(f"{job_id} is not running", "error")
     else:
         try:
-            flash(submitter().cancel(job), "ok")
+            flash(dashboard().submitter.cancel(job), "ok")
         except SubmitError as exc:
             flash(str(exc), "error")
     return redirect(url_for("jobs.job_page", job_id=job_id))
@@ -158,7 +147,7 @@ def cancel(job_id: str) -> Response:
 def rerun(job_id: str) -> Response:
     board = dashboard()
     job = job_or_404(job_id)
-    store = scenes()
+    store = board.scenes
     try:
         sha = store.scene_of(job)
         scene = store.path(sha)
@@ -169,7 +158,7 @@ def rerun(job_id: str) -> Response:
         new = build_job(settings)
         if new.backend in STABILITY_KEY_BACKENDS and not os.environ.get("STABILITY_API_KEY"):
             raise SubmitError("this job used Stability: set STABILITY_API_KEY for the dashboard to re-run it")
-        submitter().submit(new, scene, job.host, os.environ.get("STABILITY_API_KEY") or None)
+        board.submitter.submit(new, scene, job.host, os.environ.get("STABILITY_API_KEY") or None)
         store.record_submission(new, sha, job.host)
     except SubmitError as exc:
         flash(f"Not re-run: {exc}", "error")

@@ -25,13 +25,26 @@ def first_image(job: JobView, manifest: Manifest | None) -> str | None:
     return contact_sheet_name(job, manifest) or manifest.render
 
 
+def items_progress(job: JobView, manifest: Manifest | None) -> tuple[int, int] | None:
+    """A batch's (items done, items total): from the manifest once it is back, else from the record."""
+    if manifest is not None and manifest.items_total:
+        return manifest.items_done or 0, manifest.items_total
+    if job.items_total:
+        return job.items_done or 0, job.items_total
+    return None
+
+
 def job_json(job: JobView, manifest: Manifest | None) -> dict[str, Any]:
-    """What the live views poll: status, stage, batch progress, images."""
+    """What the live views poll: status, stage, batch progress, images; the pipeline's own progress
+    (fraction, message) for jobs this dashboard runs."""
+    progress = dashboard().submitter.progress(job.job_id)
     return {
+        "fraction": round(progress.fraction, 3) if progress and progress.fraction >= 0 else None,
+        "message": progress.message[:300] if progress else None,
         "job_id": job.job_id, "status": job.status, "stage": job.stage, "host": job.host, "error": job.error,
         "cost_usd": str(job.cost_usd) if job.cost_usd is not None else None,
-        "items_done": manifest.items_done if manifest else None,
-        "items_total": manifest.items_total if manifest else None,
+        "items_done": (items_progress(job, manifest) or (None, None))[0],
+        "items_total": (items_progress(job, manifest) or (None, None))[1],
         "images": list(manifest.images) if manifest else [],
     }
 
@@ -58,9 +71,10 @@ def index() -> str:
     pages = max(1, -(-len(jobs) // JOBS_PER_PAGE))
     page = min(page, pages)
     shown = jobs[(page - 1) * JOBS_PER_PAGE: page * JOBS_PER_PAGE]
-    running = [job for job in jobs if job.running][:50]
+    running = board.jobs.running()[:50]
     rows = [(job, board.manifests.get(job)) for job in shown]
-    return render_template("jobs.html", rows=[(job, manifest, first_image(job, manifest)) for job, manifest in rows],
+    return render_template("jobs.html", rows=[(job, manifest, first_image(job, manifest), items_progress(job, manifest))
+                                              for job, manifest in rows],
                            running=running, page=page, pages=pages, total=len(jobs))
 
 
@@ -69,6 +83,7 @@ def job_page(job_id: str) -> str:
     job = job_or_404(job_id)
     manifest = dashboard().manifests.get(job)
     return render_template("job.html", job=job, manifest=manifest, contact_sheet=contact_sheet_name(job, manifest),
+                           items=items_progress(job, manifest),
                            outside=job.output_dir is None)
 
 
@@ -81,7 +96,7 @@ def job_status(job_id: str) -> Response:
 @blueprint.get("/api/jobs")
 def running_jobs() -> Response:
     board = dashboard()
-    running = [job for job in board.jobs.jobs() if job.running][:50]
+    running = board.jobs.running()[:50]
     return jsonify({"running": [job_json(job, board.manifests.get(job)) for job in running]})
 
 
@@ -95,14 +110,14 @@ def _served(job_id: str, name: str):
     return board, path
 
 
-@blueprint.get("/files/<job_id>/<name>")
+@blueprint.get("/files/<job_id>/<path:name>")
 def job_image(job_id: str, name: str) -> Response:
     _, path = _served(job_id, name)
     mimetype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     return send_file(path, mimetype=mimetype, conditional=True, max_age=3600)
 
 
-@blueprint.get("/thumbs/<job_id>/<name>")
+@blueprint.get("/thumbs/<job_id>/<path:name>")
 def job_thumbnail(job_id: str, name: str) -> Response:
     board, path = _served(job_id, name)
     try:

@@ -3,22 +3,21 @@ trash; rename, tag, favourite, delete (to the trash) and restore; and
 "Save to library" from a finished job."""
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from .app import dashboard
 from .library import Library, LibraryError
-from .views_generate import scenes
 
+log = logging.getLogger(__name__)
 blueprint = Blueprint("library", __name__)
 
 
 def library() -> Library:
-    if "posefactory.library" not in current_app.extensions:
-        current_app.extensions["posefactory.library"] = Library(dashboard().root)
-    return current_app.extensions["posefactory.library"]
+    return dashboard().library
 
 
 def _act(action: Callable[[], object], done: str, back: str) -> Response:
@@ -33,7 +32,11 @@ def _act(action: Callable[[], object], done: str, back: str) -> Response:
 
 @blueprint.get("/library")
 def characters() -> str:
-    return render_template("library.html", characters=library().characters(), trash_count=len(library().trashed()))
+    everyone = library().characters()
+    tag = request.args.get("tag", "").strip().lower()[:40]
+    shown = [c for c in everyone if tag in c["tags"]] if tag else everyone
+    all_tags = sorted({t for c in everyone for t in c["tags"]})
+    return render_template("library.html", characters=shown, tag=tag, tags=all_tags, trash_count=len(library().trashed()))
 
 
 @blueprint.get("/library/<character_id>")
@@ -122,10 +125,11 @@ def save_look(job_id: str) -> Response:
     try:
         lib = library()
         name = request.form.get("character", "")
-        found = lib.find_by_name(name) or lib.create(name, scenes().scene_of(job))
+        found = lib.find_by_name(name) or lib.create(name, board.scenes.scene_of(job))
         lib.add_look(found["id"], request.form.get("look", "").strip() or f"look from {job_id}", settings,
                      [(job_id, image) for image in chosen], job_id)
     except LibraryError as exc:
+        log.info("look from %s not saved: %s", job_id, exc)
         flash(f"Not saved: {exc}", "error")
         return redirect(url_for("jobs.job_page", job_id=job_id))
     flash(f"Saved to {found['name']}", "ok")

@@ -18,6 +18,10 @@ function pollJob(section) {
       section.querySelector(".live-stage").textContent = job.stage;
       const items = section.querySelector(".live-items");
       if (items && job.items_total) items.textContent = `${job.items_done}/${job.items_total}`;
+      const bar = section.querySelector(".live-progress");
+      if (bar && job.fraction !== null) bar.value = job.fraction;
+      const message = section.querySelector(".live-message");
+      if (message && job.message !== null) message.textContent = job.message;
       if (job.status !== "running" && job.status !== "submitted") {
         window.location.reload();  // the finished page shows the images
         return;
