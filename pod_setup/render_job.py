@@ -13,6 +13,8 @@ job's output dir (layout: ``batch_items``):
 
 * ``render.png``: the raw render (the init image), ``<item>/render.png`` in a batch;
 * ``ai-render-<n>.png``: one per usable variation, n from 1 (``<item>/…`` in a batch);
+* ``control-openpose.png`` / ``control-depth.png``: the ControlNet inputs the
+  job asked for (``control_images``), drawn from the scene itself, next to each render;
 * ``contact-sheet.png`` (batches): every item's first image in a grid;
 * ``manifest.json``: prompt, seeds, engine, steps, size, finish reasons,
   timings, estimated and actual cost, the error if any, and ``items``: one
@@ -23,10 +25,10 @@ job's output dir (layout: ``batch_items``):
 current item (``pod_agent.sh --status`` includes it).
 
 Exit codes: 0 done (in a batch: at least one item done; failed items carry
-their reason); 2 invalid job (nothing rendered, nothing paid); 3 no API key
-(nothing rendered); 4 render failed; 5 the AI step failed (the render is
-kept); 6 every variation was content-filtered. A batch where no item is done
-exits with its first item's code.
+their reason); 2 invalid job (nothing rendered, nothing paid); 3 the backend
+is not ready: no API key, models or add-on (nothing rendered); 4 render
+failed; 5 the AI step failed (the render is kept); 6 every variation was
+content-filtered. A batch where no item is done exits with its first item's code.
 
 A backend's key (Stability's: ``STABILITY_API_KEY`` or ``$WORKSPACE/.env``)
 never comes from the job file and is never printed.
@@ -38,10 +40,10 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 # On the pod ``remote/`` sits next to ``pod_setup/`` (both under
 # $WORKSPACE/posefactory); in the repository they are siblings too.
@@ -53,7 +55,7 @@ if os.environ.get("POSEFACTORY_PYLIB"):
 
 import bpy
 
-from pod_setup import backends
+from pod_setup import backends, control_images
 from pod_setup.batch_items import PROGRESS_FILE, BatchBook, with_batch_seed, write_json_atomically
 from pod_setup.init_image import RenderSettings
 from pod_setup.job_errors import (
@@ -208,9 +210,12 @@ def render_items(book: BatchBook, backend: backends.Backend | None, manifest: di
             try:
                 apply_item(item, state, scene)
                 entry["bones"] = bone_positions(scene)
+                control_images.prepare(book.job)
                 outcome = render_still(book.item_dir(item) / "render.png", settings)
                 entry.update(render=book.relative(item, outcome.path.name), render_seconds=round(outcome.seconds, 3),
                              render_result_fix_applied=outcome.render_result_fix_applied)
+                controls = control_images.write(book.job, book.item_dir(item))
+                entry["control_images"] = {kind: book.relative(item, path.name) for kind, path in controls.items()}
             except (ItemFailed, JobFailed) as exc:
                 fail(item, entry, getattr(exc, "code", EXIT_RENDER), str(exc))
                 published(None)
@@ -222,19 +227,34 @@ def render_items(book: BatchBook, backend: backends.Backend | None, manifest: di
             if backend is None:
                 finish(item, entry, None)
                 published(None)
+            elif getattr(backend, "uses_blender", False):
+                # A backend that drives Blender itself (AI Render reads 'Render Result') runs here, in turn.
+                finish(item, entry, run_now(timed_generate, backend, outcome.path, controls))
+                published(None)
             else:
-                pending = (item, entry, ai_step.submit(timed_generate, backend, outcome.path))
+                pending = (item, entry, ai_step.submit(timed_generate, backend, outcome.path, controls))
         if pending is not None:
             finish(*pending)
             published(None)
     return failures
 
 
-def timed_generate(backend: backends.Backend, rendered: Path) -> tuple[float, list[backends.Variation]]:
+def timed_generate(backend: backends.Backend, rendered: Path,
+                   controls: dict[str, Path]) -> tuple[float, list[backends.Variation]]:
     """The AI step of one item, on the worker thread (which touches no manifest entry: the main thread owns them)."""
     started = time.monotonic()
-    variations = backend.generate(rendered)
+    variations = backend.generate(rendered, controls)
     return round(time.monotonic() - started, 3), variations
+
+
+def run_now(function: Callable[..., Any], *args: Any) -> Future:
+    """``function(*args)`` on this thread, as a finished Future (its exception kept for ``result()``)."""
+    done: Future = Future()
+    try:
+        done.set_result(function(*args))
+    except Exception as exc:  # re-raised by result(), where the caller handles JobFailed
+        done.set_exception(exc)
+    return done
 
 
 def serve_jobs(lines: Iterable[str], results: TextIO) -> None:

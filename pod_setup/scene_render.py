@@ -170,7 +170,9 @@ def apply_render_result_fix(rendered: Path) -> bool:
     import bpy
 
     result = bpy.data.images.get("Render Result")
-    if result is not None and result.has_data:
+    # has_data alone is not enough: saving the result (the depth control's Z pass) marks it so at size 0x0;
+    # and a 'Render Result' an earlier fix loaded (a file) holds the previous render, not this one.
+    if result is not None and result.type == "RENDER_RESULT" and result.has_data and result.size[0] > 0:
         return False
     loaded = bpy.data.images.load(str(rendered), check_existing=False)
     loaded.update()

@@ -113,6 +113,10 @@ if [ "$(cat "$blender_env" 2>/dev/null)" != "$wanted" ]; then
     changes+=("recorded Blender")
 fi
 
+# The AI backends' optional parts (diffusers venv + models, AI Render), each only when asked.
+# shellcheck disable=SC1091
+. "$(dirname "${BASH_SOURCE[0]}")/setup_backends.sh"
+
 runner="$(. "$blender_env" && echo "$POSEFACTORY_EXECUTABLE")"
 if [ ${#changes[@]} -eq 0 ]; then
     echo "setup_pod: ok, nothing changed (workspace $WORKSPACE, blender $runner)"

@@ -33,7 +33,7 @@ from .remote.batch import BatchSpecError
 from .remote.config import ConfigError, HostConfig, load_hosts
 from .remote.cost import CostBreakdown, CostModel
 from .remote.framing import crop_for, nearest_sdxl_size
-from .remote.jobspec import JobValidationError, RenderJob
+from .remote.jobspec import STABILITY_KEY_BACKENDS, JobValidationError, RenderJob
 from .remote.pipeline import JobResult, new_job_id
 from .remote.platforms import default_config_dir
 from .remote.transport import default_transport, local_host_problem
@@ -43,7 +43,8 @@ ADD_A_POD = ("save it as ssh_hosts.yaml in {config_dir} or choose it in Preferen
 
 OVERRIDES = ("prompt", "negative_prompt", "batch", "seed", "host", "resolution", "steps", "strength", "cfg_scale",
              "style_preset", "render_samples", "use_ai", "render_device",
-             "allow_missing_files", "poses", "cameras")
+             "allow_missing_files", "poses", "cameras",
+             "backend", "control", "openpose_scale", "depth_scale", "control_strength")
 # Blender's integer properties are 32-bit signed: random seeds stay below that so
 # they fit the Seed field and the images' custom properties.
 MAX_BLENDER_SEED = 2**31 - 1
@@ -99,6 +100,7 @@ def build_job(scene: bpy.types.Scene, context: bpy.types.Context, **overrides: A
     elif seed == 0:
         seed = random.randint(1, MAX_BLENDER_SEED)
     style = _setting(settings, overrides, "style_preset")
+    backend = str(_setting(settings, overrides, "backend")) if use_ai else "none"
     prefs = preferences.get(context)
     job = RenderJob(
         blend_path="scene.blend", output_dir="output", prompt=prompt,
@@ -106,9 +108,14 @@ def build_job(scene: bpy.types.Scene, context: bpy.types.Context, **overrides: A
         width=width, height=height, strength=float(_setting(settings, overrides, "strength")),
         steps=int(_setting(settings, overrides, "steps")), cfg_scale=float(_setting(settings, overrides, "cfg_scale")),
         seed=int(seed), batch=int(_setting(settings, overrides, "batch")),
-        style_preset="" if style == "NONE" else style, backend="stability" if use_ai else "none",
+        style_preset="" if style == "NONE" else style, backend=backend,
         api_base_url=prefs.api_base_url, job_id=new_job_id(),
         render_samples=int(overrides.get("render_samples") or settings.render_samples),
+        # Each backend's own settings go only to the backend that reads them.
+        control=str(_setting(settings, overrides, "control")) if backend == "diffusers" else "none",
+        openpose_scale=float(_setting(settings, overrides, "openpose_scale")),
+        depth_scale=float(_setting(settings, overrides, "depth_scale")),
+        control_strength=float(_setting(settings, overrides, "control_strength")),
         poses=poses, cameras=cameras,
         render_device=str(_setting(settings, overrides, "render_device")),
         allow_missing_files=bool(_setting(settings, overrides, "allow_missing_files")),
@@ -118,9 +125,9 @@ def build_job(scene: bpy.types.Scene, context: bpy.types.Context, **overrides: A
         job.validate()
     except JobValidationError as exc:
         raise SubmitError(f"Invalid job: {exc}") from None
-    if use_ai and not preferences.api_key(context):
-        raise SubmitError("No Stability API key: set STABILITY_API_KEY or the key in the add-on preferences "
-                          "(or turn AI Enhance off)")
+    if backend in STABILITY_KEY_BACKENDS and not preferences.api_key(context):
+        raise SubmitError(f"No Stability API key for backend {backend}: set STABILITY_API_KEY or the key in the "
+                          "add-on preferences (or pick the diffusers backend, or turn AI Enhance off)")
     host = str(_setting(settings, overrides, "host"))
     estimate = estimate_job(job, resolve_host(context, host).pod_type, items=len(items))
     if prefs.budget_cap_usd and estimate.total_usd > prefs.budget_cap_usd:

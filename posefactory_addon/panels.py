@@ -1,6 +1,8 @@
 """View3D ▸ Sidebar ▸ Pose Factory: Prompt, Batch, Output, Remote and Jobs."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import bpy
 
 from . import api, pod_state, preferences, presets
@@ -9,7 +11,7 @@ from .jobs import MANAGER
 from .operators import connection_status
 from .remote.batch import BatchSpecError
 from .remote.platforms import default_config_dir
-from .results import thumbnail_source, thumbnails
+from .results import CONTROL_KINDS, thumbnail_source, thumbnails
 
 
 class PosefactoryPanel:
@@ -33,7 +35,8 @@ class POSEFACTORY_PT_main(PosefactoryPanel, bpy.types.Panel):
             cost = api.estimate_job(job, api.resolve_host(context, host).pod_type, items=len(items))
             if len(items) > 1:
                 layout.label(text=summary(items, job.batch))
-            layout.label(text=f"Estimate: ${cost.total_usd:.3f} ({cost.images} image(s))", icon="INFO")
+            per_image = f"{cost.images} image(s)" if cost.images else f"GPU {cost.gpu_seconds:.0f}s"
+            layout.label(text=f"Estimate ({cost.backend}): ${cost.total_usd:.3f} ({per_image})", icon="INFO")
         except (api.SubmitError, BatchSpecError) as exc:
             layout.label(text=str(exc), icon="ERROR")
         active = MANAGER.active()
@@ -54,6 +57,8 @@ class POSEFACTORY_PT_prompt(PosefactoryPanel, bpy.types.Panel):
         layout.prop(settings, "use_ai")
         column = layout.column()
         column.enabled = settings.use_ai
+        column.prop(settings, "backend")
+        draw_backend_settings(column, settings)
         column.prop(settings, "prompt", text="")
         column.prop(settings, "negative_prompt", text="Avoid")
         column.prop(settings, "style_preset")
@@ -68,6 +73,17 @@ class POSEFACTORY_PT_prompt(PosefactoryPanel, bpy.types.Panel):
         column.prop(settings, "batch")
 
 
+def draw_backend_settings(layout: bpy.types.UILayout, settings: bpy.types.PropertyGroup) -> None:
+    """The chosen backend's own settings (issue #12)."""
+    if settings.backend == "diffusers":
+        box = layout.box()
+        box.prop(settings, "control")
+        if "openpose" in settings.control:
+            box.prop(settings, "openpose_scale")
+        if "depth" in settings.control:
+            box.prop(settings, "depth_scale")
+    elif settings.backend == "stability-structure":
+        layout.box().prop(settings, "control_strength")
 class POSEFACTORY_UL_poses(bpy.types.UIList):
     """The scene's markers and pose assets, each with a checkbox."""
 
@@ -179,8 +195,26 @@ class POSEFACTORY_PT_jobs(PosefactoryPanel, bpy.types.Panel):
                 column.label(text=f"Rendered on {record.render_device}")
             if record.error:
                 column.label(text=record.error[:80], icon="ERROR")
+            draw_control_images(box, previews, record.job_id, record.images)
             column.operator("posefactory.open_output", text="Open", icon="FILE_FOLDER").job_id = record.job_id
         layout.operator("posefactory.import_results", icon="IMPORT")
+
+
+def draw_control_images(layout: bpy.types.UILayout, previews, job_id: str, images: list[str]) -> None:
+    """The ControlNet inputs a diffusers job drew from the scene, next to its results."""
+    if previews is None or not images:
+        return
+    folder = Path(images[0]).parent
+    row = None
+    for kind in CONTROL_KINDS:
+        key, path = f"{job_id}:{kind}", folder / f"control-{kind}.png"
+        if key not in previews and path.is_file():
+            previews.load(key, str(path), "IMAGE")
+        if key in previews:
+            row = row or layout.row()
+            column = row.column()
+            column.template_icon(icon_value=previews[key].icon_id, scale=2.0)
+            column.label(text=kind)
 
 
 CLASSES = (POSEFACTORY_PT_main, POSEFACTORY_PT_prompt, POSEFACTORY_UL_poses, POSEFACTORY_PT_batch,

@@ -17,11 +17,29 @@ from .remote.batch import ItemEntryError, check_item_path
 _previews: dict[str, bpy.utils.previews.ImagePreviewCollection] = {}
 
 
+# The control images a diffusers job writes next to its results (fixed names: never taken from the manifest).
+CONTROL_KINDS = ("openpose", "depth")
+
+
 def image_name(job_id: str, variation: int, item: dict | None = None) -> str:
     """``PF <job> v<n>``; in a batch ``PF <job> <pose> <camera> v<n>``."""
     if item is None:
         return f"PF {job_id} v{variation}"
     return f"PF {job_id} {item.get('pose', '')} {item.get('camera', '')} v{variation}"
+
+
+def load_control_images(folder: Path, job_id: str) -> list[bpy.types.Image]:
+    """``control-openpose.png`` / ``control-depth.png`` of a results folder as images named by job and kind."""
+    loaded = []
+    for kind in CONTROL_KINDS:
+        path = folder / f"control-{kind}.png"
+        if path.is_file():
+            control = bpy.data.images.load(str(path), check_existing=True)
+            control.name = f"PF {job_id} {kind}"
+            control["posefactory_job"] = job_id
+            control["posefactory_control"] = kind
+            loaded.append(control)
+    return loaded
 
 
 def thumbnails():
@@ -88,6 +106,7 @@ def import_folder(folder: Path, job_id: str | None = None, autosave_dir: str = "
     sheet = folder / "contact-sheet.png"
     if collection is not None and job_id not in collection and (images or sheet.is_file()):
         collection.load(job_id, str(sheet if sheet.is_file() else images[0].filepath), "IMAGE")
+    load_control_images(folder, job_id)
     if autosave_dir and images:
         target = Path(bpy.path.abspath(autosave_dir)) / job_id
         target.mkdir(parents=True, exist_ok=True)

@@ -19,20 +19,28 @@ from pathlib import Path
 from .blendfile import BlendFileError, saved_version
 from .config import data_dir
 from .cost import CostModel
-from .jobspec import AUTO_SIZE, RENDER_DEVICES, SDXL_SIZES, STABILITY_API_BASE, STYLE_PRESETS, JobValidationError, RenderJob
+from .jobspec import (
+    AUTO_SIZE,
+    BACKENDS,
+    CONTROLS,
+    RENDER_DEVICES,
+    STABILITY_API_BASE,
+    STABILITY_KEY_BACKENDS,
+    STYLE_PRESETS,
+    JobValidationError,
+    RenderJob,
+)
 from .pipeline import JobProgress, JobResult, device_summary, new_job_id, reattach, run_job
 
 
 def _size(text: str) -> tuple[int, int]:
+    """WIDTHxHEIGHT or auto; which sizes a backend takes is the job's validation's call."""
     if text.lower() == "auto":
         return AUTO_SIZE
     try:
         width, height = (int(part) for part in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT") from None
-    if (width, height) not in SDXL_SIZES:
-        valid = ", ".join(f"{w}x{h}" for w, h in SDXL_SIZES)
-        raise argparse.ArgumentTypeError(f"{text} is not an SDXL size ({valid})")
     return width, height
 
 
@@ -114,8 +122,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="the Blender the pod runs (e.g. 4.2 or 4.2.3); default: the version that saved the scene")
     render.add_argument("--allow-newer-blender", action="store_true",
                         help="render a scene saved by a newer Blender than the pod can run")
-    render.add_argument("--backend", choices=["auto", "stability", "none"], default="auto")
-    render.add_argument("--api-base", default=os.environ.get("STABILITY_API_BASE", STABILITY_API_BASE))
+    render.add_argument("--backend", choices=["auto", *BACKENDS], default="auto",
+                        help="the AI step (auto: stability with a key, else none)")
+    render.add_argument("--api-base", default=os.environ.get("STABILITY_API_BASE", STABILITY_API_BASE),
+                        help="Stability's API base URL (v1 and v2beta)")
+    render.add_argument("--control", choices=CONTROLS, default="none", help="diffusers: ControlNet from the scene")
+    render.add_argument("--openpose-scale", type=float, default=1.0, help="diffusers: OpenPose conditioning scale")
+    render.add_argument("--depth-scale", type=float, default=1.0, help="diffusers: depth conditioning scale")
+    render.add_argument("--control-strength", type=float, default=0.7,
+                        help="stability-structure: how closely the render's structure is kept (0..1)")
     render.add_argument("--output", type=Path, help="where results go (default: DATA_DIR/output)")
     render.add_argument("--poses", default="current",
                         help="current (default), markers, assets, frames:A-B[:S], or marker/pose-asset names N1,N2")
@@ -130,12 +145,15 @@ def main(argv: list[str] | None = None) -> int:
     estimate.add_argument("--batch", type=int, default=1)
     estimate.add_argument("--pod-type", default=None)
     estimate.add_argument("--render-seconds", type=float, default=30)
+    estimate.add_argument("--backend", choices=BACKENDS, default="stability")
     args = parser.parse_args(argv)
 
     if args.command == "estimate":
-        job = RenderJob(blend_path="-", output_dir="-", prompt="-", steps=args.steps, batch=args.batch)
+        job = RenderJob(blend_path="-", output_dir="-", prompt="-", steps=args.steps, batch=args.batch,
+                        backend=args.backend)
         cost = CostModel.load().estimate(job, args.pod_type, expected_render_s=args.render_seconds)
-        print(f"estimate: ${cost.total_usd:.4f} (GPU {cost.gpu_seconds:.0f}s on {cost.pod_type}: ${cost.gpu_usd:.4f}; "
+        print(f"estimate ({cost.backend}): ${cost.total_usd:.4f} (GPU {cost.gpu_seconds:.0f}s on {cost.pod_type}: "
+              f"${cost.gpu_usd:.4f}; "
               f"{cost.images} image(s): ${cost.images_usd:.4f})")
         return 0
     cancel = threading.Event()
@@ -154,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         width=args.size[0], height=args.size[1], strength=args.strength, steps=args.steps, cfg_scale=args.cfg_scale,
         seed=args.seed, batch=args.batch, style_preset=args.style_preset, backend=backend,
         api_base_url=args.api_base, job_id=job_id, render_samples=args.samples,
+        control=args.control, openpose_scale=args.openpose_scale, depth_scale=args.depth_scale,
+        control_strength=args.control_strength,
         render_device=args.render_device, allow_missing_files=args.allow_missing_files,
         blender_version=scene_blender_version(args.scene) if args.blender_version is None else args.blender_version,
         allow_newer_blender=args.allow_newer_blender,
@@ -170,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"job {job_id} on {args.host} (record: {record})")
     try:
         result = run_job(job, args.scene, host=args.host, hosts_file=args.hosts, local_output_dir=output,
-                         api_key=api_key or None, progress=ProgressPrinter(), cancel=cancel, record_path=record,
-                         fresh=args.fresh)
+                         api_key=(api_key or None) if backend in STABILITY_KEY_BACKENDS else None,
+                         progress=ProgressPrinter(), cancel=cancel, record_path=record, fresh=args.fresh)
     except KeyboardInterrupt:
         print(f"interrupted; the pod may still be working. Resume with: python -m remote.cli reattach {record}")
         return 130

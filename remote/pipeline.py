@@ -38,7 +38,7 @@ from .api import Bridge, UnknownHost
 from .batch import BatchSpecError, ItemEntryError, check_item_path
 from .batch_local import BatchPlan, ItemCache, ItemStreamer, copy_reused, finish_manifest, is_batch, plan_batch
 from .config import ConfigError, HostConfig, data_dir, load_hosts
-from .jobspec import JobValidationError, RenderJob
+from .jobspec import BACKEND_SETUP_ENV, BACKENDS, STABILITY_KEY_BACKENDS, JobValidationError, RenderJob
 from .queue import append_record
 from .runpod_idle import arm_watchdog
 from .runpod_pods import RunPodError, prepare_host
@@ -215,9 +215,11 @@ class JobRunner:
                 raise PipelineError(f"{what}: {exc}") from None
 
     # -- stages ----------------------------------------------------------------
-    def set_up_pod(self, blender_version: str = "") -> None:
-        """Ship the pod scripts and run setup_pod.sh; ``blender_version``: the artist's Blender to install there."""
+    def set_up_pod(self, blender_version: str = "", backend: str = "none") -> None:
+        """Ship the pod scripts and run setup_pod.sh; ``blender_version``: the artist's Blender to install there;
+        ``backend``: the job's, whose own pod parts (diffusers venv + models, AI Render) are set up only when used."""
         ws = self.host.workspace
+        setup_env = BACKEND_SETUP_ENV.get(backend, "")
         bundle, digest = pod_bundle()
         self.stage("setup", "checking the pod's set-up")
         with tempfile.TemporaryDirectory() as tmp:
@@ -228,7 +230,7 @@ class JobRunner:
         self.run(
             f"cd {q(ws)}/posefactory && if [ \"$(cat .bundle 2>/dev/null)\" != {digest} ]; then "
             f"rm -rf remote pod_setup && tar -xzf bundle-{digest[:16]}.tar.gz && echo {digest} > .bundle; fi && "
-            f"rm -f $(ls bundle-*.tar.gz | grep -v {digest[:16]}) && "
+            f"rm -f $(ls bundle-*.tar.gz | grep -v {digest[:16]}) && {setup_env} "
             f"{f'POSEFACTORY_BLENDER_VERSION={q(blender_version)} ' if blender_version else ''}bash pod_setup/setup_pod.sh",
             "pod set-up", timeout=1800)
 
@@ -349,6 +351,8 @@ def _finish(runner: JobRunner, status: dict[str, Any]) -> JobResult:
 def _ledger(record: JobRecord, result: JobResult) -> None:
     entry = {"job_id": record.job_id, "host": record.host, "status": result.status, "cost_usd": result.cost_usd,
              "images": len(result.images), "at": record.submitted_at, "render_device": record.render_device}
+    backend = result.manifest.get("backend") if isinstance(result.manifest, dict) else None
+    entry["backend"] = backend if backend in BACKENDS else "unknown"  # the manifest is the pod's word
     if record.is_batch:
         entry.update(items_done=len(record.items_done), items_reused=len(record.items_reused))
     append_ledger(entry)
@@ -413,9 +417,9 @@ def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | N
     def body() -> JobResult:
         # The paths are the pod's, filled in at upload; everything else is checked now.
         replace(job, blend_path=str(blend_file), output_dir=str(local_output_dir)).validate()
-        if job.backend == "stability" and not api_key:
-            raise PipelineError("no Stability API key: set STABILITY_API_KEY or the key in the add-on preferences "
-                                "(or use backend 'none' to skip the AI step)")
+        if job.backend in STABILITY_KEY_BACKENDS and not api_key:
+            raise PipelineError(f"no Stability API key for backend {job.backend}: set STABILITY_API_KEY or the key "
+                                "in the add-on preferences (or use backend 'diffusers' or 'none')")
         if not Path(blend_file).is_file():
             raise PipelineError(f"scene file not found: {blend_file}")
         hosts = load_hosts(hosts_file)
@@ -436,7 +440,7 @@ def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | N
             runner = JobRunner(bridge, config, progress, cancel, record, record_path)
             runner.stage("connecting", f"connecting to {host}")
             runner.run("true", "connecting")
-            runner.set_up_pod(job.blender_version)
+            runner.set_up_pod(job.blender_version, job.backend)
             arm_watchdog(runner.run, config, append_ledger)
             runner.upload(pod_job, Path(blend_file))
             return _finish(runner, runner.render(api_key))

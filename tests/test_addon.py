@@ -387,6 +387,43 @@ def test_a_refused_connection_fails_the_job_clearly_and_cancel_stops_a_rendering
     assert result["record_status"] == "cancelled"
 
 
+def test_backend_selector_builds_each_backends_job_and_control_images_come_back(blender, tmp_path):
+    from tests.fixtures.stability_server import make_png
+
+    folder = tmp_path / "results"
+    folder.mkdir()
+    for name in ("ai-render-1.png", "control-openpose.png", "control-depth.png"):
+        (folder / name).write_bytes(make_png(64, 64, (1, 2, 3), {}))
+    (folder / "manifest.json").write_text('{"job_id": "job-1", "images": ["ai-render-1.png"]}')
+    result = blender.run(f"""
+        from pathlib import Path
+        from bl_ext.user_default.posefactory import results
+        scene = bpy.context.scene
+        bpy.ops.object.camera_add()
+        scene.camera = bpy.context.active_object
+        settings = scene.posefactory
+        settings.prompt, settings.backend, settings.control, settings.depth_scale = "knight", "diffusers", "openpose+depth", 0.5
+        job, _ = api.build_job(scene, bpy.context)
+        estimate = api.estimate_job(job, None)
+        settings.backend, settings.control_strength = "stability-structure", 0.4
+        try:
+            api.build_job(scene, bpy.context)
+            refused = ""
+        except api.SubmitError as exc:
+            refused = str(exc)
+        overridden, _ = api.build_job(scene, bpy.context, backend="diffusers", control="depth")
+        results.import_folder(Path({str(folder)!r}), "job-1")
+        controls = sorted([image.name, image["posefactory_control"]] for image in bpy.data.images
+                          if "posefactory_control" in image)
+        report(job=[job.backend, job.control, job.depth_scale], refused=refused,
+               overridden=[overridden.backend, overridden.control], controls=controls,
+               estimate=[estimate.backend, estimate.images, estimate.gpu_seconds > 60])
+    """)
+    assert result["job"] == ["diffusers", "openpose+depth", 0.5]
+    assert "No Stability API key for backend stability-structure" in result["refused"]
+    assert result["overridden"] == ["diffusers", "depth"]
+    assert result["controls"] == [["PF job-1 depth", "depth"], ["PF job-1 openpose", "openpose"]]
+    assert result["estimate"] == ["diffusers", 0, True]  # GPU time only: render, overhead and its denoising steps
 def test_batch_panel_picks_poses_counts_caps_and_brings_back_named_images(blender, tmp_path, sample_scene,
                                                                           stability_server):
     result = blender.run(f"""

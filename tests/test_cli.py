@@ -51,6 +51,15 @@ def test_the_readme_main_job_runs_the_round_trip_on_the_local_host(tmp_path):
     assert (tmp_path / "data" / "ledger.jsonl").is_file()
 
 
+def test_backend_options_are_refused_in_one_line_before_anything_runs(tmp_path):
+    scene = tmp_path / "scene.blend"
+    wrong = cli("render", str(scene), "--prompt", "x", "--backend", "stability", "--control", "depth", data=tmp_path)
+    assert wrong.returncode == 2 and "control: depth needs backend diffusers" in wrong.stderr
+    zero = cli("render", str(scene), "--prompt", "x", "--backend", "diffusers", "--steps", "10", "--strength", "0.95",
+               data=tmp_path)
+    assert zero.returncode == 2 and "leaves 0 of 10 denoising steps" in zero.stderr
+    unknown = cli("render", str(scene), "--prompt", "x", "--backend", "dalle", data=tmp_path)
+    assert unknown.returncode == 2 and "invalid choice" in unknown.stderr
 def test_batch_options_are_checked_before_upload_in_one_line(tmp_path, sample_scene):
     reversed_range = cli("render", str(sample_scene), "--prompt", "x", "--poses", "frames:9-3", data=tmp_path)
     assert reversed_range.returncode == 2 and "error: poses: 'frames:9-3' is a reversed range" in reversed_range.stderr

@@ -191,3 +191,29 @@ def test_laptop_stops_a_pod_it_sees_idle_past_the_limit(pod_ws, runpod_api):
     state = stop_if_idle(run, host, events.append)
     assert state is not None and state.desired_status == "EXITED"
     assert events[0]["event"] == "pod_stop" and "seen by the laptop" in events[0]["reason"]
+
+
+def test_cli_idle_check_reads_the_pod_over_ssh_and_stops_it_when_idle(data, tmp_path, pod_ws, sshd_direct, runpod_api,
+                                                                        capsys):
+    from remote.runpod_cli import main
+
+    pod = runpod_api.add_pod("abc123", ssh_port=sshd_direct.port, desired_status="RUNNING", cost_per_hr=0.5)
+    (pod_ws / "posefactory").mkdir(parents=True)
+    os.symlink(WATCHDOG.parent, pod_ws / "posefactory" / "pod_setup")
+    hosts = write_hosts(tmp_path, pod_entry(sshd_direct, pod_ws, idle_stop_minutes=0.5))
+    job = fake_job(pod_ws, "running")
+    try:
+        assert main(["idle-check", "gpu", "--hosts", str(hosts)]) == 0
+        assert capsys.readouterr().out == "gpu: left running (busy or not idle long enough)\n"
+    finally:
+        job.kill()
+        job.wait()
+    (pod_ws / "jobs" / "job-1" / "state").write_text("done\n")
+    old = time.time() - 120
+    os.utime(pod_ws / "jobs" / "job-1" / "state", (old, old))
+    assert main(["idle-check", "gpu", "--hosts", str(hosts)]) == 0
+    assert capsys.readouterr().out == "gpu: stopped (idle past the limit)\n" and pod.desired_status == "EXITED"
+    ledger = [json.loads(line) for line in (data_dir() / "ledger.jsonl").read_text().splitlines()]
+    assert ledger[-1]["event"] == "pod_stop" and "seen by the laptop" in ledger[-1]["reason"]
+    assert main(["idle-check", "gpu", "--hosts", str(hosts)]) == 0
+    assert capsys.readouterr().out == "gpu: not running\n"
