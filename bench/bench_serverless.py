@@ -7,7 +7,8 @@ hosted endpoint API, real workers: the SDK's local test server running
 pod_setup/serverless/handler.py with the bpy module):
 
 * the batch with 1 worker and K=1, then with 4 workers and K=4: wall times
-  and their ratio, against the ideal min(workers, cores);
+  and their ratio, against the ideal min(workers, cores); each worker pinned
+  to one core (``--no-pin``: unpinned, each render uses every core);
 * per item: the serverless path's wall time (1 worker) minus the worker's
   own execution time (what RunPod bills) = the path's overhead per item
   (scene upload, URL signing, /run + /status polling, output download);
@@ -36,6 +37,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=16)
     parser.add_argument("--samples", type=int, default=1, help="Cycles samples of the sample scene")
     parser.add_argument("--pod-items", type=int, default=2, help="jobs through the pod path, for the comparison")
+    parser.add_argument("--no-pin", dest="pin", action="store_false", help="let every worker use every core")
     args = parser.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request lines
     work = Path(tempfile.mkdtemp(prefix="pf-bench-serverless-"))
@@ -62,8 +64,10 @@ def main() -> None:
     boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1", aws_access_key_id="x",
                  aws_secret_access_key="x").create_bucket(Bucket="bench-bucket")
     os.environ["RUNPOD_API_KEY"] = VALID_KEY
-    workers = [start_worker(work / "workers") for _ in range(4)]
     cores = os.cpu_count() or 1
+    # Each worker pinned to one core: on RunPod every worker has a machine of its
+    # own; unpinned, each Cycles render takes every core and parallel workers only contend.
+    workers = [start_worker(work / "workers", cpus=str(n % cores) if args.pin else None) for n in range(4)]
     try:
         runs = {}
         for count in (1, 4):

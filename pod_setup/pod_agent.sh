@@ -12,7 +12,9 @@
 # status and starts nothing: a job is never rendered (or paid for) twice.
 #
 # Status files in JOBDIR: `state` (queued|running|done|failed|cancelled),
-# `status.json` (state, times, exit code, error), `render.log`, `pid`, `boot_id`.
+# `status.json` (state, times, exit code, error), `render.log`, `pid`, `boot_id`;
+# render_job.py's `progress.json` (items total/done/failed/current) is printed
+# with the status as its "items".
 #
 # The key: the start command may carry STABILITY_API_KEY in its environment;
 # it is written to JOBDIR/.secret-STABILITY_API_KEY (0600), removed from the
@@ -83,9 +85,11 @@ print_status() {
             fi
         fi
     fi
-    if [ "$state" = "queued" ] && [ -f "$jobdir/status.json" ]; then
+    if [ ! -f "$jobdir/status.json" ]; then echo '{"state": "none"}'; return; fi
+    local ahead=-1 other other_state
+    if [ "$state" = "queued" ]; then
         # Jobs ahead of this one for the GPU: running ones and those queued before it.
-        local ahead=0 other other_state
+        ahead=0
         for other in "$WORKSPACE"/jobs/*/; do
             other="${other%/}"
             [ "$other" = "$jobdir" ] && continue
@@ -95,11 +99,18 @@ print_status() {
                 ahead=$((ahead + 1))
             fi
         done
-        python3 -c 'import json, sys; s = json.load(open(sys.argv[1])); s["queue_position"] = int(sys.argv[2]); print(json.dumps(s))' \
-            "$jobdir/status.json" "$ahead"
-        return
     fi
-    if [ -f "$jobdir/status.json" ]; then cat "$jobdir/status.json"; else echo '{"state": "none"}'; fi
+    if [ "$ahead" -lt 0 ] && [ ! -f "$jobdir/progress.json" ]; then cat "$jobdir/status.json"; return; fi
+    # The queue position and a batch's progress (render_job.py writes it after every item) travel in the same line.
+    python3 -c 'import json, sys
+status = json.load(open(sys.argv[1]))
+if int(sys.argv[3]) >= 0:
+    status["queue_position"] = int(sys.argv[3])
+try:
+    status["items"] = json.load(open(sys.argv[2]))
+except (OSError, ValueError):
+    pass
+print(json.dumps(status))' "$jobdir/status.json" "$jobdir/progress.json" "$ahead"
 }
 
 forget_secrets() { rm -f "$jobdir"/.secret-*; }

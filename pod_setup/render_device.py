@@ -72,21 +72,23 @@ def choose_device(devices: Iterable[Device], mode: str) -> DeviceChoice:
                         ids=cpu.ids)
 
 
-def cycles_devices() -> list[Device]:
-    """Every device Cycles can use here, after refreshing its list (needs bpy)."""
+def _cycles_preferences() -> Any:
     import bpy
 
-    preferences = bpy.context.preferences.addons["cycles"].preferences
+    return bpy.context.preferences.addons["cycles"].preferences
+
+
+def cycles_devices() -> list[Device]:
+    """Every device Cycles can use here, after refreshing its list (needs bpy)."""
+    preferences = _cycles_preferences()
     preferences.refresh_devices()
     return [Device(d.type, d.name, d.id) for d in preferences.devices]
 
 
 def select_device(mode: str) -> DeviceChoice:
     """Choose the device and enable exactly its devices in Cycles' preferences (needs bpy)."""
-    import bpy
-
     choice = choose_device(cycles_devices(), mode)
-    preferences = bpy.context.preferences.addons["cycles"].preferences
+    preferences = _cycles_preferences()
     if choice.gpu:
         preferences.compute_device_type = choice.kind
         preferences.refresh_devices()

@@ -79,7 +79,7 @@ def linked_ids(bpy: Any) -> list[Any]:
 
 def _all_ids(bpy: Any):
     for attribute in dir(bpy.data):
-        collection = getattr(bpy.data, attribute, None)
+        collection: Any = getattr(bpy.data, attribute, None)
         if attribute.startswith("_") or not hasattr(collection, "rna_type") or not hasattr(collection, "__iter__"):
             continue
         try:

@@ -15,6 +15,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from remote.blendfile import BlendFileError, saved_version
 from remote.jobspec import RenderJob
@@ -25,6 +26,8 @@ from .render_device import DeviceChoice, select_device, use_device
 from .scene_files import external_files, missing
 
 log = logging.getLogger(__name__)
+# Engines that draw with the GPU's graphics API even in background mode.
+GPU_ONLY_ENGINES = ("BLENDER_EEVEE", "BLENDER_EEVEE_NEXT", "BLENDER_WORKBENCH")
 
 
 @dataclass(frozen=True)
@@ -71,8 +74,9 @@ def open_scene(job: RenderJob) -> SceneSetup:
         open_with_scripts(blend)
     except RuntimeError as exc:  # bpy reports an unreadable .blend this way
         raise JobFailed(EXIT_RENDER, f"cannot open scene {blend}: {str(exc).strip().splitlines()[-1]}") from None
-    check_version(job, tuple(bpy.data.version[:2]))
-    scene = bpy.context.scene
+    version: Any = bpy.data.version  # the version that saved the file just opened
+    check_version(job, tuple(version)[:2])
+    scene: Any = bpy.context.scene
     if scene.camera is None:
         raise JobFailed(EXIT_RENDER, f"scene {scene.name!r} has no active camera")
     absent = [f.describe() for f in missing(external_files(bpy))]
@@ -85,6 +89,11 @@ def open_scene(job: RenderJob) -> SceneSetup:
         setup.warnings.append(device.warning)
     if absent:
         setup.warnings.append(f"rendered without {len(absent)} missing file(s) (allowed by the job): {'; '.join(absent)}")
+    if scene.render.engine in GPU_ONLY_ENGINES and not device.gpu:
+        # Without a GPU these engines cannot make a drawing context headless: Blender 5.0.1 dies mid-render.
+        raise JobFailed(EXIT_RENDER, f"render engine {scene.render.engine} needs a GPU (OpenGL/Vulkan) to render "
+                                     f"headless and this pod has none ({device.warning or 'render_device cpu'}); "
+                                     f"switch the scene to Cycles or use a GPU pod")
     if scene.render.engine != "CYCLES":
         log.info("render engine %s: the Cycles device choice does not apply", scene.render.engine)
     return setup
@@ -132,7 +141,9 @@ def render_still(target: Path, settings: init_image.RenderSettings | None = None
     """Render the open scene's current frame to ``target`` and apply the Render Result fix."""
     import bpy
 
-    scene = bpy.context.scene
+    scene: Any = bpy.context.scene
+    if settings is not None and settings.frame is not None:
+        init_image.frame_camera(scene, settings.frame, settings.size)  # the camera active now (batches switch)
     scene.render.filepath = str(target)
     started = time.monotonic()
     try:
@@ -159,7 +170,9 @@ def apply_render_result_fix(rendered: Path) -> bool:
     import bpy
 
     result = bpy.data.images.get("Render Result")
-    if result is not None and result.has_data:
+    # has_data alone is not enough: saving the result (the depth control's Z pass) marks it so at size 0x0;
+    # and a 'Render Result' an earlier fix loaded (a file) holds the previous render, not this one.
+    if result is not None and result.type == "RENDER_RESULT" and result.has_data and result.size[0] > 0:
         return False
     loaded = bpy.data.images.load(str(rendered), check_existing=False)
     loaded.update()

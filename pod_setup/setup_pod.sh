@@ -154,6 +154,10 @@ if [ -n "${removed_jobs:-}${removed_scenes:-}${removed_code:-}" ]; then
     changes+=("retention (${retention_days} days) removed ${removed_jobs:-0} job dir(s), ${removed_scenes:-0} scene(s), ${removed_code:-0} old bundle(s)")
 fi
 
+# The AI backends' optional parts (diffusers venv + models, AI Render), each only when asked.
+# shellcheck disable=SC1091
+. "$(dirname "${BASH_SOURCE[0]}")/setup_backends.sh"
+
 runner="$(. "$blender_env" && echo "$POSEFACTORY_EXECUTABLE")"
 if [ ${#changes[@]} -eq 0 ]; then
     echo "setup_pod: ok, nothing changed (workspace $WORKSPACE, blender $runner)"

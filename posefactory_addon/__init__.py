@@ -12,9 +12,9 @@ from types import ModuleType
 def _modules() -> tuple[ModuleType, ...]:
     # Imported on registration, not with the package, so that
     # `python -m posefactory_addon` (the CLI) runs without bpy.
-    from . import jobs, operators, panels, pod_state, preferences, presets, properties, results
+    from . import batch, jobs, operators, panels, pod_state, preferences, presets, properties, results
 
-    return (properties, preferences, operators, presets, pod_state, panels, results, jobs)
+    return (properties, preferences, operators, presets, pod_state, panels, results, jobs, batch)
 
 
 def register() -> None:

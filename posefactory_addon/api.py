@@ -10,7 +10,9 @@ Keyword overrides (each defaults to the scene's Pose Factory settings):
 prompt, negative_prompt, batch, seed (0: random), host, resolution
 ("1216x832", or "AUTO": the SDXL size nearest the camera's aspect), steps,
 strength, cfg_scale, style_preset, render_samples, use_ai, render_device
-("auto" | "gpu" | "cpu"), allow_missing_files.
+("auto" | "gpu" | "cpu"), allow_missing_files,
+poses ("markers", "assets", "frames:1-24:2", "Wave,Bow") and cameras
+("active", "collection:Cameras", "CamA,CamB"): a batch of items, one per pose × camera.
 Bad input raises SubmitError with one clear line, before anything is spent.
 """
 from __future__ import annotations
@@ -24,12 +26,14 @@ from typing import Any
 import bpy
 
 from . import preferences
+from .batch import cameras_spec, items_of, poses_spec, summary
 from .jobs import MANAGER, TrackedJob, new_copy_dir
 from .properties import scene_aspect
+from .remote.batch import BatchSpecError
 from .remote.config import ConfigError, HostConfig, load_hosts
 from .remote.cost import CostBreakdown, CostConfigError, CostModel
 from .remote.framing import crop_for, nearest_sdxl_size
-from .remote.jobspec import JobValidationError, RenderJob
+from .remote.jobspec import STABILITY_KEY_BACKENDS, JobValidationError, RenderJob
 from .remote.pipeline import JobResult, new_job_id
 from .remote.platforms import default_config_dir
 from .remote.transport import default_transport, local_host_problem
@@ -39,7 +43,8 @@ ADD_A_POD = ("save it as ssh_hosts.yaml in {config_dir} or choose it in Preferen
 
 OVERRIDES = ("prompt", "negative_prompt", "batch", "seed", "host", "resolution", "steps", "strength", "cfg_scale",
              "style_preset", "render_samples", "use_ai", "render_device",
-             "allow_missing_files")
+             "allow_missing_files", "poses", "cameras",
+             "backend", "control", "openpose_scale", "depth_scale", "control_strength")
 # Blender's integer properties are 32-bit signed: random seeds stay below that so
 # they fit the Seed field and the images' custom properties.
 MAX_BLENDER_SEED = 2**31 - 1
@@ -67,20 +72,23 @@ def build_job(scene: bpy.types.Scene, context: bpy.types.Context, **overrides: A
     return _checked_job(scene, context, overrides, job_id=new_job_id(), estimating=False)
 
 
-def estimate_line(scene: bpy.types.Scene, context: bpy.types.Context) -> tuple[str, str]:
-    """(text, icon) for the main panel: the next job's estimate or why it cannot start.
+def estimate_lines(scene: bpy.types.Scene, context: bpy.types.Context) -> list[tuple[str, str]]:
+    """(text, icon) lines for the main panel: a batch's size and the next job's estimate, or why it cannot start.
 
     Builds no job id and draws no random seed (it runs on every redraw), and
     never raises: a broken hosts file or cost config is a label, not an exception.
     """
     try:
         job, host = _checked_job(scene, context, {}, job_id="estimate", estimating=True)
-        cost = estimate_job(job, resolve_host(context, host).pod_type)
+        items = items_of(scene, job.poses, job.cameras)
+        cost = estimate_job(job, resolve_host(context, host).pod_type, items=len(items))
     except SubmitError as exc:
-        return str(exc), "ERROR"
-    except (CostConfigError, ConfigError, OSError, ValueError) as exc:
-        return f"Cannot estimate: {exc}", "ERROR"
-    return f"Estimate: ${cost.total_usd:.3f} ({cost.images} image(s))", "INFO"
+        return [(str(exc), "ERROR")]
+    except (CostConfigError, ConfigError, BatchSpecError, OSError, ValueError) as exc:
+        return [(f"Cannot estimate: {exc}", "ERROR")]
+    lines = [(summary(items, job.batch), "NONE")] if len(items) > 1 else []
+    per_image = f"{cost.images} image(s)" if cost.images else f"GPU {cost.gpu_seconds:.0f}s"
+    return [*lines, (f"Estimate: ${cost.total_usd:.3f} ({per_image}, {cost.backend})", "INFO")]
 
 
 def _checked_job(scene: bpy.types.Scene, context: bpy.types.Context, overrides: dict[str, Any], *, job_id: str,
@@ -89,7 +97,13 @@ def _checked_job(scene: bpy.types.Scene, context: bpy.types.Context, overrides: 
     if unknown:
         raise SubmitError(f"unknown option(s): {', '.join(unknown)} (known: {', '.join(OVERRIDES)})")
     settings = scene.posefactory
-    if scene.camera is None:
+    poses = str(overrides.get("poses") or poses_spec(settings))
+    cameras = str(overrides.get("cameras") or cameras_spec(settings))
+    try:
+        items = items_of(scene, poses, cameras)
+    except BatchSpecError as exc:
+        raise SubmitError(f"Batch: {exc}") from None
+    if scene.camera is None and cameras == "active":
         raise SubmitError(f"Scene '{scene.name}' has no active camera: add one and set it as the scene camera")
     prompt = str(_setting(settings, overrides, "prompt")).strip()
     if not prompt:
@@ -112,6 +126,7 @@ def _checked_job(scene: bpy.types.Scene, context: bpy.types.Context, overrides: 
     elif seed == 0:
         seed = random.randint(1, MAX_BLENDER_SEED)
     style = _setting(settings, overrides, "style_preset")
+    backend = str(_setting(settings, overrides, "backend")) if use_ai else "none"
     prefs = preferences.get(context)
     job = RenderJob(
         blend_path="scene.blend", output_dir="output", prompt=prompt,
@@ -119,9 +134,15 @@ def _checked_job(scene: bpy.types.Scene, context: bpy.types.Context, overrides: 
         width=width, height=height, strength=float(_setting(settings, overrides, "strength")),
         steps=int(_setting(settings, overrides, "steps")), cfg_scale=float(_setting(settings, overrides, "cfg_scale")),
         seed=int(seed), batch=int(_setting(settings, overrides, "batch")),
-        style_preset="" if style == "NONE" else style, backend="stability" if use_ai else "none",
+        style_preset="" if style == "NONE" else style, backend=backend,
         api_base_url=prefs.api_base_url, job_id=job_id,
         render_samples=int(overrides.get("render_samples") or settings.render_samples),
+        # Each backend's own settings go only to the backend that reads them.
+        control=str(_setting(settings, overrides, "control")) if backend == "diffusers" else "none",
+        openpose_scale=float(_setting(settings, overrides, "openpose_scale")),
+        depth_scale=float(_setting(settings, overrides, "depth_scale")),
+        control_strength=float(_setting(settings, overrides, "control_strength")),
+        poses=poses, cameras=cameras,
         render_device=str(_setting(settings, overrides, "render_device")),
         allow_missing_files=bool(_setting(settings, overrides, "allow_missing_files")),
         blender_version="%d.%d.%d" % bpy.app.version[:3],  # the pod installs and runs the artist's Blender
@@ -130,13 +151,13 @@ def _checked_job(scene: bpy.types.Scene, context: bpy.types.Context, overrides: 
         job.validate()
     except JobValidationError as exc:
         raise SubmitError(f"Invalid job: {exc}") from None
-    if use_ai and not preferences.api_key(context):
-        raise SubmitError("No Stability API key: set STABILITY_API_KEY or the key in the add-on preferences "
-                          "(or turn AI Enhance off)")
+    if backend in STABILITY_KEY_BACKENDS and not preferences.api_key(context):
+        raise SubmitError(f"No Stability API key for backend {backend}: set STABILITY_API_KEY or the key in the "
+                          "add-on preferences (or pick the diffusers backend, or turn AI Enhance off)")
     host = str(_setting(settings, overrides, "host"))
-    estimate = estimate_job(job, resolve_host(context, host).pod_type)
+    estimate = estimate_job(job, resolve_host(context, host).pod_type, items=len(items))
     if prefs.budget_cap_usd and estimate.total_usd > prefs.budget_cap_usd:
-        raise SubmitError(f"Over budget: this job is estimated at ${estimate.total_usd:.2f}, "
+        raise SubmitError(f"Over budget: this job ({len(items)} item(s)) is estimated at ${estimate.total_usd:.2f}, "
                           f"the cap is ${prefs.budget_cap_usd:.2f} (Preferences ▸ Pose Factory)")
     return job, host
 
@@ -187,11 +208,13 @@ def _local_problem(transport: str) -> str | None:
     return local_host_problem(transport)
 
 
-def estimate_job(job: RenderJob, pod_type: str | None, expected_render_s: float = 60.0) -> CostBreakdown:
+def estimate_job(job: RenderJob, pod_type: str | None, expected_render_s: float = 60.0,
+                 items: int = 1) -> CostBreakdown:
+    """Every item of the batch: its render time and its variations."""
     model = cost_model()
     if pod_type not in model.gpu_usd_per_hour:
         pod_type = None
-    return model.estimate(job, pod_type, expected_render_s=expected_render_s)
+    return model.estimate(job, pod_type, expected_render_s=expected_render_s, items=items)
 
 
 @dataclass

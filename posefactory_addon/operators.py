@@ -10,6 +10,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
 from . import api, preferences, ui_channel
+from .batch import refresh_pose_list
 from .jobs import MANAGER, ensure_timer
 from .properties import RESOLUTION_ITEMS, STYLE_ITEMS
 from .remote.api import Bridge
@@ -56,12 +57,17 @@ class POSEFACTORY_OT_render_remote(SceneSettingsOperator, bpy.types.Operator):
                                options={"SKIP_SAVE"})
     render_samples: IntProperty(name="Render Samples", min=0, default=0, options={"SKIP_SAVE"})
     skip_ai: BoolProperty(name="Skip AI Step", default=False, options={"SKIP_SAVE"})
+    poses: StringProperty(name="Poses", options={"SKIP_SAVE"},
+                          description="current, markers, assets, frames:A-B[:S] or names (empty: the Batch panel's)")
+    cameras: StringProperty(name="Cameras", options={"SKIP_SAVE"},
+                            description="active, collection:NAME or names (empty: the Batch panel's)")
     render_device: EnumProperty(name="Render Device", default="KEEP", options={"SKIP_SAVE"},
                                 items=[("KEEP", "Scene Setting", ""), ("auto", "Auto", ""), ("gpu", "GPU", ""),
                                        ("cpu", "CPU", "")])
 
     def overrides(self) -> dict:
-        values = {"prompt": self.prompt, "negative_prompt": self.negative_prompt, "host": self.host}
+        values = {"prompt": self.prompt, "negative_prompt": self.negative_prompt, "host": self.host,
+                  "poses": self.poses, "cameras": self.cameras}
         if self.batch:
             values["batch"] = self.batch
         if self.seed >= 0:
@@ -212,7 +218,19 @@ class POSEFACTORY_OT_open_output(SceneSettingsOperator, bpy.types.Operator):
         return {"FINISHED"}
 
 
-CLASSES = (POSEFACTORY_OT_render_remote, POSEFACTORY_OT_cancel_job, POSEFACTORY_OT_test_connection,
+class POSEFACTORY_OT_refresh_poses(SceneSettingsOperator, bpy.types.Operator):
+    bl_idname = "posefactory.refresh_poses"
+    bl_label = "Refresh Poses"
+    bl_description = "List the scene's timeline markers and pose assets in the Batch panel (ticks are kept)"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        count = refresh_pose_list(context.scene)
+        self.report({"INFO"}, f"{count} pose(s): timeline markers and pose assets")
+        return {"FINISHED"}
+
+
+CLASSES = (POSEFACTORY_OT_render_remote, POSEFACTORY_OT_refresh_poses, POSEFACTORY_OT_cancel_job, POSEFACTORY_OT_test_connection,
            POSEFACTORY_OT_estimate_cost, POSEFACTORY_OT_import_results, POSEFACTORY_OT_open_output)
 
 

@@ -1,4 +1,4 @@
-"""View3D ▸ Sidebar ▸ Pose Factory: Prompt, Output, Remote and Jobs."""
+"""View3D ▸ Sidebar ▸ Pose Factory: Prompt, Batch, Output, Remote and Jobs."""
 from __future__ import annotations
 
 import logging
@@ -7,10 +7,12 @@ from pathlib import Path
 import bpy
 
 from . import api, pod_state, preferences, presets
+from .batch import cameras_spec, items_of, poses_spec, summary
 from .jobs import MANAGER
 from .operators import connection_status
+from .remote.batch import BatchSpecError
 from .remote.platforms import default_config_dir
-from .results import thumbnails
+from .results import CONTROL_KINDS, thumbnail_source, thumbnails
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +33,12 @@ class POSEFACTORY_PT_main(PosefactoryPanel, bpy.types.Panel):
         row.scale_y = 1.5
         row.operator("posefactory.render_remote", icon="RENDER_STILL")
         try:
-            text, icon = api.estimate_line(context.scene, context)
+            lines = api.estimate_lines(context.scene, context)
         except Exception:  # draw must never raise: Blender would show a broken panel on every redraw
             log.exception("drawing the Pose Factory panel")
-            text, icon = "Pose Factory: internal error, details in the log", "ERROR"
-        layout.label(text=text, icon=icon)
+            lines = [("Pose Factory: internal error, details in the log", "ERROR")]
+        for text, icon in lines:
+            layout.label(text=text, icon=icon)
         active = MANAGER.active()
         if active:
             job = active[0]
@@ -57,6 +60,8 @@ class POSEFACTORY_PT_prompt(PosefactoryPanel, bpy.types.Panel):
         layout.prop(settings, "use_ai")
         column = layout.column()
         column.enabled = settings.use_ai
+        column.prop(settings, "backend")
+        draw_backend_settings(column, settings)
         column.prop(settings, "prompt", text="")
         column.prop(settings, "negative_prompt", text="Avoid")
         column.prop(settings, "style_preset")
@@ -69,6 +74,53 @@ class POSEFACTORY_PT_prompt(PosefactoryPanel, bpy.types.Panel):
         seed.enabled = not settings.random_seed
         seed.prop(settings, "seed")
         column.prop(settings, "batch")
+
+
+def draw_backend_settings(layout: bpy.types.UILayout, settings: bpy.types.PropertyGroup) -> None:
+    """The chosen backend's own settings (issue #12)."""
+    if settings.backend == "diffusers":
+        box = layout.box()
+        box.prop(settings, "control")
+        if "openpose" in settings.control:
+            box.prop(settings, "openpose_scale")
+        if "depth" in settings.control:
+            box.prop(settings, "depth_scale")
+    elif settings.backend == "stability-structure":
+        layout.box().prop(settings, "control_strength")
+class POSEFACTORY_UL_poses(bpy.types.UIList):
+    """The scene's markers and pose assets, each with a checkbox."""
+
+    def draw_item(self, context, layout, data, item, icon, active_data, active_property, index=0, flt_flag=0):
+        row = layout.row(align=True)
+        row.prop(item, "enabled", text="")
+        row.label(text=item.name, icon="MARKER_HLT" if item.kind == "Marker" else "ARMATURE_DATA")
+
+
+class POSEFACTORY_PT_batch(PosefactoryPanel, bpy.types.Panel):
+    bl_label = "Batch"
+    bl_parent_id = "POSEFACTORY_PT_main"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        settings = context.scene.posefactory
+        layout = self.layout
+        layout.prop(settings, "pose_source")
+        if settings.pose_source == "FRAMES":
+            row = layout.row(align=True)
+            row.prop(settings, "frame_start")
+            row.prop(settings, "frame_end")
+            row.prop(settings, "frame_step")
+        elif settings.pose_source == "PICKED":
+            row = layout.row()
+            row.template_list("POSEFACTORY_UL_poses", "", settings, "poses", settings, "pose_index", rows=4)
+            row.operator("posefactory.refresh_poses", text="", icon="FILE_REFRESH")
+        layout.prop(settings, "camera_source")
+        if settings.camera_source == "COLLECTION":
+            layout.prop(settings, "camera_collection", text="")
+        try:
+            items = items_of(context.scene, poses_spec(settings), cameras_spec(settings))
+            layout.label(text=summary(items, settings.batch), icon="RENDERLAYERS")
+        except BatchSpecError as exc:
+            layout.label(text=str(exc), icon="ERROR")
 
 
 class POSEFACTORY_PT_output(PosefactoryPanel, bpy.types.Panel):
@@ -132,9 +184,10 @@ class POSEFACTORY_PT_jobs(PosefactoryPanel, bpy.types.Panel):
         for record in records:
             box = layout.box()
             row = box.row()
-            if previews is not None and record.job_id not in previews and record.images:
-                if Path(record.images[0]).is_file():  # a job from an earlier session: load its thumbnail once
-                    previews.load(record.job_id, record.images[0], "IMAGE")
+            if previews is not None and record.job_id not in previews:
+                source = thumbnail_source(record)  # a job from an earlier session: load its thumbnail once
+                if source is not None:
+                    previews.load(record.job_id, str(source), "IMAGE")
             if previews is not None and record.job_id in previews:
                 row.template_icon(icon_value=previews[record.job_id].icon_id, scale=3.0)
             column = row.column()
@@ -145,12 +198,30 @@ class POSEFACTORY_PT_jobs(PosefactoryPanel, bpy.types.Panel):
                 column.label(text=f"Rendered on {record.render_device}")
             if record.error:
                 column.label(text=record.error[:80], icon="ERROR")
+            draw_control_images(box, previews, record.job_id, record.images)
             column.operator("posefactory.open_output", text="Open", icon="FILE_FOLDER").job_id = record.job_id
         layout.operator("posefactory.import_results", icon="IMPORT")
 
 
-CLASSES = (POSEFACTORY_PT_main, POSEFACTORY_PT_prompt, POSEFACTORY_PT_output, POSEFACTORY_PT_remote,
-           POSEFACTORY_PT_jobs)
+def draw_control_images(layout: bpy.types.UILayout, previews, job_id: str, images: list[str]) -> None:
+    """The ControlNet inputs a diffusers job drew from the scene, next to its results."""
+    if previews is None or not images:
+        return
+    folder = Path(images[0]).parent
+    row = None
+    for kind in CONTROL_KINDS:
+        key, path = f"{job_id}:{kind}", folder / f"control-{kind}.png"
+        if key not in previews and path.is_file():
+            previews.load(key, str(path), "IMAGE")
+        if key in previews:
+            row = row or layout.row()
+            column = row.column()
+            column.template_icon(icon_value=previews[key].icon_id, scale=2.0)
+            column.label(text=kind)
+
+
+CLASSES = (POSEFACTORY_PT_main, POSEFACTORY_PT_prompt, POSEFACTORY_UL_poses, POSEFACTORY_PT_batch,
+           POSEFACTORY_PT_output, POSEFACTORY_PT_remote, POSEFACTORY_PT_jobs)
 
 
 register, unregister = bpy.utils.register_classes_factory(CLASSES)

@@ -23,6 +23,8 @@ from .remote.config import HostConfig
 
 REFRESH_S = 15.0
 TIMER_S = 0.5
+IDLE_CHECK_S = 120.0  # the laptop's own idle check (over SSH) at most this often per host
+_last_idle_check: dict[str, float] = {}
 
 
 @dataclass(frozen=True)
@@ -61,16 +63,33 @@ def pod_host(context: bpy.types.Context) -> HostConfig | None:
     return host if host.runpod_pod_id else None
 
 
+def refresh(host: HostConfig, jobs_here: bool) -> dict[str, Any]:
+    """The pod's state; a running pod up longer than its idle limit, with no job
+    from this Blender, gets the laptop's idle check (stopped when idle past it)."""
+    from .remote import runpod_cli
+
+    info = runpod_cli.pod_info(host)
+    limit_s = host.idle_stop_minutes * 60
+    due = time.monotonic() - _last_idle_check.get(host.name, -IDLE_CHECK_S) >= IDLE_CHECK_S
+    if info["state"] == "RUNNING" and limit_s > 0 and info["uptime_s"] >= limit_s and not jobs_here and due:
+        _last_idle_check[host.name] = time.monotonic()
+        outcome = runpod_cli.idle_check(host)
+        info = {**runpod_cli.pod_info(host), "idle_check": outcome}
+    return info
+
+
 def request(host: HostConfig, action: str) -> bool:
     """Start ``action`` for ``host`` in a worker thread; False when one is already in flight."""
+    from .jobs import MANAGER
     from .remote import runpod_cli
 
     view = VIEWS.setdefault(host.name, PodView())
     if view.busy:
         return False
     view.busy = action
+    jobs_here = any(job.host == host.name for job in MANAGER.active())  # read here, on the main thread
     work: dict[str, Callable[[HostConfig], dict[str, Any]]] = {
-        "refresh": runpod_cli.pod_info,
+        "refresh": lambda h: refresh(h, jobs_here),
         "start": lambda h: {**runpod_cli.start(h, progress=lambda line: None), **runpod_cli.pod_info(h)},
         "stop": lambda h: (runpod_cli.stop(h), runpod_cli.pod_info(h))[1],
     }
@@ -190,6 +209,8 @@ def draw(layout: Any, context: bpy.types.Context) -> None:
                        f"{info.get('gpu_count', 1)}× {info.get('gpu_name') or 'GPU'}")
     minutes = host.idle_stop_minutes
     box.label(text=f"Auto-stop after {minutes:g} idle min" if minutes else "Auto-stop off", icon="TIME")
+    if info.get("idle_check"):
+        box.label(text=f"Idle check: {info['idle_check']}", icon="TIME")
     if view.busy:
         box.label(text=f"{view.busy}…", icon="SORTTIME")
     if view.error:

@@ -3,16 +3,35 @@ Scene is saved into the .blend that is shipped to the pod."""
 from __future__ import annotations
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import (
+    BoolProperty,
+    CollectionProperty,
+    EnumProperty,
+    FloatProperty,
+    IntProperty,
+    PointerProperty,
+    StringProperty,
+)
 
+from .batch import PosefactoryPose, camera_source_property, pose_source_property
 from .remote.framing import display_aspect, nearest_sdxl_size
-from .remote.jobspec import SDXL_SIZES, STYLE_PRESETS
+from .remote.jobspec import CONTROLS, SDXL_SIZES, STYLE_PRESETS
 
 RESOLUTION_ITEMS = [("AUTO", "Camera Aspect", "The SDXL size nearest the scene's aspect ratio: keeps the camera's "
                                               "framing (a few percent cropped, centred)")] + [
     (f"{w}x{h}", f"{w} × {h}", f"{w}×{h} pixels, a size the SDXL 1024 engine accepts ({'square' if w == h else 'landscape' if w > h else 'portrait'})")
     for w, h in SDXL_SIZES
 ]
+# The AI backends (issue #12); "AI Enhance" off is backend none.
+BACKEND_ITEMS = [
+    ("stability", "Stability SDXL (v1)", "Stability's v1 SDXL image-to-image API, priced per image by steps"),
+    ("stability-structure", "Stability Structure", "Stability's v2beta structure control: keeps the render's "
+                                                   "pose and silhouette; 5 credits ($0.05) per image"),
+    ("diffusers", "SDXL on the Pod (diffusers)", "SDXL with ControlNet on the pod's own GPU: OpenPose and depth "
+                                                 "drawn from the scene; costs GPU time only"),
+    ("ai-render", "AI Render Add-on", "The AI Render add-on (Stability v1) run on the pod, as the original pipeline did"),
+]
+CONTROL_ITEMS = [(control, control.replace("+", " + ").title(), f"ControlNet input(s): {control}") for control in CONTROLS]
 STYLE_ITEMS = [("NONE", "None", "No style preset")] + [
     (preset, preset.replace("-", " ").title(), f"Stability style preset '{preset}'") for preset in STYLE_PRESETS
 ]
@@ -53,12 +72,35 @@ class PosefactorySettings(bpy.types.PropertyGroup):
                                 description="Cycles samples on the pod (0 keeps the scene's own setting)")
     use_ai: BoolProperty(name="AI Enhance", default=True,
                          description="Send the render through Stability SDXL (off: only render on the pod)")
+    # AI backends (issue #12): the backend and its own settings.
+    backend: EnumProperty(name="Backend", items=BACKEND_ITEMS, default="stability",
+                          description="Where the AI step runs: Stability's API, the pod's GPU, or the AI Render add-on")
+    control: EnumProperty(name="Control", items=CONTROL_ITEMS, default="openpose",
+                          description="Diffusers: the ControlNet input(s) drawn from the scene (the armature's pose, "
+                                      "the Z pass)")
+    openpose_scale: FloatProperty(name="Pose Weight", min=0.0, max=2.0, default=1.0,
+                                  description="Diffusers: how strongly the OpenPose skeleton steers the image")
+    depth_scale: FloatProperty(name="Depth Weight", min=0.0, max=2.0, default=1.0,
+                               description="Diffusers: how strongly the depth map steers the image")
+    control_strength: FloatProperty(name="Keep Structure", min=0.0, max=1.0, default=0.7, subtype="FACTOR",
+                                    description="Stability Structure: how closely the render's structure is kept")
     autosave: BoolProperty(name="Autosave", default=True,
                            description="Also save every resulting image into the folder below")
     autosave_path: StringProperty(name="Save To", subtype="DIR_PATH", default="//posefactory_renders/",
                                   description="Folder for autosaved results (// is relative to the .blend)")
     host: StringProperty(name="Host", default="local",
                          description="Host from the hosts file (Preferences) to render on; 'local' is this machine")
+    # Batch (issue #11): items = poses × cameras, each with every variation.
+    pose_source: pose_source_property()
+    poses: CollectionProperty(type=PosefactoryPose, name="Poses",
+                              description="The scene's markers and pose assets; the ticked ones are rendered")
+    pose_index: IntProperty(name="Active Pose", default=0, description="The pose selected in the list")
+    frame_start: IntProperty(name="Start", min=0, default=1, description="First frame of the range")
+    frame_end: IntProperty(name="End", min=0, default=24, description="Last frame of the range")
+    frame_step: IntProperty(name="Step", min=1, default=1, description="Render every n-th frame")
+    camera_source: camera_source_property()
+    camera_collection: PointerProperty(type=bpy.types.Collection, name="Camera Collection",
+                                       description="Every camera in this collection renders every pose")
 
     def size(self, scene: bpy.types.Scene) -> tuple[int, int]:
         """The output size; Camera Aspect resolves to the SDXL size nearest ``scene``'s aspect."""
@@ -75,6 +117,7 @@ def scene_aspect(scene: bpy.types.Scene) -> float:
 
 
 def register() -> None:
+    bpy.utils.register_class(PosefactoryPose)
     bpy.utils.register_class(PosefactorySettings)
     bpy.types.Scene.posefactory = PointerProperty(type=PosefactorySettings)
 
@@ -82,3 +125,4 @@ def register() -> None:
 def unregister() -> None:
     del bpy.types.Scene.posefactory
     bpy.utils.unregister_class(PosefactorySettings)
+    bpy.utils.unregister_class(PosefactoryPose)

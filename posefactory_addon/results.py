@@ -1,8 +1,9 @@
 """Finished jobs' images into Blender: ``bpy.data.images`` entries named by job
-and variation number (prompt, seed and cost as custom properties), kept when
-the .blend is saved (a fake user, or packed into the file: the artist's
-choice in the preferences), shown in an open Image Editor, autosaved where
-the artist chose, thumbnails for the Jobs panel.
+and variation number (``PF <job> <pose> <camera> v<n>`` in a batch; prompt, seed
+and cost as custom properties), kept when the .blend is saved (a fake user, or
+packed into the file: the artist's choice in the preferences), shown in an open
+Image Editor, autosaved where the artist chose, thumbnails for the Jobs panel
+(a batch's contact sheet).
 
 The results folder came from a pod: its manifest is read through
 ``remote.pod_output`` (size-bounded, names checked to stay inside the
@@ -19,6 +20,7 @@ import bpy.utils.previews
 
 from . import preferences
 from .jobs import MANAGER, TrackedJob
+from .remote.batch import ItemEntryError, check_item_path
 from .remote.pod_output import output_path, read_local_manifest
 
 log = logging.getLogger(__name__)
@@ -27,44 +29,101 @@ VARIATION_FILE = re.compile(r"ai-render-(\d+)\.png")
 _previews: dict[str, bpy.utils.previews.ImagePreviewCollection] = {}
 
 
-def image_name(job_id: str, variation: int) -> str:
-    return f"PF {job_id} v{variation}"
+# The control images a diffusers job writes next to its results (fixed names: never taken from the manifest).
+CONTROL_KINDS = ("openpose", "depth")
+
+
+def image_name(job_id: str, variation: int, item: dict | None = None) -> str:
+    """``PF <job> v<n>``; in a batch ``PF <job> <pose> <camera> v<n>``."""
+    if item is None:
+        return f"PF {job_id} v{variation}"
+    return f"PF {job_id} {item.get('pose', '')} {item.get('camera', '')} v{variation}"
+
+
+def load_control_images(folder: Path, job_id: str) -> list[bpy.types.Image]:
+    """``control-openpose.png`` / ``control-depth.png`` of a results folder as images named by job and kind."""
+    loaded = []
+    for kind in CONTROL_KINDS:
+        path = folder / f"control-{kind}.png"
+        if path.is_file():
+            control = bpy.data.images.load(str(path), check_existing=True)
+            control.name = f"PF {job_id} {kind}"
+            control["posefactory_job"] = job_id
+            control["posefactory_control"] = kind
+            loaded.append(control)
+    return loaded
 
 
 def thumbnails():
     return _previews.get("jobs")
 
 
+def thumbnail_source(record) -> Path | None:
+    """A job's picture for the Jobs panel: its contact sheet (a batch), else its first image."""
+    sheet = Path(record.local_output_dir) / "contact-sheet.png"
+    if sheet.is_file():
+        return sheet
+    first = Path(record.images[0]) if record.images else None
+    return first if first is not None and first.is_file() else None
+
+
+def _images_of(folder: Path, manifest: dict) -> list[tuple[str, dict | None]]:
+    """(relative path, its item in a batch) of every image to load, in the batch's order."""
+    items = [i for i in manifest.get("items", []) if isinstance(i, dict) and i.get("status") in ("done", "reused")]
+    if any("/" in str(i.get("render") or "") for i in items):
+        found: list[tuple[str, dict | None]] = []
+        for item in items:
+            paths = item.get("images") or ([item["render"]] if item.get("render") else [])
+            found += [(path, item) for path in paths]
+    else:
+        names = manifest.get("images") or sorted(p.name for p in folder.glob("ai-render-*.png"))
+        if not names and (folder / "render.png").is_file():
+            names = ["render.png"]  # rendered without the AI step: bring the render itself back
+        found = [(name, None) for name in names]
+    safe: list[tuple[str, dict | None]] = []
+    for path, item in found:
+        try:
+            safe.append((check_item_path(path), item))
+        except ItemEntryError:  # a manifest is data from a pod: never a path out of the folder
+            continue
+    return safe
+
+
 def import_folder(folder: Path, job_id: str | None = None, autosave_dir: str = "") -> list[bpy.types.Image]:
-    """Load the ``ai-render-<n>.png`` images of a results folder (as the pod writes them).
+    """Load the images of a results folder (as the pod writes them: ``ai-render-<n>.png``, ``<item>/…`` in a batch).
 
     Raises PodOutputError when the folder's manifest is not to be trusted.
     """
-    manifest = read_local_manifest(folder)
+    manifest = read_local_manifest(folder, allow_item_dirs=True)
     job_id = job_id or (manifest.job_id if manifest else "") or folder.name
-    names = list(manifest.images) if manifest else sorted(p.name for p in folder.glob("ai-render-*.png"))
-    if not names and (folder / "render.png").is_file():
-        names = ["render.png"]  # rendered without the AI step: bring the render itself back
     keep = preferences.get().keep_results
     images = []
-    for position, name in enumerate(names, start=1):
-        path = output_path(folder, name)
+    for position, (name, item) in enumerate(_images_of(folder, manifest.raw if manifest else {}), start=1):
+        path = output_path(folder, name, allow_item_dirs=True)
         if not path.is_file():
             continue
         image = bpy.data.images.load(str(path), check_existing=True)
-        image.name = image_name(job_id, _variation_number(manifest, name, position))
+        if item is None:
+            image.name = image_name(job_id, _variation_number(manifest, name, position))
+        else:
+            match = VARIATION_FILE.fullmatch(path.name)
+            image.name = image_name(job_id, int(match.group(1)) if match else 0, item)
+            image["posefactory_item"] = str(item.get("name", ""))
         image["posefactory_job"] = job_id
         image["posefactory_prompt"] = manifest.prompt if manifest else ""
-        seed = (manifest.seeds.get(name) or manifest.seed or 0) if manifest else 0
+        item_seed = item.get("seed") if item is not None and isinstance(item.get("seed"), int) else 0
+        seed = (manifest.seeds.get(name) or item_seed or manifest.seed or 0) if manifest else 0
         # Custom integer properties are 32-bit: a larger seed (from a script) is kept as text.
         image["posefactory_seed"] = seed if seed < 2**31 else str(seed)
         if manifest is not None and manifest.reported_usd is not None:
             image["posefactory_cost_usd"] = float(manifest.reported_usd)
         _keep_with_the_file(image, keep)
         images.append(image)
-        collection = thumbnails()
-        if collection is not None and job_id not in collection:
-            collection.load(job_id, str(path), "IMAGE")
+    collection = thumbnails()
+    sheet = folder / "contact-sheet.png"
+    if collection is not None and job_id not in collection and (images or sheet.is_file()):
+        collection.load(job_id, str(sheet if sheet.is_file() else images[0].filepath), "IMAGE")
+    load_control_images(folder, job_id)
     show(images[0] if images else None)
     if autosave_dir and images:
         autosave(images, job_id, autosave_dir)
@@ -101,7 +160,9 @@ def autosave(images: list[bpy.types.Image], job_id: str, autosave_dir: str) -> P
     target.mkdir(parents=True, exist_ok=True)
     for image in images:
         source = Path(bpy.path.abspath(image.filepath))
-        shutil.copy2(source, target / source.name)
+        # A batch's ``<item>/ai-render-1.png`` becomes ``<item>-ai-render-1.png``: one flat folder per job.
+        flat = source.name if "posefactory_item" not in image else f"{source.parent.name}-{source.name}"
+        shutil.copy2(source, target / flat)
     log.info("autosaved %d image(s) of job %s to %s", len(images), job_id, target)
     return target
 

@@ -1,6 +1,7 @@
 """Render from the command line, no Blender UI needed:
 
     python -m remote.cli render SCENE.blend --prompt "a knight" [--host local] [--batch 2] ...
+        [--poses current|markers|assets|frames:A-B[:S]|NAME,NAME…] [--cameras active|collection:NAME|NAME,NAME…]
     python -m remote.cli reattach RECORD.json
     python -m remote.cli estimate --steps 30 --batch 4 [--pod-type A40]
 
@@ -19,7 +20,17 @@ from pathlib import Path
 from .blendfile import BlendFileError, saved_version
 from .config import data_dir
 from .cost import CostModel
-from .jobspec import AUTO_SIZE, RENDER_DEVICES, SDXL_SIZES, STABILITY_API_BASE, STYLE_PRESETS, JobValidationError, RenderJob
+from .jobspec import (
+    AUTO_SIZE,
+    BACKENDS,
+    CONTROLS,
+    RENDER_DEVICES,
+    STABILITY_API_BASE,
+    STABILITY_KEY_BACKENDS,
+    STYLE_PRESETS,
+    JobValidationError,
+    RenderJob,
+)
 from .logs import environment_secrets, setup_logging
 from .pipeline import JobProgress, JobResult, device_summary, new_job_id, reattach, run_job
 from .pod_output import clean_text
@@ -29,15 +40,13 @@ log = logging.getLogger(__name__)
 
 
 def _size(text: str) -> tuple[int, int]:
+    """WIDTHxHEIGHT or auto; which sizes a backend takes is the job's validation's call."""
     if text.lower() == "auto":
         return AUTO_SIZE
     try:
         width, height = (int(part) for part in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT") from None
-    if (width, height) not in SDXL_SIZES:
-        valid = ", ".join(f"{w}x{h}" for w, h in SDXL_SIZES)
-        raise argparse.ArgumentTypeError(f"{text} is not an SDXL size ({valid})")
     return width, height
 
 
@@ -74,6 +83,13 @@ def report(result: JobResult) -> int:
         print(f"  render: {result.raw_render}")
     for image in result.images:
         print(f"  image:  {image}")
+    items = result.manifest.get("items", [])
+    if len(items) > 1 or result.manifest.get("contact_sheet"):
+        counts = {s: sum(1 for i in items if i.get("status") == s) for s in ("done", "reused", "failed")}
+        print(f"  items:  {len(items)} ({counts['done']} rendered, {counts['reused']} reused, {counts['failed']} failed)")
+        for item in items:
+            if item.get("status") == "failed":
+                print(f"  failed: {item.get('name')}: {''.join(ch for ch in str(item.get('error')) if ch.isprintable())[:300]}")
     device = device_summary(result.manifest)
     if device:
         print(f"  device: {device}")
@@ -82,6 +98,8 @@ def report(result: JobResult) -> int:
         if isinstance(warning, str):  # from the pod: shown as plain printable text only
             print(f"  warning: {''.join(ch for ch in warning if ch.isprintable())[:300]}")
     print(f"  cost:   ${result.cost_usd or 0:.4f} (ledger: {data_dir() / 'ledger.jsonl'})")
+    if result.output_dir and (result.output_dir / "contact-sheet.png").is_file():
+        print(f"  contact sheet: {result.output_dir / 'contact-sheet.png'}")
     return 0
 
 
@@ -127,13 +145,23 @@ def _main(argv: list[str] | None = None) -> int:
                         help="the Blender the pod runs (e.g. 4.2 or 4.2.3); default: the version that saved the scene")
     render.add_argument("--allow-newer-blender", action="store_true",
                         help="render a scene saved by a newer Blender than the pod can run")
-    render.add_argument("--backend", choices=["auto", "stability", "none"], default="auto",
+    render.add_argument("--backend", choices=["auto", *BACKENDS], default="auto",
                         help="the AI step (auto: stability when STABILITY_API_KEY is set, else none)")
     render.add_argument("--api-base", default=os.environ.get("STABILITY_API_BASE", STABILITY_API_BASE),
-                        help="Stability API base URL (default: $STABILITY_API_BASE or the public API)")
+                        help="Stability's API base URL, v1 and v2beta (default: $STABILITY_API_BASE or the public API)")
+    render.add_argument("--control", choices=CONTROLS, default="none", help="diffusers: ControlNet from the scene")
+    render.add_argument("--openpose-scale", type=float, default=1.0, help="diffusers: OpenPose conditioning scale")
+    render.add_argument("--depth-scale", type=float, default=1.0, help="diffusers: depth conditioning scale")
+    render.add_argument("--control-strength", type=float, default=0.7,
+                        help="stability-structure: how closely the render's structure is kept (0..1)")
     render.add_argument("--output", type=Path, help="where results go (default: DATA_DIR/output)")
     render.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                         help="stop the job on the pod after this long (default: 10x the estimate, at least 15 min)")
+    render.add_argument("--poses", default="current",
+                        help="current (default), markers, assets, frames:A-B[:S], or marker/pose-asset names N1,N2")
+    render.add_argument("--cameras", default="active", help="active (default), collection:NAME, or names C1,C2")
+    render.add_argument("--fresh", action="store_true",
+                        help="render every item again, even those an earlier job already brought back")
     again = commands.add_parser("reattach", help="wait for a job a previous run started and download it")
     again.add_argument("record", type=Path, help="the job record the render command printed (DATA_DIR/jobs/<id>.json)")
     again.add_argument("--hosts", type=Path, help="ssh_hosts.yaml (default: the one the job was submitted with)")
@@ -142,12 +170,15 @@ def _main(argv: list[str] | None = None) -> int:
     estimate.add_argument("--batch", type=int, default=1, help="variations")
     estimate.add_argument("--pod-type", default=None, help="GPU type priced in cost_config.yaml (default: its default)")
     estimate.add_argument("--render-seconds", type=float, default=30, help="expected render time on the pod")
+    estimate.add_argument("--backend", choices=BACKENDS, default="stability", help="the AI step priced")
     args = parser.parse_args(argv)
 
     if args.command == "estimate":
-        job = RenderJob(blend_path="-", output_dir="-", prompt="-", steps=args.steps, batch=args.batch)
+        job = RenderJob(blend_path="-", output_dir="-", prompt="-", steps=args.steps, batch=args.batch,
+                        backend=args.backend)
         cost = CostModel.load().estimate(job, args.pod_type, expected_render_s=args.render_seconds)
-        print(f"estimate: ${cost.total_usd:.4f} (GPU {cost.gpu_seconds:.0f}s on {cost.pod_type}: ${cost.gpu_usd:.4f}; "
+        print(f"estimate ({cost.backend}): ${cost.total_usd:.4f} (GPU {cost.gpu_seconds:.0f}s on {cost.pod_type}: "
+              f"${cost.gpu_usd:.4f}; "
               f"{cost.images} image(s): ${cost.images_usd:.4f})")
         return 0
     cancel = threading.Event()
@@ -166,9 +197,12 @@ def _main(argv: list[str] | None = None) -> int:
         width=args.size[0], height=args.size[1], strength=args.strength, steps=args.steps, cfg_scale=args.cfg_scale,
         seed=args.seed, batch=args.batch, style_preset=args.style_preset, backend=backend,
         api_base_url=args.api_base, job_id=job_id, render_samples=args.samples,
+        control=args.control, openpose_scale=args.openpose_scale, depth_scale=args.depth_scale,
+        control_strength=args.control_strength,
         render_device=args.render_device, allow_missing_files=args.allow_missing_files,
         blender_version=scene_blender_version(args.scene) if args.blender_version is None else args.blender_version,
         allow_newer_blender=args.allow_newer_blender,
+        poses=args.poses, cameras=args.cameras,
     )
     try:
         job.output_dir = "-"  # checked here only; the pipeline fills in the pod's paths
@@ -181,8 +215,9 @@ def _main(argv: list[str] | None = None) -> int:
     print(f"job {job_id} on {args.host} (record: {record}); the pod checks the scene's camera before rendering")
     try:
         result = run_job(job, args.scene, host=args.host, hosts_file=args.hosts, local_output_dir=output,
-                         api_key=api_key or None, progress=ProgressPrinter(), cancel=cancel, record_path=record,
-                         time_limit_s=args.time_limit)
+                         api_key=(api_key or None) if backend in STABILITY_KEY_BACKENDS else None,
+                         progress=ProgressPrinter(), cancel=cancel, record_path=record,
+                         time_limit_s=args.time_limit, fresh=args.fresh)
     except KeyboardInterrupt:
         print(f"interrupted; the pod may still be working. Resume with: python -m remote.cli reattach {record}")
         return 130

@@ -1,8 +1,9 @@
 """What a job costs: an estimate before it runs, the actual figure after.
 
 Prices come from ``pod_setup/cost_config.yaml`` (or another file of the same
-shape): GPU dollars per hour by pod type, and dollars per image by engine and
-steps. An image is counted when the API generated it, content-filtered ones
+shape): GPU dollars per hour by pod type, dollars per image by engine and
+steps, and per backend (``stability-structure``: a flat 5 credits an image;
+``diffusers``: nothing per image, its denoising steps are GPU seconds). An image is counted when the API generated it, content-filtered ones
 included (the generation ran; counting it keeps the actual figure on the safe
 side); a variation that came back ERROR is not.
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, load_yaml
-from .jobspec import RenderJob
+from .jobspec import RenderJob, denoising_steps
 
 LIVE_RATE_ENV = "POSEFACTORY_GPU_USD_PER_HOUR"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "pod_setup" / "cost_config.yaml"
@@ -32,6 +33,7 @@ class CostBreakdown:
     images: int
     images_usd: float
     pod_type: str
+    backend: str = "stability"
 
     @property
     def total_usd(self) -> float:
@@ -51,6 +53,11 @@ class CostModel:
                 for engine, p in config["image_pricing"].items()
             }
             self.overhead_seconds = float(config.get("overhead_seconds_per_job", 0))
+            self.backend_image_usd = {str(k): float(v) for k, v in (config.get("backend_usd_per_image") or {}).items()}
+            diffusers = config.get("diffusers_estimate") or {}
+            self.diffusers_step_s = float(diffusers.get("seconds_per_step_1024", 0.25))
+            self.controlnet_share = float(diffusers.get("controlnet_step_share", 0.35))
+            self.diffusers_load_s = float(diffusers.get("load_seconds", 0))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CostConfigError(f"{source}: not a valid cost config ({type(exc).__name__}: {exc})") from None
         figures = {**{f"gpu_usd_per_hour.{k}": v for k, v in self.gpu_usd_per_hour.items()},
@@ -91,24 +98,41 @@ class CostModel:
         usd, reference_steps, min_steps = self.image_pricing[engine_id]
         return usd * max(steps, min_steps) / reference_steps
 
-    def breakdown(self, *, pod_type: str | None, gpu_seconds: float, engine_id: str, steps: int,
-                  images: int) -> CostBreakdown:
+    def backend_image_price(self, job: RenderJob) -> float:
+        """Dollars per generated image for the job's backend."""
+        if job.backend in self.backend_image_usd:
+            return self.backend_image_usd[job.backend]
+        return self.image_usd(job.engine_id, job.steps)
+
+    def breakdown(self, *, pod_type: str | None, gpu_seconds: float, job: RenderJob, images: int) -> CostBreakdown:
         pod = pod_type or self.default_pod_type
+        # A backend that costs nothing per image counts no images (its work is in the GPU seconds).
+        image_price = self.backend_image_price(job) if images else 0.0
         return CostBreakdown(
             gpu_seconds=round(gpu_seconds, 3),
             gpu_usd=round(self.gpu_rate(pod) * gpu_seconds / 3600, 4),
-            images=images,
-            images_usd=round(self.image_usd(engine_id, steps) * images, 4) if images else 0.0,
+            images=images if image_price else 0,
+            images_usd=round(image_price * images, 4),
             pod_type=pod,
+            backend=job.backend,
         )
 
-    def estimate(self, job: RenderJob, pod_type: str | None, expected_render_s: float) -> CostBreakdown:
-        """Before a job: every variation billed, render time plus the usual per-job overhead."""
-        return self.breakdown(pod_type=pod_type, gpu_seconds=expected_render_s + self.overhead_seconds,
-                              engine_id=job.engine_id, steps=job.steps,
-                              images=job.batch if job.backend == "stability" else 0)
+    def ai_gpu_seconds(self, job: RenderJob, items: int = 1) -> float:
+        """Expected GPU seconds of the AI step itself (only diffusers runs on the pod's GPU): one load, then steps."""
+        if job.backend != "diffusers":
+            return 0.0
+        controls = 0 if job.control == "none" else len(job.control.split("+"))
+        pixels = (job.width * job.height) or 1024 * 1024  # 0x0: the pod picks an SDXL size, about 1024²
+        per_step = self.diffusers_step_s * pixels / (1024 * 1024) * (1 + self.controlnet_share * controls)
+        return self.diffusers_load_s + items * job.batch * denoising_steps(job) * per_step
+
+    def estimate(self, job: RenderJob, pod_type: str | None, expected_render_s: float, items: int = 1) -> CostBreakdown:
+        """Before a job: every variation of every item billed, render times plus the AI step's and the per-job overhead."""
+        return self.breakdown(pod_type=pod_type, job=job,
+                              gpu_seconds=expected_render_s * items + self.overhead_seconds
+                              + self.ai_gpu_seconds(job, items),
+                              images=0 if job.backend == "none" else job.batch * items)
 
     def actual(self, job: RenderJob, pod_type: str | None, gpu_seconds: float, images_generated: int) -> CostBreakdown:
-        """After a job: the measured GPU seconds and the images the API generated."""
-        return self.breakdown(pod_type=pod_type, gpu_seconds=gpu_seconds, engine_id=job.engine_id, steps=job.steps,
-                              images=images_generated)
+        """After a job: the measured GPU seconds and the images the backend generated."""
+        return self.breakdown(pod_type=pod_type, gpu_seconds=gpu_seconds, job=job, images=images_generated)

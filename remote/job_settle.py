@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .accounting import Spend, append_once, compute_spend, ledger_entry
+from .batch_local import finish_manifest
 from .job_state import Cancelled, JobProgress, JobRecord, JobResult, PipelineError, PodDiskFull, StatusUnusable, TimeLimitReached
+from .jobspec import BACKENDS
 from .pod_output import PodManifest, PodOutputError, PodStatus, output_path
 
 if TYPE_CHECKING:
@@ -59,10 +61,15 @@ def account(record: JobRecord, record_path: Path | None, result: JobResult, spen
     record.images = [str(p) for p in result.images]
     record.render_device = device_summary(result.manifest) or record.render_device
     record.stage = "done"
-    if not record.ledgered and record.remote_job_dir:
+    # A batch whose every item was reused never reaches the pod; it still gets its ($0) line.
+    if not record.ledgered and (record.remote_job_dir or record.is_batch):
         entry = ledger_entry(record.job_id, record.host, result.status, spend, len(result.images), record.submitted_at)
         if record.render_device:
             entry["render_device"] = record.render_device
+        backend = result.manifest.get("backend") if isinstance(result.manifest, dict) else None
+        entry["backend"] = backend if backend in BACKENDS else record.cost_basis.get("backend", "unknown")
+        if record.is_batch:
+            entry.update(items_done=len(record.items_done), items_reused=len(record.items_reused))
         append_once(entry)
         record.ledgered = True
     record.save(record_path)
@@ -79,6 +86,12 @@ def finish(runner: JobRunner, status: PodStatus) -> JobResult:
         log.warning("job %s: manifest refused: %s", record.job_id, exc)
         return settle(runner, "failed", str(exc), status, None, [])
     names = ([*manifest.images, *([manifest.render] if manifest.render else [])]) if manifest else []
+    if manifest is not None and runner.streamer is not None:
+        # A batch: each done item's files not streamed back already (the streamer fetched the others).
+        from .batch_local import item_files
+
+        names = [n for n in names if n.split("/")[0] not in record.items_done]
+        names += [n for n in item_files(manifest.raw, skip=record.items_done) if n not in names]
     try:
         runner.download(local_dir, names)
         runner.mark_downloaded()
@@ -87,10 +100,15 @@ def finish(runner: JobRunner, status: PodStatus) -> JobResult:
             return settle(runner, "failed", f"{exc} (the images are still in {runner.record.remote_job_dir} on the pod)",
                            status, manifest, [])
         # A failed job may have left less than its manifest names; its error says why.
-    if manifest is not None:
+    image_names: list[str] = list(manifest.images) if manifest else []
+    if manifest is not None and runner.streamer is not None:
+        # A batch: the pod's items and those reused from earlier jobs, in the batch's order, in one manifest.
+        runner.record.items_done = sorted(set(runner.record.items_done) | _items_here(manifest.raw, local_dir))
+        image_names = finish_manifest(dict(manifest.raw), record.items_reused, local_dir, record.items_order)["images"]
+    elif manifest is not None:
         (local_dir / "manifest.json").write_text(json.dumps(manifest.raw, indent=2, ensure_ascii=False) + "\n",
                                                   encoding="utf-8")
-    images = [output_path(local_dir, name) for name in (manifest.images if manifest else [])]
+    images = [output_path(local_dir, name, allow_item_dirs=record.is_batch) for name in image_names]
     missing = [p.name for p in images if not p.is_file()]
     state, error = ("done", None) if status.state == "done" else (status.state, status.error or
                                                                    (manifest.error if manifest else "") or None)
@@ -100,6 +118,14 @@ def finish(runner: JobRunner, status: PodStatus) -> JobResult:
     if state == "failed" and error is None:
         error = "the job failed on the pod without saying why; see render.log there"
     return settle(runner, state, error, status, manifest, [p for p in images if p.is_file()])
+
+
+def _items_here(manifest: dict[str, Any], local_dir: Path) -> set[str]:
+    """The done items of the pod's manifest whose files all arrived."""
+    from .batch_local import checked_items
+
+    return {e["name"] for e in checked_items(manifest) if e["status"] == "done"
+            and all((local_dir / p).is_file() for p in [*([e["render"]] if e.get("render") else []), *e["images"]])}
 
 
 def follow(runner: JobRunner, start: Callable[[], PodStatus]) -> JobResult:

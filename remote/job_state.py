@@ -67,6 +67,12 @@ class JobRecord:
     prompt: str = ""
     cost_usd: float | None = None
     images: list[str] = field(default_factory=list)
+    # Batches (remote/batch_local.py): items already on this machine, and those taken from earlier jobs.
+    is_batch: bool = False
+    settings_digest: str = ""
+    items_order: list[str] = field(default_factory=list)
+    items_done: list[str] = field(default_factory=list)
+    items_reused: list[dict[str, Any]] = field(default_factory=list)
     # Render fidelity (issue 9): the device the pod rendered on, e.g. "CUDA: NVIDIA A40".
     render_device: str = ""
     # Accounting: what the ledger line is computed from, and whether it was written.

@@ -38,8 +38,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .accounting import JobBusy, append_ledger, compute_spend, job_lock
+from .accounting import JobBusy, Spend, append_ledger, compute_spend, job_lock
 from .api import Bridge, UnknownHost
+from .batch import MAX_ITEMS, BatchSpecError
+from .batch_local import BatchPlan, ItemCache, ItemStreamer, copy_reused, finish_manifest, is_batch, plan_batch
 from .blendfile import NotABlendFile, check_blend_file
 from .config import ConfigError, HostConfig, load_hosts
 from .cost import CostConfigError, CostModel
@@ -54,7 +56,7 @@ from .job_state import (
     StatusUnusable,
     TimeLimitReached,
 )
-from .jobspec import JobValidationError, RenderJob
+from .jobspec import BACKEND_SETUP_ENV, STABILITY_KEY_BACKENDS, JobValidationError, RenderJob
 from .pod_output import (
     ACTIVE_STATES,
     MAX_MANIFEST_BYTES,
@@ -74,6 +76,7 @@ from .shell import CommandResult
 from .transfer import TransferError, TransferInterrupted, TransferResult
 from .transfer.common import q, sha256_file
 
+log = logging.getLogger(__name__)
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # holds remote/ and pod_setup/
 POLL_S = 0.25  # a status poll is one cheap command; polling often keeps the overhead low
 RECONNECT_ATTEMPTS = 5
@@ -85,7 +88,6 @@ TIME_LIMIT_GRACE_S = 60.0
 # A status the laptop cannot use (corrupt, no state, unknown state) fails the job after this long.
 STATUS_GRACE_S = 20.0
 
-log = logging.getLogger(__name__)
 
 
 def new_job_id() -> str:
@@ -126,6 +128,9 @@ class JobRunner:
         self.cancel = cancel
         self.record = record
         self.record_path = record_path
+        self.streamer: ItemStreamer | None = None  # a batch: brings items back while it runs
+        if record.is_batch:
+            self.streamer = ItemStreamer(self, Path(record.local_output_dir), ItemCache(), record.settings_digest)
 
     # -- helpers ---------------------------------------------------------------
     def stage(self, stage: str, message: str) -> None:
@@ -182,9 +187,10 @@ class JobRunner:
                 raise PipelineError(f"{what}: {exc}") from None
 
     # -- stages ----------------------------------------------------------------
-    def set_up_pod(self, blender_version: str = "") -> None:
+    def set_up_pod(self, blender_version: str = "", backend: str = "none") -> None:
         """Ship the code bundle (0 bytes when unchanged) and run ``setup_pod.sh``;
-        ``blender_version``: the artist's Blender to install there.
+        ``blender_version``: the artist's Blender to install there;
+        ``backend``: the job's, whose own pod parts (diffusers venv + models, AI Render) are set up only when used.
 
         Each bundle has its own ``posefactory/code/<digest>/``: extracted beside
         the others under a temporary name and renamed into place, never
@@ -194,6 +200,7 @@ class JobRunner:
         latest, swapped atomically; this job uses its own bundle's path.
         """
         base = f"{self.host.workspace}/posefactory"
+        setup_env = BACKEND_SETUP_ENV.get(backend, "")
         bundle, digest = pod_bundle()
         short = digest[:16]
         self.stage("setup", "checking the pod's set-up")
@@ -211,6 +218,7 @@ class JobRunner:
             f"cd .. && for name in remote pod_setup; do "
             f"if [ -e \"$name\" ] && [ ! -L \"$name\" ]; then mv \"$name\" \".old-$name-$$\"; fi && "
             f"ln -sfn \"code/{short}/$name\" \".$name.new-$$\" && mv -T \".$name.new-$$\" \"$name\"; done && "
+            f"{setup_env + ' ' if setup_env else ''}"
             f"{f'POSEFACTORY_BLENDER_VERSION={q(blender_version)} ' if blender_version else ''}"
             f"bash code/{short}/pod_setup/setup_pod.sh",
             "pod set-up", timeout=1800)
@@ -289,8 +297,10 @@ class JobRunner:
                 return status
             elapsed = time.monotonic() - started
             waiting = f", waiting for the GPU ({status.queue_position} ahead)" if status.queue_position else ""
+            items = self.streamer.on_status(status) if self.streamer else None
             self.progress(JobProgress("rendering", (3 + min(elapsed / (elapsed + 30), 0.9)) / 5,
-                                      f"{status.state} on {self.host.name} for {elapsed:.0f}s{waiting}"))
+                                      f"{status.state} on {self.host.name} for {elapsed:.0f}s{waiting}"
+                                      + (f": {items}" if items else "")))
             self.cancel.wait(POLL_S)
 
     def _check_time_limit(self, status: PodStatus) -> None:
@@ -324,8 +334,9 @@ class JobRunner:
         data = result.stdout_bytes
         if not data.strip():
             return None
-        return parse_manifest(data, estimate_usd=self.record.estimate_usd,
-                              max_images=max(int(self.record.cost_basis.get("batch", 10) or 10), 1) * 10)
+        items = max(int(self.record.cost_basis.get("items", 1) or 1), 1)
+        return parse_manifest(data, estimate_usd=self.record.estimate_usd, allow_item_dirs=self.record.is_batch,
+                              max_images=max(int(self.record.cost_basis.get("batch", 10) or 10), 1) * 10 * items)
 
     def mark_downloaded(self) -> None:
         """Tell the pod's retention that this job's outputs are safe on the laptop."""
@@ -334,11 +345,45 @@ class JobRunner:
     def download(self, local_dir: Path, names: list[str]) -> None:
         """Bring back exactly the checked ``names`` (nothing else the pod's output folder may hold)."""
         self.stage("downloading", "bringing the images back")
+        self.download_files(local_dir, names, "downloading the results")
+
+    def download_files(self, local_dir: Path, names: list[str], what: str) -> None:
+        """``names`` (plain, or ``<item>/<file>`` in a batch) from the job's output folder, one ``get`` each."""
         for name in names:
-            target = output_path(local_dir, name)
+            target = output_path(local_dir, name, allow_item_dirs=self.record.is_batch)
             target.parent.mkdir(parents=True, exist_ok=True)
-            self.transfer("get", f"{self.record.remote_job_dir}/output/{name}", target.parent,
-                          "downloading the results")
+            self.transfer("get", f"{self.record.remote_job_dir}/output/{name}", target.parent, what)
+
+
+def _reuse_everything(record: JobRecord, record_path: Path | None, plan: BatchPlan,
+                      progress: Callable[[JobProgress], None]) -> JobResult:
+    """Every item of the batch is already here: nothing is uploaded, rendered or paid for (one $0 ledger line)."""
+    local_dir = Path(record.local_output_dir)
+    local_dir.mkdir(parents=True, exist_ok=True)
+    manifest = {"job_id": record.job_id, "status": "done", "prompt": record.prompt, "poses": plan.job.poses,
+                "cameras": plan.job.cameras, "actual_cost": {"total_usd": 0.0}, "items": []}
+    finish_manifest(manifest, record.items_reused, local_dir, record.items_order)
+    images = [p for p in (output_path(local_dir, name, allow_item_dirs=True) for name in manifest["images"])
+              if p.is_file()]
+    result = JobResult(job_id=record.job_id, status="done", images=images, manifest=manifest, cost_usd=0.0,
+                       output_dir=local_dir)
+    account(record, record_path, result, Spend(cost_usd=0.0, gpu_seconds=0.0, images=0))
+    progress(JobProgress("done", 1.0, f"all {len(record.items_reused)} item(s) reused from earlier jobs, $0"))
+    return result
+
+
+def _plan(job: RenderJob, blend_file: Path, record: JobRecord, *, fresh: bool) -> BatchPlan:
+    """A batch's items, checked against the scene, and those reused; kept in the record."""
+    try:
+        plan = plan_batch(job, blend_file, sha256_file(blend_file), fresh=fresh, cache=ItemCache())
+    except BatchSpecError as exc:
+        raise PipelineError(str(exc)) from None
+    record.is_batch, record.settings_digest = True, plan.digest
+    record.items_order = [i["name"] for i in plan.items or []]
+    record.items_reused = copy_reused(plan, Path(record.local_output_dir))
+    # Reused items cost nothing: the bound on what the pod may bill counts only those it renders.
+    record.cost_basis["items"] = len(plan.items) - len(plan.reused) if plan.items is not None else MAX_ITEMS
+    return plan
 
 
 def _guarded(record: JobRecord, record_path: Path | None, body: Callable[[], JobResult]) -> JobResult:
@@ -368,10 +413,13 @@ def _disk_full(exc: Exception) -> bool:
 
 def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | None, local_output_dir: Path,
             api_key: str | None, progress: Callable[[JobProgress], None], cancel: threading.Event,
-            record_path: Path | None = None, time_limit_s: float | None = None) -> JobResult:
+            record_path: Path | None = None, time_limit_s: float | None = None, fresh: bool = False) -> JobResult:
     """Render ``blend_file`` on ``host`` with ``job``'s settings and bring the images back.
 
     ``time_limit_s``: the job's limit on the pod (default: :func:`default_time_limit`).
+    A batch (poses × cameras) is checked against the scene first; its items
+    already done by an earlier job are reused (not rendered or paid again)
+    unless ``fresh``, and finished items come back while it runs.
 
     Never raises for a failure of the job: the result's status and error say
     what happened, and the record (when given) is kept up to date.
@@ -386,9 +434,9 @@ def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | N
     def body() -> JobResult:
         # The paths are the pod's, filled in at upload; everything else is checked now.
         replace(job, blend_path=str(blend_file), output_dir=str(local_output_dir)).validate()
-        if job.backend == "stability" and not api_key:
-            raise PipelineError("no Stability API key: set STABILITY_API_KEY or the key in the add-on preferences "
-                                "(or use backend 'none' to skip the AI step)")
+        if job.backend in STABILITY_KEY_BACKENDS and not api_key:
+            raise PipelineError(f"no Stability API key for backend {job.backend}: set STABILITY_API_KEY or the key "
+                                "in the add-on preferences (or use backend 'diffusers' or 'none')")
         if not Path(blend_file).is_file():
             raise PipelineError(f"scene file not found: {blend_file}")
         try:
@@ -396,13 +444,20 @@ def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | N
         except NotABlendFile as exc:
             raise PipelineError(str(exc)) from None
         hosts = load_hosts(hosts_file)
+        pod_job = job
+        if is_batch(job):
+            plan = _plan(job, Path(blend_file), record, fresh=fresh)
+            if plan.all_reused:
+                return _reuse_everything(record, record_path, plan, progress)
+            pod_job = plan.job
         if host in hosts and hosts[host].kind == "serverless":  # RunPod Serverless: no pod, no ssh
             from .serverless_job import run_serverless_job
-            return run_serverless_job(job, Path(blend_file), hosts[host], record, record_path, progress, cancel)
+            return run_serverless_job(pod_job, Path(blend_file), hosts[host], record, record_path, progress, cancel)
         prepare_host(hosts, host, lambda line: progress(JobProgress("connecting", 0.0, line)), append_ledger)
         with Bridge(hosts) as bridge:
             config = bridge.host(host)
-            estimate = CostModel.load().estimate(job, _known_pod_type(config), expected_render_s=60)
+            estimate = CostModel.load().estimate(job, _known_pod_type(config), expected_render_s=60,
+                                                 items=int(record.cost_basis.get("items", 1)))
             record.estimate_usd = estimate.total_usd
             record.time_limit_s = time_limit_s or default_time_limit(estimate.gpu_seconds)
             record.remote_job_dir = f"{config.workspace}/jobs/{job_id}"
@@ -411,9 +466,9 @@ def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | N
             runner.stage("connecting", f"connecting to {host}")
             runner.run("true", "connecting")
             try:
-                runner.set_up_pod(job.blender_version)
-                arm_watchdog(runner.run, config)
-                runner.upload(job, Path(blend_file))
+                runner.set_up_pod(job.blender_version, job.backend)
+                arm_watchdog(runner.run, config, append_ledger)
+                runner.upload(pod_job, Path(blend_file))
             except PipelineError as exc:
                 if _disk_full(exc):
                     raise PodDiskFull(f"pod disk full: {exc}") from None

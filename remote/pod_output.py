@@ -164,6 +164,7 @@ class PodStatus:
     finished_at: float | None = None
     exit_code: int | None = None
     queue_position: int | None = None  # jobs ahead of this one for the GPU
+    items: dict[str, Any] | None = None  # a batch's progress: total/done/failed counts, current item (checked)
 
     @property
     def terminal(self) -> bool:
@@ -198,7 +199,19 @@ def parse_status(raw: bytes | str) -> PodStatus:
         exit_code=code if isinstance(code, int) and not isinstance(code, bool) and -255 <= code <= 255 else None,
         queue_position=position if isinstance(position, int) and not isinstance(position, bool)
         and 0 <= position < 10_000 else None,
+        items=_items_progress(data.get("items")),
     )
+
+
+def _items_progress(value: Any) -> dict[str, Any] | None:
+    """A batch's ``items`` progress from the status: bounded counts and a clean current item name."""
+    if not isinstance(value, dict):
+        return None
+    counts = {k: value.get(k) for k in ("total", "done", "failed")}
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 100_000 for v in counts.values()):
+        return None
+    current = value.get("current")
+    return {**counts, "current": clean_text(current, 100) if isinstance(current, str) else None}
 
 
 @dataclass(frozen=True)

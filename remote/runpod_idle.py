@@ -16,6 +16,7 @@ import logging
 import os
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from .config import HostConfig
@@ -35,16 +36,23 @@ def watchdog_settings(host: HostConfig) -> dict[str, Any]:
             "api_base_url": os.environ.get("RUNPOD_API_BASE_URL", "https://api.runpod.io")}
 
 
-def arm_watchdog(run: Runner, host: HostConfig) -> None:
-    """Key, settings and a running watchdog in the pod's workspace (pod hosts only)."""
+def arm_watchdog(run: Runner, host: HostConfig, record_event: Callable[[dict[str, Any]], None]) -> None:
+    """Key, settings and a running watchdog in the pod's workspace (pod hosts only).
+
+    Stops the watchdog made since the last job (``pod_events.jsonl``) are
+    collected on the way and noted in the ledger.
+    """
     if host.runpod_pod_id is None:
         return
     key = api_key_for(host)
     if not KEY_SHAPE.match(key):
         raise RunPodError(f"${host.runpod_api_key_env} does not look like a RunPod API key")
     settings = json.dumps(watchdog_settings(host))
-    run('umask 077; pf="$WORKSPACE/posefactory"; env_file="$WORKSPACE/.env"; touch "$env_file"; '
+    result = run(
+        'umask 077; pf="$WORKSPACE/posefactory"; env_file="$WORKSPACE/.env"; touch "$env_file"; '
         'chmod 600 "$env_file"; '
+        'if [ -s "$pf/pod_events.jsonl" ]; then mv "$pf/pod_events.jsonl" "$pf/pod_events.taken"; '
+        'head -n 100 "$pf/pod_events.taken"; rm -f "$pf/pod_events.taken"; fi; '
         # grep sees only the name; printf is a builtin: the key is in no argv.
         '{ grep -v "^RUNPOD_API_KEY=" "$env_file"; printf "RUNPOD_API_KEY=%s\\n" "$__PF_RUNPOD_KEY"; } '
         '> "$env_file.tmp" && mv "$env_file.tmp" "$env_file"; unset __PF_RUNPOD_KEY; '
@@ -52,7 +60,25 @@ def arm_watchdog(run: Runner, host: HostConfig) -> None:
         'setsid nohup python3 "$pf/pod_setup/idle_watchdog.py" "$WORKSPACE" '
         '</dev/null >>"$pf/watchdog.log" 2>&1 &',
         "arming the idle watchdog", secrets={"__PF_RUNPOD_KEY": key})
+    for event in watchdog_events(result.stdout, host):
+        record_event(event)
     log.info("idle watchdog armed on %s: stop after %s idle minute(s)", host.name, host.idle_stop_minutes)
+
+
+def watchdog_events(text: str, host: HostConfig) -> list[dict[str, Any]]:
+    """The watchdog's stop events, validated (they come from the pod), as ledger entries."""
+    events = []
+    for line in text.splitlines():
+        try:
+            raw = json.loads(line)
+            at = datetime.fromtimestamp(float(raw["at"]), UTC).isoformat(timespec="seconds")
+            idle_s = round(float(raw["idle_s"]), 1)
+        except (ValueError, KeyError, TypeError, OverflowError, OSError):
+            continue
+        if raw.get("event") == "pod_stop" and raw.get("pod_id") == host.runpod_pod_id:
+            events.append({"event": "pod_stop", "host": host.name, "pod_id": host.runpod_pod_id,
+                           "reason": "idle (pod watchdog)", "idle_s": idle_s, "at": at})
+    return events
 
 
 def idle_status(run: Runner, host: HostConfig) -> dict[str, Any]:

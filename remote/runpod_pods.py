@@ -193,9 +193,7 @@ def parse_pod(pod_id: str, pod: dict[str, Any]) -> PodState:
             if 1 <= public <= 65535 and isinstance(ip, str) and re.fullmatch(r"[0-9A-Fa-f.:]{2,45}", ip):
                 ssh_ip, ssh_port = ip, public
     cost = _number(pod.get("costPerHr"), float, None)
-    machine = pod.get("machine")
-    if not isinstance(machine, dict):
-        machine = {}
+    machine: dict[str, Any] = pod["machine"] if isinstance(pod.get("machine"), dict) else {}
     proxy_user = machine.get("podHostId")
     if not isinstance(proxy_user, str) or not re.fullmatch(r"[A-Za-z0-9-]{1,100}", proxy_user):
         proxy_user = None

@@ -139,9 +139,7 @@ class EndpointClient:
 
 def check_health(health: dict[str, Any], endpoint_id: str) -> None:
     """Refuse an endpoint whose workers are all unhealthy (zero workers is fine: it scales from zero)."""
-    workers = health.get("workers")
-    if not isinstance(workers, dict):
-        workers = {}
+    workers: dict[str, Any] = health["workers"] if isinstance(health.get("workers"), dict) else {}
 
     def count(name: str) -> int:
         value = workers.get(name, 0)

@@ -84,6 +84,8 @@ def _message(response: requests.Response) -> str:
     try:
         body = response.json()
         name, message = body.get("name", ""), body.get("message", "")
+        if not message and isinstance(body.get("errors"), list):  # v2beta's shape
+            message = "; ".join(str(error) for error in body["errors"])
         return f"{name}: {message}" if name else str(message or body)
     except ValueError:
         return response.text[:300] or response.reason
@@ -130,14 +132,18 @@ class StabilityClient:
     def image_to_image(self, init_png: bytes, job: RenderJob) -> list[Artifact]:
         """Artifacts for ``job`` (one per variation); raises a StabilityError."""
         url = f"{self.base_url}/v1/generation/{job.engine_id}/image-to-image"
-        headers = {
-            "Authorization": f"Bearer {self._api_key}",
-            "Accept": "application/json",
-            "Stability-Client-ID": self.client_id,
-        }
         fields: list[tuple[str, Any]] = [(name, (None, value)) for name, value in self.form_fields(job)]
         files: list[tuple[str, Any]] = [("init_image", ("init.png", init_png, "image/png")), *fields]
         self.attempts = 0
+        return self._artifacts(self.post(url, files, accept="application/json"))
+
+    def post(self, url: str, files: list, *, accept: str) -> requests.Response:
+        """POST multipart ``files`` with the key; retries 429/5xx/timeouts with bounded backoff.
+
+        Returns the 200 answer; raises the StabilityError for any other.
+        ``attempts`` counts on from where the caller left it.
+        """
+        headers = {"Authorization": f"Bearer {self._api_key}", "Accept": accept, "Stability-Client-ID": self.client_id}
         delay = self.backoff_s
         while True:
             self.attempts += 1
@@ -150,7 +156,7 @@ class StabilityClient:
                 error = ServerError(f"cannot reach {self.base_url}: {type(exc).__name__}")
             else:
                 if response.status_code == 200:
-                    return self._artifacts(response)
+                    return response
                 error = self._error(response)
             retryable = isinstance(error, (RateLimited, ServerError, RequestTimedOut))
             if not retryable or self.attempts > self.max_retries:
@@ -161,18 +167,26 @@ class StabilityClient:
             self._sleep(min(wait, self.max_backoff_s))
             delay = min(delay * 2, self.max_backoff_s)
 
+    errors_by_status: dict[int, type[StabilityError]] = _ERRORS_BY_STATUS
+
     def _error(self, response: requests.Response) -> StabilityError:
         status = response.status_code
-        cls = _ERRORS_BY_STATUS.get(status, ServerError if status >= 500 else StabilityError)
+        cls = self.errors_by_status.get(status, ServerError if status >= 500 else StabilityError)
         detail = _message(response).replace(self._api_key, "<key>")
-        if cls is AuthenticationError:
-            text = f"Stability rejected the API key (HTTP {status}): {detail}. Check STABILITY_API_KEY."
-        elif cls is NotFound:
-            text = f"Stability has no such engine or endpoint (HTTP 404): {detail}"
-        else:
-            text = f"Stability answered HTTP {status}: {detail}"
+        text = self.describe(cls, status, detail)
         retry_after = response.headers.get("Retry-After", "")
         return cls(text, status, float(retry_after) if retry_after.isdigit() else None)
+
+    @staticmethod
+    def describe(cls: type[StabilityError], status: int, detail: str) -> str:
+        """One line for the artist; a retired v1 engine names the backends that still work."""
+        if cls is AuthenticationError:
+            return f"Stability rejected the API key (HTTP {status}): {detail}. Check STABILITY_API_KEY."
+        if cls is NotFound:
+            return (f"Stability retired this engine or has no such endpoint (HTTP 404): {detail}. "
+                    "Pick another backend: stability-structure (Stability's v2beta), diffusers (the pod's GPU) "
+                    "or none")
+        return f"Stability answered HTTP {status}: {detail}"
 
     @staticmethod
     def _artifacts(response: requests.Response) -> list[Artifact]:

@@ -474,3 +474,98 @@ def test_main_panel_draw_never_raises_nor_builds_a_job(blender, tmp_path):
     assert result["jobs_made"] == 0
     assert all(label.startswith("Estimate: $") for label in result["good"]), result["good"]
     assert result["bad"] and "gpu_usd_per_hour.A40" in result["bad"][0]
+
+
+def test_backend_selector_builds_each_backends_job_and_control_images_come_back(blender, tmp_path):
+    from tests.fixtures.stability_server import make_png
+
+    folder = tmp_path / "results"
+    folder.mkdir()
+    for name in ("ai-render-1.png", "control-openpose.png", "control-depth.png"):
+        (folder / name).write_bytes(make_png(64, 64, (1, 2, 3), {}))
+    (folder / "manifest.json").write_text('{"job_id": "job-1", "images": ["ai-render-1.png"]}')
+    result = blender.run(f"""
+        from pathlib import Path
+        from bl_ext.user_default.posefactory import results
+        scene = bpy.context.scene
+        bpy.ops.object.camera_add()
+        scene.camera = bpy.context.active_object
+        settings = scene.posefactory
+        settings.prompt, settings.backend, settings.control, settings.depth_scale = "knight", "diffusers", "openpose+depth", 0.5
+        job, _ = api.build_job(scene, bpy.context)
+        estimate = api.estimate_job(job, None)
+        settings.backend, settings.control_strength = "stability-structure", 0.4
+        try:
+            api.build_job(scene, bpy.context)
+            refused = ""
+        except api.SubmitError as exc:
+            refused = str(exc)
+        overridden, _ = api.build_job(scene, bpy.context, backend="diffusers", control="depth")
+        results.import_folder(Path({str(folder)!r}), "job-1")
+        controls = sorted([image.name, image["posefactory_control"]] for image in bpy.data.images
+                          if "posefactory_control" in image)
+        report(job=[job.backend, job.control, job.depth_scale], refused=refused,
+               overridden=[overridden.backend, overridden.control], controls=controls,
+               estimate=[estimate.backend, estimate.images, estimate.gpu_seconds > 60])
+    """)
+    assert result["job"] == ["diffusers", "openpose+depth", 0.5]
+    assert "No Stability API key for backend stability-structure" in result["refused"]
+    assert result["overridden"] == ["diffusers", "depth"]
+    assert result["controls"] == [["PF job-1 depth", "depth"], ["PF job-1 openpose", "openpose"]]
+    assert result["estimate"] == ["diffusers", 0, True]  # GPU time only: render, overhead and its denoising steps
+
+
+def test_batch_panel_picks_poses_counts_caps_and_brings_back_named_images(blender, tmp_path, sample_scene,
+                                                                          stability_server):
+    result = blender.run(f"""
+        from bl_ext.user_default.posefactory import batch, results
+        bpy.ops.wm.open_mainfile(filepath={str(sample_scene)!r})
+        prefs = preferences.get()
+        prefs.api_key = {stability_server.api_key!r}
+        prefs.api_base_url = {stability_server.base_url!r}
+        scene = bpy.context.scene
+        settings = scene.posefactory
+        settings.prompt = "a knight"
+        settings.pose_source = "PICKED"
+        bpy.ops.posefactory.refresh_poses()
+        listed = [(p.name, p.kind) for p in settings.poses]
+        for pose in settings.poses:
+            pose.enabled = pose.name in ("Wave", "T-Pose")
+        settings.pose_source, settings.camera_source = "MARKERS", "COLLECTION"
+        settings.camera_collection = bpy.data.collections["Cameras"]
+        job, _ = api.build_job(scene, bpy.context, batch=2)
+        markers = (job.poses, job.cameras, batch.summary(batch.items_of(scene, job.poses, job.cameras), 2),
+                   api.estimate_job(job, None, items=6).images)
+        prefs.budget_cap_usd = 0.05
+        try:
+            api.build_job(scene, bpy.context, batch=2)
+            over = ""
+        except api.SubmitError as exc:
+            over = str(exc)
+        prefs.budget_cap_usd = 2.0
+        settings.camera_collection = None
+        try:
+            api.build_job(scene, bpy.context)
+            empty = ""
+        except api.SubmitError as exc:
+            empty = str(exc)
+        settings.pose_source, settings.camera_source = "PICKED", "ACTIVE"
+        outcome = bpy.ops.posefactory.render_remote(batch=1, seed=5, host="local", render_samples=1)
+        tracked = jobs.MANAGER.latest()
+        result = jobs.MANAGER.wait(tracked, timeout=400)
+        record = jobs.MANAGER.history()[0]
+        report(listed=listed, markers=markers, over=over, empty=empty, outcome=list(outcome), status=result.status,
+               error=result.error, names=tracked.image_names, thumbnail=str(results.thumbnail_source(record)),
+               message=tracked.message)
+    """)
+    assert result["listed"] == [["Idle", "Marker"], ["Wave", "Marker"], ["Cheer", "Marker"],
+                                ["Bow", "Pose Asset"], ["Kick", "Pose Asset"], ["T-Pose", "Pose Asset"]]
+    assert result["markers"] == ["markers", "collection:Cameras",
+                                 "3 poses × 2 cameras × 2 variations = 12 images", 12]
+    assert "Over budget: this job (6 item(s))" in result["over"]
+    assert result["empty"] == "Batch: cameras: pick a collection of cameras"
+    assert result["outcome"] == ["FINISHED"] and result["status"] == "done", result["error"]
+    job_id = result["names"][0].split()[1]
+    assert result["names"] == [f"PF {job_id} Wave Camera v1", f"PF {job_id} T-Pose Camera v1"]
+    assert result["thumbnail"].endswith("contact-sheet.png")
+    assert len(stability_server.requests) == 2

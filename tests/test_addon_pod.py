@@ -83,3 +83,40 @@ def test_remote_panel_shows_a_refused_key_as_one_line(blender, tmp_path, runpod_
     """, env={"RUNPOD_API_KEY": "rp-not-the-key"})
     assert result["error"].startswith("RunPod refused the API key (401 Unauthorized)")
     assert "rp-not-the-key" not in result["error"]
+
+
+def test_refresh_stops_a_pod_the_laptop_sees_idle_past_its_limit(blender, tmp_path, runpod_api, sshd_direct):
+    import getpass
+    import os
+    import time
+    from pathlib import Path
+
+    pod = runpod_api.add_pod("abc123", ssh_port=sshd_direct.port, desired_status="RUNNING", cost_per_hr=0.4)
+    pod.started_at -= 300  # up for 5 minutes, past the 0.5 minute limit
+    workspace = tmp_path / "pod-ws"
+    (workspace / "posefactory").mkdir(parents=True)
+    os.symlink(Path(__file__).resolve().parent.parent / "pod_setup", workspace / "posefactory" / "pod_setup")
+    (workspace / "jobs" / "old-job").mkdir(parents=True)
+    (workspace / "jobs" / "old-job" / "state").write_text("done\n")
+    old = time.time() - 600
+    os.utime(workspace / "jobs" / "old-job" / "state", (old, old))
+    hosts = tmp_path / "ssh_hosts.yaml"
+    hosts.write_text(yaml.safe_dump({"gpu": {
+        "runpod_pod_id": "abc123", "idle_stop_minutes": 0.5, "user": getpass.getuser(),
+        "identity_file": sshd_direct.identity_file, "known_hosts": sshd_direct.known_hosts,
+        "workspace": str(workspace)}}))
+    result = blender.run(f"""
+        import sys, time
+        sys.modules["runpod"] = None
+        from bl_ext.user_default.posefactory import pod_state
+        preferences.get().hosts_file = {str(hosts)!r}
+        bpy.context.scene.posefactory.host = "gpu"
+        bpy.ops.posefactory.pod_refresh()
+        deadline = time.time() + 120
+        while time.time() < deadline and not pod_state.drain():
+            time.sleep(0.05)
+        view = pod_state.VIEWS["gpu"]
+        report(state=view.info.get("state"), idle_check=view.info.get("idle_check"), error=view.error)
+    """)
+    assert result == {"state": "EXITED", "idle_check": "stopped (idle past the limit)", "error": None}
+    assert pod.events == ["stop"]

@@ -42,6 +42,28 @@ def test_the_readme_main_job_runs_the_round_trip_on_the_local_host(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "AI step skipped: STABILITY_API_KEY is not set" in done.stdout
-    render = [line.split("render:")[1].strip() for line in done.stdout.splitlines() if "render:" in line]
-    assert render and Path(render[0]).is_file()
+    # A small pose batch: the sample character's three marker poses, and the contact sheet at the end.
+    assert "items:  3 (3 rendered, 0 reused, 0 failed)" in done.stdout
+    sheet = done.stdout.strip().splitlines()[-1]
+    assert sheet.startswith("  contact sheet: ") and Path(sheet.split(": ", 1)[1]).is_file()
+    for pose in ("Idle", "Wave", "Cheer"):
+        assert (Path(sheet.split(": ", 1)[1]).parent / pose / "render.png").is_file()
     assert (tmp_path / "data" / "ledger.jsonl").is_file()
+
+
+def test_backend_options_are_refused_in_one_line_before_anything_runs(tmp_path):
+    scene = tmp_path / "scene.blend"
+    wrong = cli("render", str(scene), "--prompt", "x", "--backend", "stability", "--control", "depth", data=tmp_path)
+    assert wrong.returncode == 2 and "control: depth needs backend diffusers" in wrong.stderr
+    zero = cli("render", str(scene), "--prompt", "x", "--backend", "diffusers", "--steps", "10", "--strength", "0.95",
+               data=tmp_path)
+    assert zero.returncode == 2 and "leaves 0 of 10 denoising steps" in zero.stderr
+    unknown = cli("render", str(scene), "--prompt", "x", "--backend", "dalle", data=tmp_path)
+    assert unknown.returncode == 2 and "invalid choice" in unknown.stderr
+def test_batch_options_are_checked_before_upload_in_one_line(tmp_path, sample_scene):
+    reversed_range = cli("render", str(sample_scene), "--prompt", "x", "--poses", "frames:9-3", data=tmp_path)
+    assert reversed_range.returncode == 2 and "error: poses: 'frames:9-3' is a reversed range" in reversed_range.stderr
+    unknown = cli("render", str(sample_scene), "--prompt", "x", "--poses", "Wave,Dance", "--cameras", "Camera",
+                  data=tmp_path)
+    assert unknown.returncode == 1 and "unknown pose 'Dance'" in unknown.stderr
+    assert len(unknown.stderr.strip().splitlines()) == 1 and not (tmp_path / "local-pod").exists()

@@ -50,3 +50,35 @@ def test_cost_config_refuses_non_finite_negative_and_duplicate_figures(tmp_path,
     with pytest.raises(CostConfigError, match=key) as raised:
         CostModel.load(path)
     assert str(path) in str(raised.value)
+
+
+# --- per backend (issue #12) ---
+
+def test_structure_control_is_five_credits_per_image_whatever_the_steps():
+    model = CostModel.load()
+    estimate = model.estimate(job(backend="stability-structure", batch=3, steps=50), "A40", expected_render_s=0)
+    assert estimate.images == 3 and estimate.images_usd == pytest.approx(0.15) and estimate.backend == "stability-structure"
+    actual = model.actual(job(backend="stability-structure", batch=3), "A40", gpu_seconds=0, images_generated=2)
+    assert actual.images_usd == pytest.approx(0.10) and actual.to_dict()["backend"] == "stability-structure"
+
+
+def test_diffusers_costs_gpu_seconds_only_and_its_estimate_grows_with_steps_size_and_controls():
+    model = CostModel.load()
+    base = dict(backend="diffusers", steps=30, strength=0.35, batch=2)
+    plain = model.estimate(job(**base), "A40", expected_render_s=10)
+    assert plain.images == 0 and plain.images_usd == 0 and plain.total_usd == plain.gpu_usd > 0
+    both = model.estimate(job(**base, control="openpose+depth"), "A40", expected_render_s=10)
+    small = model.estimate(job(**{**base, "width": 512, "height": 512}), "A40", expected_render_s=10)
+    fewer = model.estimate(job(**{**base, "strength": 0.8}), "A40", expected_render_s=10)
+    assert both.gpu_seconds > plain.gpu_seconds > small.gpu_seconds and fewer.gpu_seconds < plain.gpu_seconds
+    actual = model.actual(job(**base), "A40", gpu_seconds=36, images_generated=2)
+    assert actual.images_usd == 0 and actual.gpu_usd == pytest.approx(0.004)
+    # The issue's target: a 1024x1024 SDXL image on an A40-class pod at or under $0.004 (vs ~$0.05 from the API).
+    one = model.estimate(job(backend="diffusers", batch=1, steps=30, strength=0.35), "A40", expected_render_s=0)
+    per_image = one.total_usd - model.estimate(job(backend="none"), "A40", expected_render_s=0).total_usd
+    assert per_image <= 0.004
+
+
+def test_ai_render_is_priced_as_stability_v1():
+    model = CostModel.load()
+    assert model.estimate(job(backend="ai-render", steps=20, batch=2), "A40", 0).images_usd == pytest.approx(0.08)

@@ -1,8 +1,9 @@
 import json
+import re
 
 import pytest
 
-from remote.jobspec import SDXL_SIZES, JobValidationError, RenderJob
+from remote.jobspec import SDXL_SIZES, JobValidationError, RenderJob, denoising_steps
 
 
 def make_job(**overrides):
@@ -57,3 +58,51 @@ def test_unknown_and_missing_fields_are_refused(tmp_path):
     path.write_text(json.dumps([1, 2]))
     with pytest.raises(JobValidationError, match="JSON object"):
         RenderJob.read(path)
+
+
+# --- AI backends (issue #12) ---
+
+@pytest.mark.parametrize("backend", ["stability", "stability-structure", "diffusers", "ai-render", "none"])
+def test_every_backend_accepts_the_defaults_at_an_sdxl_size(backend):
+    make_job(backend=backend, width=1216, height=832).validate()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"backend": "diffusers", "width": 100, "height": 64}, "size: 100x64 must be multiples of 8"),
+        ({"backend": "diffusers", "width": 4096, "height": 64}, "size: 4096x64"),
+        ({"backend": "stability-structure", "width": 64, "height": 640}, "size: 64x640 is outside"),
+        ({"backend": "ai-render", "width": 64, "height": 64}, "size: 64x64 is not an SDXL size"),
+        ({"backend": "diffusers", "steps": 0}, "steps"),
+        ({"backend": "diffusers", "steps": 20, "strength": 0.96}, "strength: keeping 0.96 of the render leaves 0 of 20"),
+        ({"backend": "diffusers", "control": "canny"}, "control: 'canny' is not one of"),
+        ({"backend": "stability", "control": "depth"}, "control: depth needs backend diffusers"),
+        ({"backend": "diffusers", "openpose_scale": 2.5}, "openpose_scale"),
+        ({"backend": "diffusers", "depth_scale": -0.1}, "depth_scale"),
+        ({"backend": "stability-structure", "control_strength": 1.2}, "control_strength"),
+        ({"bone_map": {"tail": "x"}}, "bone_map: 'tail' is not a COCO-18 joint"),
+        ({"bone_map": {"neck": "spine\n"}}, "bone_map: neck: 'spine\\n'"),
+        ({"bone_map": {"neck": "x" * 64}}, "bone_map: neck: 'xxx"),
+        ({"bone_map": ["neck"]}, "bone_map: must map"),
+        ({"api_base_url": "file:///etc/passwd"}, "api_base_url"),
+        ({"api_base_url": "http://x y"}, "api_base_url"),
+    ],
+)
+def test_backend_settings_are_checked_before_anything_runs(overrides, message):
+    with pytest.raises(JobValidationError, match=f"^{re.escape(message)}"):
+        make_job(**overrides).validate()
+
+
+def test_diffusers_takes_small_sizes_and_few_steps_and_keep_render_maps_to_strength():
+    job = make_job(backend="diffusers", width=64, height=64, steps=2, strength=0.5, control="openpose+depth",
+                   bone_map={"neck": "mixamorig:Spine2:tail", "nose": "Head"})
+    job.validate()
+    assert denoising_steps(job) == 1  # 2 steps x (1 - 0.5 kept)
+    assert denoising_steps(make_job(steps=30, strength=0.35)) == 19
+
+
+def test_backend_settings_round_trip(tmp_path):
+    job = make_job(backend="diffusers", control="depth", depth_scale=0.6, bone_map={"left_eye": "eye.L:head"})
+    job.write(tmp_path / "job.json")
+    assert RenderJob.read(tmp_path / "job.json") == job

@@ -72,3 +72,17 @@ def test_device_summary_of_a_pod_manifest_is_short_plain_text():
     assert device_summary({}) == "" and device_summary({"render_device": "GPU"}) == ""
     hostile = device_summary({"render_device": {"kind": "CUDA", "names": ["\x1b[2Jevil\n" * 100, 7]}})
     assert "\x1b" not in hostile and "\n" not in hostile and len(hostile) <= 120
+
+
+def test_eevee_without_a_gpu_says_why_instead_of_crashing(tmp_path, sample_scene, stability_server):
+    import subprocess
+    import sys
+
+    scene = tmp_path / "eevee.blend"
+    subprocess.run([sys.executable, "-c", "import bpy, sys; bpy.ops.wm.open_mainfile(filepath=sys.argv[1]); "
+                    "bpy.context.scene.render.engine = 'BLENDER_EEVEE'; bpy.ops.wm.save_as_mainfile(filepath=sys.argv[2])",
+                    str(sample_scene), str(scene)], check=True, capture_output=True, timeout=120)
+    completed, manifest = run_job(tmp_path, scene, stability_server)
+    assert completed.returncode == EXIT_RENDER
+    assert "render engine BLENDER_EEVEE needs a GPU" in manifest["error"] and "switch the scene to Cycles" in manifest["error"]
+    assert stability_server.requests == [] and not (tmp_path / "out" / "render.png").exists()

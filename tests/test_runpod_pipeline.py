@@ -88,7 +88,16 @@ def test_job_resumes_the_pod_runs_there_and_the_watchdog_stops_it_when_idle(
     assert runpod_api.calls("podStop")[0]["input"] == {"podId": "abc123"}
     assert "stopped (EXITED)" in (pod_ws / "posefactory" / "watchdog.log").read_text()
     events = (pod_ws / "posefactory" / "pod_events.jsonl").read_text()
-    assert json.loads(events.splitlines()[-1])["reason"] == "idle"
+    first_stop = json.loads(events.splitlines()[-1])
+    assert first_stop["reason"] == "idle"
+    # The next job resumes the pod again and brings the watchdog's stop into the ledger.
+    result = run_job(job, sample_scene, host="gpu", hosts_file=hosts, local_output_dir=tmp_path / "results",
+                     api_key=None, progress=lambda p: None, cancel=threading.Event())
+    assert result.status == "done", result.error
+    assert pod.events[:3] == ["resume", "stop", "resume"]
+    ledger = [json.loads(line) for line in (data_dir() / "ledger.jsonl").read_text().splitlines()]
+    assert [e.get("event", "job") for e in ledger][:4] == ["pod_start", "job", "pod_start", "pod_stop"]
+    assert ledger[3]["reason"] == "idle (pod watchdog)" and ledger[3]["idle_s"] == first_stop["idle_s"]
 
 
 def watchdog_log(workspace: Path) -> str:
@@ -158,7 +167,7 @@ def test_watchdog_retries_when_the_api_is_down_and_exits_when_turned_off(pod_ws,
 
 def test_laptop_stops_a_pod_it_sees_idle_past_the_limit(pod_ws, runpod_api):
     pod = runpod_api.add_pod("abc123", ssh_port=1, desired_status="RUNNING", cost_per_hr=0.4)
-    host = parse_host("t", "gpu", {"runpod_pod_id": "abc123", "workspace": str(pod_ws), "idle_stop_minutes": 0.2})
+    host = parse_host("t", "gpu", {"runpod_pod_id": "abc123", "workspace": str(pod_ws), "idle_stop_minutes": 1})
     (pod_ws / "posefactory").mkdir(parents=True)
     os.symlink(WATCHDOG.parent, pod_ws / "posefactory" / "pod_setup")
 
@@ -177,8 +186,34 @@ def test_laptop_stops_a_pod_it_sees_idle_past_the_limit(pod_ws, runpod_api):
         job.wait()
     (pod_ws / "jobs" / "job-1" / "state").write_text("done\n")
     assert stop_if_idle(run, host, events.append) is None  # just finished: not idle yet
-    old = time.time() - 60
+    old = time.time() - 120
     os.utime(pod_ws / "jobs" / "job-1" / "state", (old, old))
     state = stop_if_idle(run, host, events.append)
     assert state is not None and state.desired_status == "EXITED"
     assert events[0]["event"] == "pod_stop" and "seen by the laptop" in events[0]["reason"]
+
+
+def test_cli_idle_check_reads_the_pod_over_ssh_and_stops_it_when_idle(data, tmp_path, pod_ws, sshd_direct, runpod_api,
+                                                                        capsys):
+    from remote.runpod_cli import main
+
+    pod = runpod_api.add_pod("abc123", ssh_port=sshd_direct.port, desired_status="RUNNING", cost_per_hr=0.5)
+    (pod_ws / "posefactory").mkdir(parents=True)
+    os.symlink(WATCHDOG.parent, pod_ws / "posefactory" / "pod_setup")
+    hosts = write_hosts(tmp_path, pod_entry(sshd_direct, pod_ws, idle_stop_minutes=0.5))
+    job = fake_job(pod_ws, "running")
+    try:
+        assert main(["idle-check", "gpu", "--hosts", str(hosts)]) == 0
+        assert capsys.readouterr().out == "gpu: left running (busy or not idle long enough)\n"
+    finally:
+        job.kill()
+        job.wait()
+    (pod_ws / "jobs" / "job-1" / "state").write_text("done\n")
+    old = time.time() - 120
+    os.utime(pod_ws / "jobs" / "job-1" / "state", (old, old))
+    assert main(["idle-check", "gpu", "--hosts", str(hosts)]) == 0
+    assert capsys.readouterr().out == "gpu: stopped (idle past the limit)\n" and pod.desired_status == "EXITED"
+    ledger = [json.loads(line) for line in (data_dir() / "ledger.jsonl").read_text().splitlines()]
+    assert ledger[-1]["event"] == "pod_stop" and "seen by the laptop" in ledger[-1]["reason"]
+    assert main(["idle-check", "gpu", "--hosts", str(hosts)]) == 0
+    assert capsys.readouterr().out == "gpu: not running\n"

@@ -59,7 +59,8 @@ def test_reads_a_running_pod_with_its_price_and_direct_ssh_port(transport, runpo
 
 
 def test_stopped_pod_is_resumed_and_waited_for(transport, runpod_api):
-    pod = runpod_api.add_pod("abc123", ssh_port=40022, desired_status="EXITED", gpu_count=2, boot_s=0.6)
+    pod = runpod_api.add_pod("abc123", ssh_port=40022, desired_status="EXITED", gpu_count=2, boot_s=0.6,
+                              boot_reads=2)
     lines: list[str] = []
     host, state, resumed = ensure_running(pod_host(), lines.append)
     assert resumed and state.running and host.port == 40022

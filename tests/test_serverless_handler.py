@@ -67,7 +67,8 @@ def test_bad_items_fail_with_one_clear_error(serverless_worker, bucket, change, 
 
 def test_a_scene_blender_cannot_open_fails_the_item_and_still_uploads_the_manifest(serverless_worker, bucket):
     s3, name = bucket
-    answer = serverless_worker.status(serverless_worker.run(item_payload(bucket, b"BLENDER-v999 garbage", "broken")))
-    assert answer["status"] == "FAILED" and answer["error"].startswith("render_job exited 4: cannot open scene")
+    answer = serverless_worker.status(serverless_worker.run(item_payload(bucket, b"no scene at all, just bytes", "broken")))
+    assert answer["status"] == "FAILED" and answer["error"].startswith("render_job exited "), answer
+    assert "see the worker log" not in answer["error"]  # the job's own reason, from its manifest
     manifest = json.loads(s3.get_object(Bucket=name, Key="out/broken/manifest.json")["Body"].read())
     assert manifest["status"] == "failed"

@@ -8,6 +8,7 @@ for, usable or not; the job saves the usable ones and records all of them.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,8 +34,11 @@ class Backend(Protocol):
     def check_ready(self) -> None:
         """Raise ``JobFailed`` when the backend cannot run (no key, no model)."""
 
-    def generate(self, init_png: Path) -> list[Variation]:
-        """Turn the render into the job's variations; raise ``JobFailed`` on failure."""
+    def generate(self, init_png: Path, controls: Mapping[str, Path]) -> list[Variation]:
+        """Turn the render into the job's variations; raise ``JobFailed`` on failure.
+
+        ``controls``: the control images written for the job ({"openpose": path, "depth": path}).
+        """
 
     def stats(self) -> dict[str, Any]:
         """Figures for the manifest (attempts, load times), also after a failure."""
@@ -48,4 +52,16 @@ def create(job: RenderJob) -> Backend | None:
         from .stability_v1 import StabilityV1Backend
 
         return StabilityV1Backend(job)
+    if job.backend == "stability-structure":
+        from .stability_structure import StabilityStructureBackend
+
+        return StabilityStructureBackend(job)
+    if job.backend == "diffusers":
+        from .diffusers_sdxl import DiffusersBackend
+
+        return DiffusersBackend(job)
+    if job.backend == "ai-render":
+        from .ai_render import AIRenderBackend
+
+        return AIRenderBackend(job)
     raise ValueError(f"unknown backend {job.backend!r}")  # jobspec validation keeps this unreachable

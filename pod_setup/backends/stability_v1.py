@@ -6,6 +6,7 @@ the job file, and is never printed.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ class StabilityV1Backend:
         if not self.key:
             raise JobFailed(EXIT_NO_KEY, "no Stability API key: set STABILITY_API_KEY or put it in $WORKSPACE/.env")
 
-    def generate(self, init_png: Path) -> list[Variation]:
+    def generate(self, init_png: Path, controls: Mapping[str, Path]) -> list[Variation]:
         client = StabilityClient(self.key, self.job.api_base_url)
         try:
             artifacts = client.image_to_image(init_png.read_bytes(), self.job)

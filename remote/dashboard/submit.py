@@ -18,7 +18,7 @@ from typing import Any
 from ..api import Bridge
 from ..config import ConfigError, HostConfig, load_hosts
 from ..cost import CostBreakdown, CostConfigError, CostModel
-from ..jobspec import JobValidationError, RenderJob
+from ..jobspec import STABILITY_KEY_BACKENDS, JobValidationError, RenderJob
 from ..pipeline import JobProgress, JobRecord, new_job_id, run_job
 from ..transfer.common import q
 from .readers import JobView
@@ -71,7 +71,7 @@ class Submitter:
         """Start ``job`` on ``host`` in the background; returns its id once its record exists."""
         if host not in hosts(self.hosts_file):
             raise SubmitError(f"unknown host {host!r}")
-        if job.backend == "stability" and not api_key:
+        if job.backend in STABILITY_KEY_BACKENDS and not api_key:
             raise SubmitError("backend stability needs STABILITY_API_KEY in the dashboard's environment "
                               "(or choose backend none)")
         record_path = self.root / "jobs" / f"{job.job_id}.json"

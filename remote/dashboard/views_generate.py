@@ -10,7 +10,7 @@ from flask import Blueprint, current_app, flash, jsonify, redirect, render_templ
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response
 
-from ..jobspec import BACKENDS, SDXL_SIZES, STYLE_PRESETS
+from ..jobspec import BACKENDS, SDXL_SIZES, STABILITY_KEY_BACKENDS, STYLE_PRESETS
 from ..presets import PresetError, find_preset, list_presets, load_preset
 from .app import Dashboard, dashboard
 from .scenes import BATCH_SETTINGS, SceneError
@@ -156,7 +156,7 @@ def rerun(job_id: str) -> Response:
                               "the local host keep it): use Generate with the scene")
         settings = store.settings_of(job, board.manifests.get(job))
         new = build_job(settings)
-        if new.backend == "stability" and not os.environ.get("STABILITY_API_KEY"):
+        if new.backend in STABILITY_KEY_BACKENDS and not os.environ.get("STABILITY_API_KEY"):
             raise SubmitError("this job used Stability: set STABILITY_API_KEY for the dashboard to re-run it")
         board.submitter.submit(new, scene, job.host, os.environ.get("STABILITY_API_KEY") or None)
         store.record_submission(new, sha, job.host)

@@ -1,0 +1,159 @@
+"""Backend ``diffusers``: tiny random-weight SDXL + ControlNet on this CPU, in-process and in real bpy."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pod_setup.backends import create
+from pod_setup.backends.diffusers_sdxl import clear_cache
+from pod_setup.control_images import draw_openpose, png_bytes
+from pod_setup.job_errors import EXIT_NO_KEY, JobFailed
+from remote.jobspec import RenderJob
+
+REPO = Path(__file__).resolve().parents[1]
+RENDER_JOB = REPO / "pod_setup" / "render_job.py"
+SIZE = 64
+
+
+@pytest.fixture
+def models(tiny_models, monkeypatch) -> Path:
+    monkeypatch.setenv("POSEFACTORY_MODELS_DIR", str(tiny_models))
+    return tiny_models
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict[str, Path]:
+    """A 64x64 'render' and control images of the render's size (and one of half its size)."""
+    folder = tmp_path_factory.mktemp("inputs")
+    ys, xs = np.mgrid[0:SIZE, 0:SIZE]
+    render = np.stack([xs * 4, ys * 4, np.full_like(xs, 128)], axis=-1).astype(np.uint8)
+    joints = [(32.0, 10.0 + 2 * i) if i < 14 else None for i in range(18)]
+    depth = np.repeat((ys * 4).astype(np.uint8)[..., None], 3, axis=-1)
+    files = {"render": render, "openpose": draw_openpose([joints], SIZE, SIZE), "depth": depth,
+             "small": depth[::2, ::2]}
+    paths = {}
+    for name, pixels in files.items():
+        paths[name] = folder / f"{name}.png"
+        paths[name].write_bytes(png_bytes(np.ascontiguousarray(pixels)))
+    return paths
+
+
+def job(**overrides) -> RenderJob:
+    values = dict(blend_path="scene.blend", output_dir="out", prompt="a knight", backend="diffusers", width=SIZE,
+                  height=SIZE, steps=2, strength=0.5, seed=11, batch=1)
+    values.update(overrides)
+    made = RenderJob(**values)
+    made.validate()
+    return made
+
+
+def generate(inputs, controls=None, **overrides):
+    backend = create(job(**overrides))
+    backend.check_ready()
+    chosen = {kind: inputs[name] for kind, name in (controls or {}).items()}
+    return backend, backend.generate(inputs["render"], chosen)
+
+
+def pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(BytesIO(png)).convert("RGB"))
+
+
+def test_same_seed_same_image_and_one_seed_per_variation(models, inputs):
+    _, first = generate(inputs, batch=2)
+    clear_cache()  # a fresh load gives the same images too
+    _, again = generate(inputs, batch=2)
+    assert [v.seed for v in first] == [11, 12] and all(v.usable for v in first)
+    assert [v.png for v in first] == [v.png for v in again]
+    assert first[0].png != first[1].png
+    assert pixels(first[0].png).shape == (SIZE, SIZE, 3)
+    _, other_seed = generate(inputs, seed=99)
+    assert other_seed[0].png != first[0].png
+
+
+@pytest.mark.parametrize("control, files", [
+    ("openpose", {"openpose": "openpose"}),
+    ("depth", {"depth": "depth"}),
+    ("openpose+depth", {"openpose": "openpose", "depth": "depth"}),
+])
+def test_each_control_type_runs_and_steers_the_image(models, inputs, control, files):
+    _, plain = generate(inputs)
+    backend, controlled = generate(inputs, files, control=control)
+    assert controlled[0].usable and pixels(controlled[0].png).shape == (SIZE, SIZE, 3)
+    assert controlled[0].png != plain[0].png  # the ControlNet's input changed the result
+    _, weightless = generate(inputs, files, control=control, openpose_scale=0.0, depth_scale=0.0)
+    assert weightless[0].png != controlled[0].png  # the conditioning scales reach the pipeline
+    assert backend.stats()["ai_denoising_steps"] == 1  # 2 steps x (1 - 0.5 kept)
+
+
+def test_pipeline_is_loaded_once_per_worker(models, inputs):
+    clear_cache()
+    first, _ = generate(inputs, {"depth": "depth"}, control="depth")
+    second, _ = generate(inputs, {"depth": "depth"}, control="depth")
+    third, _ = generate(inputs)
+    assert first.stats()["ai_models_cached"] is False and second.stats()["ai_models_cached"] is True
+    assert third.stats()["ai_models_cached"] is True  # the base pipeline is shared with the ControlNet one
+    assert second.pipeline.unet is first.pipeline.unet is third.pipeline.unet
+
+
+def test_a_control_image_of_another_size_is_fitted_to_the_render(models, inputs):
+    _, variations = generate(inputs, {"depth": "small"}, control="depth")
+    assert pixels(variations[0].png).shape == (SIZE, SIZE, 3)
+
+
+def test_missing_models_fail_before_anything_renders(tmp_path, monkeypatch):
+    monkeypatch.setenv("POSEFACTORY_MODELS_DIR", str(tmp_path / "models"))
+    with pytest.raises(JobFailed, match="model\\(s\\) missing: sdxl .*controlnet-depth .*setup_pod.sh") as failure:
+        create(job(control="depth")).check_ready()
+    assert failure.value.code == EXIT_NO_KEY
+
+
+def run_in_bpy(tmp_path: Path, lines: list[Path], models: Path, worker: bool = False) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "STABILITY_API_KEY"}
+    env.update(POSEFACTORY_MODELS_DIR=str(models), WORKSPACE=str(tmp_path / "workspace"), OMP_NUM_THREADS="1")
+    if worker:
+        return subprocess.run([sys.executable, str(RENDER_JOB), "--worker"], input="".join(f"{p}\n" for p in lines),
+                              capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run([sys.executable, str(RENDER_JOB), str(lines[0])], capture_output=True, text=True, env=env,
+                          timeout=600)
+
+
+def write_job(tmp_path: Path, scene: Path, name: str, **overrides) -> Path:
+    made = job(blend_path=str(scene), output_dir=str(tmp_path / name), render_samples=1, **overrides)
+    path = tmp_path / f"{name}.json"
+    made.write(path)
+    return path
+
+
+def test_render_job_in_bpy_with_openpose_and_depth_in_a_warm_worker(tmp_path, posed_scene, tiny_models):
+    first = write_job(tmp_path, posed_scene, "one", control="openpose+depth", openpose_scale=0.8)
+    second = write_job(tmp_path, posed_scene, "two", control="openpose+depth", openpose_scale=0.8)
+    completed = run_in_bpy(tmp_path, [first, second], tiny_models, worker=True)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert [json.loads(line.split(" ", 1)[1])["exit_code"] for line in completed.stdout.splitlines()
+            if line.startswith("render_job-result ")] == [0, 0]
+    manifests = {}
+    for name in ("one", "two"):
+        out = tmp_path / name
+        manifests[name] = manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["status"] == "done" and manifest["images"] == ["ai-render-1.png"], manifest
+        assert manifest["control_images"] == {"openpose": "control-openpose.png", "depth": "control-depth.png"}
+        for file in ("render.png", "control-openpose.png", "control-depth.png", "ai-render-1.png"):
+            assert Image.open(out / file).size == (SIZE, SIZE), file  # control images sized to the render
+        assert manifest["backend"] == "diffusers" and manifest["actual_cost"]["images_usd"] == 0
+    assert manifests["one"]["ai_models_cached"] is False and manifests["two"]["ai_models_cached"] is True
+    assert (tmp_path / "one" / "ai-render-1.png").read_bytes() == (tmp_path / "two" / "ai-render-1.png").read_bytes()
+
+
+def test_render_job_without_models_stops_before_rendering(tmp_path, posed_scene):
+    path = write_job(tmp_path, posed_scene, "out", control="depth")
+    completed = run_in_bpy(tmp_path, [path], tmp_path / "no-models")
+    assert completed.returncode == EXIT_NO_KEY and "model(s) missing" in completed.stderr
+    assert not (tmp_path / "out" / "render.png").exists()
