@@ -171,7 +171,8 @@ case "$action" in
         cmd=("$POSEFACTORY_EXECUTABLE" --background --factory-startup --enable-autoexec --python "$here/render_job.py" -- "$jobdir/job.json")
     fi
     limit="$(cat "$jobdir/time_limit" 2>/dev/null || true)"
-    if [ -n "$limit" ]; then cmd=(timeout --signal=TERM --kill-after=10 "$limit" "${cmd[@]}"); fi
+    # --foreground: timeout stays in the job's process group, so a cancel (kill -- -PGID) reaches the render too.
+    if [ -n "$limit" ]; then cmd=(timeout --foreground --signal=TERM --kill-after=10 "$limit" "${cmd[@]}"); fi
     set +e
     started=$SECONDS
     ( cd "$jobdir" && exec "${cmd[@]}" ) >"$jobdir/render.log" 2>&1

@@ -23,15 +23,18 @@ log = logging.getLogger(__name__)
 
 
 def settle(runner: JobRunner, state: str, error: str | None, status: PodStatus | None,
-            manifest: PodManifest | None, images: list[Path]) -> JobResult:
-    """The job's terminal state: record and ledger, once, agreeing."""
+           manifest: PodManifest | None, images: list[Path], local_manifest: dict[str, Any] | None = None) -> JobResult:
+    """The job's terminal state: record and ledger, once, agreeing.
+
+    ``local_manifest``: a batch's manifest as kept here (the pod's items and the reused ones)."""
     record = runner.record
     spend = compute_spend(record.cost_basis, status, manifest, started_epoch=record.started_epoch,
                           pod_type=runner.host.pod_type)
     output_dir = Path(record.local_output_dir)
     raw = output_dir / "render.png"
     result = JobResult(job_id=record.job_id, status=state, images=images,
-                       raw_render=raw if raw.is_file() else None, manifest=manifest.raw if manifest else {},
+                       raw_render=raw if raw.is_file() else None,
+                       manifest=local_manifest if local_manifest is not None else manifest.raw if manifest else {},
                        error=error, cost_usd=spend.cost_usd, output_dir=output_dir, cost_flag=spend.flag)
     account(record, runner.record_path, result, spend)
     runner.progress(JobProgress("done", 1.0, f"{len(images)} image(s), ${spend.cost_usd:.4f}"
@@ -87,12 +90,13 @@ def finish(runner: JobRunner, status: PodStatus) -> JobResult:
         return settle(runner, "failed", str(exc), status, None, [])
     names = ([*manifest.images, *([manifest.render] if manifest.render else [])]) if manifest else []
     if manifest is not None and runner.streamer is not None:
-        # A batch: each done item's files not streamed back already (the streamer fetched the others).
-        from .batch_local import item_files
-
-        names = [n for n in names if n.split("/")[0] not in record.items_done]
-        names += [n for n in item_files(manifest.raw, skip=record.items_done) if n not in names]
+        # A batch: the streamer brings back (and remembers for reuse) each done item not streamed yet;
+        # besides them only the contact sheet, by its fixed name (never a path taken from the manifest).
+        names = ["contact-sheet.png"] if isinstance(manifest.raw.get("contact_sheet"), dict) else []
     try:
+        if runner.streamer is not None and manifest is not None:
+            runner.stage("downloading", "bringing the remaining items back")
+            runner.streamer.fetch()
         runner.download(local_dir, names)
         runner.mark_downloaded()
     except PipelineError as exc:
@@ -101,10 +105,11 @@ def finish(runner: JobRunner, status: PodStatus) -> JobResult:
                            status, manifest, [])
         # A failed job may have left less than its manifest names; its error says why.
     image_names: list[str] = list(manifest.images) if manifest else []
+    local_manifest: dict[str, Any] | None = None
     if manifest is not None and runner.streamer is not None:
         # A batch: the pod's items and those reused from earlier jobs, in the batch's order, in one manifest.
-        runner.record.items_done = sorted(set(runner.record.items_done) | _items_here(manifest.raw, local_dir))
-        image_names = finish_manifest(dict(manifest.raw), record.items_reused, local_dir, record.items_order)["images"]
+        local_manifest = finish_manifest(dict(manifest.raw), record.items_reused, local_dir, record.items_order)
+        image_names = local_manifest["images"]
     elif manifest is not None:
         (local_dir / "manifest.json").write_text(json.dumps(manifest.raw, indent=2, ensure_ascii=False) + "\n",
                                                   encoding="utf-8")
@@ -117,15 +122,7 @@ def finish(runner: JobRunner, status: PodStatus) -> JobResult:
                                   else "the pod reported done but wrote no manifest")
     if state == "failed" and error is None:
         error = "the job failed on the pod without saying why; see render.log there"
-    return settle(runner, state, error, status, manifest, [p for p in images if p.is_file()])
-
-
-def _items_here(manifest: dict[str, Any], local_dir: Path) -> set[str]:
-    """The done items of the pod's manifest whose files all arrived."""
-    from .batch_local import checked_items
-
-    return {e["name"] for e in checked_items(manifest) if e["status"] == "done"
-            and all((local_dir / p).is_file() for p in [*([e["render"]] if e.get("render") else []), *e["images"]])}
+    return settle(runner, state, error, status, manifest, [p for p in images if p.is_file()], local_manifest)
 
 
 def follow(runner: JobRunner, start: Callable[[], PodStatus]) -> JobResult:
@@ -133,6 +130,8 @@ def follow(runner: JobRunner, start: Callable[[], PodStatus]) -> JobResult:
     try:
         status = start()
     except Cancelled:
+        # Also when the cancel landed mid-download (a batch streaming its items), not only between polls.
+        runner.cancel_on_pod()
         final = runner.final_status()
         manifest = _manifest_or_none(runner)
         return settle(runner, "cancelled", "cancelled by the user", final, manifest, [])

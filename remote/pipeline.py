@@ -278,9 +278,8 @@ class JobRunner:
         unusable_since: float | None = None
         while True:
             if self.cancel.is_set():
-                self.cancel_on_pod()
                 log.info("job %s cancelled on %s", self.record.job_id, self.host.name)
-                raise Cancelled()
+                raise Cancelled()  # follow() stops the pod's job
             try:
                 status = self.job_status()
             except PodOutputError as exc:
