@@ -54,6 +54,7 @@ class RenderSettings:
     crop: Crop
     changes: tuple[str, ...]  # the scene settings overridden for a clean init image
     view: str = ""  # the multiview view rendered, when the scene has several
+    frame: ArtistFrame | None = field(default=None, repr=False, compare=False)  # to frame each camera rendered
 
     def to_manifest(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"size": list(self.size), "cropped_percent": round(self.crop.cropped_share * 100, 2),
@@ -77,14 +78,18 @@ def configure(scene: Any, job: RenderJob, frame: ArtistFrame) -> RenderSettings:
     view = single_view(scene)
     if job.render_samples and scene.render.engine == "CYCLES":
         scene.cycles.samples = job.render_samples
-    settings = RenderSettings(size, crop_for(frame.aspect, size), tuple(changes), view)
+    settings = RenderSettings(size, crop_for(frame.aspect, size), tuple(changes), view, frame)
     log.info("init image: %dx%d, %.1f%% of the camera frame cropped, overrides: %s", size[0], size[1],
              settings.crop.cropped_share * 100, ", ".join(changes) or "none")
     return settings
 
 
 def frame_camera(scene: Any, frame: ArtistFrame, size: tuple[int, int]) -> None:
-    """Output size with square pixels, and the active camera's lens set to frame the centred crop."""
+    """Output size with square pixels, and the active camera's lens set to frame the centred crop.
+
+    Idempotent (always from the artist's lens), so it runs again before every
+    render: a batch may switch to another camera between renders.
+    """
     render = scene.render
     render.resolution_x, render.resolution_y = size
     render.resolution_percentage = 100

@@ -142,6 +142,8 @@ def render_still(target: Path, settings: init_image.RenderSettings | None = None
     import bpy
 
     scene: Any = bpy.context.scene
+    if settings is not None and settings.frame is not None:
+        init_image.frame_camera(scene, settings.frame, settings.size)  # the camera active now (batches switch)
     scene.render.filepath = str(target)
     started = time.monotonic()
     try:

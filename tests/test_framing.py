@@ -108,3 +108,16 @@ def test_pixel_aspect_is_honoured_with_square_pixels(tmp_path, marker_scene, sta
     boxes = check_markers(png, (1344, 768), (crop.keep_x, crop.keep_y))
     x0, y0, x1, y1 = boxes["centre"]
     assert abs((x1 - x0) - (y1 - y0)) <= 2  # a square marker stays square
+
+
+def test_every_camera_of_a_batch_keeps_its_framing(tmp_path, marker_scene, stability_server):
+    # Two cameras framing the same markers; a batch renders both from one opened scene at 1024².
+    scene = marker_scene((1920, 1080), extra="second = camera.copy(); second.data = camera.data.copy(); "
+                                             "second.name = 'Cam2'; scene.collection.objects.link(second)")
+    completed, manifest = run_job(tmp_path, scene, stability_server, backend="none", key=None, cameras="Cam,Cam2")
+    assert completed.returncode == 0, completed.stderr
+    renders = sorted((tmp_path / "out").glob("*/render.png"))
+    assert [p.parent.name for p in renders] == ["current--Cam", "current--Cam2"]
+    for png in renders:
+        boxes = check_markers(png, (1024, 1024), (9 / 16, 1.0))
+        assert not {"above", "below"} & set(boxes), png
