@@ -268,6 +268,15 @@ def _renumber_temporary_trees(data: bytearray, header: Header, blocks: list[tupl
             struct.pack_into(old_format, data, blocks[index][2] - bhead_size + 8, remap[address])
 
 
+def _nested_field(by_name: dict[str, list[Field]], struct_name: str, outer: str, inner: str) -> tuple[int, int] | None:
+    """(offset, size) of ``outer.inner`` inside ``struct_name``, or None where this file's SDNA lacks it."""
+    outer_field = next((f for f in by_name.get(struct_name, []) if f.name == outer), None)
+    if outer_field is None:
+        return None
+    inner_field = next((f for f in by_name.get(outer_field.type, []) if f.name == inner), None)
+    return None if inner_field is None else (outer_field.offset + inner_field.offset, inner_field.size)
+
+
 def canonicalize(path: Path) -> bool:
     """Make a .blend Blender just wrote byte-for-byte reproducible; returns whether it changed.
 
@@ -276,7 +285,9 @@ def canonicalize(path: Path) -> bool:
     * a screen edge's two vertices are put in file-address order: Blender
       orders them by their memory addresses, which differ in every process;
     * the blocks of trees Blender writes from temporary copies (a camera's
-      system properties) get ids that follow from their ID's stable address.
+      system properties) get ids that follow from their ID's stable address;
+    * an ID property group's runtime lookup-set pointer is zeroed (Blender
+      rebuilds the set on read; the written value is a memory address).
 
     Neither changes what the file means to Blender.
     """
@@ -305,6 +316,7 @@ def canonicalize(path: Path) -> bool:
 
     pointer = "Q" if header.pointer_size == 8 else "I"
     order = "<" if header.little_endian else ">"
+    children_map = _nested_field(by_name, "IDProperty", "data", "*children_map")
     for code, sdna, start, length in blocks:
         if code in (b"DNA1", b"ENDB", b"REND", b"TEST") or not 0 <= sdna < len(structs):
             continue
@@ -315,6 +327,10 @@ def canonicalize(path: Path) -> bool:
         for item in range(length // size):
             base = start + item * size
             clean(fields, base)
+            if name == "IDProperty" and children_map is not None:
+                # A group's lookup set is runtime data Blender rebuilds on read; its
+                # pointer is written as the memory address it had in this process.
+                data[base + children_map[0]:base + children_map[0] + children_map[1]] = bytes(children_map[1])
             if name == "ScrEdge":
                 v1, v2 = (f for f in fields if f.name in ("*v1", "*v2"))
                 a, b = (struct.unpack_from(order + pointer, data, base + f.offset)[0] for f in (v1, v2))
