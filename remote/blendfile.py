@@ -9,7 +9,12 @@
   space name, packed images' paths) and screen edges in memory-address
   order, so the same scene packs to different bytes in every process.
   Canonical bytes make packing reproducible, which the pod's
-  content-addressed scenes need.
+  content-addressed scenes need. Blender 5 writes stable address ids, not
+  memory addresses, except for data a datablock copies only while it is
+  written: a camera's system properties (its Cycles compatibility copy).
+  Blender maps addresses to ids for the whole file, so a camera's copy that
+  lands on memory a previous camera's freed copy used gets that camera's ids,
+  depending on the allocator's history (see ``TEMPORARY_TREES``).
 
 Both header layouts are read: ``BLENDER-v402`` (12 bytes, 24-byte block
 heads) and Blender 5's ``BLENDER17-01v0500`` (17 bytes, 32-byte block heads).
@@ -164,13 +169,128 @@ def _sdna(dna: bytes, header: Header) -> tuple[list[tuple[str, list[Field]]], di
     return structs, {name: lengths[i] for i, name in enumerate(types)}
 
 
+# ID block code -> the ID field whose tree that ID type writes from a temporary copy.
+# camera_blend_write (Blender 5.0) copies the system properties to add the legacy
+# "cycles" group, writes the copy and frees it: its address ids are not stable.
+TEMPORARY_TREES = {b"CA\0\0": "*system_properties"}
+
+
+def _pointer_offsets(name: str, by_name: dict[str, list[Field]], type_sizes: dict[str, int],
+                     pointer_size: int) -> list[int]:
+    """Offsets of every pointer inside one ``name`` struct, nested structs and arrays included."""
+    offsets: list[int] = []
+    for field in by_name[name]:
+        if field.name.startswith(("*", "(*")):
+            offsets.extend(field.offset + i for i in range(0, field.size, pointer_size))
+        elif field.type in by_name and type_sizes.get(field.type):
+            inner = _pointer_offsets(field.type, by_name, type_sizes, pointer_size)
+            for item in range(field.offset, field.offset + field.size, type_sizes[field.type]):
+                offsets.extend(item + o for o in inner)
+    return offsets
+
+
+def _renumber_temporary_trees(data: bytearray, header: Header, blocks: list[tuple[bytes, int, int, int]],
+                              structs: list[tuple[str, list[Field]]], type_sizes: dict[str, int]) -> None:
+    """Give the blocks of each ``TEMPORARY_TREES`` tree ids that follow from the file's stable ids.
+
+    An ID's data blocks are only referenced from that ID's section (the reader's
+    data address map is per ID), so renumbering them and the pointers to them
+    in the section keeps the file's meaning. New ids start after the ID's own
+    (stable, from its name) address and skip every address the file uses.
+    """
+    order = "<" if header.little_endian else ">"
+    pointer = order + ("Q" if header.pointer_size == 8 else "I")
+    old_size = 8 if header.large_bheads else header.pointer_size
+    old_format = order + ("Q" if old_size == 8 else "I")
+    bhead_size = 32 if header.large_bheads else 16 + header.pointer_size
+    by_name = {name: fields for name, fields in structs}
+    pointers_of: dict[str, list[int]] = {}
+
+    def old(start: int) -> int:
+        return struct.unpack_from(old_format, data, start - bhead_size + 8)[0]
+
+    def pointers(sdna: int, start: int, length: int) -> list[int]:
+        """Absolute offsets of the pointers in an SDNA-typed block; none in raw data."""
+        name = structs[sdna][0] if 0 < sdna < len(structs) else ""
+        size = type_sizes.get(name, 0)
+        if name not in by_name or not size or length % size:
+            return []
+        if name not in pointers_of:
+            pointers_of[name] = _pointer_offsets(name, by_name, type_sizes, header.pointer_size)
+        return [start + item + o for item in range(0, length, size) for o in pointers_of[name]]
+
+    sections: list[tuple[int, list[int]]] = []  # (ID block index, its DATA block indices)
+    for index, (code, _, _, _) in enumerate(blocks):
+        if code == b"DATA" and sections:
+            sections[-1][1].append(index)
+        elif code not in (b"DNA1", b"ENDB", b"REND", b"TEST", b"GLOB", b"USER"):
+            sections.append((index, []))
+    renumber: list[tuple[int, list[int], dict[int, int]]] = []  # (ID block, its section, tree's old ids)
+    for id_index, members in sections:
+        code, sdna, start, length = blocks[id_index]
+        field_name = TEMPORARY_TREES.get(code)
+        if field_name is None or not 0 < sdna < len(structs):
+            continue
+        id_field = next((f for f in structs[sdna][1] if f.name == "id"), None)
+        root_field = next((f for f in by_name.get("ID", []) if f.name == field_name), None)
+        if id_field is None or root_field is None:
+            continue
+        by_old = {old(blocks[i][2]): i for i in members}
+        tree: dict[int, int] = {}  # old id -> block index, in the order the tree is walked
+        pending = [struct.unpack_from(pointer, data, start + id_field.offset + root_field.offset)[0]]
+        while pending:
+            address = pending.pop(0)
+            if address in tree or address not in by_old:
+                continue
+            tree[address] = by_old[address]
+            _, block_sdna, block_start, block_length = blocks[tree[address]]
+            pending.extend(struct.unpack_from(pointer, data, at)[0]
+                           for at in pointers(block_sdna, block_start, block_length))
+        if tree:
+            renumber.append((id_index, members, tree))
+    if not renumber:
+        return
+    moving = {address for _, _, tree in renumber for address in tree}
+    taken = {old(start) for code, _, start, _ in blocks if code not in (b"DNA1", b"ENDB")} - moving
+    for id_index, members, tree in renumber:
+        next_id = old(blocks[id_index][2])
+        remap: dict[int, int] = {}
+        for address in tree:
+            next_id += 16
+            while next_id in taken:
+                next_id += 16
+            taken.add(next_id)
+            remap[address] = next_id
+        for index in [id_index, *members]:
+            _, block_sdna, block_start, block_length = blocks[index]
+            for at in pointers(block_sdna, block_start, block_length):
+                value = struct.unpack_from(pointer, data, at)[0]
+                if value in remap:
+                    struct.pack_into(pointer, data, at, remap[value])
+        for address, index in tree.items():
+            struct.pack_into(old_format, data, blocks[index][2] - bhead_size + 8, remap[address])
+
+
+def _nested_field(by_name: dict[str, list[Field]], struct_name: str, outer: str, inner: str) -> tuple[int, int] | None:
+    """(offset, size) of ``outer.inner`` inside ``struct_name``, or None where this file's SDNA lacks it."""
+    outer_field = next((f for f in by_name.get(struct_name, []) if f.name == outer), None)
+    if outer_field is None:
+        return None
+    inner_field = next((f for f in by_name.get(outer_field.type, []) if f.name == inner), None)
+    return None if inner_field is None else (outer_field.offset + inner_field.offset, inner_field.size)
+
+
 def canonicalize(path: Path) -> bool:
     """Make a .blend Blender just wrote byte-for-byte reproducible; returns whether it changed.
 
     * the bytes after the NUL of fixed-size strings (names, paths) are zeroed:
       Blender writes whatever memory followed the string;
     * a screen edge's two vertices are put in file-address order: Blender
-      orders them by their memory addresses, which differ in every process.
+      orders them by their memory addresses, which differ in every process;
+    * the blocks of trees Blender writes from temporary copies (a camera's
+      system properties) get ids that follow from their ID's stable address;
+    * an ID property group's runtime lookup-set pointer is zeroed (Blender
+      rebuilds the set on read; the written value is a memory address).
 
     Neither changes what the file means to Blender.
     """
@@ -199,6 +319,7 @@ def canonicalize(path: Path) -> bool:
 
     pointer = "Q" if header.pointer_size == 8 else "I"
     order = "<" if header.little_endian else ">"
+    children_map = _nested_field(by_name, "IDProperty", "data", "*children_map")
     for code, sdna, start, length in blocks:
         if code in (b"DNA1", b"ENDB", b"REND", b"TEST") or not 0 <= sdna < len(structs):
             continue
@@ -209,12 +330,17 @@ def canonicalize(path: Path) -> bool:
         for item in range(length // size):
             base = start + item * size
             clean(fields, base)
+            if name == "IDProperty" and children_map is not None:
+                # A group's lookup set is runtime data Blender rebuilds on read; its
+                # pointer is written as the memory address it had in this process.
+                data[base + children_map[0]:base + children_map[0] + children_map[1]] = bytes(children_map[1])
             if name == "ScrEdge":
                 v1, v2 = (f for f in fields if f.name in ("*v1", "*v2"))
                 a, b = (struct.unpack_from(order + pointer, data, base + f.offset)[0] for f in (v1, v2))
                 if a > b:
                     struct.pack_into(order + pointer, data, base + v1.offset, b)
                     struct.pack_into(order + pointer, data, base + v2.offset, a)
+    _renumber_temporary_trees(data, header, blocks, structs, type_sizes)
     changed = before != data
     if changed:
         path.write_bytes(bytes(data))

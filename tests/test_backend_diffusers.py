@@ -144,7 +144,8 @@ def test_render_job_in_bpy_with_openpose_and_depth_in_a_warm_worker(tmp_path, po
         out = tmp_path / name
         manifests[name] = manifest = json.loads((out / "manifest.json").read_text())
         assert manifest["status"] == "done" and manifest["images"] == ["ai-render-1.png"], manifest
-        assert manifest["control_images"] == {"openpose": "control-openpose.png", "depth": "control-depth.png"}
+        (item,) = manifest["items"]  # one pose x one camera: the flat layout
+        assert item["control_images"] == {"openpose": "control-openpose.png", "depth": "control-depth.png"}
         for file in ("render.png", "control-openpose.png", "control-depth.png", "ai-render-1.png"):
             assert Image.open(out / file).size == (SIZE, SIZE), file  # control images sized to the render
         assert manifest["backend"] == "diffusers" and manifest["actual_cost"]["images_usd"] == 0

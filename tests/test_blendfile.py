@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 
 import pytest
 
@@ -51,3 +52,44 @@ def test_canonical_bytes_are_stable(tmp_path):
     once = copy.read_bytes()
     assert canonicalize(copy) is False and copy.read_bytes() == once  # idempotent
     assert len(once) == copy.stat().st_size
+
+
+SAVE_CAMERAS_THREE_TIMES = """
+import sys
+import bpy
+bpy.ops.wm.read_factory_settings(use_empty=True)
+for name in ("Front", "Side", "Top"):
+    camera = bpy.data.cameras.new(name)
+    camera.fisheye_fov = len(name) / 10  # each camera's legacy Cycles group holds its own values
+    bpy.context.scene.collection.objects.link(bpy.data.objects.new(name, camera))
+for n in range(3):
+    bpy.ops.wm.save_as_mainfile(filepath=f"{sys.argv[1]}-{n}.blend", compress=False, copy=True)
+"""
+
+READ_CAMERAS = """
+import json
+import sys
+import bpy
+bpy.ops.wm.open_mainfile(filepath=sys.argv[1])
+cameras = {c.name: c.bl_system_properties_get()["cycles"]["fisheye_fov"] for c in bpy.data.cameras}
+print("CAMERAS " + json.dumps(cameras))
+"""
+
+
+def test_cameras_saved_several_times_in_one_session_canonicalize_to_the_same_bytes(tmp_path):
+    """Blender writes each camera's system properties from a temporary copy; a later camera's copy
+    can reuse a freed one's memory and so its address ids, differently in each save."""
+    import subprocess
+    import sys
+
+    stem = tmp_path / "cameras"
+    subprocess.run([sys.executable, "-c", SAVE_CAMERAS_THREE_TIMES, str(stem)], check=True, capture_output=True,
+                   timeout=120)
+    saves = [tmp_path / f"cameras-{n}.blend" for n in range(3)]
+    for save in saves:
+        canonicalize(save)
+    assert len({save.read_bytes() for save in saves}) == 1
+    read = subprocess.run([sys.executable, "-c", READ_CAMERAS, str(saves[0])], check=True, capture_output=True,
+                          text=True, timeout=120)
+    line = next(line for line in read.stdout.splitlines() if line.startswith("CAMERAS "))
+    assert json.loads(line[len("CAMERAS "):]) == pytest.approx({"Front": 0.5, "Side": 0.4, "Top": 0.3})

@@ -15,6 +15,7 @@ BUILD = textwrap.dedent("""
     import bpy
     bpy.ops.wm.read_factory_settings(use_empty=True)
     scene = bpy.context.scene
+    scene.render.engine = "CYCLES"  # the factory default (EEVEE) needs a GPU the test machine lacks
     camera = bpy.data.objects.new("Cam", bpy.data.cameras.new("Cam"))
     scene.collection.objects.link(camera)
     scene.camera = camera
