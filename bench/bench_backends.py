@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 from pod_setup.backends import create  # noqa: E402
 from pod_setup.backends.diffusers_sdxl import clear_cache  # noqa: E402
 from pod_setup.control_images import depth_to_image, draw_openpose, png_bytes  # noqa: E402
-from remote.jobspec import RenderJob  # noqa: E402
+from remote.core.jobspec import RenderJob  # noqa: E402
 from tests.fixtures.tiny_diffusers import build_tiny_models  # noqa: E402
 
 

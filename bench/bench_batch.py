@@ -29,8 +29,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.bench_render_job import start_stand_in  # noqa: E402
-from remote.jobspec import RenderJob  # noqa: E402
-from remote.pipeline import JobProgress, run_job  # noqa: E402
+from remote.core.jobspec import RenderJob  # noqa: E402
+from remote.jobs.pipeline import run_job  # noqa: E402
+from remote.jobs.state import JobProgress  # noqa: E402
 
 
 def job_for(stand_in, poses: str, samples: int) -> RenderJob:

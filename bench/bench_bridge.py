@@ -28,8 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from remote.shell import RemoteShell, marker_printf, new_token
-from remote.transport import TRANSPORTS
+from remote.bridge.shell import RemoteShell, marker_printf, new_token
+from remote.core.platforms import TRANSPORTS
 from tests.fixtures.sshd import start_sshd
 
 

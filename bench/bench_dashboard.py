@@ -21,8 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from remote.dashboard import create_app
-from remote.pipeline import STAGES, JobRecord
+from remote.dashboard.app import create_app
+from remote.jobs.pod_executor import STAGES
+from remote.jobs.state import JobRecord
 from tests.fixtures.dashboard_data import make_job
 
 

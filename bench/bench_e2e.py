@@ -35,8 +35,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="pf-bench-e2e-"))
     os.environ["POSEFACTORY_DATA_DIR"] = str(work / "data")
     os.environ["POSEFACTORY_BPY_PYTHON"] = sys.executable
-    from remote.jobspec import RenderJob
-    from remote.pipeline import run_job
+    from remote.core.jobspec import RenderJob
+    from remote.jobs.pipeline import run_job
 
     scene = work / "scene.blend"
     subprocess.run([sys.executable, str(REPO / "pod_setup" / "make_sample_scene.py"), str(scene),

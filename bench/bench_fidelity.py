@@ -30,9 +30,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from remote.blendfile import canonicalize  # noqa: E402
-from remote.jobspec import RenderJob  # noqa: E402
-from remote.pipeline import run_job  # noqa: E402
+from remote.core.blendfile import canonicalize  # noqa: E402
+from remote.core.jobspec import RenderJob  # noqa: E402
+from remote.jobs.pipeline import run_job  # noqa: E402
 
 PACK = REPO / "posefactory_addon" / "pack_blend.py"
 RENDER_JOB = REPO / "pod_setup" / "render_job.py"

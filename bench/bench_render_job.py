@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from remote.jobspec import RenderJob  # noqa: E402
+from remote.core.jobspec import RenderJob  # noqa: E402
 from tests.fixtures.stability_server import StabilityStandIn, make_handler  # noqa: E402
 
 RENDER_JOB = REPO / "pod_setup" / "render_job.py"

@@ -45,10 +45,10 @@ def main() -> None:
                       AWS_ACCESS_KEY_ID="bench-key-id", AWS_SECRET_ACCESS_KEY="bench-secret-key")
     from moto.server import ThreadedMotoServer
 
-    from remote.config import parse_host
-    from remote.jobspec import RenderJob
-    from remote.pipeline import run_job
-    from remote.serverless import BatchItem, run_batch
+    from remote.core.config import parse_host
+    from remote.core.jobspec import RenderJob
+    from remote.jobs.pipeline import run_job
+    from remote.runpod.serverless import BatchItem, run_batch
     from tests.fixtures import free_port
     from tests.fixtures.serverless_api import ENDPOINT_ID, VALID_KEY, start_endpoint
     from tests.fixtures.serverless_worker import start_worker

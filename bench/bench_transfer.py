@@ -25,9 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from remote.config import StorageConfig
-from remote.shell import RemoteShell
-from remote.transfer import TransferInterrupted, TransferResult, get, put
+from remote.bridge.shell import RemoteShell
+from remote.bridge.transfer import get, put
+from remote.bridge.transfer.common import TransferInterrupted, TransferResult
+from remote.core.config import StorageConfig
 from tests.fixtures import free_port
 from tests.fixtures.sshd import SshServer, start_sshd
 

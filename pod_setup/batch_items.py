@@ -19,9 +19,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from remote.batch import is_single, parse_poses
-from remote.contact_sheet import decode_png, write_sheet
-from remote.jobspec import MAX_SEED, RenderJob
+from remote.core.batch_spec import is_single, parse_poses
+from remote.core.contact_sheet import decode_png, write_sheet
+from remote.core.jobspec import MAX_SEED, RenderJob
 
 from .backends import Variation
 from .poses import Item

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from remote.jobspec import COCO18_JOINTS, RenderJob
+from remote.core.jobspec import COCO18_JOINTS, RenderJob
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ settings captured when the scene was opened (:class:`ArtistFrame`), never
 from values an earlier render of the same scene changed.
 
 * Framing: the camera's frame, cropped (centred) to the SDXL size, square
-  pixels (``remote.framing`` holds the math).
+  pixels (``remote.core.framing`` holds the math).
 * Hygiene: the AI step gets an 8-bit sRGB PNG of the whole frame with the
   view transform applied: film transparency off (the world shows as it
   renders without transparency), no render region, one multiview view (the
@@ -18,8 +18,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from remote.framing import Crop, Lens, crop_for, display_aspect, fit_camera, nearest_sdxl_size
-from remote.jobspec import AUTO_SIZE, RenderJob
+from remote.core.framing import Crop, Lens, crop_for, display_aspect, fit_camera, nearest_sdxl_size
+from remote.core.jobspec import AUTO_SIZE, RenderJob
 
 log = logging.getLogger(__name__)
 LENS_FIELDS = ("sensor_fit", "sensor_width", "sensor_height", "shift_x", "shift_y", "ortho_scale")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The pod-side job executor. A job dir holds job.json (a remote.jobspec
+# The pod-side job executor. A job dir holds job.json (a remote.core.jobspec
 # RenderJob) and the scene; the job's output goes where job.json says.
 #
 #   pod_agent.sh JOBDIR            start the job detached, print its status (one JSON line)

@@ -1,7 +1,7 @@
 """A batch's items in the open scene: which poses on which cameras, and how
 each item's pose and camera are applied before it renders.
 
-Pose sources (``remote/batch.py`` parses the spec): the scene as it is
+Pose sources (``remote/core/batch_spec.py`` parses the spec): the scene as it is
 (``current``), timeline markers (each a frame; a marker's bound camera is
 respected), pose assets (Blender 5.0 slotted actions marked as assets, applied
 to the armature whose bones they key), a frame range, or a list of marker or
@@ -29,9 +29,9 @@ if __name__ == "__main__":  # run as a script: remote/ sits next to pod_setup/
 import bpy
 
 try:
-    from remote.batch import BatchSpecError, check_item_count, item_name, parse_cameras, parse_poses, unique_names
+    from remote.core.batch_spec import BatchSpecError, check_item_count, item_name, parse_cameras, parse_poses, unique_names
 except ImportError:  # inside the Blender extension, where remote/ is a sibling subpackage
-    from ..remote.batch import (  # type: ignore[no-redef, import-not-found]
+    from ..remote.core.batch_spec import (  # type: ignore[no-redef, import-not-found]
         BatchSpecError,
         check_item_count,
         item_name,

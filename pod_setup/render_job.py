@@ -4,7 +4,7 @@
     python render_job.py JOB.json            # with the ``bpy`` module
     python render_job.py --worker            # warm worker: job paths on stdin
 
-Reads a ``remote.jobspec.RenderJob`` (``job.json``), opens the scene once
+Reads a ``remote.core.jobspec.RenderJob`` (``job.json``), opens the scene once
 and renders every item of its batch in turn (``poses``: the item's pose and
 camera; ``scene_render``: the job's SDXL size, the Render Result fix), sends
 each render through the job's AI backend (``backends/``: one module per
@@ -69,9 +69,9 @@ from pod_setup.job_errors import (
 from pod_setup.poses import Item, ItemFailed, SceneState, apply_item, bone_positions, resolve_items
 from pod_setup.scene_render import configure_output, open_scene, render_still
 from pod_setup.thumbnails import write_thumbnail
-from remote.batch import BatchSpecError
-from remote.cost import CostModel
-from remote.jobspec import JobValidationError, RenderJob
+from remote.core.batch_spec import BatchSpecError
+from remote.core.cost import CostModel
+from remote.core.jobspec import JobValidationError, RenderJob
 
 __all__ = ["EXIT_AI", "EXIT_FILTERED", "EXIT_INVALID", "EXIT_NO_KEY", "EXIT_RENDER", "main", "run"]
 WORKER_RESULT_PREFIX = "render_job-result"

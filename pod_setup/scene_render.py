@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from remote.blendfile import BlendFileError, saved_version
-from remote.jobspec import RenderJob
+from remote.core.blendfile import BlendFileError, saved_version
+from remote.core.jobspec import RenderJob
 
 from . import init_image
 from .job_errors import EXIT_INVALID, EXIT_RENDER, JobFailed

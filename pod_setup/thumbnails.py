@@ -6,7 +6,7 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from remote.contact_sheet import encode_png, shrink
+from remote.core.contact_sheet import encode_png, shrink
 
 
 def read_rgb(path: Path) -> np.ndarray:

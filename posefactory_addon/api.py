@@ -29,14 +29,15 @@ from . import preferences
 from .batch import cameras_spec, items_of, poses_spec, summary
 from .jobs import MANAGER, TrackedJob, new_copy_dir
 from .properties import scene_aspect
-from .remote.batch import BatchSpecError
-from .remote.config import ConfigError, HostConfig, load_hosts
-from .remote.cost import CostBreakdown, CostConfigError, CostModel
-from .remote.framing import crop_for, nearest_sdxl_size
-from .remote.jobspec import STABILITY_KEY_BACKENDS, JobValidationError, RenderJob
-from .remote.pipeline import JobResult, new_job_id
-from .remote.platforms import default_config_dir
-from .remote.transport import default_transport, local_host_problem
+from .remote.bridge.transport import local_host_problem
+from .remote.core.batch_spec import BatchSpecError
+from .remote.core.config import ConfigError, HostConfig, load_hosts
+from .remote.core.cost import CostBreakdown, CostConfigError, CostModel
+from .remote.core.framing import crop_for, nearest_sdxl_size
+from .remote.core.jobspec import STABILITY_KEY_BACKENDS, JobValidationError, RenderJob
+from .remote.core.platforms import default_config_dir, default_transport
+from .remote.jobs.pipeline import new_job_id
+from .remote.jobs.state import JobResult
 
 ADD_A_POD = ("save it as ssh_hosts.yaml in {config_dir} or choose it in Preferences > Add-ons > Pose Factory > "
              "Hosts File, then pick its host")

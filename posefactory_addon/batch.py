@@ -11,7 +11,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 
 from .pod_setup.poses import Item, pose_assets, resolve_items
-from .remote.batch import BatchSpecError
+from .remote.core.batch_spec import BatchSpecError
 
 POSE_SOURCES = [
     ("CURRENT", "Current Pose", "The scene as it is: one image per camera"),

@@ -1,4 +1,4 @@
-"""Job tracking: each job runs ``remote.pipeline`` in a worker thread; a
+"""Job tracking: each job runs ``remote.jobs.pipeline`` in a worker thread; a
 ``bpy.app.timers`` function on the main thread consumes what the workers
 post on the UI channel (:mod:`ui_channel`: progress, finished jobs,
 connection checks), shows progress in the status bar, imports finished
@@ -27,11 +27,12 @@ from pathlib import Path
 import bpy
 
 from . import ui_channel
-from .remote.accounting import JobBusy, job_lock
-from .remote.config import data_dir
-from .remote.jobspec import RenderJob
-from .remote.logs import setup_logging
-from .remote.pipeline import JobProgress, JobRecord, JobResult, reattach, run_job
+from .remote.core.config import data_dir
+from .remote.core.jobspec import RenderJob
+from .remote.core.logs import setup_logging
+from .remote.jobs.ledger import JobBusy, job_lock
+from .remote.jobs.pipeline import reattach, run_job
+from .remote.jobs.state import JobProgress, JobRecord, JobResult
 
 POLL_INTERVAL_S = 0.5
 log = logging.getLogger(__name__)

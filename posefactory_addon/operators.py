@@ -13,8 +13,8 @@ from . import api, preferences, ui_channel
 from .batch import refresh_pose_list
 from .jobs import MANAGER, ensure_timer
 from .properties import RESOLUTION_ITEMS, STYLE_ITEMS
-from .remote.api import Bridge
-from .remote.pod_output import PodOutputError, clean_text
+from .remote.bridge.api import Bridge
+from .remote.core.pod_output import PodOutputError, clean_text
 from .results import import_folder
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ import bpy
 # The bridge package sits next to this script, in the repository and in the extension alike.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from pod_setup.scene_files import external_files, linked_ids
-from remote.blendfile import canonicalize
+from remote.core.blendfile import canonicalize
 
 MAKE_LOCAL_PASSES = 4  # making one ID local can expose others it uses
 

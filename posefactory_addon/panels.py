@@ -10,8 +10,8 @@ from . import api, pod_state, preferences, presets
 from .batch import cameras_spec, items_of, poses_spec, summary
 from .jobs import MANAGER
 from .operators import connection_status
-from .remote.batch import BatchSpecError
-from .remote.platforms import default_config_dir
+from .remote.core.batch_spec import BatchSpecError
+from .remote.core.platforms import default_config_dir
 from .results import CONTROL_KINDS, thumbnail_source, thumbnails
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from typing import Any
 import bpy
 
 from . import api
-from .remote.config import HostConfig
+from .remote.core.config import HostConfig
 
 REFRESH_S = 15.0
 TIMER_S = 0.5

@@ -10,8 +10,8 @@ from typing import cast
 import bpy
 from bpy.props import EnumProperty, FloatProperty, StringProperty
 
-from .remote.config import data_dir, default_hosts_file
-from .remote.jobspec import STABILITY_API_BASE
+from .remote.core.config import data_dir, default_hosts_file
+from .remote.core.jobspec import STABILITY_API_BASE
 
 
 class PosefactoryPreferences(bpy.types.AddonPreferences):

@@ -1,7 +1,7 @@
 """Prompt presets in the Prompt panel, as a standard Blender preset menu.
 
 The presets are the dashboard's YAML files in the user's config dir
-(``remote.presets``), not Blender's usual Python presets: Blender would run a
+(``remote.core.presets``), not Blender's usual Python presets: Blender would run a
 ``.py`` preset as code, and the dashboard must be able to write them. So the
 menu follows Blender's preset-menu contract (``preset_subdir``,
 ``preset_operator``, ``preset_add_operator``, listed with ``Menu.path_menu``,
@@ -18,7 +18,7 @@ import bpy
 from bl_operators.presets import AddPresetBase
 from bpy.props import StringProperty
 
-from .remote.presets import PRESET_EXTENSIONS, PresetError, PromptPreset, delete_preset, load_preset, presets_dir, save_preset
+from .remote.core.presets import PRESET_EXTENSIONS, PresetError, PromptPreset, delete_preset, load_preset, presets_dir, save_preset
 
 log = logging.getLogger(__name__)
 

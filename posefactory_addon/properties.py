@@ -14,8 +14,8 @@ from bpy.props import (
 )
 
 from .batch import PosefactoryPose, camera_source_property, pose_source_property
-from .remote.framing import display_aspect, nearest_sdxl_size
-from .remote.jobspec import CONTROLS, SDXL_SIZES, STYLE_PRESETS
+from .remote.core.framing import display_aspect, nearest_sdxl_size
+from .remote.core.jobspec import CONTROLS, SDXL_SIZES, STYLE_PRESETS
 
 RESOLUTION_ITEMS = [("AUTO", "Camera Aspect", "The SDXL size nearest the scene's aspect ratio: keeps the camera's "
                                               "framing (a few percent cropped, centred)")] + [

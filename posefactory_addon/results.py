@@ -6,7 +6,7 @@ Image Editor, autosaved where the artist chose, thumbnails for the Jobs panel
 (a batch's contact sheet).
 
 The results folder came from a pod: its manifest is read through
-``remote.pod_output`` (size-bounded, names checked to stay inside the
+``remote.core.pod_output`` (size-bounded, names checked to stay inside the
 folder, text cleaned) before anything is loaded or copied."""
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ import bpy.utils.previews
 
 from . import preferences
 from .jobs import MANAGER, TrackedJob
-from .remote.batch import ItemEntryError, check_item_path
-from .remote.pod_output import output_path, read_local_manifest
+from .remote.core.batch_spec import ItemEntryError, check_item_path
+from .remote.core.pod_output import output_path, read_local_manifest
 
 log = logging.getLogger(__name__)
 VARIATION_FILE = re.compile(r"ai-render-(\d+)\.png")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import queue
 from dataclasses import dataclass
 
-from .remote.pipeline import JobProgress
+from .remote.jobs.state import JobProgress
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,10 @@ import sys
 import threading
 from pathlib import Path
 
-from .blendfile import BlendFileError, saved_version
-from .config import data_dir
-from .cost import CostModel
-from .jobspec import (
+from .core.blendfile import BlendFileError, saved_version
+from .core.config import data_dir
+from .core.cost import CostModel
+from .core.jobspec import (
     AUTO_SIZE,
     BACKENDS,
     CONTROLS,
@@ -31,10 +31,12 @@ from .jobspec import (
     JobValidationError,
     RenderJob,
 )
-from .logs import environment_secrets, setup_logging
-from .pipeline import JobProgress, JobResult, device_summary, new_job_id, reattach, run_job
-from .pod_output import clean_text
-from .redact import Redactor
+from .core.logs import environment_secrets, setup_logging
+from .core.pod_output import clean_text
+from .core.redact import Redactor
+from .jobs.pipeline import new_job_id, reattach, run_job
+from .jobs.settle import device_summary
+from .jobs.state import JobProgress, JobResult
 
 log = logging.getLogger(__name__)
 

@@ -16,12 +16,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .api import Bridge, UnknownHost
-from .config import ConfigError, HostConfig, load_hosts
-from .pipeline import PipelineError, append_ledger
-from .runpod_idle import stop_if_idle
-from .runpod_pods import PodClient, RunPodError, api_key_for, ensure_running, stop_pod, utc_now, with_endpoint
-from .transfer.common import q
+from .bridge.api import Bridge, UnknownHost
+from .core.config import ConfigError, HostConfig, load_hosts
+from .core.quoting import q
+from .jobs.ledger import append_ledger
+from .jobs.state import PipelineError
+from .runpod.idle import stop_if_idle
+from .runpod.pods import PodClient, RunPodError, api_key_for, ensure_running, stop_pod, utc_now, with_endpoint
 
 log = logging.getLogger(__name__)
 

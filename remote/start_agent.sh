@@ -32,7 +32,7 @@ case "$action" in
     start)
         if running; then echo "agent already running (pid $(cat "$pidfile"))"; exit 0; fi
         cd "$here"
-        nohup "$python" -m remote.agent "${hosts[@]}" --queue-dir "$queue_dir" \
+        nohup "$python" -m remote.bridge.agent "${hosts[@]}" --queue-dir "$queue_dir" \
             --log-file "$queue_dir/agent.log" </dev/null >>"$queue_dir/agent.log" 2>&1 &
         echo $! > "$pidfile"
         echo "agent started (pid $!): queue $queue_dir, log $queue_dir/agent.log" ;;

@@ -7,4 +7,5 @@ cd "$repo"
 # Lint and type-check first: a finding fails the run in seconds, before the long suite.
 .venv/bin/ruff check --quiet .
 .venv/bin/mypy
+.venv/bin/lint-imports --no-cache >/dev/null || .venv/bin/lint-imports --no-cache
 exec .venv/bin/python -m pytest "$@"

@@ -10,8 +10,8 @@ import zipfile
 
 import pytest
 
-from remote.jobspec import SDXL_SIZES
-from remote.transport import TRANSPORTS
+from remote.core.jobspec import SDXL_SIZES
+from remote.core.platforms import TRANSPORTS
 from tests.fixtures.stability_server import png_text
 
 
@@ -19,8 +19,8 @@ def test_zip_bundles_the_addon_bridge_pod_files_and_wheels(addon_zip):
     with zipfile.ZipFile(addon_zip) as archive:
         names = set(archive.namelist())
         manifest = archive.read("blender_manifest.toml").decode()
-    for required in ("blender_manifest.toml", "__init__.py", "operators.py", "panels.py", "remote/shell.py",
-                     "remote/pipeline.py", "pod_setup/render_job.py", "pod_setup/setup_pod.sh"):
+    for required in ("blender_manifest.toml", "__init__.py", "operators.py", "panels.py", "remote/bridge/shell.py",
+                     "remote/jobs/pipeline.py", "pod_setup/render_job.py", "pod_setup/setup_pod.sh"):
         assert required in names
     wheels = sorted(n for n in names if n.startswith("wheels/"))
     assert any("pexpect" in w for w in wheels) and any("boto3" in w for w in wheels)
@@ -414,7 +414,7 @@ def test_each_job_is_delivered_in_isolation_and_kept_with_the_file(blender, tmp_
     (tmp_path / "not-a-folder").write_text("a file where the autosave folder should be")
     result = blender.run(f"""
         from pathlib import Path
-        from bl_ext.user_default.posefactory.remote.pipeline import JobResult
+        from bl_ext.user_default.posefactory.remote.jobs.pipeline import JobResult
         out = Path({str(tmp_path / "out")!r})
         preferences.get().output_dir = {str(tmp_path / "downloads")!r}
         autosave = {{"job-a": {str(tmp_path / "not-a-folder" / "renders")!r}, "job-b": "", "job-c": "//renders/"}}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import textwrap
 
-from remote.presets import PromptPreset, list_presets, load_preset, save_preset
+from remote.core.presets import PromptPreset, list_presets, load_preset, save_preset
 
 MENU_PROBE = """
 import types

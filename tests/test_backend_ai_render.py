@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from remote.jobspec import RenderJob
+from remote.core.jobspec import RenderJob
 from tests.fixtures import require
 from tests.fixtures.stability_server import png_size, png_text
 

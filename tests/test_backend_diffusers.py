@@ -16,7 +16,7 @@ from pod_setup.backends import create
 from pod_setup.backends.diffusers_sdxl import clear_cache
 from pod_setup.control_images import draw_openpose, png_bytes
 from pod_setup.job_errors import EXIT_NO_KEY, JobFailed
-from remote.jobspec import RenderJob
+from remote.core.jobspec import RenderJob
 
 REPO = Path(__file__).resolve().parents[1]
 RENDER_JOB = REPO / "pod_setup" / "render_job.py"

@@ -1,4 +1,4 @@
-"""remote/blendfile.py: .blend headers read without Blender, canonical bytes."""
+"""remote/core/blendfile.py: .blend headers read without Blender, canonical bytes."""
 from __future__ import annotations
 
 import gzip
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from remote.blendfile import BlendFileError, canonicalize, read_header, saved_version
+from remote.core.blendfile import BlendFileError, canonicalize, read_header, saved_version
 
 
 def test_headers_of_both_layouts():

@@ -7,8 +7,8 @@ import threading
 import pytest
 import zstandard
 
-from remote.blendfile import NotABlendFile, check_blend_file
-from remote.pipeline import run_job
+from remote.core.blendfile import NotABlendFile, check_blend_file
+from remote.jobs.pipeline import run_job
 from tests.test_pipeline_e2e import Recorder, make_job
 
 

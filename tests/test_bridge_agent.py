@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from remote.api import submit, wait_for_result
-from remote.config import ConfigError, load_hosts
-from remote.queue import read_records
-from remote.transport import TRANSPORTS
+from remote.bridge.api import submit, wait_for_result
+from remote.bridge.queue import read_records
+from remote.core.config import ConfigError, load_hosts
+from remote.core.platforms import TRANSPORTS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,7 +31,7 @@ def queue(tmp_path, monkeypatch):
 def run_agent_once(queue_dir: Path, *extra: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, **(env_extra or {}))
     return subprocess.run(
-        [sys.executable, "-m", "remote.agent", "--queue-dir", str(queue_dir), "--once", *extra],
+        [sys.executable, "-m", "remote.bridge.agent", "--queue-dir", str(queue_dir), "--once", *extra],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )
 
@@ -99,7 +99,7 @@ def test_duplicate_id_is_answered_once(queue):
 def test_concurrent_appenders_never_interleave(queue):
     # Several processes append big requests at once; every line must stay whole.
     writer = (
-        "import sys; from remote.api import submit\n"
+        "import sys; from remote.bridge.api import submit\n"
         "for i in range(40): submit(sys.argv[1], {'id': f'{sys.argv[2]}-{i}', 'host': 'local',"
         " 'command': 'echo ' + sys.argv[2] * 20000})\n"
     )
@@ -118,7 +118,7 @@ def test_agent_killed_mid_command_resumes_and_answers_each_id_once(queue, tmp_pa
     submit(queue, {"id": "slow", "host": "local", "command": f"echo slow >> '{runs}'; sleep 30"})
     for i in range(3):
         submit(queue, {"id": f"after-{i}", "host": "local", "command": f"echo after-{i} >> '{runs}'"})
-    agent = subprocess.Popen([sys.executable, "-m", "remote.agent", "--queue-dir", str(queue)], cwd=REPO,
+    agent = subprocess.Popen([sys.executable, "-m", "remote.bridge.agent", "--queue-dir", str(queue)], cwd=REPO,
                              stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while "slow" not in (runs.read_text() if runs.exists() else ""):
@@ -222,7 +222,7 @@ def test_a_second_agent_on_the_same_queue_exits_at_once_naming_the_first(queue, 
     runs = tmp_path / "runs"
     for i in range(20):
         submit(queue, {"id": f"r{i}", "host": "local", "command": f"echo r{i} >> '{runs}'"})
-    first = subprocess.Popen([sys.executable, "-m", "remote.agent", "--queue-dir", str(queue)], cwd=REPO,
+    first = subprocess.Popen([sys.executable, "-m", "remote.bridge.agent", "--queue-dir", str(queue)], cwd=REPO,
                              stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30

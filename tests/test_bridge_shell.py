@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from remote.api import Bridge
-from remote.shell import RemoteShell
-from remote.transport import TRANSPORTS
+from remote.bridge.api import Bridge
+from remote.bridge.shell import RemoteShell
+from remote.core.platforms import TRANSPORTS
 from tests.fixtures.sshd import HOSTS_AND_TRANSPORTS, host_config_for
 
 HOSTILE = [
@@ -187,7 +187,7 @@ def test_wrong_host_key_is_refused_even_with_accept_new(sshd_direct, tmp_path):
 
 
 def test_unreachable_host_gives_a_clear_disconnected_result():
-    from remote.config import HostConfig
+    from remote.core.config import HostConfig
     from tests.fixtures import free_port
 
     config = HostConfig(name="gone", host="127.0.0.1", port=free_port(), user="root", connect_timeout=3)

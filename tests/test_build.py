@@ -20,7 +20,7 @@ def test_a_second_build_uses_the_wheel_cache_and_ships_the_cli(addon_zip):
     with zipfile.ZipFile(addon_zip) as archive:
         names = set(archive.namelist())
         manifest = archive.read("blender_manifest.toml").decode()
-    assert {"__main__.py", "remote/cli.py", "remote/pipeline.py"} <= names
+    assert {"__main__.py", "remote/cli.py", "remote/jobs/pipeline.py"} <= names
     wheels = sorted(name for name in names if name.startswith("wheels/"))
     assert wheels and all(f'"./{wheel}"' in manifest for wheel in wheels)
     assert not any(name.startswith("wheels/requests-") for name in wheels)  # Blender ships requests

@@ -39,7 +39,7 @@ def undocumented(parser: argparse.ArgumentParser, where: str) -> list[str]:
     return missing
 
 
-@pytest.mark.parametrize("name, main", [("remote.cli", cli.main), ("remote.agent", agent.main),
+@pytest.mark.parametrize("name, main", [("remote.cli", cli.main), ("remote.bridge.agent", agent.main),
                                         ("remote.runpod_cli", runpod_cli.main), ("remote.dashboard", dashboard.main)])
 def test_every_option_has_help_text(name, main, monkeypatch, tmp_path):
     monkeypatch.setenv("POSEFACTORY_DATA_DIR", str(tmp_path))

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from pod_setup.control_images import COLORS, LIMBS, depth_to_image, draw_openpose, png_bytes
-from remote.jobspec import COCO18_JOINTS
+from remote.core.jobspec import COCO18_JOINTS
 
 REPO = Path(__file__).resolve().parents[1]
 MARKER = "CONTROL-TEST:"
@@ -23,7 +23,7 @@ sys.path.insert(0, sys.argv[-3])
 import bpy
 from mathutils import Vector
 from pathlib import Path
-from remote.jobspec import RenderJob
+from remote.core.jobspec import RenderJob
 from pod_setup import control_images
 from pod_setup.scene_render import configure_output, open_scene, render_still
 

@@ -1,7 +1,7 @@
 import pytest
 
-from remote.cost import CostConfigError, CostModel
-from remote.jobspec import RenderJob
+from remote.core.cost import CostConfigError, CostModel
+from remote.core.jobspec import RenderJob
 
 
 def job(**overrides) -> RenderJob:

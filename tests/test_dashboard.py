@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from remote.dashboard import create_app
+from remote.core.presets import PresetError, PromptPreset, delete_preset, list_presets, load_preset, presets_dir, save_preset
 from remote.dashboard.__main__ import main as dashboard_main
+from remote.dashboard.app import create_app
 from remote.dashboard.costs import Ledger, summarize
 from remote.dashboard.security import BindError, check_bind, is_loopback
-from remote.presets import PresetError, PromptPreset, delete_preset, list_presets, load_preset, presets_dir, save_preset
 from tests.fixtures.dashboard_data import ledger_total, make_job, png_bytes
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
@@ -278,11 +278,11 @@ def test_costs_equal_the_ledger_to_the_cent(root, client):
 
 
 def test_event_lines_are_detail_not_spending(root, client, monkeypatch):
-    from remote.pipeline import append_ledger
+    from remote.jobs.ledger import append_ledger
 
     make_job(root, "job-1", cost="0.25", host="serverless")
     monkeypatch.setenv("POSEFACTORY_DATA_DIR", str(root))
-    # What remote.serverless and remote.runpod_pods write next to the job lines.
+    # What remote.runpod.serverless and remote.runpod.pods write next to the job lines.
     append_ledger({"event": "serverless_request", "host": "serverless", "cost_usd": 0.25, "at": "2026-11-20T10:00:00+00:00"})
     append_ledger({"event": "pod_start", "host": "pod-a", "pod_id": "p1", "cost_per_hr": 0.44, "at": "2026-11-20T09:00:00+00:00"})
     append_ledger({"event": "pod_start", "host": "pod-b", "pod_id": "p2", "cost_per_hr": 0.69, "at": "2026-11-20T09:00:00+00:00"})

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from werkzeug.serving import make_server
 
-from remote.dashboard import create_app
+from remote.dashboard.app import create_app
 from tests.fixtures import free_port
 from tests.fixtures.dashboard_data import ledger_total, make_job
 

@@ -1,4 +1,4 @@
-"""Framing: the pure rule (remote/framing.py) and real renders of a 16:9
+"""Framing: the pure rule (remote/core/framing.py) and real renders of a 16:9
 scene with markers at the edges of the camera's frame."""
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from remote.framing import Lens, crop_for, display_aspect, fit_camera, frame_size, nearest_sdxl_size
-from remote.jobspec import SDXL_SIZES
+from remote.core.framing import Lens, crop_for, display_aspect, fit_camera, frame_size, nearest_sdxl_size
+from remote.core.jobspec import SDXL_SIZES
 from tests.fixtures.marker_scene import expected_centre, marker_boxes
 from tests.fixtures.stability_server import png_size
 from tests.test_pod_render_job import run_job

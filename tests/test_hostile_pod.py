@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-import remote.pipeline
-from remote.accounting import read_ledger
-from remote.pipeline import JobRecord, reattach, run_job
+import remote.jobs.pod_executor
+from remote.jobs.ledger import read_ledger
+from remote.jobs.pipeline import reattach, run_job
+from remote.jobs.state import JobRecord
 from tests.test_pipeline_e2e import Recorder, make_job
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,7 +41,7 @@ def manifest(**values):
 def fake_pod(tmp_path, monkeypatch):
     """Returns a function installing a fake renderer whose body is the given Python."""
     monkeypatch.setenv("POSEFACTORY_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setattr(remote.pipeline, "STATUS_GRACE_S", 1.0)
+    monkeypatch.setattr(remote.jobs.pod_executor, "STATUS_GRACE_S", 1.0)
 
     def install(body: str) -> Path:
         script = tmp_path / "fake-renderer"

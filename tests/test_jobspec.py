@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from remote.jobspec import SDXL_SIZES, JobValidationError, RenderJob, denoising_steps
+from remote.core.jobspec import SDXL_SIZES, JobValidationError, RenderJob, denoising_steps
 
 
 def make_job(**overrides):

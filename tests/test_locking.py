@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from remote.locking import FileLock, LockHeld
+from remote.core.locking import FileLock, LockHeld
 
 HOLD = """
 import sys, time
-from remote.locking import FileLock
+from remote.core.locking import FileLock
 lock = FileLock(sys.argv[1], holder="agent pid-test on host-x").acquire()
 print("held", flush=True)
 time.sleep(float(sys.argv[2]))

@@ -10,8 +10,9 @@ import threading
 
 import pytest
 
-from remote.config import data_dir
-from remote.pipeline import JobRecord, run_job
+from remote.core.config import data_dir
+from remote.jobs.pipeline import run_job
+from remote.jobs.state import JobRecord
 from tests.test_pipeline_e2e import Recorder, data, hosts_file, make_job, submit  # noqa: F401 (data: the fixture)
 
 pytestmark = pytest.mark.usefixtures("data")  # a data dir of the test's own

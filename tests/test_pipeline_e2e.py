@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from remote.config import data_dir
-from remote.jobspec import RenderJob
-from remote.pipeline import JobProgress, JobRecord, reattach, run_job
+from remote.core.config import data_dir
+from remote.core.jobspec import RenderJob
+from remote.jobs.pipeline import reattach, run_job
+from remote.jobs.state import JobProgress, JobRecord
 from tests.fixtures.stability_server import png_text
 
 

@@ -7,9 +7,9 @@ import ntpath
 
 import pytest
 
-from remote.config import ConfigError, load_hosts, parse_host, ssh_option_path
-from remote.platforms import default_config_dir, default_data_dir, expand_user_path, find_openssh_tool
-from remote.transport import TransportUnavailable, default_transport, local_shell_argv
+from remote.bridge.transport import TransportUnavailable, local_shell_argv
+from remote.core.config import ConfigError, load_hosts, parse_host, ssh_option_path
+from remote.core.platforms import default_config_dir, default_data_dir, default_transport, expand_user_path, find_openssh_tool
 
 WINDOWS_ENV = {
     "USERPROFILE": "C:\\Users\\Ann Lee",
@@ -162,7 +162,7 @@ def test_local_host_argv_per_transport_and_platform():
 
 
 def test_hosts_file_in_the_user_config_dir_is_found(tmp_path, monkeypatch):
-    from remote.config import default_hosts_file
+    from remote.core.config import default_hosts_file
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     assert default_hosts_file() is None

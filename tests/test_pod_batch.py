@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from remote.batch import check_item_entry
-from remote.contact_sheet import decode_png
+from remote.core.batch_spec import check_item_entry
+from remote.core.contact_sheet import decode_png
 from tests.fixtures.stability_server import png_size, png_text
 from tests.test_pod_render_job import run_job
 

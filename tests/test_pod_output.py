@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from remote.pod_output import (
+from remote.core.pod_output import (
     MAX_MANIFEST_BYTES,
     MAX_STATUS_BYTES,
     PodOutputError,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from remote.jobspec import RenderJob
+from remote.core.jobspec import RenderJob
 from tests.fixtures.stability_server import png_size, png_text
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,10 +9,10 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from remote.agent import Agent
-from remote.api import Bridge
-from remote.jobspec import JobValidationError, RenderJob
-from remote.queue import LineTail
+from remote.bridge.agent import Agent
+from remote.bridge.api import Bridge
+from remote.bridge.queue import LineTail
+from remote.core.jobspec import JobValidationError, RenderJob
 
 json_values = st.recursive(st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=20),
                            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),

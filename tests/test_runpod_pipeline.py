@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from remote.config import data_dir, parse_host
-from remote.jobspec import RenderJob
-from remote.pipeline import run_job
-from remote.runpod_idle import stop_if_idle
+from remote.core.config import data_dir, parse_host
+from remote.core.jobspec import RenderJob
+from remote.jobs.pipeline import run_job
+from remote.runpod.idle import stop_if_idle
 from tests.fixtures.runpod_api import VALID_KEY
 
 WATCHDOG = Path(__file__).resolve().parent.parent / "pod_setup" / "idle_watchdog.py"
@@ -173,7 +173,7 @@ def test_laptop_stops_a_pod_it_sees_idle_past_the_limit(pod_ws, runpod_api):
 
     def run(command: str, what: str, **options):
         completed = subprocess.run(["bash", "-c", command], capture_output=True, text=True)
-        from remote.shell import CommandResult
+        from remote.bridge.shell import CommandResult
         return CommandResult(id="", host="gpu", status="ok", exit_code=completed.returncode, stdout=completed.stdout,
                              stderr=completed.stderr, started_at="", finished_at="", duration_s=0.0)
 

@@ -10,9 +10,9 @@ import pytest
 from runpod import error
 from runpod.api.graphql import run_graphql_query
 
-from remote.config import ConfigError, parse_host
-from remote.cost import CostModel
-from remote.runpod_pods import PROXY_HOST, PodClient, RunPodError, ensure_running, prepare_host, stop_pod
+from remote.core.config import ConfigError, parse_host
+from remote.core.cost import CostModel
+from remote.runpod.pods import PROXY_HOST, PodClient, RunPodError, ensure_running, prepare_host, stop_pod
 from tests.fixtures.runpod_api import VALID_KEY
 
 

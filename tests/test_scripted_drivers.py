@@ -34,7 +34,7 @@ CHECK = textwrap.dedent("""
     sys.path.insert(0, {repo!r})
     import bpy
     from pod_setup import scene_render
-    from remote.jobspec import RenderJob
+    from remote.core.jobspec import RenderJob
     if {factory!r}:
         # The pod's Blender binary starts with --factory-startup: auto-run off in the preferences.
         bpy.ops.wm.read_factory_settings(use_empty=True)

@@ -9,10 +9,10 @@ import threading
 
 import pytest
 
-from remote.config import parse_host
-from remote.jobspec import RenderJob
-from remote.serverless import BatchItem, run_batch
-from remote.serverless_api import EndpointError
+from remote.core.config import parse_host
+from remote.core.jobspec import RenderJob
+from remote.runpod.endpoint import EndpointError
+from remote.runpod.serverless import BatchItem, run_batch
 from tests.fixtures.s3 import CREDENTIALS
 from tests.fixtures.serverless_api import ENDPOINT_ID, VALID_KEY
 
@@ -134,7 +134,8 @@ def test_wrong_key_unknown_endpoint_and_bad_items(transport, serverless_endpoint
 
 def test_a_job_on_a_serverless_host_goes_through_the_pipeline(serverless_endpoint, s3_server, s3_credentials, data_dir_env,
                                                                sample_scene, tmp_path):
-    from remote.pipeline import JobRecord, run_job
+    from remote.jobs.pipeline import run_job
+    from remote.jobs.state import JobRecord
 
     hosts = tmp_path / "ssh_hosts.yaml"
     hosts.write_text(json.dumps({"farm": {"serverless": {"endpoint_id": ENDPOINT_ID},

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from remote.config import StorageConfig
-from remote.transfer.s3 import client
+from remote.bridge.transfer.s3 import client
+from remote.core.config import StorageConfig
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import pytest
 import requests
 
 from remote import stability
-from remote.jobspec import RenderJob
+from remote.core.jobspec import RenderJob
 from tests.fixtures.stability_server import DROP_CONNECTION, make_png, png_text
 
 INIT = make_png(1024, 1024, (10, 20, 30), {})

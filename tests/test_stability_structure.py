@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from remote import stability, stability_v2
-from remote.jobspec import RenderJob
+from remote.core.jobspec import RenderJob
 from tests.fixtures.stability_server import make_png, png_size, png_text
 from tests.fixtures.stability_v2_contract import RANDOM_SEED, STRUCTURE_PATH
 

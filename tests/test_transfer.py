@@ -15,21 +15,20 @@ from pathlib import Path
 import boto3
 import pytest
 
-from remote.api import Bridge, submit
-from remote.config import local_host, parse_host
-from remote.shell import RemoteShell
-from remote.transfer import (
+from remote.bridge.api import Bridge, submit
+from remote.bridge.shell import RemoteShell
+from remote.bridge.transfer import get, put
+from remote.bridge.transfer.common import (
     BucketMissing,
     ChecksumMismatch,
     RemoteDiskFull,
     StorageCredentialsRejected,
     TransferError,
     TransferInterrupted,
-    get,
-    put,
+    sha256_file,
 )
-from remote.transfer.common import sha256_file
-from remote.transport import TRANSPORTS
+from remote.core.config import local_host, parse_host
+from remote.core.platforms import TRANSPORTS
 from tests.fixtures.sshd import host_config_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -289,7 +288,7 @@ def test_queue_put_and_get_through_the_agent(tmp_path, monkeypatch):
     submit(queue, {"id": "down", "host": "local", "op": "get", "src": f"{tmp_path}/pod/*.bin", "dst": str(tmp_path / "out")})
     submit(queue, {"id": "missing", "host": "local", "op": "put", "src": str(tmp_path / "nope"), "dst": "/tmp/x"})
     submit(queue, {"id": "bad", "host": "local", "op": "get", "src": "x"})
-    subprocess.run([sys.executable, "-m", "remote.agent", "--queue-dir", str(queue), "--once"], cwd=REPO,
+    subprocess.run([sys.executable, "-m", "remote.bridge.agent", "--queue-dir", str(queue), "--once"], cwd=REPO,
                    check=True, capture_output=True, timeout=120)
     results = {r["id"]: r for r in map(json.loads, (queue / "results.jsonl").read_text().splitlines())}
     assert results["up"]["status"] == "ok" and results["up"]["transport"] == "inline"

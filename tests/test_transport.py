@@ -7,7 +7,9 @@ import time
 
 import pytest
 
-from remote.transport import PipeTransport, TransportClosed, TransportUnavailable, open_transport
+from remote.bridge.shell import open_transport
+from remote.bridge.transport import TransportClosed, TransportUnavailable
+from remote.bridge.transport_pipe import PipeTransport
 
 
 def read_all(transport: PipeTransport, timeout: float = 10) -> bytes:

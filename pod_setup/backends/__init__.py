@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from remote.jobspec import RenderJob
+from remote.core.jobspec import RenderJob
 
 
 @dataclass(frozen=True)

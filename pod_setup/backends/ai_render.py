@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from remote.jobspec import MAX_SEED, RenderJob
+from remote.core.jobspec import MAX_SEED, RenderJob
 
 from ..job_errors import EXIT_AI, EXIT_NO_KEY, JobFailed
 from . import Variation

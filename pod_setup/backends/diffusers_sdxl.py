@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from remote.jobspec import MAX_SEED, RenderJob, denoising_steps
+from remote.core.jobspec import MAX_SEED, RenderJob, denoising_steps
 
 from ..job_errors import EXIT_AI, EXIT_NO_KEY, JobFailed
 from . import Variation

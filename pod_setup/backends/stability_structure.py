@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from remote.jobspec import RenderJob
-from remote.stability import StabilityError
-from remote.stability_v2 import StabilityV2Client
+from remote.core.jobspec import RenderJob
+from remote.stability.v1 import StabilityError
+from remote.stability.v2beta import StabilityV2Client
 
 from ..job_errors import EXIT_AI, EXIT_NO_KEY, JobFailed
 from . import Variation

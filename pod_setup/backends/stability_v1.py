@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from remote.jobspec import RenderJob
-from remote.stability import StabilityClient, StabilityError
+from remote.core.jobspec import RenderJob
+from remote.stability.v1 import StabilityClient, StabilityError
 
 from .. import job_secrets
 from ..job_errors import EXIT_AI, EXIT_NO_KEY, JobFailed

@@ -3,7 +3,7 @@
     python handler.py                                   # on RunPod (the image's CMD)
     python handler.py --rp_serve_api --rp_api_port 8000  # the SDK's local test server
 
-A request's ``input`` (built by ``remote/serverless.py``)::
+A request's ``input`` (built by ``remote/runpod/serverless.py``)::
 
     {"item": "pose-03",                         # opaque, echoed back
      "job": {...RenderJob fields but the paths...},
@@ -37,7 +37,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
 
 from pod_setup import render_job
-from remote.jobspec import JobValidationError, RenderJob
+from remote.core.jobspec import JobValidationError, RenderJob
 
 log = logging.getLogger("posefactory.serverless")
 OUTPUT_NAME = re.compile(r"^(render\.png|manifest\.json|ai-render-[1-9][0-9]?\.png)$")

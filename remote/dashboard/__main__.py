@@ -8,7 +8,7 @@ import sys
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-from ..config import data_dir
+from ..core.config import data_dir
 from .app import create_app
 from .security import BindError, check_bind
 

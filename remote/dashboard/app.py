@@ -1,4 +1,4 @@
-"""The Flask app factory and the state the views share.
+"""The Flask app factory (the views' shared state is :mod:`.state`).
 
 Everything shown is read from the data dir on request (cached by file
 mtimes); nothing is copied into a second store that could disagree with the
@@ -9,67 +9,25 @@ from __future__ import annotations
 
 import logging
 import secrets
-from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from flask import Flask, current_app
+from flask import Flask
 
-from ..config import data_dir
-from . import security
-from .costs import Ledger, usd
-from .library import Library
-from .readers import JobIndex, ManifestCache
-from .scenes import SceneStore
-from .submit import Submitter
+from ..core.config import data_dir
+from . import security, views_costs, views_generate, views_jobs, views_library, views_presets
+from .costs import usd
+from .state import Dashboard
 
 log = logging.getLogger(__name__)
 
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024
-JOBS_PER_PAGE = 24
-
-
-@dataclass
-class Dashboard:
-    root: Path
-    presets_folder: Path | None = None  # None: the user's config dir (remote.presets.presets_dir)
-    hosts_file: Path | None = None
-    monthly_budget: Decimal | None = None
-    jobs: JobIndex = field(init=False)
-    manifests: ManifestCache = field(init=False)
-    ledger: Ledger = field(init=False)
-    scenes: SceneStore = field(init=False)
-    submitter: Submitter = field(init=False)
-    library: Library = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.jobs = JobIndex(self.root)
-        self.manifests = ManifestCache()
-        self.ledger = Ledger(self.root / "ledger.jsonl")
-        self.scenes = SceneStore(self.root)
-        self.submitter = Submitter(self.root, self.hosts_file)
-        self.library = Library(self.root)
-
-    @property
-    def own_dir(self) -> Path:
-        return self.root / "dashboard"
-
-    def backend_of(self, job_id: str) -> str:
-        job = self.jobs.get(job_id)
-        manifest = self.manifests.get(job) if job else None
-        return manifest.backend if manifest else ""
-
-
-def dashboard() -> Dashboard:
-    return current_app.extensions["posefactory"]
 
 
 def create_app(root: Path | None = None, *, access_token: str | None = None, presets_folder: Path | None = None,
                hosts_file: Path | None = None, monthly_budget: Decimal | None = None,
                max_upload_bytes: int = MAX_UPLOAD_BYTES) -> Flask:
     """The dashboard over ``root`` (default: the data dir); ``access_token`` for use beyond loopback."""
-    from . import views_costs, views_generate, views_jobs, views_library, views_presets
-
     root = Path(root) if root is not None else data_dir()
     root.mkdir(parents=True, exist_ok=True)
     app = Flask(__name__, static_folder="static", template_folder="templates")

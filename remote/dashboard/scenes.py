@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from ..jobspec import RenderJob
+from ..core.jobspec import RenderJob
 from .readers import JobView, Manifest, inside, plain_name, read_json, text
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
 """Generate: run a job through the same pipeline as the CLI
-(:func:`remote.pipeline.run_job`), in a background thread of the dashboard,
+(:func:`remote.jobs.pipeline.run_job`), in a background thread of the dashboard,
 with the same record and output places (``<data dir>/jobs``, ``<data dir>/output``),
 so the job list shows it live like any other job.
 
@@ -15,12 +15,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..api import Bridge
-from ..config import ConfigError, HostConfig, load_hosts
-from ..cost import CostBreakdown, CostConfigError, CostModel
-from ..jobspec import STABILITY_KEY_BACKENDS, JobValidationError, RenderJob
-from ..pipeline import JobProgress, JobRecord, new_job_id, run_job
-from ..transfer.common import q
+from ..bridge.api import Bridge
+from ..core.config import ConfigError, HostConfig, load_hosts
+from ..core.cost import CostBreakdown, CostConfigError, CostModel
+from ..core.jobspec import STABILITY_KEY_BACKENDS, JobValidationError, RenderJob
+from ..core.quoting import q
+from ..jobs.pipeline import new_job_id, run_job
+from ..jobs.state import JobProgress, JobRecord
 from .readers import JobView
 
 log = logging.getLogger(__name__)

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from flask import Blueprint, Response, current_app, jsonify, render_template
 from markupsafe import Markup
 
-from .app import Dashboard, dashboard
 from .costs import ZERO, Spending, chart_svg, last_days, summarize
+from .state import Dashboard, dashboard
 
 blueprint = Blueprint("costs", __name__)
 CHART_DAYS = 30

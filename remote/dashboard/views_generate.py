@@ -10,10 +10,10 @@ from flask import Blueprint, current_app, flash, jsonify, redirect, render_templ
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response
 
-from ..jobspec import BACKENDS, SDXL_SIZES, STABILITY_KEY_BACKENDS, STYLE_PRESETS
-from ..presets import PresetError, find_preset, list_presets, load_preset
-from .app import Dashboard, dashboard
+from ..core.jobspec import BACKENDS, SDXL_SIZES, STABILITY_KEY_BACKENDS, STYLE_PRESETS
+from ..core.presets import PresetError, find_preset, list_presets, load_preset
 from .scenes import BATCH_SETTINGS, SceneError
+from .state import Dashboard, dashboard
 from .submit import SubmitError, build_job, estimate, hosts
 from .views_jobs import first_image, job_or_404
 from .views_presets import folder as presets_folder

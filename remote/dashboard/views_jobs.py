@@ -9,8 +9,8 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, jsonify, render_template, request, send_file
 
-from .app import JOBS_PER_PAGE, dashboard
 from .readers import JobView, Manifest, contact_sheet_name, job_file
+from .state import JOBS_PER_PAGE, dashboard
 from .thumbs import ThumbnailError, thumbnail
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from .app import dashboard
 from .library import Library, LibraryError
+from .state import dashboard
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("library", __name__)

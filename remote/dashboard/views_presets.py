@@ -1,5 +1,5 @@
 """Prompt presets: the same YAML files the add-on's preset menu lists
-(remote.presets); list, save (new or over an existing name), delete, and
+(remote.core.presets); list, save (new or over an existing name), delete, and
 apply (opens Generate with the preset's settings)."""
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from ..jobspec import STYLE_PRESETS
-from ..presets import PresetError, PromptPreset, delete_preset, list_presets, preset_from_dict, presets_dir, save_preset
-from .app import dashboard
+from ..core.jobspec import STYLE_PRESETS
+from ..core.presets import PresetError, PromptPreset, delete_preset, list_presets, preset_from_dict, presets_dir, save_preset
+from .state import dashboard
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("presets", __name__)

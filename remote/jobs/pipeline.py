@@ -1,0 +1,218 @@
+"""One render job end to end: upload, pod set-up, headless render + SDXL,
+download. Runs in a worker thread of the add-on, in the CLI and in tests.
+
+Stages (reported through ``progress``): connecting, setup, uploading,
+rendering, downloading, done. The pod side is ``pod_setup/`` (shipped to
+``$WORKSPACE/posefactory`` as a content-addressed bundle and set up by
+``setup_pod.sh`` before every job, which is quick when nothing changed and
+repairs a restarted or wiped pod). The scene goes to
+``$WORKSPACE/scenes/<sha256>.blend``, so an unchanged scene moves 0 bytes.
+
+Nothing is rendered or paid for twice: a job has one job dir on the pod and
+``pod_agent.sh JOBDIR`` never starts a job dir that already has a status.
+A job record (JSON) on the laptop lets a restarted Blender re-attach
+(:func:`reattach`). The Stability key travels only as an environment value of
+the one command that starts the job (redacted from results, never written
+to the pod's disk or the record).
+
+Everything the pod sends back is checked by :mod:`remote.core.pod_output` before
+it is used; every job that reached the pod ends with exactly one ledger line
+(:mod:`remote.jobs.ledger`), written by the one process holding the job lock.
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ..bridge.api import Bridge, UnknownHost
+from ..bridge.transfer.common import sha256_file
+from ..core.batch_spec import MAX_ITEMS, BatchSpecError
+from ..core.blendfile import NotABlendFile, check_blend_file
+from ..core.config import ConfigError, HostConfig, load_hosts
+from ..core.cost import CostConfigError, CostModel
+from ..core.jobspec import STABILITY_KEY_BACKENDS, JobValidationError, RenderJob
+from ..core.pod_output import clean_text, output_path
+from ..runpod.idle import arm_watchdog
+from ..runpod.pods import RunPodError, prepare_host
+from .items import BatchPlan, ItemCache, copy_reused, finish_manifest, is_batch, plan_batch
+from .ledger import JobBusy, Spend, append_ledger, compute_spend, job_lock
+from .pod_executor import JobRunner
+from .serverless import run_serverless_job
+from .settle import account, follow, result_from_record
+from .state import Cancelled, JobProgress, JobRecord, JobResult, PipelineError, PodDiskFull
+
+log = logging.getLogger(__name__)
+def new_job_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+def _reuse_everything(record: JobRecord, record_path: Path | None, plan: BatchPlan,
+                      progress: Callable[[JobProgress], None]) -> JobResult:
+    """Every item of the batch is already here: nothing is uploaded, rendered or paid for (one $0 ledger line)."""
+    local_dir = Path(record.local_output_dir)
+    local_dir.mkdir(parents=True, exist_ok=True)
+    manifest = {"job_id": record.job_id, "status": "done", "prompt": record.prompt, "poses": plan.job.poses,
+                "cameras": plan.job.cameras, "actual_cost": {"total_usd": 0.0}, "items": []}
+    finish_manifest(manifest, record.items_reused, local_dir, record.items_order)
+    images = [p for p in (output_path(local_dir, name, allow_item_dirs=True) for name in manifest["images"])
+              if p.is_file()]
+    result = JobResult(job_id=record.job_id, status="done", images=images, manifest=manifest, cost_usd=0.0,
+                       output_dir=local_dir)
+    account(record, record_path, result, Spend(cost_usd=0.0, gpu_seconds=0.0, images=0))
+    progress(JobProgress("done", 1.0, f"all {len(record.items_reused)} item(s) reused from earlier jobs, $0"))
+    return result
+
+
+def _plan(job: RenderJob, blend_file: Path, record: JobRecord, *, fresh: bool) -> BatchPlan:
+    """A batch's items, checked against the scene, and those reused; kept in the record."""
+    try:
+        plan = plan_batch(job, blend_file, sha256_file(blend_file), fresh=fresh, cache=ItemCache())
+    except BatchSpecError as exc:
+        raise PipelineError(str(exc)) from None
+    record.is_batch, record.settings_digest = True, plan.digest
+    record.items_order = [i["name"] for i in plan.items or []]
+    record.items_reused = copy_reused(plan, Path(record.local_output_dir))
+    # Reused items cost nothing: the bound on what the pod may bill counts only those it renders.
+    record.cost_basis["items"] = len(plan.items) - len(plan.reused) if plan.items is not None else MAX_ITEMS
+    return plan
+
+
+def _guarded(record: JobRecord, record_path: Path | None, body: Callable[[], JobResult]) -> JobResult:
+    try:
+        return body()
+    except Cancelled:
+        record.status, record.error = "cancelled", "cancelled by the user"
+    except (PipelineError, ConfigError, UnknownHost, JobValidationError, CostConfigError, RunPodError,
+            OSError) as exc:
+        record.status, record.error = "failed", clean_text(exc)
+    log.info("job %s %s: %s", record.job_id, record.status, record.error)
+    result = JobResult(job_id=record.job_id, status=record.status, error=record.error,
+                       output_dir=Path(record.local_output_dir))
+    if record.remote_job_dir:
+        # The job reached the pod: it gets its ledger line, with what the laptop knows was spent.
+        spend = compute_spend(record.cost_basis, None, None, started_epoch=record.started_epoch, pod_type=None)
+        result.cost_usd, result.cost_flag = spend.cost_usd, spend.flag
+        account(record, record_path, result, spend)
+    else:
+        record.save(record_path)
+    return result
+
+
+def _disk_full(exc: Exception) -> bool:
+    return "No space left on device" in str(exc) or "disk is full" in str(exc)
+
+
+def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | None, local_output_dir: Path,
+            api_key: str | None, progress: Callable[[JobProgress], None], cancel: threading.Event,
+            record_path: Path | None = None, time_limit_s: float | None = None, fresh: bool = False) -> JobResult:
+    """Render ``blend_file`` on ``host`` with ``job``'s settings and bring the images back.
+
+    ``time_limit_s``: the job's limit on the pod (default: :func:`default_time_limit`).
+    A batch (poses × cameras) is checked against the scene first; its items
+    already done by an earlier job are reused (not rendered or paid again)
+    unless ``fresh``, and finished items come back while it runs.
+
+    Never raises for a failure of the job: the result's status and error say
+    what happened, and the record (when given) is kept up to date.
+    """
+    job_id = job.job_id or new_job_id()
+    record = JobRecord(job_id=job_id, host=host, hosts_file=str(hosts_file) if hosts_file else None,
+                       remote_job_dir="", local_output_dir=str(Path(local_output_dir) / job_id),
+                       prompt=clean_text(job.prompt, one_line=False),
+                       cost_basis={"engine_id": job.engine_id, "steps": job.steps, "batch": job.batch,
+                                   "backend": job.backend})
+
+    def body() -> JobResult:
+        # The paths are the pod's, filled in at upload; everything else is checked now.
+        replace(job, blend_path=str(blend_file), output_dir=str(local_output_dir)).validate()
+        if job.backend in STABILITY_KEY_BACKENDS and not api_key:
+            raise PipelineError(f"no Stability API key for backend {job.backend}: set STABILITY_API_KEY or the key "
+                                "in the add-on preferences (or use backend 'diffusers' or 'none')")
+        if not Path(blend_file).is_file():
+            raise PipelineError(f"scene file not found: {blend_file}")
+        try:
+            check_blend_file(blend_file)  # before anything is uploaded or paid for
+        except NotABlendFile as exc:
+            raise PipelineError(str(exc)) from None
+        hosts = load_hosts(hosts_file)
+        pod_job = job
+        if is_batch(job):
+            plan = _plan(job, Path(blend_file), record, fresh=fresh)
+            if plan.all_reused:
+                return _reuse_everything(record, record_path, plan, progress)
+            pod_job = plan.job
+        if host in hosts and hosts[host].kind == "serverless":  # RunPod Serverless: no pod, no ssh
+            return run_serverless_job(pod_job, Path(blend_file), hosts[host], record, record_path, progress, cancel)
+        prepare_host(hosts, host, lambda line: progress(JobProgress("connecting", 0.0, line)), append_ledger)
+        with Bridge(hosts) as bridge:
+            config = bridge.host(host)
+            estimate = CostModel.load().estimate(job, _known_pod_type(config), expected_render_s=60,
+                                                 items=int(record.cost_basis.get("items", 1)))
+            record.estimate_usd = estimate.total_usd
+            record.time_limit_s = time_limit_s or default_time_limit(estimate.gpu_seconds)
+            record.remote_job_dir = f"{config.workspace}/jobs/{job_id}"
+            record.save(record_path)
+            runner = JobRunner(bridge, config, progress, cancel, record, record_path)
+            runner.stage("connecting", f"connecting to {host}")
+            runner.run("true", "connecting")
+            try:
+                runner.set_up_pod(job.blender_version, job.backend)
+                arm_watchdog(runner.run, config, append_ledger)
+                runner.upload(pod_job, Path(blend_file))
+            except PipelineError as exc:
+                if _disk_full(exc):
+                    raise PodDiskFull(f"pod disk full: {exc}") from None
+                raise
+            return follow(runner, lambda: runner.render(api_key))
+
+    with job_lock(job_id, "submitting"):
+        return _guarded(record, record_path, body)
+
+
+def default_time_limit(estimated_gpu_seconds: float) -> float:
+    """Ten times the estimate, at least 15 minutes: generous for a slow pod, a stop for a stuck one."""
+    return max(900.0, 10 * estimated_gpu_seconds)
+
+
+def _known_pod_type(config: HostConfig) -> str | None:
+    try:
+        CostModel.load().gpu_rate(config.pod_type)
+    except CostConfigError:
+        return None
+    return config.pod_type
+
+
+def reattach(record_path: Path, *, hosts_file: Path | None = None, progress: Callable[[JobProgress], None],
+             cancel: threading.Event) -> JobResult:
+    """Pick up a job a previous session started: wait for it, then download.
+
+    Only one process follows a job: when another holds it, the result is
+    ``busy`` and nothing (record, ledger, downloads) is touched.
+    """
+    record = JobRecord.load(record_path)
+    try:
+        lock = job_lock(record.job_id, "re-attaching")
+    except JobBusy as exc:
+        return JobResult(job_id=record.job_id, status="busy", error=str(exc), output_dir=Path(record.local_output_dir))
+    with lock:
+        record = JobRecord.load(record_path)  # as the previous holder left it
+        if record.status == "cancelled" or record.stage == "done":
+            return result_from_record(record)
+
+        def body() -> JobResult:
+            if not record.remote_job_dir:
+                raise PipelineError("the job never reached the pod; submit it again")
+            hosts = load_hosts(hosts_file or record.hosts_file)
+            prepare_host(hosts, record.host, lambda line: progress(JobProgress("connecting", 0.0, line)),
+                         append_ledger)
+            with Bridge(hosts) as bridge:
+                runner = JobRunner(bridge, bridge.host(record.host), progress, cancel, record, record_path)
+                runner.stage("rendering", f"re-attaching to {record.job_id} on {record.host}")
+                return follow(runner, runner.wait)
+
+        return _guarded(record, record_path, body)
