@@ -7,7 +7,8 @@ import argparse
 import pytest
 
 import remote.cli
-from remote import agent, cli, runpod_cli
+from remote import cli, runpod_cli
+from remote.bridge import agent
 from remote.dashboard import __main__ as dashboard
 
 

@@ -6,8 +6,8 @@ import socket
 import pytest
 import requests
 
-from remote import stability
 from remote.core.jobspec import RenderJob
+from remote.stability import v1 as stability
 from tests.fixtures.stability_server import DROP_CONNECTION, make_png, png_text
 
 INIT = make_png(1024, 1024, (10, 20, 30), {})

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from remote import stability, stability_v2
 from remote.core.jobspec import RenderJob
+from remote.stability import v1 as stability
+from remote.stability import v2beta as stability_v2
 from tests.fixtures.stability_server import make_png, png_size, png_text
 from tests.fixtures.stability_v2_contract import RANDOM_SEED, STRUCTURE_PATH
 
