@@ -1,6 +1,6 @@
 """Benchmark: what the add-on adds before a job leaves the artist's machine.
 
-    .venv/bin/python bench/bench_addon.py [--texture 2048] [--runs 3]
+    .venv/bin/python -m bench.bench_addon [--texture 2048] [--runs 3]
 
 In this process (a plain script, so one Blender: the bpy module) it opens the
 sample scene with an external PNG texture and measures, median of ``--runs``:
@@ -28,7 +28,6 @@ import zlib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 import bpy  # noqa: E402  (after the path: the add-on's modules come from this source tree)
 

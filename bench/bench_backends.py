@@ -1,6 +1,6 @@
 """Benchmark: the diffusers backend's own overhead, and a warm worker against a cold load per job.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_backends.py [--runs 5] [--size 64] [--steps 4]
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.bench_backends [--runs 5] [--size 64] [--steps 4]
 
 On this CPU with the tiny random-weight SDXL + ControlNet models the tests use
 (built offline into a temp models dir), it prints medians of:
@@ -20,13 +20,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 

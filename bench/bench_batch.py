@@ -1,6 +1,6 @@
 """Benchmark: a pose batch against the same items as separate jobs.
 
-    .venv/bin/python bench/bench_batch.py [--items 12] [--samples 1]
+    .venv/bin/python -m bench.bench_batch [--items 12] [--samples 1]
 
 Both run the whole pipeline on the built-in ``local`` host (a login shell
 standing in for a pod) with real Blender (the bpy module) and the Stability
@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from bench.bench_render_job import start_stand_in  # noqa: E402
 from remote.core.jobspec import RenderJob  # noqa: E402

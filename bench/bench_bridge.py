@@ -1,6 +1,6 @@
 """Bridge benchmark against real sshd on loopback (run it, not a test).
 
-    .venv/bin/python bench/bench_bridge.py [--commands 500] [--megabytes 40]
+    .venv/bin/python -m bench.bench_bridge [--commands 500] [--megabytes 40]
 
 Both transports (a local PTY and plain pipes) are measured in the same run,
 interleaved, each with its own persistent shell on the proxy flavour.
@@ -21,12 +21,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from remote.bridge.shell import RemoteShell, marker_printf, new_token
 from remote.core.platforms import TRANSPORTS

@@ -1,6 +1,6 @@
 """Dashboard page load (server time): 1,000 jobs with 10,000 images vs 10 jobs.
 
-    .venv/bin/python bench/bench_dashboard.py [--jobs 1000] [--images 10] [--baseline 10] [--repeat 40]
+    .venv/bin/python -m bench.bench_dashboard [--jobs 1000] [--images 10] [--baseline 10] [--repeat 40]
 
 Builds two data dirs the way the pipeline leaves them (records, manifests,
 PNGs, ledger lines), then times requests through Flask's test client (the
@@ -18,8 +18,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from remote.dashboard.app import create_app
 from remote.jobs.pod_executor import STAGES

@@ -1,6 +1,6 @@
 """End-to-end overhead of a render job on the built-in local host.
 
-    .venv/bin/python bench/bench_e2e.py [--samples 40] [--runs 2]
+    .venv/bin/python -m bench.bench_e2e [--samples 40] [--runs 2]
 
 Measures, in one run on the sample scene:
 * the bare headless render: pod_setup/render_job.py run directly (backend none);
@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
-"""Benchmark: render fidelity (issue 9) — render seconds per device, packing, re-submit bytes.
+"""Benchmark: render fidelity — render seconds per device, packing, re-submit bytes.
 
-    .venv/bin/python bench/bench_fidelity.py [--samples 16] [--runs 3]
+    .venv/bin/python -m bench.bench_fidelity [--samples 16] [--runs 3]
 
 Prints, all measured in this run:
 
@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from remote.core.blendfile import canonicalize  # noqa: E402
 from remote.core.jobspec import RenderJob  # noqa: E402

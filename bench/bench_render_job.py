@@ -1,6 +1,6 @@
 """Benchmark: what the pod's render job costs on top of Blender's own render.
 
-    .venv/bin/python bench/bench_render_job.py [--samples 4] [--jobs 3]
+    .venv/bin/python -m bench.bench_render_job [--samples 4] [--jobs 3]
 
 Runs the real render job (real Blender, the bpy module) on the sample scene
 against our Stability stand-in on 127.0.0.1, and prints:
@@ -27,7 +27,6 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from remote.core.jobspec import RenderJob  # noqa: E402
 from tests.fixtures.stability_server import StabilityStandIn, make_handler  # noqa: E402

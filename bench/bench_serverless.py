@@ -1,6 +1,6 @@
 """A batch through the RunPod Serverless path: 1 vs 4 workers, and its overhead per item.
 
-    .venv/bin/python bench/bench_serverless.py [--items 16] [--samples 1] [--pod-items 2]
+    .venv/bin/python -m bench.bench_serverless [--items 16] [--samples 1] [--pod-items 2]
 
 In one run, on the sample scene (moto as the bucket, our stand-in of the
 hosted endpoint API, real workers: the SDK's local test server running
@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Transfer throughput: every transport up and down, against scp, in one run.
 
-    .venv/bin/python bench/bench_transfer.py [--mb 100]
+    .venv/bin/python -m bench.bench_transfer [--mb 100]
 
 Starts the test sshd flavours (proxy: interactive-only like RunPod's; direct:
 exec and sftp) and moto's S3 server on loopback, writes ``--mb`` MB of random
@@ -17,13 +17,10 @@ import argparse
 import logging
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from remote.bridge.shell import RemoteShell
 from remote.bridge.transfer import get, put

@@ -52,7 +52,7 @@ def test_cost_config_refuses_non_finite_negative_and_duplicate_figures(tmp_path,
     assert str(path) in str(raised.value)
 
 
-# --- per backend (issue #12) ---
+# --- per backend ---
 
 def test_structure_control_is_five_credits_per_image_whatever_the_steps():
     model = CostModel.load()

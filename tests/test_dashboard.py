@@ -62,7 +62,7 @@ def test_job_list_and_page_show_images_settings_and_cost(root, client):
 
 
 def test_batch_items_in_their_folders_and_live_item_progress(root, client):
-    # A batch as #11's pod leaves it: <item>/render.png and <item>/ai-render-<n>.png, a contact sheet.
+    # A batch as the pod leaves it: <item>/render.png and <item>/ai-render-<n>.png, a contact sheet.
     make_job(root, "job-b", images=0, status="running", contact_sheet=True)
     output = root / "output" / "job-b"
     for item in ("walk-Cam1", "run-Cam1"):

@@ -60,7 +60,7 @@ def test_unknown_and_missing_fields_are_refused(tmp_path):
         RenderJob.read(path)
 
 
-# --- AI backends (issue #12) ---
+# --- AI backends ---
 
 @pytest.mark.parametrize("backend", ["stability", "stability-structure", "diffusers", "ai-render", "none"])
 def test_every_backend_accepts_the_defaults_at_an_sdxl_size(backend):

@@ -96,7 +96,7 @@ class RenderJob:
     engine_id: str = SDXL_ENGINE
     job_id: str = ""
     render_samples: int = 0  # 0: keep the scene's own setting
-    # AI backends (issue #12): settings read only by the backend named.
+    # AI backends: settings read only by the backend named.
     control: str = "none"  # diffusers: ControlNet input(s) drawn from the scene (CONTROLS)
     openpose_scale: float = 1.0  # diffusers: conditioning scale of the OpenPose ControlNet
     depth_scale: float = 1.0  # diffusers: conditioning scale of the depth ControlNet
@@ -106,7 +106,7 @@ class RenderJob:
     poses: str = "current"  # current | markers | assets | frames:A-B[:S] | NAME,NAME…
     cameras: str = "active"  # active | collection:NAME | NAME,NAME…
     only_items: list[str] = field(default_factory=list)  # non-empty: render just these items (the rest are reused)
-    # Render fidelity (issue 9): where the pod renders and how the init image is made.
+    # Render fidelity: where the pod renders and how the init image is made.
     render_device: str = "auto"  # auto (GPU, else CPU with a warning) | gpu (fail without one) | cpu
     allow_missing_files: bool = False  # render a scene whose files are missing on the pod: "done with warnings"
     blender_version: str = ""  # the artist's Blender ("4.2" or "4.2.3"): the pod installs and runs it; "": the pod's
