@@ -76,15 +76,21 @@ def text(value: Any, limit: int = TEXT_MAX_CHARS) -> str:
     return value[:limit] if isinstance(value, str) else ""
 
 
+MAX_USD = Decimal(1_000_000)  # no job or pod event costs more; anything above is a corrupt or planted figure
+
+
 def money(value: Any) -> Decimal | None:
-    """A dollar figure as Decimal (from the JSON number's shortest repr), or None."""
+    """A dollar figure as Decimal (from the JSON number's shortest repr), or None when
+    it is not one, or not a plausible one (negative, non-finite, above MAX_USD)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         return None
     try:
         amount = Decimal(str(value))
-    except InvalidOperation:
+    except (InvalidOperation, ValueError):  # ValueError: an int too long for str()
         return None
-    return amount if amount.is_finite() else None
+    if not amount.is_finite() or amount < 0 or amount > MAX_USD:
+        return None  # NaN, infinite, negative or implausible (a planted 1e26): shown as unknown, never summed
+    return amount
 
 
 def as_list(value: Any) -> list[Any]:
