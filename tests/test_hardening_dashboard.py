@@ -159,5 +159,7 @@ def test_absurd_costs_render_flagged_not_500(root, tmp_path, cost):
         assert answer.status_code == 200, (url, answer.status_code)
         body = answer.get_data(as_text=True)
         assert "1e+26" not in body.lower() and "100000000000000000000000000" not in body
+    for url in ("/", f"/jobs/{job_id}"):
+        assert "not a plausible figure" in client.get(url).get_data(as_text=True)
     costs = client.get("/costs").get_data(as_text=True)
     assert "could not be read" in costs and "$0.25" in costs

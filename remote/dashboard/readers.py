@@ -124,6 +124,7 @@ class JobView:
     # Batches: the record's item names in order, and those already back on this machine.
     items_total: int | None = None
     items_done: int | None = None
+    cost_flagged: bool = False  # the record holds a cost that is no plausible figure (NaN, 1e26, negative…)
 
     @property
     def running(self) -> bool:
@@ -143,7 +144,8 @@ def job_from_record(data: dict[str, Any], record_path: Path, root: Path) -> JobV
                    cost_usd=money(data.get("cost_usd")), output_dir=output_dir, record_path=record_path,
                    remote_job_dir=text(data.get("remote_job_dir"), 1000), hosts_file=text(data.get("hosts_file"), 1000),
                    items_total=len(as_list(data.get("items_order"))) or None,
-                   items_done=len(as_list(data.get("items_done"))) if as_list(data.get("items_order")) else None)
+                   items_done=len(as_list(data.get("items_done"))) if as_list(data.get("items_order")) else None,
+                   cost_flagged=data.get("cost_usd") is not None and money(data.get("cost_usd")) is None)
 
 
 class JobIndex:
