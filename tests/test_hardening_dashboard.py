@@ -163,3 +163,22 @@ def test_absurd_costs_render_flagged_not_500(root, tmp_path, cost):
         assert "not a plausible figure" in client.get(url).get_data(as_text=True)
     costs = client.get("/costs").get_data(as_text=True)
     assert "could not be read" in costs and "$0.25" in costs
+
+
+@pytest.mark.parametrize("content, says", [
+    (b"prompt: " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested too deeply"),
+    (b"prompt: caf\xe9\xff\n", "not valid YAML"),
+])
+def test_a_broken_preset_file_is_one_line_and_hides_no_other(root, tmp_path, content, says):
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    (presets / "broken.yaml").write_bytes(content)
+    (presets / "knight.yaml").write_text("name: knight\nprompt: a knight\n")
+    client = create_app(root, presets_folder=presets).test_client()
+    for url in ("/presets", "/generate", "/generate?preset=broken"):
+        answer = client.get(url)
+        assert answer.status_code == 200, url
+        page = answer.get_data(as_text=True)
+        assert "knight" in page
+    assert says in client.get("/presets").get_data(as_text=True)
+    assert says in client.get("/generate?preset=broken").get_data(as_text=True)
