@@ -202,7 +202,15 @@ case "$action" in
         write_status cancelled "" "cancelled by the user"
         forget_secrets
         pid="$(cat "$jobdir/pid" 2>/dev/null || echo 0)"
-        [ "$pid" -gt 0 ] && kill -TERM -- "-$pid" 2>/dev/null || true
+        # only a plain number above 1 (and below pid_max): never -1 (every process) or init's group
+        case "$pid" in
+        '' | *[!0-9]*) pid=0 ;;
+        esac
+        if [ "${#pid}" -le 9 ] && [ "$((10#$pid))" -gt 1 ]; then
+            kill -TERM -- "-$((10#$pid))" 2>/dev/null || true
+        else
+            echo "pod_agent: not signalling: the pid file holds no job's pid" >&2
+        fi
     fi
     print_status
     ;;

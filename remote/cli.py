@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import threading
 from pathlib import Path
 
-from .core.blendfile import BlendFileError, saved_version
-from .core.config import data_dir
+from .core.blendfile import BlendFileError, NotABlendFile, check_blend_file, saved_version
+from .core.config import ConfigError, data_dir, load_hosts
 from .core.cost import CostModel
 from .core.jobspec import (
     AUTO_SIZE,
@@ -38,7 +39,7 @@ from .jobs.pipeline import new_job_id, reattach, run_job
 from .jobs.settle import device_summary
 from .jobs.state import JobProgress, JobResult
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("remote.cli")  # not __main__ under -m: inside the remote logger, so in the log file
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -50,6 +51,21 @@ def _size(text: str) -> tuple[int, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT") from None
     return width, height
+
+
+def _time_limit(text: str) -> float:
+    """Seconds, a finite number above 0 (``nan``, ``inf`` and ``-1`` are refused here, before anything runs)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0 or value > MAX_TIME_LIMIT_S:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds above 0 and at most "
+                                         f"{MAX_TIME_LIMIT_S:.0f} (a week)")
+    return value
+
+
+MAX_TIME_LIMIT_S = 7 * 24 * 3600.0
 
 
 def scene_blender_version(scene: Path) -> str:
@@ -157,7 +173,7 @@ def _main(argv: list[str] | None = None) -> int:
     render.add_argument("--control-strength", type=float, default=0.7,
                         help="stability-structure: how closely the render's structure is kept (0..1)")
     render.add_argument("--output", type=Path, help="where results go (default: DATA_DIR/output)")
-    render.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+    render.add_argument("--time-limit", type=_time_limit, default=None, metavar="SECONDS",
                         help="stop the job on the pod after this long (default: 10x the estimate, at least 15 min)")
     render.add_argument("--poses", default="current",
                         help="current (default), markers, assets, frames:A-B[:S], or marker/pose-asset names N1,N2")
@@ -183,6 +199,12 @@ def _main(argv: list[str] | None = None) -> int:
               f"${cost.gpu_usd:.4f}; "
               f"{cost.images} image(s): ${cost.images_usd:.4f})")
         return 0
+    try:  # the hosts file is read now, so a broken one is one line before anything starts
+        if args.hosts is not None:
+            load_hosts(args.hosts)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     cancel = threading.Event()
     if args.command == "reattach":
         return report(reattach(args.record, hosts_file=args.hosts, progress=ProgressPrinter(), cancel=cancel))
@@ -212,6 +234,12 @@ def _main(argv: list[str] | None = None) -> int:
     except JobValidationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.scene.is_file():  # a missing one is the pipeline's "scene file not found"
+        try:
+            check_blend_file(args.scene)  # a truncated or foreign file: refused before anything is uploaded
+        except NotABlendFile as exc:
+            print(f"error: {clean_text(exc, 400)}", file=sys.stderr)
+            return 2
     output = args.output or data_dir() / "output"
     record = data_dir() / "jobs" / f"{job_id}.json"
     print(f"job {job_id} on {args.host} (record: {record}); the pod checks the scene's camera before rendering")

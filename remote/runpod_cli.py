@@ -18,13 +18,16 @@ from typing import Any
 
 from .bridge.api import Bridge, UnknownHost
 from .core.config import ConfigError, HostConfig, load_hosts
+from .core.logs import environment_secrets, setup_logging
+from .core.pod_output import clean_text
 from .core.quoting import q
+from .core.redact import Redactor
 from .jobs.ledger import append_ledger
 from .jobs.state import PipelineError
 from .runpod.idle import stop_if_idle
 from .runpod.pods import PodClient, RunPodError, api_key_for, ensure_running, stop_pod, utc_now, with_endpoint
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("remote.runpod_cli")  # also as __main__: inside the remote logger
 
 
 def pod_host(hosts_file: Path | str | None, name: str) -> HostConfig:
@@ -87,11 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("host", help="a host of the hosts file with a runpod_pod_id")
     parser.add_argument("--hosts", default="ssh_hosts.yaml", help="the hosts file (default ssh_hosts.yaml)")
     args = parser.parse_args(argv)
+    log_file = setup_logging()
     try:
         host = pod_host(args.hosts, args.host)
         if args.action == "status":
             info = pod_info(host)
-            print(f"{host.name}: pod {info['pod_id']} {info['state']}, ${info['cost_per_hr'] or 0:.3f}/h, "
+            price = "?" if info["cost_per_hr"] is None else f"{info['cost_per_hr']:.3f}"
+            print(f"{host.name}: pod {info['pod_id']} {info['state']}, ${price}/h, "
                   f"up {info['uptime_s']}s, {info['gpu_count']}× {info['gpu_name'] or 'GPU'}, "
                   f"auto-stop after {info['idle_stop_minutes']:g} idle min")
         elif args.action == "start":
@@ -103,6 +108,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, UnknownHost, RunPodError, PipelineError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"interrupted ({args.action} {args.host}); the pod may still be changing state: "
+              f"check with python -m remote.runpod_cli status {args.host}", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        log.exception("internal error in runpod_cli %s", args.action)
+        detail = Redactor(environment_secrets())(clean_text(exc, 200))
+        print(f"internal error ({type(exc).__name__}: {detail}); details in {log_file}", file=sys.stderr)
+        return 70
     return 0
 
 

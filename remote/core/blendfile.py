@@ -348,6 +348,134 @@ def canonicalize(path: Path) -> bool:
     return changed
 
 
+class TruncatedBlendFile(BlendFileError):
+    """The blocks of a .blend stop before its ENDB block."""
+
+
+SKIP_CHUNK = 1 << 20
+
+
+def _skip(handle, length: int, seekable: bool, size: int) -> bool:
+    """Move ``length`` bytes on; False when the file ends first. Plain files seek (a GB
+    scene costs one seek per block); a decompressing stream is read through in chunks."""
+    if seekable:
+        target = handle.tell() + length
+        if target > size:
+            return False
+        handle.seek(target)
+        return True
+    while length > 0:
+        chunk = handle.read(min(length, SKIP_CHUNK))
+        if not chunk:
+            return False
+        length -= len(chunk)
+    return True
+
+
+def _walk(handle, seekable: bool, size: int) -> int:
+    """Block heads from the header to ENDB, without holding the file; returns the number of blocks."""
+    start = handle.read(32)
+    header = read_header(start)
+    if seekable:
+        handle.seek(header.header_size)
+    else:  # a stream: the bytes after the header were already read
+        pending = start[header.header_size:]
+        handle = _Prefixed(pending, handle)
+    order = "<" if header.little_endian else ">"
+    if header.large_bheads:
+        layout = struct.Struct(order + "4si" + "Q" + "q" + "q")  # code, sdna, old, len, nr
+    else:
+        layout = struct.Struct(order + "4si" + ("Q" if header.pointer_size == 8 else "I") + "ii")
+    count = 0
+    offset = header.header_size
+    while True:
+        head = handle.read(layout.size)
+        if len(head) < layout.size:
+            raise TruncatedBlendFile(f"the file ends at byte {offset + len(head)} inside the block list, "
+                                     "before its ENDB block")
+        fields = layout.unpack(head)
+        code = fields[0]
+        length = fields[3] if header.large_bheads else fields[1]
+        count += 1
+        if code == b"ENDB":
+            return count
+        if length < 0:
+            raise TruncatedBlendFile(f"block {count} at byte {offset} has a negative length")
+        if not _skip(handle, length, seekable, size):
+            raise TruncatedBlendFile(f"block {code.decode('latin-1')!r} at byte {offset} runs past the end of the "
+                                     "file, before its ENDB block")
+        offset += layout.size + length
+
+
+class _Prefixed:
+    """A stream with some bytes put back in front."""
+
+    def __init__(self, prefix: bytes, stream) -> None:
+        self.prefix, self.stream = prefix, stream
+
+    def read(self, n: int) -> bytes:
+        if self.prefix:
+            out, self.prefix = self.prefix[:n], self.prefix[n:]
+            if len(out) < n:
+                out += self.stream.read(n - len(out))
+            return out
+        return self.stream.read(n)
+
+
+SEEKABLE_MAGIC = 0x8F92EAB1  # the footer of Zstandard's seekable format, which Blender writes and needs
+SKIPPABLE_MAGIC = 0x184D2A5E
+
+
+def _check_seek_table(handle, size: int) -> None:
+    """Blender's Zstandard .blend ends in a seek table (a skippable frame listing each frame's
+    sizes); Blender cannot open the file without it, and its sizes must add up to the file."""
+    if size < 17:
+        raise TruncatedBlendFile("the compressed file is too short to hold its seek table")
+    handle.seek(size - 9)
+    frames, descriptor, magic = struct.unpack("<IBI", handle.read(9))
+    if magic != SEEKABLE_MAGIC:
+        raise TruncatedBlendFile("the compressed file ends without its seek table (cut short?)")
+    entry = 12 if descriptor & 0x80 else 8
+    table = frames * entry + 9
+    start = size - table - 8
+    if start < 0:
+        raise TruncatedBlendFile("the compressed file's seek table is larger than the file")
+    handle.seek(start)
+    frame_magic, frame_size = struct.unpack("<II", handle.read(8))
+    if frame_magic != SKIPPABLE_MAGIC or frame_size != table:
+        raise TruncatedBlendFile("the compressed file's seek table is damaged")
+    compressed = 0
+    for _ in range(frames):
+        compressed += struct.unpack("<I", handle.read(entry)[:4])[0]
+    if compressed != start:
+        raise TruncatedBlendFile(f"the compressed frames hold {start} bytes, the seek table says {compressed}")
+
+
+def walk_to_end(path: Path | str) -> int:
+    """Check that ``path``'s blocks run whole to ENDB (plain, gzip or Zstandard); returns the
+    block count. Raises TruncatedBlendFile (or BlendFileError for other damage)."""
+    path = Path(path)
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+        handle.seek(0)
+        if magic[:2] == b"\x1f\x8b":
+            import gzip
+
+            with gzip.open(handle) as unpacked:
+                return _walk(unpacked, False, 0)
+        if magic == b"\x28\xb5\x2f\xfd":
+            try:
+                import zstandard
+            except ImportError:
+                raise BlendFileError("a zstd-compressed .blend: checking it needs the zstandard "
+                                     "package (pip install zstandard)") from None
+            _check_seek_table(handle, path.stat().st_size)
+            handle.seek(0)
+            with zstandard.ZstdDecompressor().stream_reader(handle, read_across_frames=True) as unpacked:
+                return _walk(unpacked, False, 0)
+        return _walk(handle, True, path.stat().st_size)
+
+
 class NotABlendFile(ValueError):
     """A scene that is not a .blend; the message names the file and says why, in one line."""
 
@@ -355,10 +483,15 @@ class NotABlendFile(ValueError):
 def check_blend_file(path: Path | str) -> None:
     """Refuse, before anything is uploaded, a scene that is not a .blend: the header
     must say BLENDER, plainly or inside gzip (Blender 2.x) or Zstandard frames
-    (Blender 3.0 and later, Blender 5's compressed saves)."""
+    (Blender 3.0 and later, Blender 5's compressed saves), and its blocks must
+    run whole to the ENDB block (a truncated copy or interrupted save is not)."""
     path = Path(path)
     try:
         saved_version(path)
+        walk_to_end(path)
+    except TruncatedBlendFile as exc:
+        raise NotABlendFile(f"{path} is truncated or damaged ({exc}); save the scene from Blender again "
+                            "(or copy it again) and retry") from None
     except BlendFileError as exc:
         if "needs the zstandard package" in str(exc):
             log.info("%s is Zstandard-compressed and zstandard is missing here: the pod checks it", path)

@@ -196,7 +196,9 @@ def load_yaml(text: str, source: str) -> Any:
     try:
         return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: safe
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML ({' '.join(str(exc).split())})") from exc
+        raise ConfigError(f"{source}: not valid YAML ({' '.join(str(exc).split())[:300]})") from exc
+    except RecursionError:  # a hostile or broken file nested thousands deep
+        raise ConfigError(f"{source}: not valid YAML (nested too deeply)") from None
 
 
 def _parse_storage(source: str, host: str, raw: dict[str, Any]) -> StorageConfig:
@@ -322,6 +324,8 @@ def load_hosts(path: Path | str | None) -> dict[str, HostConfig]:
         text = Path(path).read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise ConfigError(f"{source}: cannot read hosts file ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: not UTF-8 text (byte {exc.start}); save the hosts file as UTF-8") from None
     raw = load_yaml(text, source) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of host names to settings")

@@ -8,9 +8,11 @@ the formatted text, traceback included. Modules log with
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import logging.handlers
 import os
+import types
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -60,3 +62,30 @@ def setup_logging(package: str = "remote", secrets: Iterable[str] = (), level: i
     logger.addHandler(handler)
     logger.setLevel(level)
     return path
+
+
+def import_quietly(module: str) -> types.ModuleType:
+    """``import module``, undoing what it does to the root logger on import.
+
+    The ``runpod`` SDK calls ``logging.basicConfig`` when imported: a stream
+    handler on the root logger that prints every propagated record, unredacted,
+    to stderr, and the root's level set to INFO. The handlers it added are
+    removed and the level put back, so records reach only Pose Factory's
+    redacting handlers (and those the program itself installed)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        return importlib.import_module(module)
+    finally:
+        for handler in list(root.handlers):
+            if handler not in handlers:
+                root.removeHandler(handler)
+                handler.close()
+        root.setLevel(level)
+        # Its own loggers end in a NullHandler and do not propagate: nothing of the SDK reaches the
+        # root (or logging's last-resort stderr handler) past our redaction.
+        for name in [module, *(n for n in list(logging.root.manager.loggerDict) if n.startswith(module + "."))]:
+            logger = logging.getLogger(name)
+            if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+                logger.addHandler(logging.NullHandler())
+            logger.propagate = False

@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
@@ -53,7 +53,10 @@ class LedgerEntry:
 
 def usd(amount: Decimal) -> str:
     """``$1.23``: to the cent, half up (as invoices round)."""
-    return f"${amount.quantize(CENT, rounding=ROUND_HALF_UP)}"
+    try:
+        return f"${amount.quantize(CENT, rounding=ROUND_HALF_UP)}"
+    except (InvalidOperation, TypeError, AttributeError):  # beyond Decimal's precision, or not a Decimal
+        return "$? (implausible figure)"
 
 
 def _day(value: Any) -> date | None:

@@ -76,15 +76,21 @@ def text(value: Any, limit: int = TEXT_MAX_CHARS) -> str:
     return value[:limit] if isinstance(value, str) else ""
 
 
+MAX_USD = Decimal(1_000_000)  # no job or pod event costs more; anything above is a corrupt or planted figure
+
+
 def money(value: Any) -> Decimal | None:
-    """A dollar figure as Decimal (from the JSON number's shortest repr), or None."""
+    """A dollar figure as Decimal (from the JSON number's shortest repr), or None when
+    it is not one, or not a plausible one (negative, non-finite, above MAX_USD)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         return None
     try:
         amount = Decimal(str(value))
-    except InvalidOperation:
+    except (InvalidOperation, ValueError):  # ValueError: an int too long for str()
         return None
-    return amount if amount.is_finite() else None
+    if not amount.is_finite() or amount < 0 or amount > MAX_USD:
+        return None  # NaN, infinite, negative or implausible (a planted 1e26): shown as unknown, never summed
+    return amount
 
 
 def as_list(value: Any) -> list[Any]:
@@ -118,6 +124,7 @@ class JobView:
     # Batches: the record's item names in order, and those already back on this machine.
     items_total: int | None = None
     items_done: int | None = None
+    cost_flagged: bool = False  # the record holds a cost that is no plausible figure (NaN, 1e26, negative…)
 
     @property
     def running(self) -> bool:
@@ -137,7 +144,8 @@ def job_from_record(data: dict[str, Any], record_path: Path, root: Path) -> JobV
                    cost_usd=money(data.get("cost_usd")), output_dir=output_dir, record_path=record_path,
                    remote_job_dir=text(data.get("remote_job_dir"), 1000), hosts_file=text(data.get("hosts_file"), 1000),
                    items_total=len(as_list(data.get("items_order"))) or None,
-                   items_done=len(as_list(data.get("items_done"))) if as_list(data.get("items_order")) else None)
+                   items_done=len(as_list(data.get("items_done"))) if as_list(data.get("items_order")) else None,
+                   cost_flagged=data.get("cost_usd") is not None and money(data.get("cost_usd")) is None)
 
 
 class JobIndex:

@@ -11,6 +11,7 @@ its owner then sees on its next poll.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,9 @@ def estimate(job: RenderJob, host: HostConfig) -> CostBreakdown:
         return CostModel.load().estimate(job, host.pod_type, expected_render_s=EXPECTED_RENDER_S)
     except CostConfigError as exc:
         raise SubmitError(str(exc)) from None
+
+
+PLAIN_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
 
 
 class Submitter:
@@ -128,18 +132,40 @@ class Submitter:
             return f"cancelling {job.job_id}"
         if not job.remote_job_dir:
             raise SubmitError("the job has not reached its pod yet, and another program runs it: cancel it there")
-        threading.Thread(target=self._cancel_elsewhere, args=(job,), daemon=True).start()
+        host, jobdir = self.cancel_target(job)
+        threading.Thread(target=self._cancel_elsewhere, args=(job.job_id, host, jobdir), daemon=True).start()
         return f"cancel sent to {job.host} for {job.job_id}"
 
-    def _cancel_elsewhere(self, job: JobView) -> None:
+    def cancel_target(self, job: JobView) -> tuple[str, str]:
+        """The host and pod job dir a cancel may act on, checked against the dashboard's own hosts.
+
+        A record is input (anyone who can write the data dir can plant one): its
+        host must be one of the dashboard's configured hosts, its remote_job_dir
+        exactly ``<that host's workspace>/jobs/<job id>`` with a plain job id, and
+        the hosts file it names is never used.
+        """
+        job_id = str(job.job_id)
+        if not PLAIN_JOB_ID.fullmatch(job_id):
+            raise SubmitError(f"refused to cancel: {job_id[:80]!r} is not a plain job id")
+        configured = hosts(self.hosts_file)
+        host = configured.get(str(job.host))
+        if host is None:
+            raise SubmitError(f"refused to cancel {job_id}: its record names host {str(job.host)[:80]!r}, "
+                              "which is not one of the dashboard's hosts")
+        expected = f"{host.workspace}/jobs/{job_id}"  # as the pipeline writes it
+        if job.remote_job_dir not in (expected, f"{host.workspace.rstrip('/')}/jobs/{job_id}"):
+            raise SubmitError(f"refused to cancel {job_id}: its record's pod job dir is not {expected}")
+        return host.name, expected
+
+    def _cancel_elsewhere(self, job_id: str, host: str, jobdir: str) -> None:
         try:
-            with Bridge(hosts(Path(job.hosts_file) if job.hosts_file else self.hosts_file)) as bridge:
-                workspace = bridge.host(job.host).workspace
-                result = bridge.run(job.host, f"bash {q(workspace)}/posefactory/pod_setup/pod_agent.sh --cancel "
-                                              f"{q(job.remote_job_dir)}", timeout=60)
-            log.info("cancel of %s on %s: %s", job.job_id, job.host, result.status)
+            with Bridge(hosts(self.hosts_file)) as bridge:
+                workspace = bridge.host(host).workspace
+                result = bridge.run(host, f"bash {q(workspace)}/posefactory/pod_setup/pod_agent.sh --cancel "
+                                          f"{q(jobdir)}", timeout=60)
+            log.info("cancel of %s on %s: %s", job_id, host, result.status)
         except Exception as exc:  # a background thread: the log is the only place left to say it
-            log.warning("cancel of %s on %s failed: %s", job.job_id, job.host, exc)
+            log.warning("cancel of %s on %s failed: %s", job_id, host, exc)
 
     def wait(self, job_id: str, timeout: float | None = None) -> None:
         """For tests and shutdown: block until the job's thread ends."""

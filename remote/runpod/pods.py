@@ -15,6 +15,7 @@ call; it is never logged, stored or put into a message.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import time
@@ -24,6 +25,8 @@ from typing import Any
 
 from ..core.config import HostConfig
 from ..core.cost import LIVE_RATE_ENV
+from ..core.logs import environment_secrets, import_quietly
+from ..core.redact import Redactor
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,7 @@ def post_graphql(query: str, api_key: str) -> dict[str, Any]:
     there the same request goes through the ``requests`` Blender ships.
     """
     try:
+        import_quietly("runpod")  # its import puts an unredacted stderr handler on the root logger
         from runpod import error
         from runpod.api.graphql import run_graphql_query
     except ImportError:
@@ -131,7 +135,18 @@ class PodClient:
     def __repr__(self) -> str:  # never the key
         return "PodClient(api_key=<hidden>)"
 
+    def _redacted(self, exc: RunPodError) -> RunPodError:
+        """The error with the key (and every secret of the environment) taken out of its message:
+        RunPod's error bodies may echo what was sent, and the message is printed and stored."""
+        return RunPodError(Redactor([self._api_key, *environment_secrets()])(str(exc)) or "RunPod API error")
+
     def _call(self, what: str, pod_id: str, query: str) -> dict[str, Any]:
+        try:
+            return self._call_unredacted(what, pod_id, query)
+        except RunPodError as exc:
+            raise self._redacted(exc) from None
+
+    def _call_unredacted(self, what: str, pod_id: str, query: str) -> dict[str, Any]:
         import requests
 
         if not POD_ID.match(pod_id):
@@ -163,7 +178,10 @@ class PodClient:
         if pod is None:
             raise RunPodError(f"unknown pod id {pod_id}: not in this RunPod account (terminated, or another "
                               "account's key?)")
-        return parse_pod(pod_id, pod)
+        try:
+            return parse_pod(pod_id, pod)
+        except RunPodError as exc:
+            raise self._redacted(exc) from None
 
     def resume(self, pod_id: str, gpu_count: int) -> None:
         self._call("resuming pod", pod_id, MUTATION_RESUME.format(pod_id=pod_id, gpu_count=max(1, int(gpu_count))))
@@ -174,8 +192,17 @@ class PodClient:
         log.info("asked RunPod to stop pod %s", pod_id)
 
 
+MAX_API_NUMBER = 1e12  # beyond any uptime, port, GPU count or price the API can mean
+
+
 def _number(value: Any, kind: type, default: Any) -> Any:
-    return kind(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else default
+    """A number of the API's JSON, or ``default``: NaN, Infinity (Python's json reads both)
+    and absurd magnitudes are not numbers here."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return default
+    if not math.isfinite(value) or abs(value) > MAX_API_NUMBER:
+        return default
+    return kind(value)
 
 
 def parse_pod(pod_id: str, pod: dict[str, Any]) -> PodState:
