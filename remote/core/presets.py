@@ -140,6 +140,8 @@ def load_preset(path: Path) -> PromptPreset:
         data = yaml.safe_load(raw.decode("utf-8")) or {}
     except (UnicodeDecodeError, yaml.YAMLError) as exc:
         raise PresetError(f"{path.name}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except RecursionError:  # a hostile or broken file nested thousands deep
+        raise PresetError(f"{path.name}: not valid YAML (nested too deeply)") from None
     return preset_from_dict(data, path.stem.replace("_", " "), path.name)
 
 

@@ -11,13 +11,12 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response
 
 from ..core.jobspec import BACKENDS, SDXL_SIZES, STABILITY_KEY_BACKENDS, STYLE_PRESETS
-from ..core.presets import PresetError, find_preset
+from ..core.presets import PresetError, find_preset, list_presets, load_preset
 from .scenes import BATCH_SETTINGS, SceneError
 from .state import Dashboard, dashboard
 from .submit import SubmitError, build_job, estimate, hosts
 from .views_jobs import first_image, job_or_404
 from .views_presets import folder as presets_folder
-from .views_presets import read_preset, readable_presets
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("generate", __name__)
@@ -71,7 +70,7 @@ def form() -> str:
             path = find_preset(chosen_preset, presets_folder())
             if path is None:
                 raise PresetError(f"no preset named {chosen_preset!r}")
-            values.update(read_preset(path).values())
+            values.update(load_preset(path).values())
         except PresetError as exc:
             flash(str(exc), "error")
     for key in ("prompt", "negative_prompt", "seed", "steps", "strength", "cfg_scale", "batch", "style_preset", "size",
@@ -83,7 +82,7 @@ def form() -> str:
     except SubmitError as exc:
         flash(str(exc), "error")
         host_names = ["local"]
-    presets, _ = readable_presets(presets_folder())
+    presets, _ = list_presets(presets_folder())
     return render_template("generate.html", values=values, scenes=board.scenes.scenes(_scene_thumbs(board)),
                            chosen_scene=request.args.get("scene", ""), presets=presets, chosen_preset=chosen_preset,
                            hosts=host_names, backends=BACKENDS, styles=STYLE_PRESETS,

@@ -10,16 +10,7 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from ..core.jobspec import STYLE_PRESETS
-from ..core.presets import (
-    PresetError,
-    PromptPreset,
-    delete_preset,
-    load_preset,
-    preset_files,
-    preset_from_dict,
-    presets_dir,
-    save_preset,
-)
+from ..core.presets import PresetError, PromptPreset, delete_preset, list_presets, preset_from_dict, presets_dir, save_preset
 from .state import dashboard
 
 log = logging.getLogger(__name__)
@@ -29,26 +20,6 @@ blueprint = Blueprint("presets", __name__)
 def folder() -> Path:
     chosen = dashboard().presets_folder
     return chosen if chosen is not None else presets_dir()
-
-
-def read_preset(path: Path) -> PromptPreset:
-    """One preset file; a file nested too deeply for the YAML reader is a PresetError too."""
-    try:
-        return load_preset(path)
-    except RecursionError:
-        raise PresetError(f"{path.name}: not valid YAML (nested too deeply)") from None
-
-
-def readable_presets(presets_folder: Path) -> tuple[list[PromptPreset], list[str]]:
-    """Every readable preset, and one line per file that is not (one bad file never hides the others)."""
-    presets, problems = [], []
-    for path in preset_files(presets_folder):
-        try:
-            presets.append(read_preset(path))
-        except PresetError as exc:
-            log.warning("skipping preset: %s", exc)
-            problems.append(str(exc))
-    return presets, problems
 
 
 def preset_from_form(form) -> PromptPreset:
@@ -69,7 +40,7 @@ def preset_from_form(form) -> PromptPreset:
 
 @blueprint.get("/presets")
 def index() -> str:
-    presets, problems = readable_presets(folder())
+    presets, problems = list_presets(folder())
     return render_template("presets.html", presets=presets, problems=problems, folder=folder(),
                            styles=STYLE_PRESETS, blank=PromptPreset(name=""))
 
