@@ -102,7 +102,7 @@ class RenderJob:
     depth_scale: float = 1.0  # diffusers: conditioning scale of the depth ControlNet
     bone_map: dict[str, str] = field(default_factory=dict)  # openpose: joint -> "bone[:head|:tail]" overrides
     control_strength: float = 0.7  # stability-structure: how closely the render's structure is kept
-    # Batches (remote/batch.py): items = poses × cameras, each with `batch` variations.
+    # Batches (remote/core/batch_spec.py): items = poses × cameras, each with `batch` variations.
     poses: str = "current"  # current | markers | assets | frames:A-B[:S] | NAME,NAME…
     cameras: str = "active"  # active | collection:NAME | NAME,NAME…
     only_items: list[str] = field(default_factory=list)  # non-empty: render just these items (the rest are reused)

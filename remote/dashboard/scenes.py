@@ -35,8 +35,8 @@ SHA256 = re.compile(r"[0-9a-f]{64}")
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 GZIP_MAGIC = b"\x1f\x8b"
 CHUNK = 1024 * 1024
-# Batches (#11) add poses and cameras to the job contract; they are offered once it has them.
-BATCH_SETTINGS = tuple(name for name in ("poses", "cameras") if name in RenderJob.__dataclass_fields__)
+# A batch's item sources: poses × cameras (remote/core/batch_spec.py).
+BATCH_SETTINGS = ("poses", "cameras")
 SETTINGS = ("prompt", "negative_prompt", "width", "height", "strength", "steps", "cfg_scale", "sampler",
             "style_preset", "seed", "batch", "backend", "render_samples", *BATCH_SETTINGS)
 
