@@ -11,10 +11,10 @@ from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, St
 
 from . import api, preferences, ui_channel
 from .batch import refresh_pose_list
-from .jobs import MANAGER, ensure_timer
+from .jobs import MANAGER
 from .properties import RESOLUTION_ITEMS, STYLE_ITEMS
-from .remote.bridge.api import Bridge
-from .remote.core.pod_output import PodOutputError, clean_text
+from .remote.core.pod_output import PodOutputError
+from .remote.jobs.hosts import test_connection
 from .results import import_folder
 
 log = logging.getLogger(__name__)
@@ -136,17 +136,10 @@ class POSEFACTORY_OT_test_connection(SceneSettingsOperator, bpy.types.Operator):
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         MANAGER.connection_checks[host] = "checking…"
-        ensure_timer()  # it shows the outcome as soon as the check posts it
 
         def check() -> None:
             try:
-                with Bridge({host: config}) as bridge:
-                    result = bridge.run(host, "echo posefactory-ok; uname -sm", timeout=30)
-                if result.ok and result.stdout.startswith("posefactory-ok"):
-                    outcome = f"connected: {clean_text(result.stdout.splitlines()[-1], 80)} " \
-                              f"({result.duration_s * 1000:.0f} ms)"
-                else:
-                    outcome = f"failed: {clean_text(result.error or result.stderr.strip() or result.status, 160)}"
+                outcome = test_connection(config)
             except Exception as exc:  # the outcome must arrive, whatever happened
                 log.exception("testing the connection to %s", host)
                 outcome = f"failed: internal error ({type(exc).__name__}); details in the log"

@@ -6,11 +6,9 @@ from pathlib import Path
 
 import bpy
 
-from . import api, pod_state, preferences, presets
-from .batch import cameras_spec, items_of, poses_spec, summary
+from . import api, backends, pod_state, preferences, presets, view
 from .jobs import MANAGER
 from .operators import connection_status
-from .remote.core.batch_spec import BatchSpecError
 from .remote.core.platforms import default_config_dir
 from .results import CONTROL_KINDS, thumbnail_source, thumbnails
 
@@ -32,12 +30,8 @@ class POSEFACTORY_PT_main(PosefactoryPanel, bpy.types.Panel):
         row = layout.row()
         row.scale_y = 1.5
         row.operator("posefactory.render_remote", icon="RENDER_STILL")
-        try:
-            lines = api.estimate_lines(context.scene, context)
-        except Exception:  # draw must never raise: Blender would show a broken panel on every redraw
-            log.exception("drawing the Pose Factory panel")
-            lines = [("Pose Factory: internal error, details in the log", "ERROR")]
-        for text, icon in lines:
+        shown = view.get(context.scene)  # computed on the timer when the settings change, never here
+        for text, icon in shown.estimate if shown else [("Estimating…", "TIME")]:
             layout.label(text=text, icon=icon)
         active = MANAGER.active()
         if active:
@@ -61,7 +55,7 @@ class POSEFACTORY_PT_prompt(PosefactoryPanel, bpy.types.Panel):
         column = layout.column()
         column.enabled = settings.use_ai
         column.prop(settings, "backend")
-        draw_backend_settings(column, settings)
+        backends.draw(column, settings)  # each backend draws its own settings
         column.prop(settings, "prompt", text="")
         column.prop(settings, "negative_prompt", text="Avoid")
         column.prop(settings, "style_preset")
@@ -76,17 +70,6 @@ class POSEFACTORY_PT_prompt(PosefactoryPanel, bpy.types.Panel):
         column.prop(settings, "batch")
 
 
-def draw_backend_settings(layout: bpy.types.UILayout, settings: bpy.types.PropertyGroup) -> None:
-    """The chosen backend's own settings (issue #12)."""
-    if settings.backend == "diffusers":
-        box = layout.box()
-        box.prop(settings, "control")
-        if "openpose" in settings.control:
-            box.prop(settings, "openpose_scale")
-        if "depth" in settings.control:
-            box.prop(settings, "depth_scale")
-    elif settings.backend == "stability-structure":
-        layout.box().prop(settings, "control_strength")
 class POSEFACTORY_UL_poses(bpy.types.UIList):
     """The scene's markers and pose assets, each with a checkbox."""
 
@@ -116,11 +99,9 @@ class POSEFACTORY_PT_batch(PosefactoryPanel, bpy.types.Panel):
         layout.prop(settings, "camera_source")
         if settings.camera_source == "COLLECTION":
             layout.prop(settings, "camera_collection", text="")
-        try:
-            items = items_of(context.scene, poses_spec(settings), cameras_spec(settings))
-            layout.label(text=summary(items, settings.batch), icon="RENDERLAYERS")
-        except BatchSpecError as exc:
-            layout.label(text=str(exc), icon="ERROR")
+        shown = view.get(context.scene)
+        if shown and shown.batch[0]:
+            layout.label(text=shown.batch[0], icon=shown.batch[1])
 
 
 class POSEFACTORY_PT_output(PosefactoryPanel, bpy.types.Panel):
@@ -131,11 +112,9 @@ class POSEFACTORY_PT_output(PosefactoryPanel, bpy.types.Panel):
         settings = context.scene.posefactory
         layout = self.layout
         layout.prop(settings, "resolution")
-        try:
-            job, _host = api.build_job(context.scene, context)
-            layout.label(text=api.framing_note(job, context.scene), icon="IMAGE_REFERENCE")
-        except api.SubmitError:
-            pass  # the main panel shows why the job cannot be built
+        shown = view.get(context.scene)
+        if shown and shown.framing:  # None: the main panel shows why the job cannot be built
+            layout.label(text=shown.framing, icon="IMAGE_REFERENCE")
         layout.prop(settings, "render_samples")
         layout.prop(settings, "render_device")
         layout.prop(settings, "allow_missing_files")
