@@ -28,7 +28,7 @@ import bpy
 from . import backends, preferences
 from .batch import cameras_spec, items_of, poses_spec, summary
 from .jobs import MANAGER, TrackedJob, new_copy_dir
-from .properties import scene_aspect
+from .properties import scene_aspect, settings_of
 from .remote.core.batch_spec import BatchSpecError
 from .remote.core.config import ConfigError, HostConfig, load_hosts
 from .remote.core.cost import CostBreakdown, CostConfigError, CostModel
@@ -103,7 +103,7 @@ def _checked_job(scene: bpy.types.Scene, context: bpy.types.Context, overrides: 
     unknown = sorted(set(overrides) - set(OVERRIDES))
     if unknown:
         raise SubmitError(f"unknown option(s): {', '.join(unknown)} (known: {', '.join(OVERRIDES)})")
-    settings = scene.posefactory
+    settings = settings_of(scene)
     poses = str(overrides.get("poses") or poses_spec(settings))
     cameras = str(overrides.get("cameras") or cameras_spec(settings))
     try:
@@ -254,10 +254,12 @@ def submit(scene: bpy.types.Scene | None = None, **overrides: Any) -> JobHandle:
     """Pack the open scene and render it remotely; returns at once with a handle."""
     context = bpy.context
     scene = scene or context.scene
+    if scene is None:
+        raise SubmitError("No scene to render (Blender is loading a file?)")
     job, host = build_job(scene, context, **overrides)
     preferences.storage_environment(context)
     copy = _write_copy(scene)
-    settings = scene.posefactory
+    settings = settings_of(scene)
     tracked = MANAGER.submit(job, copy, scene.name, host=host, hosts_file=preferences.hosts_file(context),
                              output_dir=preferences.output_dir(context), api_key=preferences.api_key(context) or None,
                              autosave_dir=settings.autosave_path if settings.autosave else "")

@@ -3,16 +3,25 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any, cast
 
 import bpy
 
 from . import api, backends, pod_state, preferences, presets, view
 from .jobs import MANAGER
 from .operators import connection_status
+from .properties import settings_of
 from .remote.core.platforms import default_config_dir
 from .results import CONTROL_KINDS, thumbnail_source, thumbnails
 
 log = logging.getLogger(__name__)
+
+
+def layout_of(panel: bpy.types.Panel | bpy.types.Menu | bpy.types.AddonPreferences) -> bpy.types.UILayout:
+    """The layout Blender sets before it calls draw (fake-bpy types it Optional)."""
+    layout = panel.layout
+    assert layout is not None
+    return layout
 
 
 class PosefactoryPanel:
@@ -26,12 +35,13 @@ class POSEFACTORY_PT_main(PosefactoryPanel, bpy.types.Panel):
     bl_label = "Pose Factory"
 
     def draw(self, context: bpy.types.Context) -> None:
-        layout = self.layout
+        layout = layout_of(self)
         row = layout.row()
         row.scale_y = 1.5
         row.operator("posefactory.render_remote", icon="RENDER_STILL")
         shown = view.get(context.scene)  # computed on the timer when the settings change, never here
-        for text, icon in shown.estimate if shown else [("Estimating…", "TIME")]:
+        lines: tuple[view.Line, ...] = shown.estimate if shown else (("Estimating…", "TIME"),)
+        for text, icon in lines:
             layout.label(text=text, icon=icon)
         active = MANAGER.active()
         if active:
@@ -48,8 +58,8 @@ class POSEFACTORY_PT_prompt(PosefactoryPanel, bpy.types.Panel):
     bl_parent_id = "POSEFACTORY_PT_main"
 
     def draw(self, context: bpy.types.Context) -> None:
-        settings = context.scene.posefactory
-        layout = self.layout
+        settings = settings_of(context.scene)
+        layout = layout_of(self)
         presets.draw_preset_row(layout)
         layout.prop(settings, "use_ai")
         column = layout.column()
@@ -84,8 +94,8 @@ class POSEFACTORY_PT_batch(PosefactoryPanel, bpy.types.Panel):
     bl_parent_id = "POSEFACTORY_PT_main"
 
     def draw(self, context: bpy.types.Context) -> None:
-        settings = context.scene.posefactory
-        layout = self.layout
+        settings = settings_of(context.scene)
+        layout = layout_of(self)
         layout.prop(settings, "pose_source")
         if settings.pose_source == "FRAMES":
             row = layout.row(align=True)
@@ -109,8 +119,8 @@ class POSEFACTORY_PT_output(PosefactoryPanel, bpy.types.Panel):
     bl_parent_id = "POSEFACTORY_PT_main"
 
     def draw(self, context: bpy.types.Context) -> None:
-        settings = context.scene.posefactory
-        layout = self.layout
+        settings = settings_of(context.scene)
+        layout = layout_of(self)
         layout.prop(settings, "resolution")
         shown = view.get(context.scene)
         if shown and shown.framing:  # None: the main panel shows why the job cannot be built
@@ -130,8 +140,8 @@ class POSEFACTORY_PT_remote(PosefactoryPanel, bpy.types.Panel):
     bl_parent_id = "POSEFACTORY_PT_main"
 
     def draw(self, context: bpy.types.Context) -> None:
-        settings = context.scene.posefactory
-        layout = self.layout
+        settings = settings_of(context.scene)
+        layout = layout_of(self)
         layout.prop(settings, "host")
         layout.operator("posefactory.test_connection", icon="LINKED")
         status = connection_status(settings.host)
@@ -155,7 +165,7 @@ class POSEFACTORY_PT_jobs(PosefactoryPanel, bpy.types.Panel):
     bl_parent_id = "POSEFACTORY_PT_main"
 
     def draw(self, context: bpy.types.Context) -> None:
-        layout = self.layout
+        layout = layout_of(self)
         previews = thumbnails()
         records = MANAGER.history()[:8]
         if not records:
@@ -178,7 +188,7 @@ class POSEFACTORY_PT_jobs(PosefactoryPanel, bpy.types.Panel):
             if record.error:
                 column.label(text=record.error[:80], icon="ERROR")
             draw_control_images(box, previews, record.job_id, record.images)
-            column.operator("posefactory.open_output", text="Open", icon="FILE_FOLDER").job_id = record.job_id
+            cast(Any, column.operator("posefactory.open_output", text="Open", icon="FILE_FOLDER")).job_id = record.job_id
         layout.operator("posefactory.import_results", icon="IMPORT")
 
 

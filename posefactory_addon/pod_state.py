@@ -13,11 +13,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bpy
 
 from . import api, ui_channel
+from .operators import OperatorResult
 from .remote.core.config import HostConfig
 from .remote.jobs import hosts
 
@@ -119,12 +120,14 @@ def uptime_text(seconds: int) -> str:
 
 class PodOperator:
     bl_options = {"REGISTER"}
+    if TYPE_CHECKING:  # a mixin of bpy.types.Operator subclasses
+        def report(self, type: set[str], message: str) -> None: ...
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
         return pod_host(context) is not None
 
-    def run(self, context: bpy.types.Context, action: str, done: str) -> set[str]:
+    def run(self, context: bpy.types.Context, action: str, done: str) -> OperatorResult:
         host = pod_host(context)
         assert host is not None
         if not request(host, action):
@@ -139,7 +142,7 @@ class POSEFACTORY_OT_pod_start(PodOperator, bpy.types.Operator):
     bl_label = "Start Pod"
     bl_description = "Resume the host's RunPod pod through RunPod's API (billing starts) and wait until it runs"
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> OperatorResult:
         return self.run(context, "start", "starting (in the background)")
 
 
@@ -148,7 +151,7 @@ class POSEFACTORY_OT_pod_stop(PodOperator, bpy.types.Operator):
     bl_label = "Stop Pod"
     bl_description = "Stop the host's RunPod pod through RunPod's API (GPU billing stops; /workspace is kept)"
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> OperatorResult:
         return self.run(context, "stop", "stopping (in the background)")
 
 
@@ -157,7 +160,7 @@ class POSEFACTORY_OT_pod_refresh(PodOperator, bpy.types.Operator):
     bl_label = "Refresh Pod State"
     bl_description = "Ask RunPod's API for the pod's state, price and uptime now"
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> OperatorResult:
         return self.run(context, "refresh", "refreshing")
 
 

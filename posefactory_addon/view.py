@@ -15,11 +15,12 @@ import bpy
 
 from . import api, preferences, ui_channel
 from .batch import cameras_spec, items_of, poses_spec, summary
+from .properties import settings_of
 from .remote.core.batch_spec import BatchSpecError
 
 log = logging.getLogger(__name__)
 
-Line = tuple[str, str]  # (text, icon)
+Line = tuple[str, Any]  # (text, icon): an icon name, which fake-bpy types as a Literal of them all
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ def inputs(scene: bpy.types.Scene, context: Any) -> Hashable:
         hosts_stamp = -1
     render = scene.render
     return (
-        _struct(scene.posefactory),
+        _struct(settings_of(scene)),
         (render.resolution_x, render.resolution_y, render.pixel_aspect_x, render.pixel_aspect_y),
         scene.camera.name_full if scene.camera else None,
         tuple((obj.name_full, obj.type) for obj in scene.objects if obj.type == "CAMERA"),
@@ -78,7 +79,7 @@ def compute(scene: bpy.types.Scene, context: Any) -> PanelView:
         framing: str | None = api.framing_note(job, scene)
     except Exception:  # the main panel's estimate line says why there is no job
         framing = None
-    settings = scene.posefactory
+    settings = settings_of(scene)
     try:
         items = items_of(scene, poses_spec(settings), cameras_spec(settings))
         batch: Line = (summary(items, settings.batch), "RENDERLAYERS")
@@ -103,9 +104,9 @@ def refresh(scene: bpy.types.Scene, context: Any, *, force: bool = False) -> boo
     return True
 
 
-def get(scene: bpy.types.Scene) -> PanelView | None:
+def get(scene: bpy.types.Scene | None) -> PanelView | None:
     """What draw shows for ``scene``; None until the timer first computed it."""
-    stored = _views.get(scene.name_full)
+    stored = _views.get(scene.name_full) if scene is not None else None
     return stored[1] if stored else None
 
 
