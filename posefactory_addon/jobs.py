@@ -14,6 +14,7 @@ re-attached, so closing Blender loses nothing.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import tempfile
@@ -133,7 +134,7 @@ class JobManager:
                 continue
             tracked = TrackedJob(job_id=record.job_id, prompt=record.prompt, host=record.host,
                                  stage="rendering", message="re-attaching")
-            self.start(tracked, lambda p=path, t=tracked: reattach(p, progress=t.on_progress, cancel=t.cancel))
+            self.start(tracked, functools.partial(reattach, path, progress=tracked.on_progress, cancel=tracked.cancel))
             count += 1
         return count
 

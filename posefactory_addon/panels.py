@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import bpy
 
@@ -24,7 +24,13 @@ def layout_of(panel: bpy.types.Panel | bpy.types.Menu | bpy.types.AddonPreferenc
     return layout
 
 
-class PosefactoryPanel:
+if TYPE_CHECKING:  # the mixin is typed as the Panel it is mixed into (Blender registers only the panels)
+    _PanelMixin = bpy.types.Panel
+else:
+    _PanelMixin = object
+
+
+class PosefactoryPanel(_PanelMixin):
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
     bl_category = "Pose Factory"

@@ -118,10 +118,14 @@ def uptime_text(seconds: int) -> str:
     return f"{hours}h {rest // 60:02d}m" if hours else f"{rest // 60}m {rest % 60:02d}s"
 
 
-class PodOperator:
+if TYPE_CHECKING:  # the mixin is typed as the Operator it is mixed into
+    _OperatorMixin = bpy.types.Operator
+else:
+    _OperatorMixin = object
+
+
+class PodOperator(_OperatorMixin):
     bl_options = {"REGISTER"}
-    if TYPE_CHECKING:  # a mixin of bpy.types.Operator subclasses
-        def report(self, type: set[str], message: str) -> None: ...
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:

@@ -81,7 +81,8 @@ class POSEFACTORY_OT_apply_prompt_preset(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class POSEFACTORY_OT_prompt_preset_add(AddPresetBase, bpy.types.Operator):
+# fake-bpy types AddPresetBase's check/invoke unlike bpy.types.Operator's: the same methods at run time.
+class POSEFACTORY_OT_prompt_preset_add(AddPresetBase, bpy.types.Operator):  # type: ignore[misc]
     bl_idname = "posefactory.prompt_preset_add"
     bl_label = "Add Prompt Preset"
     bl_description = "Save the prompt settings as a preset (shared with the dashboard), or remove one"
