@@ -2,8 +2,8 @@
 SDXL image-to-image, and bring the images back. View3D ▸ Sidebar ▸ Pose Factory.
 
 One module per concern: properties (scene settings), preferences (hosts,
-storage, budget, API key), operators, panels, jobs (worker threads and the
-timer that polls them), packing (the self-contained copy of the scene),
+storage, budget, API key), operators, panels, jobs (worker threads), ui_channel (the one
+worker→UI channel and its timer), view (what the panels show, computed off draw), packing (the self-contained copy of the scene),
 results (images into Blender), presets (the prompt preset menu) and api (the Python API for scripts).
 """
 from types import ModuleType
@@ -12,9 +12,10 @@ from types import ModuleType
 def _modules() -> tuple[ModuleType, ...]:
     # Imported on registration, not with the package, so that
     # `python -m posefactory_addon` (the CLI) runs without bpy.
-    from . import batch, jobs, operators, panels, pod_state, preferences, presets, properties, results
+    from . import batch, jobs, operators, panels, pod_state, preferences, presets, properties, results, ui_channel, view
 
-    return (properties, preferences, operators, presets, pod_state, panels, results, jobs, batch)
+    # ui_channel first: the others register their message handlers and timer hooks on it.
+    return (ui_channel, properties, preferences, operators, presets, pod_state, view, panels, results, jobs, batch)
 
 
 def register() -> None:

@@ -25,17 +25,18 @@ from typing import Any
 
 import bpy
 
-from . import preferences
+from . import backends, preferences
 from .batch import cameras_spec, items_of, poses_spec, summary
 from .jobs import MANAGER, TrackedJob, new_copy_dir
-from .properties import scene_aspect
-from .remote.bridge.transport import local_host_problem
+from .properties import scene_aspect, settings_of
 from .remote.core.batch_spec import BatchSpecError
 from .remote.core.config import ConfigError, HostConfig, load_hosts
 from .remote.core.cost import CostBreakdown, CostConfigError, CostModel
+from .remote.core.estimate import estimate
 from .remote.core.framing import crop_for, nearest_sdxl_size
 from .remote.core.jobspec import STABILITY_KEY_BACKENDS, JobValidationError, RenderJob
 from .remote.core.platforms import default_config_dir, default_transport
+from .remote.jobs.hosts import local_host_problem
 from .remote.jobs.pipeline import new_job_id
 from .remote.jobs.state import JobResult
 
@@ -73,6 +74,11 @@ def build_job(scene: bpy.types.Scene, context: bpy.types.Context, **overrides: A
     return _checked_job(scene, context, overrides, job_id=new_job_id(), estimating=False)
 
 
+def preview_job(scene: bpy.types.Scene, context: bpy.types.Context) -> RenderJob:
+    """The job the settings would make, for the panels: no job id, no random seed; raises SubmitError."""
+    return _checked_job(scene, context, {}, job_id="estimate", estimating=True)[0]
+
+
 def estimate_lines(scene: bpy.types.Scene, context: bpy.types.Context) -> list[tuple[str, str]]:
     """(text, icon) lines for the main panel: a batch's size and the next job's estimate, or why it cannot start.
 
@@ -97,7 +103,7 @@ def _checked_job(scene: bpy.types.Scene, context: bpy.types.Context, overrides: 
     unknown = sorted(set(overrides) - set(OVERRIDES))
     if unknown:
         raise SubmitError(f"unknown option(s): {', '.join(unknown)} (known: {', '.join(OVERRIDES)})")
-    settings = scene.posefactory
+    settings = settings_of(scene)
     poses = str(overrides.get("poses") or poses_spec(settings))
     cameras = str(overrides.get("cameras") or cameras_spec(settings))
     try:
@@ -139,7 +145,7 @@ def _checked_job(scene: bpy.types.Scene, context: bpy.types.Context, overrides: 
         api_base_url=prefs.api_base_url, job_id=job_id,
         render_samples=int(overrides.get("render_samples") or settings.render_samples),
         # Each backend's own settings go only to the backend that reads them.
-        control=str(_setting(settings, overrides, "control")) if backend == "diffusers" else "none",
+        control=str(_setting(settings, overrides, "control")) if backends.owns(backend, "control") else "none",
         openpose_scale=float(_setting(settings, overrides, "openpose_scale")),
         depth_scale=float(_setting(settings, overrides, "depth_scale")),
         control_strength=float(_setting(settings, overrides, "control_strength")),
@@ -209,13 +215,9 @@ def _local_problem(transport: str) -> str | None:
     return local_host_problem(transport)
 
 
-def estimate_job(job: RenderJob, pod_type: str | None, expected_render_s: float = 60.0,
-                 items: int = 1) -> CostBreakdown:
-    """Every item of the batch: its render time and its variations."""
-    model = cost_model()
-    if pod_type not in model.gpu_usd_per_hour:
-        pod_type = None
-    return model.estimate(job, pod_type, expected_render_s=expected_render_s, items=items)
+def estimate_job(job: RenderJob, pod_type: str | None, items: int = 1) -> CostBreakdown:
+    """Every item of the batch: its render time and its variations (the one estimate, remote/core/estimate.py)."""
+    return estimate(job, pod_type, items=items, model=cost_model())
 
 
 @dataclass
@@ -252,10 +254,12 @@ def submit(scene: bpy.types.Scene | None = None, **overrides: Any) -> JobHandle:
     """Pack the open scene and render it remotely; returns at once with a handle."""
     context = bpy.context
     scene = scene or context.scene
+    if scene is None:
+        raise SubmitError("No scene to render (Blender is loading a file?)")
     job, host = build_job(scene, context, **overrides)
     preferences.storage_environment(context)
     copy = _write_copy(scene)
-    settings = scene.posefactory
+    settings = settings_of(scene)
     tracked = MANAGER.submit(job, copy, scene.name, host=host, hosts_file=preferences.hosts_file(context),
                              output_dir=preferences.output_dir(context), api_key=preferences.api_key(context) or None,
                              autosave_dir=settings.autosave_path if settings.autosave else "")

@@ -1,8 +1,7 @@
-"""Job tracking: each job runs ``remote.jobs.pipeline`` in a worker thread; a
-``bpy.app.timers`` function on the main thread consumes what the workers
-post on the UI channel (:mod:`ui_channel`: progress, finished jobs,
-connection checks), shows progress in the status bar, imports finished
-results and tags the sidebar for redraw.
+"""Job tracking: each job runs ``remote.jobs.pipeline`` in a worker thread; the
+UI channel's one persistent timer (:mod:`ui_channel`) hands this module what
+the workers post (progress, finished jobs, connection checks); this module
+shows progress in the status bar and imports finished results.
 
 Each finished job is delivered in isolation: a delivery that raises (an
 autosave folder that cannot be written, say) is logged with its traceback,
@@ -15,6 +14,7 @@ re-attached, so closing Blender loses nothing.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import tempfile
@@ -34,7 +34,6 @@ from .remote.jobs.ledger import JobBusy, job_lock
 from .remote.jobs.pipeline import reattach, run_job
 from .remote.jobs.state import JobProgress, JobRecord, JobResult
 
-POLL_INTERVAL_S = 0.5
 log = logging.getLogger(__name__)
 
 
@@ -97,7 +96,6 @@ class JobManager:
                 ui_channel.post(ui_channel.JobFinished(tracked.job_id))
 
         threading.Thread(target=worker, name=f"posefactory-{tracked.job_id}", daemon=True).start()
-        ensure_timer()
         return tracked
 
     def submit(self, job: RenderJob, copy: Path, scene_name: str, *, host: str, hosts_file: Path | None,
@@ -136,7 +134,7 @@ class JobManager:
                 continue
             tracked = TrackedJob(job_id=record.job_id, prompt=record.prompt, host=record.host,
                                  stage="rendering", message="re-attaching")
-            self.start(tracked, lambda p=path, t=tracked: reattach(p, progress=t.on_progress, cancel=t.cancel))
+            self.start(tracked, functools.partial(reattach, path, progress=tracked.on_progress, cancel=tracked.cancel))
             count += 1
         return count
 
@@ -165,17 +163,25 @@ class JobManager:
                 continue
         return sorted(records, key=lambda record: record.submitted_at, reverse=True)
 
-    def pump(self) -> None:
-        """Main thread: apply what workers posted; deliver finished jobs, each in isolation."""
-        for message in ui_channel.drain():
-            if isinstance(message, ui_channel.JobProgressed) and message.job_id in self.jobs:
-                self.jobs[message.job_id].apply(message.progress)
-            elif isinstance(message, ui_channel.ConnectionChecked):
-                self.connection_checks[message.host] = message.outcome
+    def apply(self, message: ui_channel.JobProgressed) -> None:
+        """Main thread (the channel's timer): show a job's progress report."""
+        if message.job_id in self.jobs:
+            self.jobs[message.job_id].apply(message.progress)
+
+    def check_connection(self, message: ui_channel.ConnectionChecked) -> None:
+        self.connection_checks[message.host] = message.outcome
+
+    def deliver(self, message: ui_channel.JobFinished | None = None) -> None:
+        """Main thread: deliver finished jobs, each once and in isolation."""
         for tracked in list(self.jobs.values()):
             if tracked.finished.is_set() and not tracked.imported:
                 tracked.imported = True
                 self._deliver(tracked)
+
+    def pump(self) -> None:
+        """Main thread: apply what workers posted (every kind), then deliver finished jobs."""
+        ui_channel.apply_pending()
+        self.deliver()
 
     def _deliver(self, tracked: TrackedJob) -> None:
         for callback in self.on_finished:
@@ -185,10 +191,6 @@ class JobManager:
                 log.exception("job %s: delivering the results failed", tracked.job_id)
                 tracked.delivery_error = f"results kept in {tracked.result.output_dir if tracked.result else '?'} " \
                                          f"but not imported: {exc}"
-
-    def deliver_finished(self) -> None:
-        """Main thread: import the results of jobs that ended since the last call."""
-        self.pump()
 
     def wait(self, tracked: TrackedJob, timeout: float | None = None) -> JobResult:
         """Block until ``tracked`` ends (for scripts and background mode), then deliver it."""
@@ -212,28 +214,18 @@ def _status_text() -> str | None:
     return f"Pose Factory: {job.stage} {job.fraction * 100:.0f}% — {job.message}{more}"
 
 
-def poll() -> float | None:
-    """The timer: consume the UI channel, show progress, redraw the sidebar. Never raises
-    (a timer that raises is unregistered by Blender, and results would never be imported)."""
-    try:
-        MANAGER.pump()
-        text = _status_text()
-        window_manager = bpy.context.window_manager
-        for window in getattr(window_manager, "windows", []):
-            window.workspace.status_text_set(text)
-            for area in window.screen.areas:
-                if area.type in ("VIEW_3D", "IMAGE_EDITOR"):
-                    area.tag_redraw()
-    except Exception:
-        log.exception("Pose Factory timer")
-        return POLL_INTERVAL_S
-    checking = any(outcome.endswith("…") for outcome in MANAGER.connection_checks.values())
-    return POLL_INTERVAL_S if text or checking else None
+_last_status: list[str | None] = [None]
 
 
-def ensure_timer() -> None:
-    if not bpy.app.timers.is_registered(poll):
-        bpy.app.timers.register(poll, first_interval=POLL_INTERVAL_S)
+def show_status() -> bool:
+    """A tick of the channel's timer: progress in the status bar; whether anything shows progress."""
+    text = _status_text()
+    if text is None and _last_status[0] is None:
+        return False
+    _last_status[0] = text
+    for window in getattr(bpy.context.window_manager, "windows", []):
+        window.workspace.status_text_set(text)
+    return True
 
 
 def new_copy_dir() -> Path:
@@ -241,13 +233,16 @@ def new_copy_dir() -> Path:
 
 
 def _reattach_on_start() -> None:
-    if MANAGER.reattach_pending():
-        ensure_timer()
+    MANAGER.reattach_pending()
 
 
 def register() -> None:
     # This add-on's loggers (its copy of remote/ included) go to the rotating log in the data dir.
     setup_logging(__package__ or "posefactory_addon")
+    ui_channel.on(ui_channel.JobProgressed, MANAGER.apply)
+    ui_channel.on(ui_channel.JobFinished, MANAGER.deliver)
+    ui_channel.on(ui_channel.ConnectionChecked, MANAGER.check_connection)
+    ui_channel.on_tick(show_status)
     # After start-up, so that loading preferences and files is not slowed down.
     bpy.app.timers.register(_reattach_on_start, first_interval=1.0)
 
@@ -255,7 +250,5 @@ def register() -> None:
 def unregister() -> None:
     for tracked in MANAGER.active():
         tracked.cancel.set()
-    if bpy.app.timers.is_registered(poll):
-        bpy.app.timers.unregister(poll)
     if bpy.app.timers.is_registered(_reattach_on_start):
         bpy.app.timers.unregister(_reattach_on_start)

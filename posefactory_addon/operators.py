@@ -5,19 +5,23 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
+from typing import Literal
 
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
 from . import api, preferences, ui_channel
 from .batch import refresh_pose_list
-from .jobs import MANAGER, ensure_timer
-from .properties import RESOLUTION_ITEMS, STYLE_ITEMS
-from .remote.bridge.api import Bridge
-from .remote.core.pod_output import PodOutputError, clean_text
+from .jobs import MANAGER
+from .properties import RESOLUTION_ITEMS, STYLE_ITEMS, settings_of
+from .remote.core.pod_output import PodOutputError
+from .remote.jobs.hosts import test_connection
 from .results import import_folder
 
 log = logging.getLogger(__name__)
+
+# What execute and invoke return, as bpy.types.Operator declares it.
+OperatorResult = set[Literal["RUNNING_MODAL", "CANCELLED", "FINISHED", "PASS_THROUGH", "INTERFACE"]]
 
 
 def connection_status(host: str) -> str | None:
@@ -88,7 +92,7 @@ class POSEFACTORY_OT_render_remote(SceneSettingsOperator, bpy.types.Operator):
             values["render_device"] = self.render_device
         return {key: value for key, value in values.items() if value not in ("", None)}
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> OperatorResult:
         try:
             handle = api.submit(context.scene, **self.overrides())
         except api.SubmitError as exc:
@@ -110,7 +114,7 @@ class POSEFACTORY_OT_cancel_job(bpy.types.Operator):
     def poll(cls, context: bpy.types.Context) -> bool:
         return bool(MANAGER.active())
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> OperatorResult:
         active = {job.job_id: job for job in MANAGER.active()}
         job = active.get(self.job_id) if self.job_id else max(active.values(), key=lambda j: j.started_at, default=None)
         if job is None:
@@ -128,25 +132,18 @@ class POSEFACTORY_OT_test_connection(SceneSettingsOperator, bpy.types.Operator):
 
     host: StringProperty(name="Host", options={"SKIP_SAVE"})
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
-        host = self.host or context.scene.posefactory.host
+    def execute(self, context: bpy.types.Context) -> OperatorResult:
+        host = self.host or settings_of(context.scene).host
         try:
             config = api.resolve_host(context, host)
         except api.SubmitError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         MANAGER.connection_checks[host] = "checking…"
-        ensure_timer()  # it shows the outcome as soon as the check posts it
 
         def check() -> None:
             try:
-                with Bridge({host: config}) as bridge:
-                    result = bridge.run(host, "echo posefactory-ok; uname -sm", timeout=30)
-                if result.ok and result.stdout.startswith("posefactory-ok"):
-                    outcome = f"connected: {clean_text(result.stdout.splitlines()[-1], 80)} " \
-                              f"({result.duration_s * 1000:.0f} ms)"
-                else:
-                    outcome = f"failed: {clean_text(result.error or result.stderr.strip() or result.status, 160)}"
+                outcome = test_connection(config)
             except Exception as exc:  # the outcome must arrive, whatever happened
                 log.exception("testing the connection to %s", host)
                 outcome = f"failed: internal error ({type(exc).__name__}); details in the log"
@@ -164,9 +161,11 @@ class POSEFACTORY_OT_estimate_cost(SceneSettingsOperator, bpy.types.Operator):
     bl_label = "Estimate Cost"
     bl_description = "What the next job would cost with the current settings (GPU time and AI images)"
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> OperatorResult:
+        scene = context.scene
+        assert scene is not None  # poll() checked it
         try:
-            job, host = api.build_job(context.scene, context)
+            job, host = api.build_job(scene, context)
         except api.SubmitError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -183,11 +182,13 @@ class POSEFACTORY_OT_import_results(SceneSettingsOperator, bpy.types.Operator):
 
     directory: StringProperty(name="Results Folder", subtype="DIR_PATH")
 
-    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
-        context.window_manager.fileselect_add(self)
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> OperatorResult:
+        window_manager = context.window_manager
+        assert window_manager is not None
+        window_manager.fileselect_add(self)
         return {"RUNNING_MODAL"}
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> OperatorResult:
         folder = Path(bpy.path.abspath(self.directory))
         if not folder.is_dir():
             self.report({"ERROR"}, f"Not a folder: {folder}")
@@ -211,7 +212,7 @@ class POSEFACTORY_OT_open_output(SceneSettingsOperator, bpy.types.Operator):
 
     job_id: StringProperty(name="Job", options={"SKIP_SAVE"})
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> OperatorResult:
         folder = preferences.output_dir(context) / self.job_id if self.job_id else preferences.output_dir(context)
         folder.mkdir(parents=True, exist_ok=True)
         bpy.ops.wm.path_open(filepath=str(folder))
@@ -224,8 +225,10 @@ class POSEFACTORY_OT_refresh_poses(SceneSettingsOperator, bpy.types.Operator):
     bl_description = "List the scene's timeline markers and pose assets in the Batch panel (ticks are kept)"
     bl_options = {"REGISTER", "UNDO"}
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
-        count = refresh_pose_list(context.scene)
+    def execute(self, context: bpy.types.Context) -> OperatorResult:
+        scene = context.scene
+        assert scene is not None  # poll() checked it
+        count = refresh_pose_list(scene)
         self.report({"INFO"}, f"{count} pose(s): timeline markers and pose assets")
         return {"FINISHED"}
 

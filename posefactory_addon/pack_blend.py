@@ -46,8 +46,9 @@ def main() -> int:
     source, target, scene_name = args
     bpy.ops.wm.open_mainfile(filepath=source)
     # The copy opens on the scene the artist was looking at; the pod renders that one.
-    if bpy.context.scene.name != scene_name:
-        print(f"pack_blend: the saved copy opened on {bpy.context.scene.name!r}, not {scene_name!r}", file=sys.stderr)
+    opened = bpy.context.scene.name if bpy.context.scene else None
+    if opened != scene_name:
+        print(f"pack_blend: the saved copy opened on {opened!r}, not {scene_name!r}", file=sys.stderr)
         return 2
     # Linked data becomes part of this file: the pod has none of the libraries.
     still_linked = make_everything_local()

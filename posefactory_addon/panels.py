@@ -3,21 +3,34 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import bpy
 
-from . import api, pod_state, preferences, presets
-from .batch import cameras_spec, items_of, poses_spec, summary
+from . import api, backends, pod_state, preferences, presets, view
 from .jobs import MANAGER
 from .operators import connection_status
-from .remote.core.batch_spec import BatchSpecError
+from .properties import settings_of
 from .remote.core.platforms import default_config_dir
 from .results import CONTROL_KINDS, thumbnail_source, thumbnails
 
 log = logging.getLogger(__name__)
 
 
-class PosefactoryPanel:
+def layout_of(panel: bpy.types.Panel | bpy.types.Menu | bpy.types.AddonPreferences) -> bpy.types.UILayout:
+    """The layout Blender sets before it calls draw (fake-bpy types it Optional)."""
+    layout = panel.layout
+    assert layout is not None
+    return layout
+
+
+if TYPE_CHECKING:  # the mixin is typed as the Panel it is mixed into (Blender registers only the panels)
+    _PanelMixin = bpy.types.Panel
+else:
+    _PanelMixin = object
+
+
+class PosefactoryPanel(_PanelMixin):
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
     bl_category = "Pose Factory"
@@ -28,15 +41,12 @@ class POSEFACTORY_PT_main(PosefactoryPanel, bpy.types.Panel):
     bl_label = "Pose Factory"
 
     def draw(self, context: bpy.types.Context) -> None:
-        layout = self.layout
+        layout = layout_of(self)
         row = layout.row()
         row.scale_y = 1.5
         row.operator("posefactory.render_remote", icon="RENDER_STILL")
-        try:
-            lines = api.estimate_lines(context.scene, context)
-        except Exception:  # draw must never raise: Blender would show a broken panel on every redraw
-            log.exception("drawing the Pose Factory panel")
-            lines = [("Pose Factory: internal error, details in the log", "ERROR")]
+        shown = view.get(context.scene)  # computed on the timer when the settings change, never here
+        lines: tuple[view.Line, ...] = shown.estimate if shown else (("Estimating…", "TIME"),)
         for text, icon in lines:
             layout.label(text=text, icon=icon)
         active = MANAGER.active()
@@ -54,14 +64,14 @@ class POSEFACTORY_PT_prompt(PosefactoryPanel, bpy.types.Panel):
     bl_parent_id = "POSEFACTORY_PT_main"
 
     def draw(self, context: bpy.types.Context) -> None:
-        settings = context.scene.posefactory
-        layout = self.layout
+        settings = settings_of(context.scene)
+        layout = layout_of(self)
         presets.draw_preset_row(layout)
         layout.prop(settings, "use_ai")
         column = layout.column()
         column.enabled = settings.use_ai
         column.prop(settings, "backend")
-        draw_backend_settings(column, settings)
+        backends.draw(column, settings)  # each backend draws its own settings
         column.prop(settings, "prompt", text="")
         column.prop(settings, "negative_prompt", text="Avoid")
         column.prop(settings, "style_preset")
@@ -76,17 +86,6 @@ class POSEFACTORY_PT_prompt(PosefactoryPanel, bpy.types.Panel):
         column.prop(settings, "batch")
 
 
-def draw_backend_settings(layout: bpy.types.UILayout, settings: bpy.types.PropertyGroup) -> None:
-    """The chosen backend's own settings (issue #12)."""
-    if settings.backend == "diffusers":
-        box = layout.box()
-        box.prop(settings, "control")
-        if "openpose" in settings.control:
-            box.prop(settings, "openpose_scale")
-        if "depth" in settings.control:
-            box.prop(settings, "depth_scale")
-    elif settings.backend == "stability-structure":
-        layout.box().prop(settings, "control_strength")
 class POSEFACTORY_UL_poses(bpy.types.UIList):
     """The scene's markers and pose assets, each with a checkbox."""
 
@@ -101,8 +100,8 @@ class POSEFACTORY_PT_batch(PosefactoryPanel, bpy.types.Panel):
     bl_parent_id = "POSEFACTORY_PT_main"
 
     def draw(self, context: bpy.types.Context) -> None:
-        settings = context.scene.posefactory
-        layout = self.layout
+        settings = settings_of(context.scene)
+        layout = layout_of(self)
         layout.prop(settings, "pose_source")
         if settings.pose_source == "FRAMES":
             row = layout.row(align=True)
@@ -116,11 +115,9 @@ class POSEFACTORY_PT_batch(PosefactoryPanel, bpy.types.Panel):
         layout.prop(settings, "camera_source")
         if settings.camera_source == "COLLECTION":
             layout.prop(settings, "camera_collection", text="")
-        try:
-            items = items_of(context.scene, poses_spec(settings), cameras_spec(settings))
-            layout.label(text=summary(items, settings.batch), icon="RENDERLAYERS")
-        except BatchSpecError as exc:
-            layout.label(text=str(exc), icon="ERROR")
+        shown = view.get(context.scene)
+        if shown and shown.batch[0]:
+            layout.label(text=shown.batch[0], icon=shown.batch[1])
 
 
 class POSEFACTORY_PT_output(PosefactoryPanel, bpy.types.Panel):
@@ -128,14 +125,12 @@ class POSEFACTORY_PT_output(PosefactoryPanel, bpy.types.Panel):
     bl_parent_id = "POSEFACTORY_PT_main"
 
     def draw(self, context: bpy.types.Context) -> None:
-        settings = context.scene.posefactory
-        layout = self.layout
+        settings = settings_of(context.scene)
+        layout = layout_of(self)
         layout.prop(settings, "resolution")
-        try:
-            job, _host = api.build_job(context.scene, context)
-            layout.label(text=api.framing_note(job, context.scene), icon="IMAGE_REFERENCE")
-        except api.SubmitError:
-            pass  # the main panel shows why the job cannot be built
+        shown = view.get(context.scene)
+        if shown and shown.framing:  # None: the main panel shows why the job cannot be built
+            layout.label(text=shown.framing, icon="IMAGE_REFERENCE")
         layout.prop(settings, "render_samples")
         layout.prop(settings, "render_device")
         layout.prop(settings, "allow_missing_files")
@@ -151,8 +146,8 @@ class POSEFACTORY_PT_remote(PosefactoryPanel, bpy.types.Panel):
     bl_parent_id = "POSEFACTORY_PT_main"
 
     def draw(self, context: bpy.types.Context) -> None:
-        settings = context.scene.posefactory
-        layout = self.layout
+        settings = settings_of(context.scene)
+        layout = layout_of(self)
         layout.prop(settings, "host")
         layout.operator("posefactory.test_connection", icon="LINKED")
         status = connection_status(settings.host)
@@ -176,7 +171,7 @@ class POSEFACTORY_PT_jobs(PosefactoryPanel, bpy.types.Panel):
     bl_parent_id = "POSEFACTORY_PT_main"
 
     def draw(self, context: bpy.types.Context) -> None:
-        layout = self.layout
+        layout = layout_of(self)
         previews = thumbnails()
         records = MANAGER.history()[:8]
         if not records:
@@ -199,7 +194,7 @@ class POSEFACTORY_PT_jobs(PosefactoryPanel, bpy.types.Panel):
             if record.error:
                 column.label(text=record.error[:80], icon="ERROR")
             draw_control_images(box, previews, record.job_id, record.images)
-            column.operator("posefactory.open_output", text="Open", icon="FILE_FOLDER").job_id = record.job_id
+            cast(Any, column.operator("posefactory.open_output", text="Open", icon="FILE_FOLDER")).job_id = record.job_id
         layout.operator("posefactory.import_results", icon="IMPORT")
 
 

@@ -1,40 +1,30 @@
 """RunPod pod state for the Remote panel: state, $/h, uptime, Start / Stop.
 
 Every RunPod API call runs in a worker thread; results reach the UI through
-one channel (:data:`CHANNEL`, typed :class:`PodMessage` s) that a
-``bpy.app.timers`` function drains on the main thread, storing a
-:class:`PodView` per host and tagging the sidebar for redraw. The panel's
+the add-on's one UI channel (:class:`ui_channel.PodUpdated` messages), whose
+persistent timer applies them on the main thread into a :class:`PodView` per
+host and tags the sidebar for redraw. The panel's
 ``draw`` only reads the views. While the scene's host is a pod host, the
 timer refreshes its state every :data:`REFRESH_S` seconds.
 """
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bpy
 
-from . import api
+from . import api, ui_channel
+from .operators import OperatorResult
 from .remote.core.config import HostConfig
+from .remote.jobs import hosts
 
 REFRESH_S = 15.0
-TIMER_S = 0.5
 IDLE_CHECK_S = 120.0  # the laptop's own idle check (over SSH) at most this often per host
 _last_idle_check: dict[str, float] = {}
-
-
-@dataclass(frozen=True)
-class PodMessage:
-    """From a worker thread: the pod's state after an action, or the action's error."""
-
-    host: str
-    action: str  # refresh | start | stop
-    info: dict[str, Any] | None = None
-    error: str | None = None
 
 
 @dataclass
@@ -47,7 +37,6 @@ class PodView:
     updated_at: float = 0.0
 
 
-CHANNEL: queue.Queue[PodMessage] = queue.Queue()
 VIEWS: dict[str, PodView] = {}
 
 
@@ -66,22 +55,19 @@ def pod_host(context: bpy.types.Context) -> HostConfig | None:
 def refresh(host: HostConfig, jobs_here: bool) -> dict[str, Any]:
     """The pod's state; a running pod up longer than its idle limit, with no job
     from this Blender, gets the laptop's idle check (stopped when idle past it)."""
-    from .remote import runpod_cli
-
-    info = runpod_cli.pod_info(host)
+    info = hosts.pod_info(host)
     limit_s = host.idle_stop_minutes * 60
     due = time.monotonic() - _last_idle_check.get(host.name, -IDLE_CHECK_S) >= IDLE_CHECK_S
     if info["state"] == "RUNNING" and limit_s > 0 and info["uptime_s"] >= limit_s and not jobs_here and due:
         _last_idle_check[host.name] = time.monotonic()
-        outcome = runpod_cli.idle_check(host)
-        info = {**runpod_cli.pod_info(host), "idle_check": outcome}
+        outcome = hosts.idle_check(host)
+        info = {**hosts.pod_info(host), "idle_check": outcome}
     return info
 
 
 def request(host: HostConfig, action: str) -> bool:
     """Start ``action`` for ``host`` in a worker thread; False when one is already in flight."""
     from .jobs import MANAGER
-    from .remote import runpod_cli
 
     view = VIEWS.setdefault(host.name, PodView())
     if view.busy:
@@ -90,56 +76,41 @@ def request(host: HostConfig, action: str) -> bool:
     jobs_here = any(job.host == host.name for job in MANAGER.active())  # read here, on the main thread
     work: dict[str, Callable[[HostConfig], dict[str, Any]]] = {
         "refresh": lambda h: refresh(h, jobs_here),
-        "start": lambda h: {**runpod_cli.start(h, progress=lambda line: None), **runpod_cli.pod_info(h)},
-        "stop": lambda h: (runpod_cli.stop(h), runpod_cli.pod_info(h))[1],
+        "start": lambda h: {**hosts.start_pod(h, progress=lambda line: None), **hosts.pod_info(h)},
+        "stop": lambda h: (hosts.stop(h), hosts.pod_info(h))[1],
     }
 
     def worker() -> None:
         try:
-            CHANNEL.put(PodMessage(host.name, action, info=work[action](host)))
+            ui_channel.post(ui_channel.PodUpdated(host.name, action, info=work[action](host)))
         except Exception as exc:  # every failure is one line in the panel, never a dead thread
-            CHANNEL.put(PodMessage(host.name, action, error=str(exc).splitlines()[0] if str(exc) else repr(exc)))
+            ui_channel.post(ui_channel.PodUpdated(host.name, action, error=str(exc).splitlines()[0] if str(exc) else repr(exc)))
 
     threading.Thread(target=worker, name=f"posefactory-pod-{action}", daemon=True).start()
-    ensure_timer()
     return True
 
 
+def apply(message: ui_channel.PodUpdated) -> None:
+    """Main thread (the channel's timer): a worker's pod state or error into the host's view."""
+    view = VIEWS.setdefault(message.host, PodView())
+    view.busy, view.error, view.updated_at = None, message.error, time.time()
+    if message.info is not None:
+        view.info = message.info
+
+
 def drain() -> int:
-    """Main thread: apply the worker threads' messages to the views; how many there were."""
-    count = 0
-    while True:
-        try:
-            message = CHANNEL.get_nowait()
-        except queue.Empty:
-            return count
-        view = VIEWS.setdefault(message.host, PodView())
-        view.busy, view.error, view.updated_at = None, message.error, time.time()
-        if message.info is not None:
-            view.info = message.info
-        count += 1
+    """Main thread: apply every message posted on the channel; how many there were."""
+    return ui_channel.apply_pending()
 
 
-def tick() -> float | None:
-    """The timer: drain the channel, refresh the scene's pod now and then, redraw."""
-    changed = drain()
-    context = bpy.context
-    host = pod_host(context)
+def refresh_now_and_then() -> bool:
+    """A tick of the channel's timer: refresh the scene's pod every REFRESH_S (never redraws by itself)."""
+    host = pod_host(bpy.context)
     if host is not None:
         view = VIEWS.get(host.name)
         if view is None or (not view.busy and time.time() - view.updated_at > REFRESH_S):
             request(host, "refresh")
-    if changed:
-        for window in getattr(context.window_manager, "windows", []):
-            for area in window.screen.areas:
-                if area.type == "VIEW_3D":
-                    area.tag_redraw()
-    return TIMER_S if host is not None or any(v.busy for v in VIEWS.values()) else REFRESH_S
-
-
-def ensure_timer() -> None:
-    if not bpy.app.timers.is_registered(tick):
-        bpy.app.timers.register(tick, first_interval=TIMER_S, persistent=True)
+    return False
 
 
 def uptime_text(seconds: int) -> str:
@@ -147,14 +118,20 @@ def uptime_text(seconds: int) -> str:
     return f"{hours}h {rest // 60:02d}m" if hours else f"{rest // 60}m {rest % 60:02d}s"
 
 
-class PodOperator:
+if TYPE_CHECKING:  # the mixin is typed as the Operator it is mixed into
+    _OperatorMixin = bpy.types.Operator
+else:
+    _OperatorMixin = object
+
+
+class PodOperator(_OperatorMixin):
     bl_options = {"REGISTER"}
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
         return pod_host(context) is not None
 
-    def run(self, context: bpy.types.Context, action: str, done: str) -> set[str]:
+    def run(self, context: bpy.types.Context, action: str, done: str) -> OperatorResult:
         host = pod_host(context)
         assert host is not None
         if not request(host, action):
@@ -169,7 +146,7 @@ class POSEFACTORY_OT_pod_start(PodOperator, bpy.types.Operator):
     bl_label = "Start Pod"
     bl_description = "Resume the host's RunPod pod through RunPod's API (billing starts) and wait until it runs"
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> OperatorResult:
         return self.run(context, "start", "starting (in the background)")
 
 
@@ -178,7 +155,7 @@ class POSEFACTORY_OT_pod_stop(PodOperator, bpy.types.Operator):
     bl_label = "Stop Pod"
     bl_description = "Stop the host's RunPod pod through RunPod's API (GPU billing stops; /workspace is kept)"
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> OperatorResult:
         return self.run(context, "stop", "stopping (in the background)")
 
 
@@ -187,7 +164,7 @@ class POSEFACTORY_OT_pod_refresh(PodOperator, bpy.types.Operator):
     bl_label = "Refresh Pod State"
     bl_description = "Ask RunPod's API for the pod's state, price and uptime now"
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> OperatorResult:
         return self.run(context, "refresh", "refreshing")
 
 
@@ -227,11 +204,10 @@ CLASSES = (POSEFACTORY_OT_pod_start, POSEFACTORY_OT_pod_stop, POSEFACTORY_OT_pod
 def register() -> None:
     for cls in CLASSES:
         bpy.utils.register_class(cls)
-    ensure_timer()
+    ui_channel.on(ui_channel.PodUpdated, apply)
+    ui_channel.on_tick(refresh_now_and_then)
 
 
 def unregister() -> None:
-    if bpy.app.timers.is_registered(tick):
-        bpy.app.timers.unregister(tick)
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)

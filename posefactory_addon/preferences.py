@@ -62,6 +62,7 @@ class PosefactoryPreferences(bpy.types.AddonPreferences):
 
 def get(context: bpy.types.Context | None = None) -> PosefactoryPreferences:
     context = context or bpy.context
+    assert context.preferences is not None
     return cast(PosefactoryPreferences, context.preferences.addons[__package__].preferences)
 
 

@@ -13,11 +13,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import bpy
 from bl_operators.presets import AddPresetBase
 from bpy.props import StringProperty
 
+from .operators import OperatorResult
+from .properties import settings_of
+
+if TYPE_CHECKING:
+    from .properties import PosefactorySettings
 from .remote.core.presets import PRESET_EXTENSIONS, PresetError, PromptPreset, delete_preset, load_preset, presets_dir, save_preset
 
 log = logging.getLogger(__name__)
@@ -34,10 +40,12 @@ class POSEFACTORY_MT_prompt_presets(bpy.types.Menu):
     preset_add_operator = "posefactory.prompt_preset_add"
     preset_extensions = set(PRESET_EXTENSIONS)
 
-    def draw(self, context: bpy.types.Context) -> None:
+    def draw(self, context: bpy.types.Context | None) -> None:
         folder = presets_dir()
         if not folder.is_dir():
-            self.layout.label(text="No presets yet: add one below or in the dashboard")
+            layout = self.layout
+            assert layout is not None
+            layout.label(text="No presets yet: add one below or in the dashboard")
         self.path_menu([str(folder)] if folder.is_dir() else [], self.preset_operator,
                        props_default={"menu_idname": self.bl_idname},
                        filter_ext=lambda ext: ext.lower() in self.preset_extensions,
@@ -59,13 +67,13 @@ class POSEFACTORY_OT_apply_prompt_preset(bpy.types.Operator):
     def poll(cls, context: bpy.types.Context) -> bool:
         return context.scene is not None and hasattr(context.scene, "posefactory")
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> OperatorResult:
         try:
             preset = load_preset(Path(self.filepath))
         except PresetError as exc:
             self.report({"ERROR"}, f"Preset not applied: {exc}")
             return {"CANCELLED"}
-        apply_preset(context.scene.posefactory, preset)
+        apply_preset(settings_of(context.scene), preset)
         menu = getattr(bpy.types, self.menu_idname, None)
         if menu is not None:
             menu.bl_label = preset.name  # Blender's preset menus show the last preset applied
@@ -73,17 +81,20 @@ class POSEFACTORY_OT_apply_prompt_preset(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class POSEFACTORY_OT_prompt_preset_add(AddPresetBase, bpy.types.Operator):
+# fake-bpy types AddPresetBase's check/invoke unlike bpy.types.Operator's: the same methods at run time.
+class POSEFACTORY_OT_prompt_preset_add(AddPresetBase, bpy.types.Operator):  # type: ignore[misc]
     bl_idname = "posefactory.prompt_preset_add"
     bl_label = "Add Prompt Preset"
     bl_description = "Save the prompt settings as a preset (shared with the dashboard), or remove one"
     preset_menu = POSEFACTORY_MT_prompt_presets.bl_idname
     preset_subdir = POSEFACTORY_MT_prompt_presets.preset_subdir
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    # fake-bpy types AddPresetBase.execute as returning None; Blender's own returns {'FINISHED'} too.
+    def execute(self, context: bpy.types.Context) -> OperatorResult:  # type: ignore[override]
         menu = getattr(bpy.types, self.preset_menu)
-        if self.remove_name or self.remove_active:
-            name = menu.bl_label if self.remove_active else self.name
+        removing = cast(Any, self)  # AddPresetBase declares these as bpy.props, which fake-bpy cannot type
+        if removing.remove_name or removing.remove_active:
+            name = menu.bl_label if removing.remove_active else self.name
             try:
                 removed = delete_preset(name)
             except PresetError as exc:
@@ -101,7 +112,7 @@ class POSEFACTORY_OT_prompt_preset_add(AddPresetBase, bpy.types.Operator):
         if window_manager is not None and name == window_manager.preset_name:
             window_manager.preset_name = "New Preset"
         try:
-            save_preset(preset_from_settings(context.scene.posefactory, name), overwrite=False)
+            save_preset(preset_from_settings(settings_of(context.scene), name), overwrite=False)
         except PresetError as exc:
             self.report({"WARNING"}, f"Cannot create preset \"{name}\": {exc}")
             return {"CANCELLED"}
@@ -109,14 +120,14 @@ class POSEFACTORY_OT_prompt_preset_add(AddPresetBase, bpy.types.Operator):
         return {"FINISHED"}
 
 
-def preset_from_settings(settings: bpy.types.PropertyGroup, name: str) -> PromptPreset:
+def preset_from_settings(settings: PosefactorySettings, name: str) -> PromptPreset:
     return PromptPreset(name=name, prompt=settings.prompt, negative_prompt=settings.negative_prompt,
                         style_preset="" if settings.style_preset == "NONE" else settings.style_preset,
                         strength=round(settings.strength, 4), steps=settings.steps,
                         cfg_scale=round(settings.cfg_scale, 4))
 
 
-def apply_preset(settings: bpy.types.PropertyGroup, preset: PromptPreset) -> None:
+def apply_preset(settings: PosefactorySettings, preset: PromptPreset) -> None:
     settings.prompt = preset.prompt
     settings.negative_prompt = preset.negative_prompt
     settings.style_preset = preset.style_preset or "NONE"
@@ -130,7 +141,7 @@ def draw_preset_row(layout: bpy.types.UILayout) -> None:
     row = layout.row(align=True)
     row.menu(POSEFACTORY_MT_prompt_presets.bl_idname, text=POSEFACTORY_MT_prompt_presets.bl_label)
     row.operator(POSEFACTORY_OT_prompt_preset_add.bl_idname, text="", icon="ADD")
-    row.operator(POSEFACTORY_OT_prompt_preset_add.bl_idname, text="", icon="REMOVE").remove_active = True
+    cast(Any, row.operator(POSEFACTORY_OT_prompt_preset_add.bl_idname, text="", icon="REMOVE")).remove_active = True
 
 
 CLASSES = (POSEFACTORY_MT_prompt_presets, POSEFACTORY_OT_apply_prompt_preset, POSEFACTORY_OT_prompt_preset_add)

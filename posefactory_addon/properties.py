@@ -2,6 +2,8 @@
 Scene is saved into the .blend that is shipped to the pod."""
 from __future__ import annotations
 
+from typing import Any, cast
+
 import bpy
 from bpy.props import (
     BoolProperty,
@@ -116,13 +118,20 @@ def scene_aspect(scene: bpy.types.Scene) -> float:
     return display_aspect(render.resolution_x, render.resolution_y, render.pixel_aspect_x, render.pixel_aspect_y)
 
 
+def settings_of(scene: bpy.types.Scene | None) -> PosefactorySettings:
+    """``scene.posefactory``, typed (fake-bpy cannot know a property registered at run time).
+    Only where there is a scene: panels and operators (whose poll checks it) and the API."""
+    assert scene is not None, "no scene (Blender is loading a file?)"
+    return cast(PosefactorySettings, cast(Any, scene).posefactory)
+
+
 def register() -> None:
     bpy.utils.register_class(PosefactoryPose)
     bpy.utils.register_class(PosefactorySettings)
-    bpy.types.Scene.posefactory = PointerProperty(type=PosefactorySettings)
+    cast(Any, bpy.types.Scene).posefactory = PointerProperty(type=PosefactorySettings)
 
 
 def unregister() -> None:
-    del bpy.types.Scene.posefactory
+    del cast(Any, bpy.types.Scene).posefactory
     bpy.utils.unregister_class(PosefactorySettings)
     bpy.utils.unregister_class(PosefactoryPose)

@@ -81,9 +81,9 @@ def _images_of(folder: Path, manifest: dict) -> list[tuple[str, dict | None]]:
             names = ["render.png"]  # rendered without the AI step: bring the render itself back
         found = [(name, None) for name in names]
     safe: list[tuple[str, dict | None]] = []
-    for path, item in found:
+    for path, entry in found:
         try:
-            safe.append((check_item_path(path), item))
+            safe.append((check_item_path(path), entry))
         except ItemEntryError:  # a manifest is data from a pod: never a path out of the folder
             continue
     return safe
@@ -161,7 +161,7 @@ def autosave(images: list[bpy.types.Image], job_id: str, autosave_dir: str) -> P
     for image in images:
         source = Path(bpy.path.abspath(image.filepath))
         # A batch's ``<item>/ai-render-1.png`` becomes ``<item>-ai-render-1.png``: one flat folder per job.
-        flat = source.name if "posefactory_item" not in image else f"{source.parent.name}-{source.name}"
+        flat = source.name if image.get("posefactory_item") is None else f"{source.parent.name}-{source.name}"
         shutil.copy2(source, target / flat)
     log.info("autosaved %d image(s) of job %s to %s", len(images), job_id, target)
     return target

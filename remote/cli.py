@@ -20,7 +20,8 @@ from pathlib import Path
 
 from .core.blendfile import BlendFileError, NotABlendFile, check_blend_file, saved_version
 from .core.config import ConfigError, data_dir, load_hosts
-from .core.cost import CostModel
+from .core.estimate import EXPECTED_RENDER_S
+from .core.estimate import estimate as estimate_cost
 from .core.jobspec import (
     AUTO_SIZE,
     BACKENDS,
@@ -187,14 +188,14 @@ def _main(argv: list[str] | None = None) -> int:
     estimate.add_argument("--steps", type=int, default=30, help="diffusion steps")
     estimate.add_argument("--batch", type=int, default=1, help="variations")
     estimate.add_argument("--pod-type", default=None, help="GPU type priced in cost_config.yaml (default: its default)")
-    estimate.add_argument("--render-seconds", type=float, default=30, help="expected render time on the pod")
+    estimate.add_argument("--render-seconds", type=float, default=EXPECTED_RENDER_S, help="expected render time on the pod")
     estimate.add_argument("--backend", choices=BACKENDS, default="stability", help="the AI step priced")
     args = parser.parse_args(argv)
 
     if args.command == "estimate":
         job = RenderJob(blend_path="-", output_dir="-", prompt="-", steps=args.steps, batch=args.batch,
                         backend=args.backend)
-        cost = CostModel.load().estimate(job, args.pod_type, expected_render_s=args.render_seconds)
+        cost = estimate_cost(job, args.pod_type, expected_render_s=args.render_seconds)
         print(f"estimate ({cost.backend}): ${cost.total_usd:.4f} (GPU {cost.gpu_seconds:.0f}s on {cost.pod_type}: "
               f"${cost.gpu_usd:.4f}; "
               f"{cost.images} image(s): ${cost.images_usd:.4f})")

@@ -425,11 +425,12 @@ def test_each_job_is_delivered_in_isolation_and_kept_with_the_file(blender, tmp_
             tracked[job_id] = jobs.MANAGER.start(job, lambda r=result: r)
         for job in tracked.values():
             job.finished.wait(10)
-        interval = jobs.poll()  # the timer, once: it must not raise
+        from bl_ext.user_default.posefactory import ui_channel
+        interval = ui_channel.tick()  # the timer, once: it must not raise
         images = {{j: [(n, bpy.data.images[n].use_fake_user, bpy.data.images[n]["posefactory_prompt"],
                         bpy.data.images[n]["posefactory_seed"]) for n in t.image_names] for j, t in tracked.items()}}
         report(images=images, errors={{j: t.delivery_error for j, t in tracked.items()}},
-               interval=interval, registered=bpy.app.timers.is_registered(jobs.poll))
+               interval=interval, registered=bpy.app.timers.is_registered(ui_channel.tick))
     """)
     images, errors = result["images"], result["errors"]
     # Named by variation number, not position; fake user so saving the .blend keeps them; text cleaned.
@@ -447,7 +448,8 @@ def test_main_panel_draw_never_raises_nor_builds_a_job(blender, tmp_path):
     bad_cost.write_text("gpu_usd_per_hour: {A40: .nan}\nimage_pricing: {}\n")
     result = blender.run(f"""
         from pathlib import Path
-        from bl_ext.user_default.posefactory.remote import cost
+        from bl_ext.user_default.posefactory import view
+        from bl_ext.user_default.posefactory.remote.core import cost
         labels = []
         class Layout:
             def __getattr__(self, name):
@@ -462,12 +464,14 @@ def test_main_panel_draw_never_raises_nor_builds_a_job(blender, tmp_path):
         bpy.context.scene.posefactory.prompt = "a knight"
         preferences.get().api_key = "sk-test-key-for-the-estimate"
         holder = type("Holder", (), {{"layout": Layout()}})()
+        view.refresh_current()  # what the timer does when the settings changed
         for _ in range(3):
             panels.POSEFACTORY_PT_main.draw(holder, bpy.context)
         good = list(labels)
         labels.clear()
         cost.DEFAULT_CONFIG = Path({str(bad_cost)!r})
         api._cost_model = None
+        view.refresh(bpy.context.scene, bpy.context, force=True)
         panels.POSEFACTORY_PT_main.draw(holder, bpy.context)
         report(good=good, bad=list(labels), jobs_made=len(made))
     """)

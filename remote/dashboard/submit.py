@@ -18,7 +18,8 @@ from typing import Any
 
 from ..bridge.api import Bridge
 from ..core.config import ConfigError, HostConfig, load_hosts
-from ..core.cost import CostBreakdown, CostConfigError, CostModel
+from ..core.cost import CostBreakdown, CostConfigError
+from ..core.estimate import estimate as estimate_cost
 from ..core.jobspec import STABILITY_KEY_BACKENDS, JobValidationError, RenderJob
 from ..core.quoting import q
 from ..jobs.pipeline import new_job_id, run_job
@@ -26,8 +27,6 @@ from ..jobs.state import JobProgress, JobRecord
 from .readers import JobView
 
 log = logging.getLogger(__name__)
-
-EXPECTED_RENDER_S = 30.0
 
 
 class SubmitError(ValueError):
@@ -55,7 +54,7 @@ def build_job(settings: dict[str, Any], job_id: str | None = None) -> RenderJob:
 
 def estimate(job: RenderJob, host: HostConfig) -> CostBreakdown:
     try:
-        return CostModel.load().estimate(job, host.pod_type, expected_render_s=EXPECTED_RENDER_S)
+        return estimate_cost(job, host.pod_type)
     except CostConfigError as exc:
         raise SubmitError(str(exc)) from None
 
