@@ -1,4 +1,4 @@
-"""Pods from the terminal, and the calls the add-on's Remote panel makes.
+"""Pods from the terminal (the same calls the add-on's Remote panel makes, :mod:`remote.jobs.hosts`).
 
     python -m remote.runpod_cli status HOST [--hosts ssh_hosts.yaml]
     python -m remote.runpod_cli start HOST [--hosts …]       # resume and wait until it runs
@@ -12,20 +12,16 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
-from .bridge.api import Bridge, UnknownHost
+from .bridge.api import UnknownHost
 from .core.config import ConfigError, HostConfig, load_hosts
 from .core.logs import environment_secrets, setup_logging
 from .core.pod_output import clean_text
-from .core.quoting import q
 from .core.redact import Redactor
-from .jobs.ledger import append_ledger
+from .jobs.hosts import idle_check, pod_info, start_pod, stop
 from .jobs.state import PipelineError
-from .runpod.idle import stop_if_idle
-from .runpod.pods import PodClient, RunPodError, api_key_for, ensure_running, stop_pod, utc_now, with_endpoint
+from .runpod.pods import RunPodError
 
 log = logging.getLogger("remote.runpod_cli")  # also as __main__: inside the remote logger
 
@@ -37,50 +33,6 @@ def pod_host(hosts_file: Path | str | None, name: str) -> HostConfig:
     if hosts[name].runpod_pod_id is None:
         raise RunPodError(f"host {name!r} has no runpod_pod_id; the pod API cannot start or stop it")
     return hosts[name]
-
-
-def pod_info(host: HostConfig) -> dict[str, Any]:
-    """What the Remote panel shows: state, $/h, uptime, GPU, auto-stop minutes."""
-    assert host.runpod_pod_id is not None
-    state = PodClient(api_key_for(host)).get(host.runpod_pod_id)
-    shown = "RUNNING" if state.running else ("STARTING" if state.desired_status == "RUNNING" else state.desired_status)
-    return {**asdict(state), "state": shown, "idle_stop_minutes": host.idle_stop_minutes}
-
-
-def start(host: HostConfig, progress: Any = print) -> dict[str, Any]:
-    """Resume the pod (when stopped) and wait until it runs."""
-    resolved, state, resumed = ensure_running(host, progress)
-    if resumed:
-        append_ledger({"event": "pod_start", "host": host.name, "pod_id": state.pod_id,
-                       "cost_per_hr": state.cost_per_hr, "at": utc_now()})
-    return {**asdict(state), "state": "RUNNING", "ssh": f"{resolved.user}@{resolved.host}:{resolved.port}"}
-
-
-def stop(host: HostConfig, reason: str = "stopped by the user") -> dict[str, Any]:
-    return asdict(stop_pod(host, append_ledger, reason))
-
-
-def idle_check(host: HostConfig) -> str:
-    """The laptop's idle check: stop the pod when its watchdog reports it idle past the limit."""
-    resolved = endpoint_if_running(host)
-    if resolved is None:
-        return "not running"
-    with Bridge({host.name: resolved}) as bridge:
-        def run(command: str, what: str, **options: Any):
-            result = bridge.run(host.name, f"export WORKSPACE={q(resolved.workspace)}; {command}", timeout=60)
-            if not result.ok:
-                raise RunPodError(f"{what} failed on {host.name}: {(result.stderr or result.error or '').strip()[:200]}")
-            return result
-        stopped = stop_if_idle(run, resolved, append_ledger)
-    return "stopped (idle past the limit)" if stopped else "left running (busy or not idle long enough)"
-
-
-def endpoint_if_running(host: HostConfig) -> HostConfig | None:
-    """``host`` pointed at its pod when the pod runs; None when it does not (nothing is started)."""
-    assert host.runpod_pod_id is not None
-    client = PodClient(api_key_for(host))
-    state = client.get(host.runpod_pod_id)
-    return with_endpoint(host, state) if state.running else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"up {info['uptime_s']}s, {info['gpu_count']}× {info['gpu_name'] or 'GPU'}, "
                   f"auto-stop after {info['idle_stop_minutes']:g} idle min")
         elif args.action == "start":
-            print(f"{host.name}: running, ssh {start(host)['ssh']}")
+            print(f"{host.name}: running, ssh {start_pod(host)['ssh']}")
         elif args.action == "stop":
             print(f"{host.name}: {stop(host)['desired_status']}")
         else:

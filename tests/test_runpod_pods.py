@@ -182,7 +182,8 @@ def test_bad_pod_host_entries(entry, message):
 
 
 def test_cli_status_start_stop(runpod_api, tmp_path, monkeypatch, capsys):
-    from remote.runpod_cli import main, pod_info
+    from remote.jobs.hosts import pod_info
+    from remote.runpod_cli import main
 
     monkeypatch.setenv("POSEFACTORY_DATA_DIR", str(tmp_path / "data"))
     hosts = tmp_path / "ssh_hosts.yaml"
