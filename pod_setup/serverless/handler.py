@@ -11,6 +11,18 @@ A request's ``input`` (built by ``remote/runpod/serverless.py``)::
      "scene_sha256": "<64 hex>",
      "outputs": {"render.png": "https://…presigned PUT…", "manifest.json": …, "ai-render-1.png": …}}
 
+A batch job (any poses/cameras but ``current``/``active``) writes
+``<item>/render.png``, ``<item>/ai-render-N.png``, ``<item>/thumb.png`` and
+``contact-sheet.png``, whose item names only the scene knows: its outputs are
+``manifest.json`` and ``outputs.tar``, one archive of every item file (each
+name checked by ``remote/core/batch_spec.py``'s rule before it is packed; the
+laptop checks them again when it unpacks).
+
+Once the job has run (and may have paid for AI images), nothing that fails
+afterwards (an upload, a file without a URL) makes the request FAILED: the
+answer is COMPLETED with ``item_error`` saying why, so the laptop fails the
+item without re-running it and paying again.
+
 The scene is fetched once per worker and checked against its sha256 (a warm
 worker reuses it for the next item of the batch); the job runs through
 ``render_job.run()``, exactly as on a pod; each output goes up through its
@@ -27,6 +39,7 @@ import logging
 import os
 import re
 import sys
+import tarfile
 import tempfile
 import urllib.error
 import urllib.request
@@ -37,10 +50,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
 
 from pod_setup import render_job
+from remote.core.batch_spec import ItemEntryError, check_item_path
 from remote.core.jobspec import JobValidationError, RenderJob
 
 log = logging.getLogger("posefactory.serverless")
-OUTPUT_NAME = re.compile(r"^(render\.png|manifest\.json|ai-render-[1-9][0-9]?\.png)$")
+OUTPUT_NAME = re.compile(r"^(render\.png|manifest\.json|outputs\.tar|ai-render-[1-9][0-9]?\.png)$")
+ARCHIVE = "outputs.tar"
+SHEET = "contact-sheet.png"
 ITEM_ID = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 SCENE_CACHE = Path(os.environ.get("POSEFACTORY_SCENE_CACHE", Path(tempfile.gettempdir()) / "posefactory-scenes"))
 TIMEOUT_S = 300
@@ -149,26 +165,82 @@ def run_item(job: dict[str, Any]) -> dict[str, Any]:
             render = RenderJob.from_dict({**spec["job"], "blend_path": str(scene), "output_dir": str(output_dir)})
         except (JobValidationError, TypeError) as exc:
             raise ItemError(f"invalid job: {exc}") from None
-        missing = {"render.png", "manifest.json"} - set(spec["outputs"])
-        if missing or (render.backend != "none" and len(spec["outputs"]) < 2 + render.batch):
-            raise ItemError("outputs: need URLs for render.png, manifest.json and every variation")
+        outputs = spec["outputs"]
+        archive = ARCHIVE in outputs
+        if "manifest.json" not in outputs or (archive and len(outputs) != 2) or (not archive and (
+                "render.png" not in outputs or (render.backend != "none" and len(outputs) < 2 + render.batch))):
+            raise ItemError("outputs: need URLs for manifest.json and outputs.tar (a batch), or for render.png, "
+                            "manifest.json and every variation")
         job_file = Path(tmp) / "job.json"
         render.write(job_file)
         progress(job, "rendering", item=item)
         code = render_job.run(job_file)
         manifest = json.loads((output_dir / "manifest.json").read_text()) if (output_dir / "manifest.json").is_file() else {}
-        progress(job, "uploading", item=item)
-        files = []
-        for name, url in spec["outputs"].items():
-            if (output_dir / name).is_file():
-                upload(output_dir / name, url)
-                files.append(name)
-        if code != 0:
+        paid = any(isinstance(v, dict) and v.get("finish_reason") in ("SUCCESS", "CONTENT_FILTERED")
+                   for v in manifest.get("variations", []))
+        if code != 0 and not paid:  # nothing was paid for AI images: a re-run costs only the render
+            if (output_dir / "manifest.json").is_file():
+                _try_upload(output_dir / "manifest.json", outputs["manifest.json"], [])
             raise ItemError(f"render_job exited {code}: {manifest.get('error') or 'see the worker log'}")
-        stray = [name for name in manifest.get("images", []) if name not in spec["outputs"]]
-        if stray:
-            raise ItemError(f"no upload URL for {', '.join(stray)}")
-    return {"item": item, "files": sorted(files), "manifest": manifest}
+        progress(job, "uploading", item=item)
+        files: list[str] = []
+        problems: list[str] = []
+        if archive:
+            packed = pack(output_dir, Path(tmp) / ARCHIVE)
+            if _try_upload(Path(tmp) / ARCHIVE, outputs[ARCHIVE], problems):
+                files.append(ARCHIVE)
+            missing = [name for name in manifest.get("images", []) if name not in packed]
+        else:
+            packed = []
+            for name, url in outputs.items():
+                if name != "manifest.json" and (output_dir / name).is_file() and _try_upload(output_dir / name, url,
+                                                                                               problems):
+                    files.append(name)
+            missing = [name for name in manifest.get("images", []) if name not in outputs]
+        if (output_dir / "manifest.json").is_file() and _try_upload(output_dir / "manifest.json",
+                                                                    outputs["manifest.json"], problems):
+            files.append("manifest.json")
+        if missing:
+            problems.append(f"no upload for {', '.join(str(m)[:60] for m in missing[:5])}")
+        if code != 0:
+            problems.append(f"render_job exited {code}: {manifest.get('error') or 'see the worker log'}")
+    answer: dict[str, Any] = {"item": item, "files": sorted(files), "manifest": manifest}
+    if archive:
+        answer["packed"] = packed
+    if problems:
+        # COMPLETED, not FAILED: the AI step may have been paid; a re-run would pay again.
+        answer["item_error"] = "; ".join(problems)[:500] + " (not re-run: its AI images may already be paid)"
+        log.warning("item %s: %s", item, answer["item_error"])
+    return answer
+
+
+def pack(output_dir: Path, target: Path) -> list[str]:
+    """Every item file of a batch (``<item>/<file>`` by the item-name rule, and the contact sheet) into one tar."""
+    packed = []
+    with tarfile.open(target, "w") as tar:
+        for path in sorted(output_dir.rglob("*")):
+            if not path.is_file() or path.is_symlink():
+                continue
+            name = path.relative_to(output_dir).as_posix()
+            if name == "manifest.json":
+                continue
+            if name != SHEET:
+                try:
+                    check_item_path(name)
+                except ItemEntryError:
+                    continue  # control images and other working files stay on the worker
+            tar.add(path, arcname=name, recursive=False)
+            packed.append(name)
+    return packed
+
+
+def _try_upload(path: Path, url: str, problems: list[str]) -> bool:
+    try:
+        upload(path, url)
+    except ItemError as exc:
+        problems.append(str(exc))
+        return False
+    return True
 
 
 def handler(job: dict[str, Any]) -> dict[str, Any]:

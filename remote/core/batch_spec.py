@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .pod_output import PodOutputError, check_name
+from .pod_output import PodOutputError, check_name, clean_text
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,12 @@ _FRAMES = re.compile(r"frames:(\d+)-(\d+)(?::(\d+))?")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 # What an item may hold on disk: its render, its AI variations, its thumbnail.
 ITEM_FILE = re.compile(r"(render|thumb|ai-render-[1-9][0-9]?)\.png")
+# THE rule for item names, on both sides: the pod names items with item_name / unique_names,
+# the laptop accepts a name only through is_item_name. A name starts with a letter or digit,
+# holds only letters, digits, '.', '_' and '-', has no '..' run, and is at most 100 characters:
+# never '.' or '..', never a separator, always a plain folder name.
 ITEM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_DOTS = re.compile(r"\.{2,}")
 ITEM_STATUSES = ("done", "failed", "reused", "rendering")  # rendering: not finished yet
 
 
@@ -49,8 +54,18 @@ class PoseSpec:
     frames: tuple[int, int, int] = (0, 0, 1)  # start, end, step (frames only)
 
     @property
-    def frame_list(self) -> list[int]:
+    def frame_count(self) -> int:
+        """How many frames the range holds, by arithmetic (nothing is expanded)."""
         start, end, step = self.frames
+        return 0 if end < start or step < 1 else (end - start) // step + 1
+
+    @property
+    def frame_list(self) -> list[int]:
+        """The frames, expanded only when within :data:`MAX_ITEMS` (else BatchSpecError)."""
+        start, end, step = self.frames
+        if self.frame_count > MAX_ITEMS:
+            raise BatchSpecError(f"poses: frames {start}-{end}:{step} is {self.frame_count} frames; a job renders "
+                                 f"at most {MAX_ITEMS} items (use a larger step or split the range)")
         return list(range(start, end + 1, step))
 
 
@@ -92,8 +107,8 @@ def parse_poses(text: str) -> PoseSpec:
         if step < 1:
             raise BatchSpecError(f"poses: {text!r}: the step must be at least 1")
         spec = PoseSpec("frames", frames=(start, end, step))
-        if len(spec.frame_list) > MAX_ITEMS:
-            raise BatchSpecError(f"poses: {text!r} is {len(spec.frame_list)} frames; a job renders at most "
+        if spec.frame_count > MAX_ITEMS:  # counted, never expanded: frames:1-99999999 is refused at once
+            raise BatchSpecError(f"poses: {text!r} is {spec.frame_count} frames; a job renders at most "
                                  f"{MAX_ITEMS} items (use a larger step or split the range)")
         return spec
     return PoseSpec("names", names=_names(text, "poses"))
@@ -122,22 +137,40 @@ def is_single(poses: str, cameras: str) -> bool:
     return poses.strip() == "current" and cameras.strip() == "active"
 
 
+def safe_item_name(text: str) -> str:
+    """``text`` made an item name that :func:`is_item_name` accepts (always).
+
+    Anything but letters, digits, ``.``, ``_`` and ``-`` becomes ``_``; a run of
+    dots becomes one dot (``Jump...high`` → ``Jump.high``, ``../../side`` →
+    ``side``); it starts with a letter or digit and is at most 100 characters.
+    """
+    safe = _DOTS.sub(".", _UNSAFE.sub("_", text)).lstrip("._-").rstrip("._-")
+    return safe[:ITEM_NAME_MAX_CHARS] or "item"
+
+
+def is_item_name(name: Any) -> bool:
+    """Whether ``name`` is an item name (the laptop's check of what a pod sends back)."""
+    return isinstance(name, str) and bool(ITEM_NAME.fullmatch(name)) and ".." not in name
+
+
 def item_name(pose: str, camera: str | None) -> str:
     """A file-system-safe item name: the pose, and the camera when the job names cameras."""
-    text = pose if camera is None else f"{pose}--{camera}"
-    safe = _UNSAFE.sub("_", text).strip("._-") or "item"
-    return safe[:ITEM_NAME_MAX_CHARS]
+    return safe_item_name(pose if camera is None else f"{pose}--{camera}")
 
 
 def unique_names(names: list[str]) -> list[str]:
-    """``names`` with repeats made unique (``-2``, ``-3``…), order kept."""
+    """``names`` as item names with repeats made unique (``-2``, ``-3``…), order kept.
+
+    Every result passes :func:`is_item_name` (a name that does not is made one first).
+    """
     seen: set[str] = set()
     result = []
     for name in names:
-        candidate, n = name, 2
+        base = name if is_item_name(name) else safe_item_name(name)
+        candidate, n = base, 2
         while candidate in seen:
             suffix = f"-{n}"
-            candidate, n = name[:ITEM_NAME_MAX_CHARS - len(suffix)] + suffix, n + 1
+            candidate, n = base[:ITEM_NAME_MAX_CHARS - len(suffix)] + suffix, n + 1
         seen.add(candidate)
         result.append(candidate)
     return result
@@ -148,10 +181,30 @@ _NOT_ITEM_SETTINGS = frozenset({"blend_path", "output_dir", "job_id", "poses", "
                                 "api_base_url"})
 
 
+def item_identity(item: dict[str, Any]) -> dict[str, Any]:
+    """What identifies an item for reuse, normalised the same on both sides.
+
+    The laptop lists items from the scene as they are (a marker named with an
+    ANSI escape or a bidi override keeps it); the pod's entry comes back
+    through :func:`remote.core.pod_output.parse_manifest`, which strips those.
+    Both go through this one function, so the same item has the same key.
+    """
+    identity = {}
+    for k in ("name", "pose", "camera", "frame"):
+        value = item.get(k)
+        identity[k] = clean_text(value, 200) if isinstance(value, str) else value
+    return identity
+
+
+def item_cache_key(digest: str, item: dict[str, Any]) -> str:
+    """The reuse key of ``item`` under a job's settings ``digest`` (:func:`item_key` of no item)."""
+    return hashlib.sha256(json.dumps([digest, item_identity(item)], sort_keys=True).encode()).hexdigest()
+
+
 def item_key(scene_sha256: str, job_fields: dict[str, Any], item: dict[str, Any]) -> str:
     """What makes an item's images: the scene's bytes, the job's settings and the item itself."""
     settings = {k: v for k, v in job_fields.items() if k not in _NOT_ITEM_SETTINGS}
-    identity = {k: item.get(k) for k in ("name", "pose", "camera", "frame")}
+    identity = item_identity(item)
     blob = json.dumps({"scene": scene_sha256, "settings": settings, "item": identity}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -169,7 +222,7 @@ def check_item_entry(entry: Any) -> dict[str, Any]:
     if not isinstance(entry, dict):
         raise ItemEntryError("item entry is not an object")
     name = entry.get("name")
-    if not isinstance(name, str) or not ITEM_NAME.fullmatch(name) or ".." in name:
+    if not is_item_name(name):
         raise ItemEntryError(f"item name {str(name)[:40]!r} is not a safe name")
     if entry.get("status") not in ITEM_STATUSES:
         raise ItemEntryError(f"item {name}: status {str(entry.get('status'))[:20]!r} is not one of {ITEM_STATUSES}")
@@ -188,7 +241,7 @@ def check_item_path(path: Any) -> str:
         raise ItemEntryError("item file path is not text")
     parts = path.split("/")
     if len(parts) > 2 or not ITEM_FILE.fullmatch(parts[-1]) or (
-            len(parts) == 2 and (not ITEM_NAME.fullmatch(parts[0]) or ".." in parts[0])):
+            len(parts) == 2 and not is_item_name(parts[0])):
         raise ItemEntryError(f"item file path {path[:60]!r} is not <item>/<render|ai-render-N|thumb>.png")
     try:  # and the general rule for anything a pod names (issue #10): plain parts, no controls, bounded
         check_name(path, allow_item_dirs=True)

@@ -13,7 +13,6 @@ reuse items already done, stream finished items back while the batch runs.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
@@ -25,7 +24,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..core.batch_spec import BatchSpecError, ItemEntryError, check_item_entry, check_item_path, is_single, item_key
+from ..core.batch_spec import BatchSpecError, ItemEntryError, check_item_entry, check_item_path, is_single, item_cache_key, item_key
 from ..core.config import data_dir
 from ..core.jobspec import RenderJob
 from .state import PipelineError
@@ -83,8 +82,7 @@ class ItemCache:
     root: Path = field(default_factory=lambda: data_dir() / "items")
 
     def key(self, digest: str, item: dict[str, Any]) -> str:
-        identity = {k: item.get(k) for k in ("name", "pose", "camera", "frame")}
-        return hashlib.sha256(json.dumps([digest, identity], sort_keys=True).encode()).hexdigest()
+        return item_cache_key(digest, item)  # one normalisation for the listed item and the pod's entry
 
     def lookup(self, key: str) -> dict[str, Any] | None:
         """A done item (its folder and entry), when every file of it is still here."""

@@ -12,7 +12,17 @@ the batch cancels every outstanding request. Each request's cost
 (execution seconds × the endpoint's price per second) goes to the ledger.
 
 An item is an id plus a :class:`RenderJob` whose ``blend_path`` is the local
-scene; the unit stays this small so a batch contract can map onto it.
+scene; the unit stays this small so a batch contract can map onto it. A job
+that is itself a batch (poses × cameras, ``<item>/…`` files named from the
+scene) gets URLs for ``manifest.json`` and ``outputs.tar``: the worker packs
+every item file into the archive, and it is unpacked here through the same
+item-name rule (``remote/core/batch_spec.py``) and path checks
+(``remote/core/pod_output.py``) as a pod's files.
+
+A request that COMPLETED with ``item_error`` (an upload that failed after the
+job ran) fails its item and is not re-run: its AI images may be paid already.
+Ctrl-C (or any exception) while the batch runs cancels every in-flight
+request on the endpoint before it propagates.
 """
 from __future__ import annotations
 
@@ -20,6 +30,8 @@ import concurrent.futures
 import json
 import logging
 import re
+import shutil
+import tarfile
 import threading
 import time
 from collections.abc import Callable
@@ -28,8 +40,10 @@ from pathlib import Path
 from typing import Any
 
 from ..bridge.transfer.common import TransferError, sha256_file
+from ..core.batch_spec import MAX_ITEMS, ItemEntryError, check_item_path, is_single
 from ..core.config import HostConfig, StorageConfig
 from ..core.jobspec import RenderJob
+from ..core.pod_output import PodOutputError, clean_text, output_path
 from .endpoint import EndpointClient, EndpointError, check_health
 
 log = logging.getLogger(__name__)
@@ -37,6 +51,10 @@ log = logging.getLogger(__name__)
 POLL_S = 0.5
 ITEM_ID = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 RETRIED_STATES = ("FAILED", "TIMED_OUT")
+ARCHIVE = "outputs.tar"
+SHEET = "contact-sheet.png"
+MAX_MEMBERS = MAX_ITEMS * 16  # render, thumb and up to 10 variations an item, and the sheet
+MAX_MEMBER_BYTES = 512 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -58,7 +76,13 @@ class ItemResult:
 
 
 def output_names(job: RenderJob) -> list[str]:
-    """The files a job writes, each of which gets a presigned PUT URL."""
+    """The files a job sends back, each of which gets a presigned PUT URL.
+
+    The one-image job: its flat files. A batch: its manifest and one archive
+    of its ``<item>/…`` files (item names are only known from the scene).
+    """
+    if not is_single(job.poses, job.cameras):
+        return ["manifest.json", ARCHIVE]
     names = ["render.png", "manifest.json"]
     if job.backend != "none":
         names += [f"ai-render-{n}.png" for n in range(1, job.batch + 1)]
@@ -110,6 +134,42 @@ class _Storage:
         return fetched
 
 
+def unpack(archive: Path, target: Path) -> list[Path]:
+    """The item files of a worker's ``outputs.tar``, each name checked, written inside ``target`` only.
+
+    Only regular files named ``<item>/<render|thumb|ai-render-N>.png`` (the
+    item-name rule) or ``contact-sheet.png``; anything else is skipped with a
+    log line, never written.
+    """
+    files: list[Path] = []
+    try:
+        with tarfile.open(archive, "r:") as tar:
+            for count, member in enumerate(tar):
+                if count >= MAX_MEMBERS:
+                    log.warning("%s: more than %d files; the rest are ignored", archive.name, MAX_MEMBERS)
+                    break
+                name = member.name
+                try:
+                    if not member.isfile() or member.size > MAX_MEMBER_BYTES:
+                        raise ItemEntryError(f"{clean_text(name, 80)!r} is not a plain file of a sane size")
+                    if name != SHEET:
+                        check_item_path(name)
+                    path = output_path(target, name, allow_item_dirs=True)
+                except (ItemEntryError, PodOutputError) as exc:
+                    log.warning("ignoring a file of the worker's archive: %s", exc)
+                    continue
+                path.parent.mkdir(parents=True, exist_ok=True)
+                source = tar.extractfile(member)
+                if source is None:
+                    continue
+                with source, open(path, "wb") as out:
+                    shutil.copyfileobj(source, out)
+                files.append(path)
+    except (tarfile.TarError, OSError) as exc:
+        raise EndpointError(f"unpacking the worker's files: {clean_text(exc, 120)}") from None
+    return files
+
+
 class BatchRun:
     """One batch on one serverless host."""
 
@@ -118,12 +178,16 @@ class BatchRun:
         if host.serverless is None or host.storage is None:
             raise EndpointError(f"{host.name} is not a serverless host with storage")
         self.host, self.config = host, host.serverless
-        self.local_output_dir, self.cancel = local_output_dir, cancel
+        self.local_output_dir, self.user_cancel = local_output_dir, cancel
+        self.stop = threading.Event()  # set by run_batch when it is interrupted (Ctrl-C, an error)
         self.progress, self.record_event, self.batch_id = progress, record_event, batch_id
         self.client = EndpointClient(self.config)
         self.storage = _Storage(host.storage, batch_id)
         self.outstanding: set[str] = set()
         self.lock = threading.Lock()
+
+    def cancelled(self) -> bool:
+        return self.user_cancel.is_set() or self.stop.is_set()
 
     def payload(self, item: BatchItem, scene_url: str, scene_sha: str) -> dict[str, Any]:
         job = {k: v for k, v in asdict(item.job).items() if k not in ("blend_path", "output_dir")}
@@ -134,7 +198,7 @@ class BatchRun:
     def run_item(self, item: BatchItem, payload: dict[str, Any]) -> ItemResult:
         result = ItemResult(item.item_id, "failed")
         for attempt in (1, 2):
-            if self.cancel.is_set():
+            if self.cancelled():
                 result.status, result.error = "cancelled", "cancelled by the user"
                 return result
             state = self.one_request(item, payload, result)
@@ -154,7 +218,7 @@ class BatchRun:
         status: dict[str, Any] = {}
         try:
             while True:
-                if self.cancel.is_set():
+                if self.cancelled():
                     self.client.cancel(request_id)
                     result.status, result.error = "cancelled", "cancelled by the user"
                     return "CANCELLED"
@@ -178,7 +242,8 @@ class BatchRun:
                     self.client.cancel(request_id)
                     result.error = f"the request ran over {self.config.execution_timeout_s:.0f}s and was cancelled"
                     return "TIMED_OUT"
-                self.cancel.wait(POLL_S)
+                if self.stop.wait(POLL_S):
+                    continue  # interrupted: cancel at the top of the loop
         finally:
             with self.lock:
                 self.outstanding.discard(request_id)
@@ -191,14 +256,23 @@ class BatchRun:
         if not isinstance(files, list) or not all(isinstance(n, str) and n in names for n in files):
             result.status, result.error = "failed", "the worker's answer names files this item does not have"
             return
-        fetched = self.storage.fetch(item.item_id, files, self.local_output_dir / item.item_id)
-        manifest_path = self.local_output_dir / item.item_id / "manifest.json"
+        target = self.local_output_dir / item.item_id
+        fetched = self.storage.fetch(item.item_id, files, target)
+        if ARCHIVE in files:
+            fetched = [path for path in fetched if path.name != ARCHIVE] + unpack(target / ARCHIVE, target)
+            (target / ARCHIVE).unlink(missing_ok=True)
+        manifest_path = target / "manifest.json"
         try:
             manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
         except ValueError:
             manifest = {}
-        result.status, result.files, result.error = "done", fetched, None
+        result.files = fetched
         result.manifest = manifest if isinstance(manifest, dict) else {}
+        problem = output.get("item_error") if isinstance(output, dict) else None
+        if problem:  # the job ran (and may have paid); a re-run would pay again: failed, not retried
+            result.status, result.error = "failed", clean_text(problem, 500)
+        else:
+            result.status, result.error = "done", None
 
     def bill(self, item: BatchItem, request_id: str, status: dict[str, Any], result: ItemResult) -> None:
         execution_s = (status.get("executionTime") or 0) / 1000
@@ -242,14 +316,23 @@ def run_batch(host: HostConfig, items: list[BatchItem], local_output_dir: Path, 
         payloads.append(batch.payload(item, *scenes[item.job.blend_path]))
     progress(f"{len(items)} item(s) on endpoint {batch.config.endpoint_id}, {batch.config.max_concurrent} at a time")
     results = []
-    with concurrent.futures.ThreadPoolExecutor(max_workers=batch.config.max_concurrent,
-                                               thread_name_prefix="serverless") as pool:
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=batch.config.max_concurrent,
+                                                 thread_name_prefix="serverless")
+    try:
         futures = {pool.submit(_guarded_item, batch, item, payload): item for item, payload in zip(items, payloads)}
         for future in concurrent.futures.as_completed(futures):
             result = future.result()
             results.append(result)
             on_item(result)
             progress(f"{len(results)}/{len(items)} item(s) finished ({result.item_id}: {result.status})")
+    except BaseException:
+        # Ctrl-C or a failing callback: every in-flight request is cancelled on the endpoint (each
+        # item's thread sends its /cancel at once), queued items never start, then this propagates.
+        batch.stop.set()
+        log.warning("batch %s interrupted: cancelling its in-flight requests", batch_id)
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     return results
 
 
