@@ -9,7 +9,6 @@ import threading
 
 import pytest
 
-from remote.core.config import parse_host
 from remote.core.jobspec import RenderJob
 from remote.runpod.endpoint import EndpointError
 from remote.runpod.serverless import BatchItem, run_batch
@@ -18,12 +17,8 @@ from tests.fixtures.serverless_api import ENDPOINT_ID, VALID_KEY
 
 
 @pytest.fixture
-def host(s3_server, s3_credentials):
-    def make(**serverless):
-        return parse_host("hosts.yaml", "farm", {
-            "serverless": {"endpoint_id": ENDPOINT_ID, "gpu_usd_per_second": 0.00034, "max_concurrent": 2, **serverless},
-            "storage": s3_server.storage_entry(s3_server.make_bucket(), region="us-east-1")})
-    return make
+def host(serverless_host):
+    return serverless_host
 
 
 @pytest.fixture(params=["sdk", "requests"])

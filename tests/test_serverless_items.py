@@ -11,20 +11,15 @@ import time
 import pytest
 
 from remote.core.batch_spec import check_item_path
-from remote.core.config import parse_host
 from remote.core.jobspec import RenderJob
 from remote.runpod.serverless import BatchItem, output_names, run_batch
-from tests.fixtures.serverless_api import ENDPOINT_ID, VALID_KEY, start_endpoint
+from tests.fixtures.serverless_api import VALID_KEY, start_endpoint
 from tests.fixtures.serverless_worker import start_worker
 
 
 @pytest.fixture
-def host(s3_server, s3_credentials):
-    def make(**serverless):
-        return parse_host("hosts.yaml", "farm", {
-            "serverless": {"endpoint_id": ENDPOINT_ID, "gpu_usd_per_second": 0.00034, "max_concurrent": 2, **serverless},
-            "storage": s3_server.storage_entry(s3_server.make_bucket(), region="us-east-1")})
-    return make
+def host(serverless_host):
+    return serverless_host
 
 
 def batch(host, todo, out, cancel=None):
