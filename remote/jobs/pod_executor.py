@@ -1,7 +1,9 @@
 """The pod executor: one job's steps on a pod over the bridge — ship the code
 bundle and set the pod up, upload the scene and the job, start it, poll it,
 cancel it, read its manifest and bring its files back — with retries across
-dropped connections. How the job then ends is :mod:`.settle`'s.
+dropped connections, backing off (exponentially, capped) so an sshd gone
+for a few seconds does not fail the job, and stopping at once on cancel.
+How the job then ends is :mod:`.settle`'s.
 """
 from __future__ import annotations
 
@@ -40,13 +42,33 @@ from ..core.pod_output import (
 )
 from ..core.quoting import q
 from .items import ItemCache, ItemStreamer
-from .state import Cancelled, JobProgress, JobRecord, PipelineError, PodDiskFull, StatusUnusable, TimeLimitReached
+from .state import (
+    STAGES,
+    Cancelled,
+    JobProgress,
+    JobRecord,
+    PipelineError,
+    PodDiskFull,
+    StatusUnusable,
+    TimeLimitReached,
+    stage_fraction,
+)
 
 log = logging.getLogger(__name__)
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # holds remote/ and pod_setup/
 POLL_S = 0.25  # a status poll is one cheap command; polling often keeps the overhead low
-RECONNECT_ATTEMPTS = 5
-STAGES = ("connecting", "setup", "uploading", "rendering", "downloading", "done")
+RECONNECT_ATTEMPTS = 6
+# Waits between reconnect attempts: 0.5, 1, 2, 4, 8 s (15.5 s in all before the job fails).
+BACKOFF_FIRST_S = 0.5
+BACKOFF_CAP_S = 8.0
+# A command run after a cancel (stopping the pod's job) retries quickly: the user is waiting.
+CLEANUP_BACKOFF_CAP_S = 1.0
+__all__ = ["STAGES", "JobRunner", "backoff_s", "pod_bundle"]
+
+
+def backoff_s(attempt: int) -> float:
+    """The wait after the ``attempt``-th dropped connection (1-based)."""
+    return min(BACKOFF_FIRST_S * 2 ** (attempt - 1), BACKOFF_CAP_S)
 # The pod enforces a job's time limit itself; the laptop steps in this long after it.
 TIME_LIMIT_GRACE_S = 60.0
 # A status the laptop cannot use (corrupt, no state, unknown state) fails the job after this long.
@@ -97,8 +119,7 @@ class JobRunner:
             raise Cancelled()
         self.record.stage = stage
         self.record.save(self.record_path)
-        index = STAGES.index(stage)
-        self.progress(JobProgress(stage, index / (len(STAGES) - 1), message))
+        self.progress(JobProgress(stage, stage_fraction(stage), message))
 
     def pod_settings(self) -> str:
         """Plain settings for pod-side scripts, as a command prefix (not secret, so not redacted)."""
@@ -113,7 +134,9 @@ class JobRunner:
         """Run on the pod; a dropped connection is retried, anything else is an error.
 
         ``secrets`` reach the command as environment variables and are redacted from its output.
+        A cancel stops the retries at once, but for the commands run after it (stopping the job).
         """
+        cleanup = self.cancel.is_set()
         for attempt in range(1, RECONNECT_ATTEMPTS + 1):
             result = self.bridge.run(self.host.name, f"export {self.pod_settings()}; {command}", env=secrets,
                                      timeout=timeout)
@@ -122,7 +145,10 @@ class JobRunner:
             if attempt == RECONNECT_ATTEMPTS:
                 raise PipelineError(f"{what}: lost the connection to {self.host.name} {attempt} times ({result.error})")
             self.progress(JobProgress(self.record.stage, -1, f"reconnecting to {self.host.name} ({attempt})"))
-            time.sleep(min(2 ** attempt, 10) * 0.25)
+            if cleanup:
+                time.sleep(min(backoff_s(attempt), CLEANUP_BACKOFF_CAP_S))
+            elif self.cancel.wait(backoff_s(attempt)):
+                raise Cancelled()
         if not result.ok:
             detail = (result.stderr.strip() or result.error or f"exit code {result.exit_code}").splitlines()[-1]
             raise PipelineError(f"{what} failed on {self.host.name}: {detail}")
@@ -141,6 +167,8 @@ class JobRunner:
                 if attempt == RECONNECT_ATTEMPTS:
                     raise PipelineError(f"{what}: {exc}") from None
                 self.progress(JobProgress(self.record.stage, -1, f"{what}: connection lost, resuming ({attempt})"))
+                if self.cancel.wait(backoff_s(attempt)):
+                    raise Cancelled() from None
                 attempt += 1
             except TransferError as exc:
                 raise PipelineError(f"{what}: {exc}") from None
@@ -168,8 +196,7 @@ class JobRunner:
             local_bundle.write_bytes(bundle)
             self.run(f"mkdir -p {q(base)}/code", "creating the workspace")
             shipped = self.transfer("put", local_bundle, f"{base}/code/{local_bundle.name}", "shipping the pod scripts")
-        self.progress(JobProgress("setup", STAGES.index("setup") / (len(STAGES) - 1),
-                                  f"scripts: {shipped.bytes_moved} bytes moved"))
+        self.progress(JobProgress("setup", stage_fraction("setup"), f"scripts: {shipped.bytes_moved} bytes moved"))
         new = f".new-{short}-$$"
         self.run(
             f"cd {q(base)}/code && if [ ! -d {short} ]; then rm -rf {new} && mkdir {new} && "
@@ -196,7 +223,7 @@ class JobRunner:
             job_file = Path(tmp) / "job.json"
             pod_job.write(job_file)
             self.transfer("put", job_file, f"{jobdir}/job.json", "uploading the job")
-        self.progress(JobProgress("uploading", 0.45, f"scene: {scene.bytes_moved} bytes moved ({scene.transport})"))
+        self.progress(JobProgress("uploading", stage_fraction("uploading", 0.25), f"scene: {scene.bytes_moved} bytes moved ({scene.transport})"))
         return pod_job
 
     @property
@@ -256,7 +283,7 @@ class JobRunner:
             elapsed = time.monotonic() - started
             waiting = f", waiting for the GPU ({status.queue_position} ahead)" if status.queue_position else ""
             items = self.streamer.on_status(status) if self.streamer else None
-            self.progress(JobProgress("rendering", (3 + min(elapsed / (elapsed + 30), 0.9)) / 5,
+            self.progress(JobProgress("rendering", stage_fraction("rendering", min(elapsed / (elapsed + 30), 0.9)),
                                       f"{status.state} on {self.host.name} for {elapsed:.0f}s{waiting}"
                                       + (f": {items}" if items else "")))
             self.cancel.wait(POLL_S)
