@@ -227,19 +227,21 @@ def follow_job(work: Callable[[], JobResult], cancel: threading.Event, record: P
     """Run the job in a worker thread; Ctrl-C cancels it and lets it settle (the pod's job stopped,
     its ledger line written), then exits 130; a second Ctrl-C leaves at once."""
     outcome: dict[str, JobResult | BaseException] = {}
+    finished = threading.Event()  # not Thread.join: a join interrupted by Ctrl-C may take the thread for ended
 
     def target() -> None:
         try:
             outcome["result"] = work()
         except BaseException as exc:  # handed to the main thread as is
             outcome["error"] = exc
+        finally:
+            finished.set()
 
-    worker = threading.Thread(target=target, name="job", daemon=True)
-    worker.start()
+    threading.Thread(target=target, name="job", daemon=True).start()
     interrupted = False
-    while worker.is_alive():
+    while not finished.is_set():
         try:
-            worker.join(0.2)
+            finished.wait(0.2)
         except KeyboardInterrupt:
             if interrupted:
                 print(f"aborted; the pod may still be working. Resume with: python -m remote.cli reattach {record}",
