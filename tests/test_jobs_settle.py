@@ -14,7 +14,7 @@ from remote.core.pod_output import PodManifest, PodStatus
 from remote.jobs.ledger import read_ledger
 from remote.jobs.pipeline import reattach
 from remote.jobs.serverless import interrupted_outcome, item_outcome
-from remote.jobs.settle import Outcome, account, end, follow, result_from_record, settle
+from remote.jobs.settle import Outcome, PodExecutor, account, end, follow, result_from_record, settle
 from remote.jobs.state import STAGE_FRACTIONS, STAGES, JobRecord, JobState, PodDiskFull, stage_fraction
 from remote.runpod.serverless import ItemResult
 
@@ -109,7 +109,7 @@ def test_a_second_reattach_of_a_settled_batch_lists_its_item_images(tmp_path):
 
 
 class _FakeRunner:
-    """What follow() and the settle of a stopped job use of a JobRunner."""
+    """What the pod executor and the settle of a stopped job use of a JobRunner; its disk fills while it runs."""
 
     def __init__(self, record: JobRecord, manifest: PodManifest | None) -> None:
         self.record, self.record_path = record, None
@@ -118,6 +118,13 @@ class _FakeRunner:
         self.streamer = None
         self.cancelled = 0
         self.manifest = manifest
+        self.cancel = threading.Event()
+
+    def start(self, api_key: str | None) -> None:
+        pass
+
+    def poll(self) -> PodStatus | None:
+        raise PodDiskFull("pod disk full: the job's status cannot be written")
 
     def cancel_on_pod(self) -> None:
         self.cancelled += 1
@@ -129,10 +136,6 @@ class _FakeRunner:
         return self.manifest
 
 
-def _disk_full() -> PodStatus:
-    raise PodDiskFull("pod disk full: the job's status cannot be written")
-
-
 def test_disk_full_mid_batch_cancels_the_pod_job_and_charges_the_streamed_items(tmp_path):
     out = tmp_path / "out" / "job-1"
     (out / "pose-a").mkdir(parents=True)
@@ -140,7 +143,7 @@ def test_disk_full_mid_batch_cancels_the_pod_job_and_charges_the_streamed_items(
     record = _record(tmp_path, is_batch=True, items_done=["pose-a", "pose-b"], items_order=["pose-a", "pose-b", "c"],
                      started_epoch=1.0, cost_basis={"steps": 30, "batch": 2, "backend": "stability", "items": 3})
     runner = _FakeRunner(record, None)  # the manifest cannot be read either
-    result = follow(runner, _disk_full)  # type: ignore[arg-type]
+    result = follow(PodExecutor(runner))  # type: ignore[arg-type]
     assert runner.cancelled == 1
     assert result.status == "failed" and "disk full" in (result.error or "")
     [line] = read_ledger()
@@ -150,7 +153,7 @@ def test_disk_full_mid_batch_cancels_the_pod_job_and_charges_the_streamed_items(
 def test_disk_full_charges_what_the_manifest_shows(tmp_path):
     record = _record(tmp_path, started_epoch=1.0)
     runner = _FakeRunner(record, PodManifest(images_generated=2, raw={"backend": "stability"}))
-    result = follow(runner, _disk_full)  # type: ignore[arg-type]
+    result = follow(PodExecutor(runner))  # type: ignore[arg-type]
     assert runner.cancelled == 1 and result.status == "failed"
     [line] = read_ledger()
     assert line["ai_images"] == 2 and line["cost_usd"] > 0

@@ -43,7 +43,7 @@ from .items import BatchPlan, ItemCache, copy_reused, finish_manifest, is_batch,
 from .ledger import JobBusy, Spend, append_ledger, compute_spend, job_lock
 from .pod_executor import JobRunner
 from .serverless import SERVERLESS_PREFIX, interrupted_outcome, run_serverless_job
-from .settle import Outcome, end, follow, result_from_record
+from .settle import Outcome, PodExecutor, end, follow, result_from_record
 from .state import Cancelled, JobProgress, JobRecord, JobResult, JobState, PipelineError, PodDiskFull
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | N
                 if _disk_full(exc):
                     raise PodDiskFull(f"pod disk full: {exc}") from None
                 raise
-            return follow(runner, lambda: runner.render(api_key))
+            return follow(PodExecutor(runner, api_key))
 
     with job_lock(job_id, "submitting"):
         return _guarded(record, record_path, progress, body)
@@ -208,6 +208,6 @@ def reattach(record_path: Path, *, hosts_file: Path | None = None, progress: Cal
             with Bridge(hosts) as bridge:
                 runner = JobRunner(bridge, bridge.host(record.host), progress, cancel, record, record_path)
                 runner.stage("rendering", f"re-attaching to {record.job_id} on {record.host}")
-                return follow(runner, runner.wait)
+                return follow(PodExecutor(runner), start=False)
 
         return _guarded(record, record_path, progress, body)

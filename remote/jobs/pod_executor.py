@@ -47,6 +47,7 @@ from .state import (
     Cancelled,
     JobProgress,
     JobRecord,
+    JobState,
     PipelineError,
     PodDiskFull,
     StatusUnusable,
@@ -110,6 +111,8 @@ class JobRunner:
         self.record = record
         self.record_path = record_path
         self.streamer: ItemStreamer | None = None  # a batch: brings items back while it runs
+        self._polling_since: float | None = None
+        self._unusable_since: float | None = None
         if record.is_batch:
             self.streamer = ItemStreamer(self, Path(record.local_output_dir), ItemCache(), record.settings_digest)
 
@@ -243,49 +246,60 @@ class JobRunner:
             raise PodOutputError(f"the pod printed no status{f' ({detail})' if detail else ''}")
         return parse_status(lines[-1])
 
-    def render(self, api_key: str | None) -> PodStatus:
+    def start(self, api_key: str | None) -> None:
+        """Start the job on the pod (``pod_agent.sh`` never starts a job dir twice)."""
         self.stage("rendering", "starting the render on the pod")
         secrets = {"STABILITY_API_KEY": api_key} if api_key else None
         self.record.started_epoch = time.time()
         self.record.save(self.record_path)
         limit = f"POSEFACTORY_TIME_LIMIT_S={int(self.record.time_limit_s)} " if self.record.time_limit_s else ""
         self.run(f"{limit}{self.agent} {q(self.record.remote_job_dir)}", "starting the job", secrets=secrets)
+
+    def render(self, api_key: str | None) -> PodStatus:
+        self.start(api_key)
         return self.wait()
 
-    def wait(self) -> PodStatus:
-        """Poll the pod's job until it ends; cancel it when asked to.
+    def poll(self) -> PodStatus | None:
+        """One look at the pod's job: its status once it ended, None while it runs.
 
         A status that cannot be used (corrupt, without a state, an unknown
-        state) is polled again for STATUS_GRACE_S, then fails the job.
+        state) is polled again for STATUS_GRACE_S, then fails the job; a
+        cancel raises :class:`Cancelled` (the caller stops the pod's job).
         """
-        self.record.status = "running"
-        self.record.save(self.record_path)
-        started = time.monotonic()
-        unusable_since: float | None = None
+        if self.cancel.is_set():
+            log.info("job %s cancelled on %s", self.record.job_id, self.host.name)
+            raise Cancelled()
+        if self._polling_since is None:
+            self._polling_since = time.monotonic()
+            self.record.status = JobState.RUNNING
+            self.record.save(self.record_path)
+        try:
+            status = self.job_status()
+        except PodOutputError as exc:
+            self._unusable_since = self._unusable_since or time.monotonic()
+            if time.monotonic() - self._unusable_since >= STATUS_GRACE_S:
+                log.warning("job %s: status unusable for %.0fs: %s", self.record.job_id, STATUS_GRACE_S, exc)
+                raise StatusUnusable(f"{exc}; gave up after {STATUS_GRACE_S:.0f}s") from None
+            return None
+        self._unusable_since = None
+        self._check_time_limit(status)
+        if status.state not in ACTIVE_STATES:
+            log.info("job %s on %s: %s", self.record.job_id, self.host.name, status.state)
+            return status
+        elapsed = time.monotonic() - self._polling_since
+        waiting = f", waiting for the GPU ({status.queue_position} ahead)" if status.queue_position else ""
+        items = self.streamer.on_status(status) if self.streamer else None
+        self.progress(JobProgress("rendering", stage_fraction("rendering", min(elapsed / (elapsed + 30), 0.9)),
+                                  f"{status.state} on {self.host.name} for {elapsed:.0f}s{waiting}"
+                                  + (f": {items}" if items else "")))
+        return None
+
+    def wait(self) -> PodStatus:
+        """Poll the pod's job until it ends."""
         while True:
-            if self.cancel.is_set():
-                log.info("job %s cancelled on %s", self.record.job_id, self.host.name)
-                raise Cancelled()  # follow() stops the pod's job
-            try:
-                status = self.job_status()
-            except PodOutputError as exc:
-                unusable_since = unusable_since or time.monotonic()
-                if time.monotonic() - unusable_since >= STATUS_GRACE_S:
-                    log.warning("job %s: status unusable for %.0fs: %s", self.record.job_id, STATUS_GRACE_S, exc)
-                    raise StatusUnusable(f"{exc}; gave up after {STATUS_GRACE_S:.0f}s") from None
-                self.cancel.wait(POLL_S)
-                continue
-            unusable_since = None
-            self._check_time_limit(status)
-            if status.state not in ACTIVE_STATES:
-                log.info("job %s on %s: %s", self.record.job_id, self.host.name, status.state)
+            status = self.poll()
+            if status is not None:
                 return status
-            elapsed = time.monotonic() - started
-            waiting = f", waiting for the GPU ({status.queue_position} ahead)" if status.queue_position else ""
-            items = self.streamer.on_status(status) if self.streamer else None
-            self.progress(JobProgress("rendering", stage_fraction("rendering", min(elapsed / (elapsed + 30), 0.9)),
-                                      f"{status.state} on {self.host.name} for {elapsed:.0f}s{waiting}"
-                                      + (f": {items}" if items else "")))
             self.cancel.wait(POLL_S)
 
     def _check_time_limit(self, status: PodStatus) -> None:

@@ -21,32 +21,63 @@ from ..core.jobspec import RenderJob
 from ..runpod.endpoint import EndpointError
 from ..runpod.serverless import BatchItem, ItemResult, run_batch
 from .ledger import Spend, append_ledger
-from .settle import Outcome, end
+from .settle import Outcome, follow
 from .state import JobProgress, JobRecord, JobResult, JobState, PipelineError, stage_fraction
 
 log = logging.getLogger(__name__)
 SERVERLESS_PREFIX = "serverless:"
 
 
+class ServerlessExecutor:
+    """A job on the host's endpoint. Its batch runner follows the request to
+    its end within ``start`` (a cancel reaches it through the same event), so
+    ``poll`` finds it ended and ``fetch`` has its files here."""
+
+    def __init__(self, job: RenderJob, blend_file: Path, host: HostConfig, record: JobRecord,
+                 record_path: Path | None, progress: Callable[[JobProgress], None], cancel: threading.Event) -> None:
+        self.job, self.blend_file, self.host, self.cancel_event = job, blend_file, host, cancel
+        self.record, self.record_path, self.progress = record, record_path, progress
+        self.pod_type: str | None = None
+        self.item: ItemResult | None = None
+
+    def start(self) -> None:
+        """Raises PipelineError for what stops it before it runs."""
+        record, blend_file = self.record, self.blend_file
+        record.remote_job_dir = f"{SERVERLESS_PREFIX}{self.host.name}"
+        record.status, record.stage = JobState.RUNNING, "rendering"
+        record.started_epoch = time.time()
+        record.save(self.record_path)
+        self.progress(JobProgress("uploading", stage_fraction("uploading"),
+                                  f"sending {blend_file.name} to endpoint {self.host.serverless.endpoint_id}"
+                                  if self.host.serverless else "sending the scene"))
+        item = BatchItem(record.job_id, RenderJob(**{**self.job.__dict__, "blend_path": str(blend_file)}))
+        try:
+            results = run_batch(self.host, [item], Path(record.local_output_dir).parent, on_item=lambda result: None,
+                                cancel=self.cancel_event, record_event=append_ledger, batch_id=record.job_id,
+                                progress=lambda line: self.progress(
+                                    JobProgress("rendering", stage_fraction("rendering"), line)))
+        except EndpointError as exc:
+            raise PipelineError(str(exc)) from None
+        self.item = results[0]
+
+    def poll(self) -> bool:
+        return True  # start() returned: the request ended
+
+    def fetch(self) -> Outcome:
+        assert self.item is not None
+        return item_outcome(self.item)
+
+    def cancel(self) -> None:
+        self.cancel_event.set()
+
+    def stopped(self, state: JobState, error: str) -> Outcome:
+        return item_outcome(self.item) if self.item is not None else Outcome(state, error)
+
+
 def run_serverless_job(job: RenderJob, blend_file: Path, host: HostConfig, record: JobRecord, record_path: Path | None,
                        progress: Callable[[JobProgress], None], cancel: threading.Event) -> JobResult:
-    """Render ``job`` on the host's endpoint; raises PipelineError for what stops it before it runs."""
-    record.remote_job_dir = f"{SERVERLESS_PREFIX}{host.name}"
-    record.status, record.stage = JobState.RUNNING, "rendering"
-    record.started_epoch = time.time()
-    record.save(record_path)
-    progress(JobProgress("uploading", stage_fraction("uploading"),
-                         f"sending {blend_file.name} to endpoint {host.serverless.endpoint_id}"
-                         if host.serverless else "sending the scene"))
-    item = BatchItem(record.job_id, RenderJob(**{**job.__dict__, "blend_path": str(blend_file)}))
-    output_root = Path(record.local_output_dir).parent
-    try:
-        results = run_batch(host, [item], output_root, on_item=lambda result: None, cancel=cancel,
-                            progress=lambda line: progress(JobProgress("rendering", stage_fraction("rendering"), line)),
-                            record_event=append_ledger, batch_id=record.job_id)
-    except EndpointError as exc:
-        raise PipelineError(str(exc)) from None
-    return end(record, record_path, item_outcome(results[0]), progress)
+    """Render ``job`` on the host's endpoint and settle it; raises PipelineError for what stops it before it runs."""
+    return follow(ServerlessExecutor(job, blend_file, host, record, record_path, progress, cancel))
 
 
 def item_outcome(item: ItemResult) -> Outcome:

@@ -6,7 +6,11 @@ writes the record and appends that line once (:func:`ledger.append_once`),
 under the job lock. Before there was one end path per way a job ended, each
 with its own idea of the ledger, the images and the record.
 
-:func:`finish` and :func:`follow` are the pod executor's way to an outcome.
+An :class:`Executor` runs the job somewhere (start, poll, fetch, cancel):
+:class:`PodExecutor` on a pod over the bridge, or
+:class:`remote.jobs.serverless.ServerlessExecutor` on a RunPod Serverless
+endpoint, chosen by the host's kind; :func:`follow` drives either to its
+outcome, and stops and settles the job whatever stops it once started.
 """
 from __future__ import annotations
 
@@ -16,12 +20,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core.jobspec import BACKENDS
 from ..core.pod_output import PodManifest, PodOutputError, PodStatus, output_path
 from .items import finish_manifest
 from .ledger import Spend, append_once, compute_spend, ledger_entry
+from .pod_executor import POLL_S
 from .state import (
     Cancelled,
     JobProgress,
@@ -54,6 +59,23 @@ class Outcome:
     raw_render: Path | None = None
     local_manifest: dict[str, Any] | None = None  # a batch's manifest as kept here (pod items + reused)
     spend: Spend | None = None  # when already known (all reused, serverless, interrupted)
+
+
+class Executor(Protocol):
+    """Where a job runs. ``poll`` raises :class:`Cancelled` on a cancel and a
+    :class:`PipelineError` for what ends the job there; ``stopped`` is the
+    outcome of a job stopped (cancelled or given up on) after ``cancel``."""
+
+    record: JobRecord
+    record_path: Path | None
+    progress: Callable[[JobProgress], None]
+    pod_type: str | None
+
+    def start(self) -> None: ...
+    def poll(self) -> bool: ...  # True once the job ended; waits a moment (or until a cancel) while it runs
+    def fetch(self) -> Outcome: ...  # what it made, brought here, as its outcome
+    def cancel(self) -> None: ...
+    def stopped(self, state: JobState, error: str) -> Outcome: ...
 
 
 @dataclass
@@ -132,11 +154,60 @@ def end(record: JobRecord, record_path: Path | None, outcome: Outcome, progress:
     return result
 
 
-def _runner_end(runner: JobRunner, outcome: Outcome) -> JobResult:
-    raw = Path(runner.record.local_output_dir) / "render.png"
-    if outcome.raw_render is None and raw.is_file():
-        outcome.raw_render = raw
-    return end(runner.record, runner.record_path, outcome, runner.progress, pod_type=runner.host.pod_type)
+def follow(executor: Executor, *, start: bool = True) -> JobResult:
+    """Start the job (or, re-attached, only follow it), wait for it, fetch and settle it.
+
+    Whatever stops it once started (a cancel, a full disk, its time limit, an
+    unusable status) stops it there and settles it with what it spent."""
+    try:
+        if start:
+            executor.start()
+        while not executor.poll():
+            pass
+    except Cancelled:
+        # Also when the cancel landed mid-download (a batch streaming its items), not only between polls.
+        executor.cancel()
+        outcome = executor.stopped(JobState.CANCELLED, "cancelled by the user")
+    except (PodDiskFull, StatusUnusable, TimeLimitReached) as exc:
+        # The laptop gives up on the job: it must not go on spending, and what it spent is charged.
+        executor.cancel()
+        outcome = executor.stopped(JobState.FAILED, str(exc))
+    else:
+        outcome = executor.fetch()
+    if outcome.raw_render is None and (Path(executor.record.local_output_dir) / "render.png").is_file():
+        outcome.raw_render = Path(executor.record.local_output_dir) / "render.png"
+    return end(executor.record, executor.record_path, outcome, executor.progress, pod_type=executor.pod_type)
+
+
+class PodExecutor:
+    """A job on a pod over the bridge: :class:`~remote.jobs.pod_executor.JobRunner`'s steps as an executor."""
+
+    def __init__(self, runner: JobRunner, api_key: str | None = None) -> None:
+        self.runner, self.api_key = runner, api_key
+        self.record, self.record_path, self.progress = runner.record, runner.record_path, runner.progress
+        self.pod_type: str | None = runner.host.pod_type
+        self.status: PodStatus | None = None
+
+    def start(self) -> None:
+        self.runner.start(self.api_key)
+
+    def poll(self) -> bool:
+        self.status = self.runner.poll()
+        if self.status is None:
+            self.runner.cancel.wait(POLL_S)
+        return self.status is not None
+
+    def fetch(self) -> Outcome:
+        assert self.status is not None
+        if self.status.state == "none":
+            raise PipelineError(f"the pod has no job {self.record.job_id} (was its workspace wiped?); submit it again")
+        return finish(self.runner, self.status)
+
+    def cancel(self) -> None:
+        self.runner.cancel_on_pod()
+
+    def stopped(self, state: JobState, error: str) -> Outcome:
+        return stopped_outcome(self.runner, state, error)
 
 
 def device_summary(manifest: dict[str, Any]) -> str:
@@ -154,8 +225,8 @@ def device_summary(manifest: dict[str, Any]) -> str:
     return f"{summary} (fallback)" if device.get("warning") else summary
 
 
-def finish(runner: JobRunner, status: PodStatus) -> JobResult:
-    """The pod's job ended: check its manifest, download what it names, settle."""
+def finish(runner: JobRunner, status: PodStatus) -> Outcome:
+    """The pod's job ended: check its manifest, download what it names; its outcome."""
     record = runner.record
     local_dir = Path(record.local_output_dir)
     local_dir.mkdir(parents=True, exist_ok=True)
@@ -163,7 +234,7 @@ def finish(runner: JobRunner, status: PodStatus) -> JobResult:
         manifest = runner.read_manifest()
     except PodOutputError as exc:
         log.warning("job %s: manifest refused: %s", record.job_id, exc)
-        return _runner_end(runner, Outcome(JobState.FAILED, str(exc), status=status))
+        return Outcome(JobState.FAILED, str(exc), status=status)
     names = ([*manifest.images, *([manifest.render] if manifest.render else [])]) if manifest else []
     if manifest is not None and runner.streamer is not None:
         # A batch: the streamer brings back (and remembers for reuse) each done item not streamed yet;
@@ -177,9 +248,9 @@ def finish(runner: JobRunner, status: PodStatus) -> JobResult:
         runner.mark_downloaded()
     except PipelineError as exc:
         if status.state == "done":
-            return _runner_end(runner, Outcome(
-                JobState.FAILED, f"{exc} (the images are still in {runner.record.remote_job_dir} on the pod)",
-                status=status, manifest=manifest))
+            return Outcome(JobState.FAILED,
+                           f"{exc} (the images are still in {runner.record.remote_job_dir} on the pod)",
+                           status=status, manifest=manifest)
         # A failed job may have left less than its manifest names; its error says why.
     image_names: list[str] = list(manifest.images) if manifest else []
     local_manifest: dict[str, Any] | None = None
@@ -199,28 +270,12 @@ def finish(runner: JobRunner, status: PodStatus) -> JobResult:
                                          else "the pod reported done but wrote no manifest")
     if state == JobState.FAILED and error is None:
         error = "the job failed on the pod without saying why; see render.log there"
-    return _runner_end(runner, Outcome(state, error, status=status, manifest=manifest,
-                                       images=[p for p in images if p.is_file()], local_manifest=local_manifest))
+    return Outcome(state, error, status=status, manifest=manifest, images=[p for p in images if p.is_file()],
+                   local_manifest=local_manifest)
 
 
-def follow(runner: JobRunner, start: Callable[[], PodStatus]) -> JobResult:
-    """Start or wait for the pod's job and settle it whatever happens once it was started."""
-    try:
-        status = start()
-    except Cancelled:
-        # Also when the cancel landed mid-download (a batch streaming its items), not only between polls.
-        return _stopped(runner, JobState.CANCELLED, "cancelled by the user")
-    except (PodDiskFull, StatusUnusable, TimeLimitReached) as exc:
-        # The laptop gives up on the job: it must not go on spending, and what it spent is charged.
-        return _stopped(runner, JobState.FAILED, str(exc))
-    if status.state == "none":
-        raise PipelineError(f"the pod has no job {runner.record.job_id} (was its workspace wiped?); submit it again")
-    return finish(runner, status)
-
-
-def _stopped(runner: JobRunner, state: JobState, error: str) -> JobResult:
-    """Stop the pod's job and settle it with what its status, manifest and the streamed items show."""
-    runner.cancel_on_pod()
+def stopped_outcome(runner: JobRunner, state: JobState, error: str) -> Outcome:
+    """A pod job stopped: what its status, manifest and the streamed items show it made and spent."""
     status = runner.final_status()
     manifest = _manifest_or_none(runner)
     record = runner.record
@@ -240,8 +295,8 @@ def _stopped(runner: JobRunner, state: JobState, error: str) -> JobResult:
     streamed = len(record.items_done) * int(record.cost_basis.get("batch", 1) or 1)
     spend = compute_spend(record.cost_basis, status, manifest, started_epoch=record.started_epoch,
                           pod_type=runner.host.pod_type, images_floor=streamed)
-    return _runner_end(runner, Outcome(state, error, status=status, manifest=manifest, images=images,
-                                       local_manifest=local_manifest, spend=spend))
+    return Outcome(state, error, status=status, manifest=manifest, images=images, local_manifest=local_manifest,
+                   spend=spend)
 
 
 def _manifest_or_none(runner: JobRunner) -> PodManifest | None:
