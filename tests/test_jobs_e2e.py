@@ -43,3 +43,49 @@ def test_ctrl_c_of_render_cancels_on_the_pod_and_writes_the_ledger_line(tmp_path
     assert len(job_lines) == 1 and job_lines[0]["status"] == "cancelled"
     status = json.loads((Path(record["remote_job_dir"]) / "status.json").read_text())
     assert status["state"] not in ("running", "queued"), status  # stopped on the pod, not left rendering
+
+
+def test_an_sshd_gone_for_two_seconds_mid_upload_does_not_fail_the_job(tmp_path, sample_scene, monkeypatch):
+    import threading
+
+    from remote.core.jobspec import RenderJob
+    from remote.jobs.pipeline import run_job
+    from tests.fixtures.sshd import SSHD, start_sshd
+
+    monkeypatch.setenv("POSEFACTORY_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("POSEFACTORY_BPY_PYTHON", sys.executable)
+    server = start_sshd(tmp_path / "sshd", "direct")
+    processes = [server.process]
+    hosts = server.write_hosts_file(tmp_path / "ssh_hosts.yaml", name="pod", workspace=str(tmp_path / "pod-ws"),
+                                    env={"POSEFACTORY_BPY_PYTHON": sys.executable})
+
+    def restart() -> None:
+        processes.append(subprocess.Popen([SSHD, "-D", "-e", "-f", str(server.root / "sshd_config")],
+                                          stderr=open(server.root / "sshd-2.log", "wb")))
+
+    timer = threading.Timer(2.0, restart)
+
+    def outage() -> None:
+        server.drop_connections()
+        server.process.kill()
+        server.process.wait(5)
+        timer.start()
+
+    outages = [outage]
+
+    def progress(p) -> None:
+        if p.stage == "uploading" and outages:
+            outages.pop()()
+
+    try:
+        job = RenderJob(blend_path="", output_dir="", prompt="a knight", backend="none", render_samples=1)
+        result = run_job(job, sample_scene, host="pod", hosts_file=hosts, local_output_dir=tmp_path / "results",
+                         api_key=None, progress=progress, cancel=threading.Event(), record_path=tmp_path / "r.json")
+    finally:
+        timer.cancel()
+        timer.join(5) if timer.is_alive() else None
+        for process in processes:
+            process.kill()
+            process.wait(5)
+    assert not outages and len(processes) == 2, "the outage did not happen"
+    assert result.status == "done", result.error
