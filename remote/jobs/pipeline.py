@@ -80,8 +80,7 @@ def _plan(job: RenderJob, blend_file: Path, record: JobRecord, *, fresh: bool) -
     return plan
 
 
-def _guarded(record: JobRecord, record_path: Path | None, progress: Callable[[JobProgress], None],
-             body: Callable[[], JobResult]) -> JobResult:
+def _guarded(record: JobRecord, record_path: Path | None, body: Callable[[], JobResult]) -> JobResult:
     """Run ``body``; what stops it before the job settled on its own settles here."""
     try:
         return body()
@@ -92,7 +91,8 @@ def _guarded(record: JobRecord, record_path: Path | None, progress: Callable[[Jo
         state, error = JobState.FAILED, clean_text(exc)
     # A job that reached the pod is charged what the laptop knows was spent (settle gives it its one line).
     spend = compute_spend(record.cost_basis, None, None, started_epoch=record.started_epoch, pod_type=None)
-    return end(record, record_path, Outcome(state, error, spend=spend), progress)
+    # No "done" progress: the caller reports the failure from the result (as before it reached anywhere).
+    return end(record, record_path, Outcome(state, error, spend=spend), lambda report: None)
 
 
 def _disk_full(exc: Exception) -> bool:
@@ -163,7 +163,7 @@ def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | N
             return follow(PodExecutor(runner, api_key))
 
     with job_lock(job_id, "submitting"):
-        return _guarded(record, record_path, progress, body)
+        return _guarded(record, record_path, body)
 
 
 def default_time_limit(estimated_gpu_seconds: float) -> float:
@@ -210,4 +210,4 @@ def reattach(record_path: Path, *, hosts_file: Path | None = None, progress: Cal
                 runner.stage("rendering", f"re-attaching to {record.job_id} on {record.host}")
                 return follow(PodExecutor(runner), start=False)
 
-        return _guarded(record, record_path, progress, body)
+        return _guarded(record, record_path, body)
