@@ -16,6 +16,7 @@ import math
 import os
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from .core.blendfile import BlendFileError, NotABlendFile, check_blend_file, saved_version
@@ -208,7 +209,8 @@ def _main(argv: list[str] | None = None) -> int:
         return 2
     cancel = threading.Event()
     if args.command == "reattach":
-        return report(reattach(args.record, hosts_file=args.hosts, progress=ProgressPrinter(), cancel=cancel))
+        return follow_job(lambda: reattach(args.record, hosts_file=args.hosts, progress=ProgressPrinter(),
+                                           cancel=cancel), cancel, args.record)
 
     api_key = os.environ.get("STABILITY_API_KEY", "")
     backend = args.backend
@@ -244,15 +246,45 @@ def _main(argv: list[str] | None = None) -> int:
     output = args.output or data_dir() / "output"
     record = data_dir() / "jobs" / f"{job_id}.json"
     print(f"job {job_id} on {args.host} (record: {record}); the pod checks the scene's camera before rendering")
-    try:
-        result = run_job(job, args.scene, host=args.host, hosts_file=args.hosts, local_output_dir=output,
-                         api_key=(api_key or None) if backend in STABILITY_KEY_BACKENDS else None,
-                         progress=ProgressPrinter(), cancel=cancel, record_path=record,
-                         time_limit_s=args.time_limit, fresh=args.fresh)
-    except KeyboardInterrupt:
-        print(f"interrupted; the pod may still be working. Resume with: python -m remote.cli reattach {record}")
-        return 130
-    return report(result)
+    return follow_job(lambda: run_job(job, args.scene, host=args.host, hosts_file=args.hosts, local_output_dir=output,
+                                      api_key=(api_key or None) if backend in STABILITY_KEY_BACKENDS else None,
+                                      progress=ProgressPrinter(), cancel=cancel, record_path=record,
+                                      time_limit_s=args.time_limit, fresh=args.fresh), cancel, record)
+
+
+def follow_job(work: Callable[[], JobResult], cancel: threading.Event, record: Path) -> int:
+    """Run the job in a worker thread; Ctrl-C cancels it and lets it settle (the pod's job stopped,
+    its ledger line written), then exits 130; a second Ctrl-C leaves at once."""
+    outcome: dict[str, JobResult | BaseException] = {}
+    finished = threading.Event()  # not Thread.join: a join interrupted by Ctrl-C may take the thread for ended
+
+    def target() -> None:
+        try:
+            outcome["result"] = work()
+        except BaseException as exc:  # handed to the main thread as is
+            outcome["error"] = exc
+        finally:
+            finished.set()
+
+    threading.Thread(target=target, name="job", daemon=True).start()
+    interrupted = False
+    while not finished.is_set():
+        try:
+            finished.wait(0.2)
+        except KeyboardInterrupt:
+            if interrupted:
+                print(f"aborted; the pod may still be working. Resume with: python -m remote.cli reattach {record}",
+                      file=sys.stderr)
+                return 130
+            interrupted = True
+            cancel.set()
+            print("interrupted: cancelling the job and settling it (Ctrl-C again to leave at once)", file=sys.stderr)
+    error = outcome.get("error")
+    if isinstance(error, BaseException):
+        raise error
+    result = outcome["result"]
+    assert isinstance(result, JobResult)
+    return 130 if interrupted else report(result)
 
 
 if __name__ == "__main__":

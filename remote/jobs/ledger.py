@@ -102,8 +102,11 @@ def _cost_job(basis: dict[str, Any]) -> RenderJob:
 
 
 def compute_spend(basis: dict[str, Any], status: PodStatus | None, manifest: PodManifest | None, *,
-                  started_epoch: float | None, pod_type: str | None, now: float | None = None) -> Spend:
-    """What a job spent, from what the pod reports, bounded by what the laptop knows."""
+                  started_epoch: float | None, pod_type: str | None, now: float | None = None,
+                  images_floor: int = 0) -> Spend:
+    """What a job spent, from what the pod reports, bounded by what the laptop knows.
+
+    ``images_floor``: AI images known paid whatever the manifest says (items already streamed back)."""
     now = time.time() if now is None else now
     observed = max(now - started_epoch, 0.0) + GPU_SECONDS_SLACK if started_epoch else MAX_GPU_SECONDS
     gpu = status.gpu_seconds if status is not None else None
@@ -115,7 +118,7 @@ def compute_spend(basis: dict[str, Any], status: PodStatus | None, manifest: Pod
         flags.append(f"the pod reported {gpu:.0f} GPU seconds, more than the {observed:.0f} s the job can have run")
         gpu = observed
     job = _cost_job(basis)
-    images = manifest.images_generated if manifest is not None else 0
+    images = max(manifest.images_generated if manifest is not None else 0, images_floor)
     asked = job.batch * max(int(basis.get("items", 1) or 1), 1) if job.backend != "none" else 0
     if images > asked:
         flags.append(f"the pod reported {images} AI images accepted, more than the {asked} asked for")

@@ -42,9 +42,9 @@ from ..runpod.pods import RunPodError, prepare_host
 from .items import BatchPlan, ItemCache, copy_reused, finish_manifest, is_batch, plan_batch
 from .ledger import JobBusy, Spend, append_ledger, compute_spend, job_lock
 from .pod_executor import JobRunner
-from .serverless import run_serverless_job
-from .settle import account, follow, result_from_record
-from .state import Cancelled, JobProgress, JobRecord, JobResult, PipelineError, PodDiskFull
+from .serverless import SERVERLESS_PREFIX, interrupted_outcome, run_serverless_job
+from .settle import Outcome, PodExecutor, end, follow, result_from_record
+from .state import Cancelled, JobProgress, JobRecord, JobResult, JobState, PipelineError, PodDiskFull
 
 log = logging.getLogger(__name__)
 def new_job_id() -> str:
@@ -61,11 +61,9 @@ def _reuse_everything(record: JobRecord, record_path: Path | None, plan: BatchPl
     finish_manifest(manifest, record.items_reused, local_dir, record.items_order)
     images = [p for p in (output_path(local_dir, name, allow_item_dirs=True) for name in manifest["images"])
               if p.is_file()]
-    result = JobResult(job_id=record.job_id, status="done", images=images, manifest=manifest, cost_usd=0.0,
-                       output_dir=local_dir)
-    account(record, record_path, result, Spend(cost_usd=0.0, gpu_seconds=0.0, images=0))
-    progress(JobProgress("done", 1.0, f"all {len(record.items_reused)} item(s) reused from earlier jobs, $0"))
-    return result
+    progress(JobProgress("rendering", -1, f"all {len(record.items_reused)} item(s) reused from earlier jobs, $0"))
+    return end(record, record_path, Outcome(JobState.DONE, images=images, local_manifest=manifest,
+                                            spend=Spend(cost_usd=0.0, gpu_seconds=0.0, images=0)), progress)
 
 
 def _plan(job: RenderJob, blend_file: Path, record: JobRecord, *, fresh: bool) -> BatchPlan:
@@ -83,24 +81,18 @@ def _plan(job: RenderJob, blend_file: Path, record: JobRecord, *, fresh: bool) -
 
 
 def _guarded(record: JobRecord, record_path: Path | None, body: Callable[[], JobResult]) -> JobResult:
+    """Run ``body``; what stops it before the job settled on its own settles here."""
     try:
         return body()
     except Cancelled:
-        record.status, record.error = "cancelled", "cancelled by the user"
+        state, error = JobState.CANCELLED, "cancelled by the user"
     except (PipelineError, ConfigError, UnknownHost, JobValidationError, CostConfigError, RunPodError,
             OSError) as exc:
-        record.status, record.error = "failed", clean_text(exc)
-    log.info("job %s %s: %s", record.job_id, record.status, record.error)
-    result = JobResult(job_id=record.job_id, status=record.status, error=record.error,
-                       output_dir=Path(record.local_output_dir))
-    if record.remote_job_dir:
-        # The job reached the pod: it gets its ledger line, with what the laptop knows was spent.
-        spend = compute_spend(record.cost_basis, None, None, started_epoch=record.started_epoch, pod_type=None)
-        result.cost_usd, result.cost_flag = spend.cost_usd, spend.flag
-        account(record, record_path, result, spend)
-    else:
-        record.save(record_path)
-    return result
+        state, error = JobState.FAILED, clean_text(exc)
+    # A job that reached the pod is charged what the laptop knows was spent (settle gives it its one line).
+    spend = compute_spend(record.cost_basis, None, None, started_epoch=record.started_epoch, pod_type=None)
+    # No "done" progress: the caller reports the failure from the result (as before it reached anywhere).
+    return end(record, record_path, Outcome(state, error, spend=spend), lambda report: None)
 
 
 def _disk_full(exc: Exception) -> bool:
@@ -168,7 +160,7 @@ def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | N
                 if _disk_full(exc):
                     raise PodDiskFull(f"pod disk full: {exc}") from None
                 raise
-            return follow(runner, lambda: runner.render(api_key))
+            return follow(PodExecutor(runner, api_key))
 
     with job_lock(job_id, "submitting"):
         return _guarded(record, record_path, body)
@@ -201,8 +193,11 @@ def reattach(record_path: Path, *, hosts_file: Path | None = None, progress: Cal
         return JobResult(job_id=record.job_id, status="busy", error=str(exc), output_dir=Path(record.local_output_dir))
     with lock:
         record = JobRecord.load(record_path)  # as the previous holder left it
-        if record.status == "cancelled" or record.stage == "done":
+        if record.status == JobState.CANCELLED or record.stage == "done":
             return result_from_record(record)
+        if record.remote_job_dir.startswith(SERVERLESS_PREFIX):
+            # Nothing to ssh to: the process that followed the endpoint's request is gone.
+            return end(record, record_path, interrupted_outcome(record), progress)
 
         def body() -> JobResult:
             if not record.remote_job_dir:
@@ -213,6 +208,6 @@ def reattach(record_path: Path, *, hosts_file: Path | None = None, progress: Cal
             with Bridge(hosts) as bridge:
                 runner = JobRunner(bridge, bridge.host(record.host), progress, cancel, record, record_path)
                 runner.stage("rendering", f"re-attaching to {record.job_id} on {record.host}")
-                return follow(runner, runner.wait)
+                return follow(PodExecutor(runner), start=False)
 
         return _guarded(record, record_path, body)

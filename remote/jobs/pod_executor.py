@@ -1,7 +1,9 @@
 """The pod executor: one job's steps on a pod over the bridge — ship the code
 bundle and set the pod up, upload the scene and the job, start it, poll it,
 cancel it, read its manifest and bring its files back — with retries across
-dropped connections. How the job then ends is :mod:`.settle`'s.
+dropped connections, backing off (exponentially, capped) so an sshd gone
+for a few seconds does not fail the job, and stopping at once on cancel.
+How the job then ends is :mod:`.settle`'s.
 """
 from __future__ import annotations
 
@@ -40,13 +42,34 @@ from ..core.pod_output import (
 )
 from ..core.quoting import q
 from .items import ItemCache, ItemStreamer
-from .state import Cancelled, JobProgress, JobRecord, PipelineError, PodDiskFull, StatusUnusable, TimeLimitReached
+from .state import (
+    STAGES,
+    Cancelled,
+    JobProgress,
+    JobRecord,
+    JobState,
+    PipelineError,
+    PodDiskFull,
+    StatusUnusable,
+    TimeLimitReached,
+    stage_fraction,
+)
 
 log = logging.getLogger(__name__)
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # holds remote/ and pod_setup/
 POLL_S = 0.25  # a status poll is one cheap command; polling often keeps the overhead low
-RECONNECT_ATTEMPTS = 5
-STAGES = ("connecting", "setup", "uploading", "rendering", "downloading", "done")
+RECONNECT_ATTEMPTS = 6
+# Waits between reconnect attempts: 0.5, 1, 2, 4, 8 s (15.5 s in all before the job fails).
+BACKOFF_FIRST_S = 0.5
+BACKOFF_CAP_S = 8.0
+# A command run after a cancel (stopping the pod's job) retries quickly: the user is waiting.
+CLEANUP_BACKOFF_CAP_S = 1.0
+__all__ = ["STAGES", "JobRunner", "backoff_s", "pod_bundle"]
+
+
+def backoff_s(attempt: int) -> float:
+    """The wait after the ``attempt``-th dropped connection (1-based)."""
+    return min(BACKOFF_FIRST_S * 2 ** (attempt - 1), BACKOFF_CAP_S)
 # The pod enforces a job's time limit itself; the laptop steps in this long after it.
 TIME_LIMIT_GRACE_S = 60.0
 # A status the laptop cannot use (corrupt, no state, unknown state) fails the job after this long.
@@ -88,6 +111,8 @@ class JobRunner:
         self.record = record
         self.record_path = record_path
         self.streamer: ItemStreamer | None = None  # a batch: brings items back while it runs
+        self._polling_since: float | None = None
+        self._unusable_since: float | None = None
         if record.is_batch:
             self.streamer = ItemStreamer(self, Path(record.local_output_dir), ItemCache(), record.settings_digest)
 
@@ -97,8 +122,7 @@ class JobRunner:
             raise Cancelled()
         self.record.stage = stage
         self.record.save(self.record_path)
-        index = STAGES.index(stage)
-        self.progress(JobProgress(stage, index / (len(STAGES) - 1), message))
+        self.progress(JobProgress(stage, stage_fraction(stage), message))
 
     def pod_settings(self) -> str:
         """Plain settings for pod-side scripts, as a command prefix (not secret, so not redacted)."""
@@ -113,7 +137,9 @@ class JobRunner:
         """Run on the pod; a dropped connection is retried, anything else is an error.
 
         ``secrets`` reach the command as environment variables and are redacted from its output.
+        A cancel stops the retries at once, but for the commands run after it (stopping the job).
         """
+        cleanup = self.cancel.is_set()
         for attempt in range(1, RECONNECT_ATTEMPTS + 1):
             result = self.bridge.run(self.host.name, f"export {self.pod_settings()}; {command}", env=secrets,
                                      timeout=timeout)
@@ -122,7 +148,10 @@ class JobRunner:
             if attempt == RECONNECT_ATTEMPTS:
                 raise PipelineError(f"{what}: lost the connection to {self.host.name} {attempt} times ({result.error})")
             self.progress(JobProgress(self.record.stage, -1, f"reconnecting to {self.host.name} ({attempt})"))
-            time.sleep(min(2 ** attempt, 10) * 0.25)
+            if cleanup:
+                time.sleep(min(backoff_s(attempt), CLEANUP_BACKOFF_CAP_S))
+            elif self.cancel.wait(backoff_s(attempt)):
+                raise Cancelled()
         if not result.ok:
             detail = (result.stderr.strip() or result.error or f"exit code {result.exit_code}").splitlines()[-1]
             raise PipelineError(f"{what} failed on {self.host.name}: {detail}")
@@ -141,6 +170,8 @@ class JobRunner:
                 if attempt == RECONNECT_ATTEMPTS:
                     raise PipelineError(f"{what}: {exc}") from None
                 self.progress(JobProgress(self.record.stage, -1, f"{what}: connection lost, resuming ({attempt})"))
+                if self.cancel.wait(backoff_s(attempt)):
+                    raise Cancelled() from None
                 attempt += 1
             except TransferError as exc:
                 raise PipelineError(f"{what}: {exc}") from None
@@ -168,8 +199,7 @@ class JobRunner:
             local_bundle.write_bytes(bundle)
             self.run(f"mkdir -p {q(base)}/code", "creating the workspace")
             shipped = self.transfer("put", local_bundle, f"{base}/code/{local_bundle.name}", "shipping the pod scripts")
-        self.progress(JobProgress("setup", STAGES.index("setup") / (len(STAGES) - 1),
-                                  f"scripts: {shipped.bytes_moved} bytes moved"))
+        self.progress(JobProgress("setup", stage_fraction("setup"), f"scripts: {shipped.bytes_moved} bytes moved"))
         new = f".new-{short}-$$"
         self.run(
             f"cd {q(base)}/code && if [ ! -d {short} ]; then rm -rf {new} && mkdir {new} && "
@@ -196,7 +226,7 @@ class JobRunner:
             job_file = Path(tmp) / "job.json"
             pod_job.write(job_file)
             self.transfer("put", job_file, f"{jobdir}/job.json", "uploading the job")
-        self.progress(JobProgress("uploading", 0.45, f"scene: {scene.bytes_moved} bytes moved ({scene.transport})"))
+        self.progress(JobProgress("uploading", stage_fraction("uploading", 0.25), f"scene: {scene.bytes_moved} bytes moved ({scene.transport})"))
         return pod_job
 
     @property
@@ -216,49 +246,60 @@ class JobRunner:
             raise PodOutputError(f"the pod printed no status{f' ({detail})' if detail else ''}")
         return parse_status(lines[-1])
 
-    def render(self, api_key: str | None) -> PodStatus:
+    def start(self, api_key: str | None) -> None:
+        """Start the job on the pod (``pod_agent.sh`` never starts a job dir twice)."""
         self.stage("rendering", "starting the render on the pod")
         secrets = {"STABILITY_API_KEY": api_key} if api_key else None
         self.record.started_epoch = time.time()
         self.record.save(self.record_path)
         limit = f"POSEFACTORY_TIME_LIMIT_S={int(self.record.time_limit_s)} " if self.record.time_limit_s else ""
         self.run(f"{limit}{self.agent} {q(self.record.remote_job_dir)}", "starting the job", secrets=secrets)
+
+    def render(self, api_key: str | None) -> PodStatus:
+        self.start(api_key)
         return self.wait()
 
-    def wait(self) -> PodStatus:
-        """Poll the pod's job until it ends; cancel it when asked to.
+    def poll(self) -> PodStatus | None:
+        """One look at the pod's job: its status once it ended, None while it runs.
 
         A status that cannot be used (corrupt, without a state, an unknown
-        state) is polled again for STATUS_GRACE_S, then fails the job.
+        state) is polled again for STATUS_GRACE_S, then fails the job; a
+        cancel raises :class:`Cancelled` (the caller stops the pod's job).
         """
-        self.record.status = "running"
-        self.record.save(self.record_path)
-        started = time.monotonic()
-        unusable_since: float | None = None
+        if self.cancel.is_set():
+            log.info("job %s cancelled on %s", self.record.job_id, self.host.name)
+            raise Cancelled()
+        if self._polling_since is None:
+            self._polling_since = time.monotonic()
+            self.record.status = JobState.RUNNING
+            self.record.save(self.record_path)
+        try:
+            status = self.job_status()
+        except PodOutputError as exc:
+            self._unusable_since = self._unusable_since or time.monotonic()
+            if time.monotonic() - self._unusable_since >= STATUS_GRACE_S:
+                log.warning("job %s: status unusable for %.0fs: %s", self.record.job_id, STATUS_GRACE_S, exc)
+                raise StatusUnusable(f"{exc}; gave up after {STATUS_GRACE_S:.0f}s") from None
+            return None
+        self._unusable_since = None
+        self._check_time_limit(status)
+        if status.state not in ACTIVE_STATES:
+            log.info("job %s on %s: %s", self.record.job_id, self.host.name, status.state)
+            return status
+        elapsed = time.monotonic() - self._polling_since
+        waiting = f", waiting for the GPU ({status.queue_position} ahead)" if status.queue_position else ""
+        items = self.streamer.on_status(status) if self.streamer else None
+        self.progress(JobProgress("rendering", stage_fraction("rendering", min(elapsed / (elapsed + 30), 0.9)),
+                                  f"{status.state} on {self.host.name} for {elapsed:.0f}s{waiting}"
+                                  + (f": {items}" if items else "")))
+        return None
+
+    def wait(self) -> PodStatus:
+        """Poll the pod's job until it ends."""
         while True:
-            if self.cancel.is_set():
-                log.info("job %s cancelled on %s", self.record.job_id, self.host.name)
-                raise Cancelled()  # follow() stops the pod's job
-            try:
-                status = self.job_status()
-            except PodOutputError as exc:
-                unusable_since = unusable_since or time.monotonic()
-                if time.monotonic() - unusable_since >= STATUS_GRACE_S:
-                    log.warning("job %s: status unusable for %.0fs: %s", self.record.job_id, STATUS_GRACE_S, exc)
-                    raise StatusUnusable(f"{exc}; gave up after {STATUS_GRACE_S:.0f}s") from None
-                self.cancel.wait(POLL_S)
-                continue
-            unusable_since = None
-            self._check_time_limit(status)
-            if status.state not in ACTIVE_STATES:
-                log.info("job %s on %s: %s", self.record.job_id, self.host.name, status.state)
+            status = self.poll()
+            if status is not None:
                 return status
-            elapsed = time.monotonic() - started
-            waiting = f", waiting for the GPU ({status.queue_position} ahead)" if status.queue_position else ""
-            items = self.streamer.on_status(status) if self.streamer else None
-            self.progress(JobProgress("rendering", (3 + min(elapsed / (elapsed + 30), 0.9)) / 5,
-                                      f"{status.state} on {self.host.name} for {elapsed:.0f}s{waiting}"
-                                      + (f": {items}" if items else "")))
             self.cancel.wait(POLL_S)
 
     def _check_time_limit(self, status: PodStatus) -> None:

@@ -1,14 +1,45 @@
-"""The state of one job as the laptop keeps it: progress reports, the final
-result, and the record a restarted Blender re-attaches from (no secrets).
-Split from :mod:`remote.jobs.pipeline`, which re-exports these names."""
+"""The state of one job as the laptop keeps it: its state (:class:`JobState`,
+one set of names for the record, the result and the ledger), its progress
+stages and their fractions (declared once, for every executor), the final
+result, and the record a restarted Blender re-attaches from (no secrets)."""
 from __future__ import annotations
 
 import json
 import os
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+
+class JobState(StrEnum):
+    """A job's state; str-valued, so records and ledger lines stay plain JSON strings."""
+
+    SUBMITTED = "submitted"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    BUSY = "busy"  # another process follows the job; nothing was touched
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+
+
+# The stages a job reports, in order, and the fraction of the whole each starts at.
+STAGE_FRACTIONS: dict[str, float] = {"connecting": 0.0, "setup": 0.2, "uploading": 0.4, "rendering": 0.6,
+                                     "downloading": 0.8, "done": 1.0}
+STAGES = tuple(STAGE_FRACTIONS)
+
+
+def stage_fraction(stage: str, within: float = 0.0) -> float:
+    """The fraction of the whole at ``within`` (0..1) of the way through ``stage``."""
+    start = STAGE_FRACTIONS[stage]
+    index = STAGES.index(stage)
+    end = STAGE_FRACTIONS[STAGES[index + 1]] if index + 1 < len(STAGES) else 1.0
+    return start + min(max(within, 0.0), 1.0) * (end - start)
 
 
 class PipelineError(RuntimeError):
@@ -41,7 +72,7 @@ class JobProgress:
 @dataclass
 class JobResult:
     job_id: str
-    status: str  # done | failed | cancelled | busy (another process follows the job; nothing touched)
+    status: str  # a JobState: done | failed | cancelled | busy
     images: list[Path] = field(default_factory=list)
     raw_render: Path | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
@@ -60,7 +91,7 @@ class JobRecord:
     hosts_file: str | None
     remote_job_dir: str
     local_output_dir: str
-    status: str = "submitted"  # submitted | running | done | failed | cancelled
+    status: str = JobState.SUBMITTED  # a JobState
     stage: str = "connecting"
     error: str | None = None
     submitted_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
