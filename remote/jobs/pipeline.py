@@ -33,8 +33,9 @@ from ..bridge.api import Bridge, UnknownHost
 from ..bridge.transfer.common import sha256_file
 from ..core.batch_spec import MAX_ITEMS, BatchSpecError
 from ..core.blendfile import NotABlendFile, check_blend_file
-from ..core.config import ConfigError, HostConfig, load_hosts
-from ..core.cost import CostConfigError, CostModel
+from ..core.config import ConfigError, load_hosts
+from ..core.cost import CostConfigError
+from ..core.estimate import estimate as estimate_cost
 from ..core.jobspec import STABILITY_KEY_BACKENDS, JobValidationError, RenderJob
 from ..core.pod_output import clean_text, output_path
 from ..runpod.idle import arm_watchdog
@@ -143,8 +144,7 @@ def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | N
         prepare_host(hosts, host, lambda line: progress(JobProgress("connecting", 0.0, line)), append_ledger)
         with Bridge(hosts) as bridge:
             config = bridge.host(host)
-            estimate = CostModel.load().estimate(job, _known_pod_type(config), expected_render_s=60,
-                                                 items=int(record.cost_basis.get("items", 1)))
+            estimate = estimate_cost(job, config.pod_type, items=int(record.cost_basis.get("items", 1)))
             record.estimate_usd = estimate.total_usd
             record.time_limit_s = time_limit_s or default_time_limit(estimate.gpu_seconds)
             record.remote_job_dir = f"{config.workspace}/jobs/{job_id}"
@@ -169,14 +169,6 @@ def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | N
 def default_time_limit(estimated_gpu_seconds: float) -> float:
     """Ten times the estimate, at least 15 minutes: generous for a slow pod, a stop for a stuck one."""
     return max(900.0, 10 * estimated_gpu_seconds)
-
-
-def _known_pod_type(config: HostConfig) -> str | None:
-    try:
-        CostModel.load().gpu_rate(config.pod_type)
-    except CostConfigError:
-        return None
-    return config.pod_type
 
 
 def reattach(record_path: Path, *, hosts_file: Path | None = None, progress: Callable[[JobProgress], None],
