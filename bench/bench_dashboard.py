@@ -20,8 +20,7 @@ import time
 from pathlib import Path
 
 from remote.dashboard.app import create_app
-from remote.jobs.pod_executor import STAGES
-from remote.jobs.state import JobRecord
+from remote.jobs.state import STAGES, JobRecord
 from tests.fixtures.dashboard_data import make_job
 
 

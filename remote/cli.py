@@ -35,10 +35,9 @@ from .core.jobspec import (
     RenderJob,
 )
 from .core.logs import environment_secrets, setup_logging
-from .core.pod_output import clean_text
+from .core.pod_output import clean_text, device_summary
 from .core.redact import Redactor
 from .jobs.pipeline import new_job_id, reattach, run_job
-from .jobs.settle import device_summary
 from .jobs.state import JobProgress, JobResult
 
 log = logging.getLogger("remote.cli")  # not __main__ under -m: inside the remote logger, so in the log file

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-import remote.jobs.pod_executor
+import remote.jobs.pod_steps
 from remote.jobs.ledger import read_ledger
 from remote.jobs.pipeline import reattach, run_job
 from remote.jobs.state import JobRecord
@@ -41,7 +41,7 @@ def manifest(**values):
 def fake_pod(tmp_path, monkeypatch):
     """Returns a function installing a fake renderer whose body is the given Python."""
     monkeypatch.setenv("POSEFACTORY_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setattr(remote.jobs.pod_executor, "STATUS_GRACE_S", 1.0)
+    monkeypatch.setattr(remote.jobs.pod_steps, "STATUS_GRACE_S", 1.0)
 
     def install(body: str) -> Path:
         script = tmp_path / "fake-renderer"

@@ -1,4 +1,4 @@
-"""Retries back off and stop on cancel (remote/jobs/pod_executor.py); Ctrl-C of the CLI cancels
+"""Retries back off and stop on cancel (remote/jobs/pod_steps.py); Ctrl-C of the CLI cancels
 the job and lets it settle (remote/cli.py). No sshd: the bridge and the job are fakes."""
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from types import SimpleNamespace
 import pytest
 
 import remote.cli as cli
-import remote.jobs.pod_executor as pod_executor
+import remote.jobs.pod_steps as pod_steps
 from remote.bridge.shell import CommandResult
 from remote.bridge.transfer.common import TransferInterrupted
-from remote.jobs.pod_executor import RECONNECT_ATTEMPTS, JobRunner, backoff_s
+from remote.jobs.pod_steps import RECONNECT_ATTEMPTS, JobRunner, backoff_s
 from remote.jobs.state import Cancelled, JobRecord, JobResult, PipelineError
 
 
@@ -64,7 +64,7 @@ def _runner(tmp_path: Path, cancel: threading.Event) -> tuple[JobRunner, _Droppi
 
 def test_backoff_is_exponential_capped_and_long_enough_for_a_restarting_sshd():
     waits = [backoff_s(n) for n in range(1, RECONNECT_ATTEMPTS)]
-    assert waits == sorted(waits) and max(waits) <= pod_executor.BACKOFF_CAP_S
+    assert waits == sorted(waits) and max(waits) <= pod_steps.BACKOFF_CAP_S
     assert sum(waits) >= 15
 
 
@@ -109,13 +109,11 @@ def _interrupt_when(flag: dict, key: str, times: int = 1) -> threading.Thread:
     return thread
 
 
-def test_ctrl_c_of_render_cancels_the_job_lets_it_settle_and_exits_130(tmp_path, monkeypatch, capsys):
+def test_ctrl_c_of_render_cancels_the_job_lets_it_settle_and_exits_130(sample_scene, monkeypatch, capsys):
     calls: dict = {}
     monkeypatch.setattr(cli, "run_job", _fake_job(calls))
-    scene = tmp_path / "scene.blend"
-    scene.write_bytes(b"BLENDER-v405" + b"\0" * 64)
     _interrupt_when(calls, "started")
-    code = cli.main(["render", str(scene), "--prompt", "a knight", "--backend", "none", "--blender-version", "4.5"])
+    code = cli.main(["render", str(sample_scene), "--prompt", "a knight", "--backend", "none"])
     assert code == 130 and calls.get("settled")
     err = capsys.readouterr().err
     assert err.count("interrupted: cancelling the job") == 1

@@ -12,9 +12,11 @@ import pytest
 
 from remote.core.pod_output import PodManifest, PodStatus
 from remote.jobs.ledger import read_ledger
+from remote.jobs.outcome import Outcome
 from remote.jobs.pipeline import reattach
+from remote.jobs.pod_executor import PodExecutor
 from remote.jobs.serverless import interrupted_outcome, item_outcome
-from remote.jobs.settle import Outcome, PodExecutor, account, end, follow, result_from_record, settle
+from remote.jobs.settle import account, end, follow, result_from_record, settle
 from remote.jobs.state import STAGE_FRACTIONS, STAGES, JobRecord, JobState, PodDiskFull, stage_fraction
 from remote.runpod.serverless import ItemResult
 

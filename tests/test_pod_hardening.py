@@ -15,7 +15,7 @@ import pytest
 
 from remote.jobs.ledger import read_ledger
 from remote.jobs.pipeline import run_job
-from remote.jobs.pod_executor import pod_bundle
+from remote.jobs.pod_steps import pod_bundle
 from remote.jobs.state import JobRecord
 from tests.test_hostile_pod import fake_pod  # noqa: F401 - the fixture
 from tests.test_pipeline_e2e import Recorder, make_job
@@ -126,11 +126,11 @@ def test_the_bundle_is_byte_reproducible_and_an_unchanged_one_is_not_extracted_a
 
 
 def test_two_addon_versions_keep_their_bundles_side_by_side(data, tmp_path, sample_scene, monkeypatch):
-    import remote.jobs.pod_executor
+    import remote.jobs.pod_steps
 
     assert submit(tmp_path, sample_scene).status == "done"
     _, old = pod_bundle()
-    real = remote.jobs.pod_executor.pod_bundle
+    real = remote.jobs.pod_steps.pod_bundle
 
     def other_version() -> tuple[bytes, str]:
         # Another add-on version: the same files plus one more, so another digest.
@@ -151,7 +151,7 @@ def test_two_addon_versions_keep_their_bundles_side_by_side(data, tmp_path, samp
         data_ = buffer.getvalue()
         return data_, hashlib.sha256(data_).hexdigest()
 
-    monkeypatch.setattr(remote.jobs.pod_executor, "pod_bundle", other_version)
+    monkeypatch.setattr(remote.jobs.pod_steps, "pod_bundle", other_version)
     assert submit(tmp_path, sample_scene).status == "done"
     code = data / "local-pod" / "workspace" / "posefactory" / "code"
     assert {old[:16], other_version()[1][:16]} <= {p.name for p in code.iterdir()}

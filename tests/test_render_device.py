@@ -65,7 +65,7 @@ def test_cpu_mode_records_the_cpu_without_a_warning(tmp_path, sample_scene, stab
 
 
 def test_device_summary_of_a_pod_manifest_is_short_plain_text():
-    from remote.jobs.settle import device_summary
+    from remote.core.pod_output import device_summary
 
     assert device_summary({"render_device": {"kind": "OPTIX", "names": ["H100", "H100", "A40"]}}) == "OPTIX: H100 x2, A40"
     assert device_summary({"render_device": {"kind": "CPU", "names": ["EPYC"], "warning": "no GPU"}}) == "CPU: EPYC (fallback)"

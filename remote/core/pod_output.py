@@ -331,3 +331,18 @@ def read_local_manifest(output_dir: Path, **options: Any) -> PodManifest | None:
     except OSError as exc:
         raise PodOutputError(f"cannot read {path}: {exc.strerror}") from None
     return parse_manifest(data, **options)
+
+
+def device_summary(manifest: dict[str, Any]) -> str:
+    """The manifest's render device as one short line ("CUDA: NVIDIA A40 x2"); '' when it has none.
+
+    The manifest comes from the pod: only text of a bounded length is used.
+    """
+    device = manifest.get("render_device")
+    if not isinstance(device, dict) or not isinstance(device.get("kind"), str):
+        return ""
+    names = [n for n in device.get("names", []) if isinstance(n, str)] if isinstance(device.get("names"), list) else []
+    counted = [f"{name} x{names.count(name)}" if names.count(name) > 1 else name for name in dict.fromkeys(names)]
+    summary = f"{device['kind']}: {', '.join(counted)}" if counted else device["kind"]
+    summary = "".join(ch for ch in summary if ch.isprintable())[:120]
+    return f"{summary} (fallback)" if device.get("warning") else summary

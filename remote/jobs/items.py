@@ -31,7 +31,7 @@ from .state import PipelineError
 
 if TYPE_CHECKING:
     from ..core.pod_output import PodStatus
-    from .pod_executor import JobRunner
+    from .pod_steps import JobRunner
 
 log = logging.getLogger(__name__)
 POSES_SCRIPT = Path(__file__).resolve().parents[2] / "pod_setup" / "poses.py"

@@ -42,9 +42,11 @@ from ..runpod.idle import arm_watchdog
 from ..runpod.pods import RunPodError, prepare_host
 from .items import BatchPlan, ItemCache, copy_reused, finish_manifest, is_batch, plan_batch
 from .ledger import JobBusy, Spend, append_ledger, compute_spend, job_lock
-from .pod_executor import JobRunner
+from .outcome import Outcome
+from .pod_executor import PodExecutor
+from .pod_steps import JobRunner
 from .serverless import SERVERLESS_PREFIX, interrupted_outcome, run_serverless_job
-from .settle import Outcome, PodExecutor, end, follow, result_from_record
+from .settle import end, follow, result_from_record
 from .state import Cancelled, JobProgress, JobRecord, JobResult, JobState, PipelineError, PodDiskFull
 
 log = logging.getLogger(__name__)

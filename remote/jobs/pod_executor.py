@@ -1,354 +1,131 @@
-"""The pod executor: one job's steps on a pod over the bridge — ship the code
-bundle and set the pod up, upload the scene and the job, start it, poll it,
-cancel it, read its manifest and bring its files back — with retries across
-dropped connections, backing off (exponentially, capped) so an sshd gone
-for a few seconds does not fail the job, and stopping at once on cancel.
-How the job then ends is :mod:`.settle`'s.
-"""
+"""The pod executor: :class:`~remote.jobs.pod_steps.JobRunner`'s steps as an
+:class:`~remote.jobs.outcome.Executor`, and the outcome of a pod job — its
+manifest checked, exactly the files it names brought back, or, when it was
+stopped, what its status, manifest and streamed items show it made and spent."""
 from __future__ import annotations
 
-import gzip
-import hashlib
-import io
+import json
 import logging
-import os
-import sys
-import tarfile
-import tempfile
-import threading
-import time
-from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..bridge.api import Bridge
-from ..bridge.shell import CommandResult
-from ..bridge.transfer.common import TransferError, TransferInterrupted, TransferResult, sha256_file
-from ..core.config import HostConfig
-from ..core.jobspec import BACKEND_SETUP_ENV, RenderJob
-from ..core.pod_output import (
-    ACTIVE_STATES,
-    MAX_MANIFEST_BYTES,
-    MAX_STATUS_BYTES,
-    PodManifest,
-    PodOutputError,
-    PodStatus,
-    bounded_cat,
-    clean_text,
-    output_path,
-    parse_manifest,
-    parse_status,
-)
-from ..core.quoting import q
-from .items import ItemCache, ItemStreamer
-from .state import (
-    STAGES,
-    Cancelled,
-    JobProgress,
-    JobRecord,
-    JobState,
-    PipelineError,
-    PodDiskFull,
-    StatusUnusable,
-    TimeLimitReached,
-    stage_fraction,
-)
+from ..core.pod_output import PodManifest, PodOutputError, PodStatus, output_path
+from .items import finish_manifest
+from .ledger import compute_spend
+from .outcome import Outcome
+from .pod_steps import POLL_S, JobRunner
+from .state import JobState, PipelineError
 
 log = logging.getLogger(__name__)
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # holds remote/ and pod_setup/
-POLL_S = 0.25  # a status poll is one cheap command; polling often keeps the overhead low
-RECONNECT_ATTEMPTS = 6
-# Waits between reconnect attempts: 0.5, 1, 2, 4, 8 s (15.5 s in all before the job fails).
-BACKOFF_FIRST_S = 0.5
-BACKOFF_CAP_S = 8.0
-# A command run after a cancel (stopping the pod's job) retries quickly: the user is waiting.
-CLEANUP_BACKOFF_CAP_S = 1.0
-__all__ = ["STAGES", "JobRunner", "backoff_s", "pod_bundle"]
 
 
-def backoff_s(attempt: int) -> float:
-    """The wait after the ``attempt``-th dropped connection (1-based)."""
-    return min(BACKOFF_FIRST_S * 2 ** (attempt - 1), BACKOFF_CAP_S)
-# The pod enforces a job's time limit itself; the laptop steps in this long after it.
-TIME_LIMIT_GRACE_S = 60.0
-# A status the laptop cannot use (corrupt, no state, unknown state) fails the job after this long.
-STATUS_GRACE_S = 20.0
+class PodExecutor:
+    """A job on a pod over the bridge: :class:`~remote.jobs.pod_executor.JobRunner`'s steps as an executor."""
+
+    def __init__(self, runner: JobRunner, api_key: str | None = None) -> None:
+        self.runner, self.api_key = runner, api_key
+        self.record, self.record_path, self.progress = runner.record, runner.record_path, runner.progress
+        self.pod_type: str | None = runner.host.pod_type
+        self.status: PodStatus | None = None
+
+    def start(self) -> None:
+        self.runner.start(self.api_key)
+
+    def poll(self) -> bool:
+        self.status = self.runner.poll()
+        if self.status is None:
+            self.runner.cancel.wait(POLL_S)
+        return self.status is not None
+
+    def fetch(self) -> Outcome:
+        assert self.status is not None
+        if self.status.state == "none":
+            raise PipelineError(f"the pod has no job {self.record.job_id} (was its workspace wiped?); submit it again")
+        return finish(self.runner, self.status)
+
+    def cancel(self) -> None:
+        self.runner.cancel_on_pod()
+
+    def stopped(self, state: JobState, error: str) -> Outcome:
+        return stopped_outcome(self.runner, state, error)
 
 
-def pod_bundle() -> tuple[bytes, str]:
-    """``remote/`` and ``pod_setup/`` as a byte-reproducible tar.gz, and its sha256.
+def finish(runner: JobRunner, status: PodStatus) -> Outcome:
+    """The pod's job ended: check its manifest, download what it names; its outcome."""
+    record = runner.record
+    local_dir = Path(record.local_output_dir)
+    local_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        manifest = runner.read_manifest()
+    except PodOutputError as exc:
+        log.warning("job %s: manifest refused: %s", record.job_id, exc)
+        return Outcome(JobState.FAILED, str(exc), status=status)
+    names = ([*manifest.images, *([manifest.render] if manifest.render else [])]) if manifest else []
+    if manifest is not None and runner.streamer is not None:
+        # A batch: the streamer brings back (and remembers for reuse) each done item not streamed yet;
+        # besides them only the contact sheet, by its fixed name (never a path taken from the manifest).
+        names = ["contact-sheet.png"] if isinstance(manifest.raw.get("contact_sheet"), dict) else []
+    try:
+        if runner.streamer is not None and manifest is not None:
+            runner.stage("downloading", "bringing the remaining items back")
+            runner.streamer.fetch()
+        runner.download(local_dir, names)
+        runner.mark_downloaded()
+    except PipelineError as exc:
+        if status.state == "done":
+            return Outcome(JobState.FAILED,
+                           f"{exc} (the images are still in {runner.record.remote_job_dir} on the pod)",
+                           status=status, manifest=manifest)
+        # A failed job may have left less than its manifest names; its error says why.
+    image_names: list[str] = list(manifest.images) if manifest else []
+    local_manifest: dict[str, Any] | None = None
+    if manifest is not None and runner.streamer is not None:
+        # A batch: the pod's items and those reused from earlier jobs, in the batch's order, in one manifest.
+        local_manifest = finish_manifest(dict(manifest.raw), record.items_reused, local_dir, record.items_order)
+        image_names = local_manifest["images"]
+    elif manifest is not None:
+        (local_dir / "manifest.json").write_text(json.dumps(manifest.raw, indent=2, ensure_ascii=False) + "\n",
+                                                  encoding="utf-8")
+    images = [output_path(local_dir, name, allow_item_dirs=record.is_batch) for name in image_names]
+    missing = [p.name for p in images if not p.is_file()]
+    state = JobState(status.state) if status.state in (JobState.DONE, JobState.CANCELLED) else JobState.FAILED
+    error = None if state == JobState.DONE else (status.error or (manifest.error if manifest else "") or None)
+    if state == JobState.DONE and (missing or manifest is None):
+        state, error = JobState.FAILED, (f"the pod reported done but {', '.join(missing)} did not arrive" if missing
+                                         else "the pod reported done but wrote no manifest")
+    if state == JobState.FAILED and error is None:
+        error = "the job failed on the pod without saying why; see render.log there"
+    return Outcome(state, error, status=status, manifest=manifest, images=[p for p in images if p.is_file()],
+                   local_manifest=local_manifest)
 
-    Fixed times in the tar entries *and* the gzip header (which otherwise holds
-    the current time), so an unchanged tree gives the same bytes: 0 bytes moved
-    and nothing re-extracted on the pod.
-    """
-    buffer = io.BytesIO()
-    with gzip.GzipFile(filename="", fileobj=buffer, mode="wb", compresslevel=6, mtime=0) as gz, \
-            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for folder in ("remote", "pod_setup"):
-            for path in sorted((PACKAGE_ROOT / folder).rglob("*")):
-                if "__pycache__" in path.parts or not path.is_file():
-                    continue
-                info = tar.gettarinfo(str(path), arcname=str(path.relative_to(PACKAGE_ROOT)))
-                info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
-                info.mode = 0o755 if path.stat().st_mode & 0o111 else 0o644
-                with open(path, "rb") as handle:
-                    tar.addfile(info, handle)
-    data = buffer.getvalue()
-    return data, hashlib.sha256(data).hexdigest()
 
-
-class JobRunner:
-    """The steps of one job on one host, with retries across dropped connections."""
-
-    def __init__(self, bridge: Bridge, host: HostConfig, progress: Callable[[JobProgress], None],
-                 cancel: threading.Event, record: JobRecord, record_path: Path | None) -> None:
-        self.bridge = bridge
-        self.host = host
-        self.progress = progress
-        self.cancel = cancel
-        self.record = record
-        self.record_path = record_path
-        self.streamer: ItemStreamer | None = None  # a batch: brings items back while it runs
-        self._polling_since: float | None = None
-        self._unusable_since: float | None = None
-        if record.is_batch:
-            self.streamer = ItemStreamer(self, Path(record.local_output_dir), ItemCache(), record.settings_digest)
-
-    # -- helpers ---------------------------------------------------------------
-    def stage(self, stage: str, message: str) -> None:
-        if self.cancel.is_set():
-            raise Cancelled()
-        self.record.stage = stage
-        self.record.save(self.record_path)
-        self.progress(JobProgress(stage, stage_fraction(stage), message))
-
-    def pod_settings(self) -> str:
-        """Plain settings for pod-side scripts, as a command prefix (not secret, so not redacted)."""
-        settings = {"WORKSPACE": self.host.workspace, "POSEFACTORY_POD_TYPE": self.host.pod_type}
-        if self.host.is_local:
-            # The local "pod" renders with this machine's bpy module unless told otherwise.
-            settings["POSEFACTORY_BPY_PYTHON"] = os.environ.get("POSEFACTORY_BPY_PYTHON", sys.executable)
-        return " ".join(f"{key}={q(value)}" for key, value in settings.items())
-
-    def run(self, command: str, what: str, *, secrets: dict[str, str] | None = None,
-            timeout: float = 600) -> CommandResult:
-        """Run on the pod; a dropped connection is retried, anything else is an error.
-
-        ``secrets`` reach the command as environment variables and are redacted from its output.
-        A cancel stops the retries at once, but for the commands run after it (stopping the job).
-        """
-        cleanup = self.cancel.is_set()
-        for attempt in range(1, RECONNECT_ATTEMPTS + 1):
-            result = self.bridge.run(self.host.name, f"export {self.pod_settings()}; {command}", env=secrets,
-                                     timeout=timeout)
-            if result.status != "disconnected":
-                break
-            if attempt == RECONNECT_ATTEMPTS:
-                raise PipelineError(f"{what}: lost the connection to {self.host.name} {attempt} times ({result.error})")
-            self.progress(JobProgress(self.record.stage, -1, f"reconnecting to {self.host.name} ({attempt})"))
-            if cleanup:
-                time.sleep(min(backoff_s(attempt), CLEANUP_BACKOFF_CAP_S))
-            elif self.cancel.wait(backoff_s(attempt)):
-                raise Cancelled()
-        if not result.ok:
-            detail = (result.stderr.strip() or result.error or f"exit code {result.exit_code}").splitlines()[-1]
-            raise PipelineError(f"{what} failed on {self.host.name}: {detail}")
-        return result
-
-    def transfer(self, direction: str, src: Any, dst: Any, what: str) -> TransferResult:
-        """``put`` or ``get``; a dropped connection resumes the transfer, anything else is an error."""
-        move = self.bridge.put if direction == "put" else self.bridge.get
-        attempt = 1
-        while True:
-            if self.cancel.is_set():
-                raise Cancelled()
-            try:
-                return move(self.host.name, src, dst)
-            except TransferInterrupted as exc:
-                if attempt == RECONNECT_ATTEMPTS:
-                    raise PipelineError(f"{what}: {exc}") from None
-                self.progress(JobProgress(self.record.stage, -1, f"{what}: connection lost, resuming ({attempt})"))
-                if self.cancel.wait(backoff_s(attempt)):
-                    raise Cancelled() from None
-                attempt += 1
-            except TransferError as exc:
-                raise PipelineError(f"{what}: {exc}") from None
-
-    # -- stages ----------------------------------------------------------------
-    def set_up_pod(self, blender_version: str = "", backend: str = "none") -> None:
-        """Ship the code bundle (0 bytes when unchanged) and run ``setup_pod.sh``;
-        ``blender_version``: the artist's Blender to install there;
-        ``backend``: the job's, whose own pod parts (diffusers venv + models, AI Render) are set up only when used.
-
-        Each bundle has its own ``posefactory/code/<digest>/``: extracted beside
-        the others under a temporary name and renamed into place, never
-        extracted again while present, never deleted under a running job (two
-        add-on versions keep theirs side by side; retention removes old ones).
-        ``posefactory/remote`` and ``posefactory/pod_setup`` are links to the
-        latest, swapped atomically; this job uses its own bundle's path.
-        """
-        base = f"{self.host.workspace}/posefactory"
-        setup_env = BACKEND_SETUP_ENV.get(backend, "")
-        bundle, digest = pod_bundle()
-        short = digest[:16]
-        self.stage("setup", "checking the pod's set-up")
-        with tempfile.TemporaryDirectory() as tmp:
-            local_bundle = Path(tmp) / f"bundle-{short}.tar.gz"
-            local_bundle.write_bytes(bundle)
-            self.run(f"mkdir -p {q(base)}/code", "creating the workspace")
-            shipped = self.transfer("put", local_bundle, f"{base}/code/{local_bundle.name}", "shipping the pod scripts")
-        self.progress(JobProgress("setup", stage_fraction("setup"), f"scripts: {shipped.bytes_moved} bytes moved"))
-        new = f".new-{short}-$$"
-        self.run(
-            f"cd {q(base)}/code && if [ ! -d {short} ]; then rm -rf {new} && mkdir {new} && "
-            f"tar -xzf bundle-{short}.tar.gz -C {new} && {{ mv -T {new} {short} 2>/dev/null || rm -rf {new}; }}; fi && "
-            f"cd .. && for name in remote pod_setup; do "
-            f"if [ -e \"$name\" ] && [ ! -L \"$name\" ]; then mv \"$name\" \".old-$name-$$\"; fi && "
-            f"ln -sfn \"code/{short}/$name\" \".$name.new-$$\" && mv -T \".$name.new-$$\" \"$name\"; done && "
-            f"{setup_env + ' ' if setup_env else ''}"
-            f"{f'POSEFACTORY_BLENDER_VERSION={q(blender_version)} ' if blender_version else ''}"
-            f"bash code/{short}/pod_setup/setup_pod.sh",
-            "pod set-up", timeout=1800)
-        self.record.pod_code = f"{base}/code/{short}"
-        self.record.save(self.record_path)
-
-    def upload(self, job: RenderJob, blend_file: Path) -> RenderJob:
-        ws, jobdir = self.host.workspace, self.record.remote_job_dir
-        self.stage("uploading", f"uploading {blend_file.name}")
-        scene_sha = sha256_file(blend_file)  # cached: the transfer hashes the same file
-        scene = self.transfer("put", blend_file, f"{ws}/scenes/{scene_sha}.blend", "uploading the scene")
-        self.record.stage = "uploading"
-        pod_job = replace(job, job_id=self.record.job_id, blend_path=f"{ws}/scenes/{scene_sha}.blend",
-                          output_dir=f"{jobdir}/output")
-        with tempfile.TemporaryDirectory() as tmp:
-            job_file = Path(tmp) / "job.json"
-            pod_job.write(job_file)
-            self.transfer("put", job_file, f"{jobdir}/job.json", "uploading the job")
-        self.progress(JobProgress("uploading", stage_fraction("uploading", 0.25), f"scene: {scene.bytes_moved} bytes moved ({scene.transport})"))
-        return pod_job
-
-    @property
-    def agent(self) -> str:
-        code = self.record.pod_code or f"{self.host.workspace}/posefactory"  # records of earlier versions
-        return f"bash {q(code)}/pod_setup/pod_agent.sh"
-
-    def job_status(self) -> PodStatus:
-        """The pod's status of the job, checked; at most MAX_STATUS_BYTES are pulled, whatever the pod holds."""
-        result = self.run(f"{self.agent} --status {q(self.record.remote_job_dir)} | head -c {MAX_STATUS_BYTES + 1}",
-                          "polling the job")
-        if "No space left on device" in result.stderr:
-            raise PodDiskFull("pod disk full: the job's status cannot be written")
-        lines = result.stdout.strip().splitlines()
-        if not lines:
-            detail = clean_text(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "", 200)
-            raise PodOutputError(f"the pod printed no status{f' ({detail})' if detail else ''}")
-        return parse_status(lines[-1])
-
-    def start(self, api_key: str | None) -> None:
-        """Start the job on the pod (``pod_agent.sh`` never starts a job dir twice)."""
-        self.stage("rendering", "starting the render on the pod")
-        secrets = {"STABILITY_API_KEY": api_key} if api_key else None
-        self.record.started_epoch = time.time()
-        self.record.save(self.record_path)
-        limit = f"POSEFACTORY_TIME_LIMIT_S={int(self.record.time_limit_s)} " if self.record.time_limit_s else ""
-        self.run(f"{limit}{self.agent} {q(self.record.remote_job_dir)}", "starting the job", secrets=secrets)
-
-    def render(self, api_key: str | None) -> PodStatus:
-        self.start(api_key)
-        return self.wait()
-
-    def poll(self) -> PodStatus | None:
-        """One look at the pod's job: its status once it ended, None while it runs.
-
-        A status that cannot be used (corrupt, without a state, an unknown
-        state) is polled again for STATUS_GRACE_S, then fails the job; a
-        cancel raises :class:`Cancelled` (the caller stops the pod's job).
-        """
-        if self.cancel.is_set():
-            log.info("job %s cancelled on %s", self.record.job_id, self.host.name)
-            raise Cancelled()
-        if self._polling_since is None:
-            self._polling_since = time.monotonic()
-            self.record.status = JobState.RUNNING
-            self.record.save(self.record_path)
+def stopped_outcome(runner: JobRunner, state: JobState, error: str) -> Outcome:
+    """A pod job stopped: what its status, manifest and the streamed items show it made and spent."""
+    status = runner.final_status()
+    manifest = _manifest_or_none(runner)
+    record = runner.record
+    images: list[Path] = []
+    local_manifest = None
+    if record.is_batch:
+        local_dir = Path(record.local_output_dir)
+        local_dir.mkdir(parents=True, exist_ok=True)
         try:
-            status = self.job_status()
-        except PodOutputError as exc:
-            self._unusable_since = self._unusable_since or time.monotonic()
-            if time.monotonic() - self._unusable_since >= STATUS_GRACE_S:
-                log.warning("job %s: status unusable for %.0fs: %s", self.record.job_id, STATUS_GRACE_S, exc)
-                raise StatusUnusable(f"{exc}; gave up after {STATUS_GRACE_S:.0f}s") from None
-            return None
-        self._unusable_since = None
-        self._check_time_limit(status)
-        if status.state not in ACTIVE_STATES:
-            log.info("job %s on %s: %s", self.record.job_id, self.host.name, status.state)
-            return status
-        elapsed = time.monotonic() - self._polling_since
-        waiting = f", waiting for the GPU ({status.queue_position} ahead)" if status.queue_position else ""
-        items = self.streamer.on_status(status) if self.streamer else None
-        self.progress(JobProgress("rendering", stage_fraction("rendering", min(elapsed / (elapsed + 30), 0.9)),
-                                  f"{status.state} on {self.host.name} for {elapsed:.0f}s{waiting}"
-                                  + (f": {items}" if items else "")))
+            local_manifest = finish_manifest(dict(manifest.raw) if manifest else {"items": []}, record.items_reused,
+                                             local_dir, record.items_order)
+            images = [p for p in (output_path(local_dir, n, allow_item_dirs=True) for n in local_manifest["images"])
+                      if p.is_file()]
+        except (OSError, ValueError) as exc:
+            log.warning("job %s: the items back could not be listed: %s", record.job_id, exc)
+    # The pod's manifest may be unreadable (a full disk): each item streamed back had its AI images paid.
+    streamed = len(record.items_done) * int(record.cost_basis.get("batch", 1) or 1)
+    spend = compute_spend(record.cost_basis, status, manifest, started_epoch=record.started_epoch,
+                          pod_type=runner.host.pod_type, images_floor=streamed)
+    return Outcome(state, error, status=status, manifest=manifest, images=images, local_manifest=local_manifest,
+                   spend=spend)
+
+
+def _manifest_or_none(runner: JobRunner) -> PodManifest | None:
+    try:
+        return runner.read_manifest()
+    except (PipelineError, PodOutputError):
         return None
-
-    def wait(self) -> PodStatus:
-        """Poll the pod's job until it ends."""
-        while True:
-            status = self.poll()
-            if status is not None:
-                return status
-            self.cancel.wait(POLL_S)
-
-    def _check_time_limit(self, status: PodStatus) -> None:
-        """The laptop's side of the time limit: a job still active well past it is stopped."""
-        limit, started = self.record.time_limit_s, self.record.started_epoch
-        if not limit or not started or status.state not in ACTIVE_STATES:
-            return
-        if time.time() - started > limit + TIME_LIMIT_GRACE_S:
-            log.warning("job %s: past its %ss time limit; stopping it", self.record.job_id, limit)
-            self.cancel_on_pod()
-            raise TimeLimitReached(f"time limit: the job ran past its {limit:.0f}s limit and was stopped")
-
-    def cancel_on_pod(self) -> None:
-        """Stop the pod's job, best effort (a job the laptop gave up on must not go on spending)."""
-        try:
-            self.run(f"{self.agent} --cancel {q(self.record.remote_job_dir)} >/dev/null", "cancelling the job")
-        except PipelineError as exc:
-            log.warning("job %s: could not cancel on the pod: %s", self.record.job_id, exc)
-
-    def final_status(self) -> PodStatus | None:
-        """The job's status after it ended, best effort (None when it cannot be had)."""
-        try:
-            return self.job_status()
-        except (PipelineError, PodOutputError):
-            return None
-
-    def read_manifest(self) -> PodManifest | None:
-        """The pod's manifest, size-bounded and checked (None when the job wrote none)."""
-        path = f"{self.record.remote_job_dir}/output/manifest.json"
-        result = self.run(bounded_cat(path, MAX_MANIFEST_BYTES), "reading the manifest")
-        data = result.stdout_bytes
-        if not data.strip():
-            return None
-        items = max(int(self.record.cost_basis.get("items", 1) or 1), 1)
-        return parse_manifest(data, estimate_usd=self.record.estimate_usd, allow_item_dirs=self.record.is_batch,
-                              max_images=max(int(self.record.cost_basis.get("batch", 10) or 10), 1) * 10 * items)
-
-    def mark_downloaded(self) -> None:
-        """Tell the pod's retention that this job's outputs are safe on the laptop."""
-        self.run(f"touch {q(self.record.remote_job_dir)}/downloaded", "marking the job downloaded")
-
-    def download(self, local_dir: Path, names: list[str]) -> None:
-        """Bring back exactly the checked ``names`` (nothing else the pod's output folder may hold)."""
-        self.stage("downloading", "bringing the images back")
-        self.download_files(local_dir, names, "downloading the results")
-
-    def download_files(self, local_dir: Path, names: list[str], what: str) -> None:
-        """``names`` (plain, or ``<item>/<file>`` in a batch) from the job's output folder, one ``get`` each."""
-        for name in names:
-            target = output_path(local_dir, name, allow_item_dirs=self.record.is_batch)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            self.transfer("get", f"{self.record.remote_job_dir}/output/{name}", target.parent, what)

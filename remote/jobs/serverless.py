@@ -21,7 +21,8 @@ from ..core.jobspec import RenderJob
 from ..runpod.endpoint import EndpointError
 from ..runpod.serverless import BatchItem, ItemResult, run_batch
 from .ledger import Spend, append_ledger
-from .settle import Outcome, follow
+from .outcome import Outcome
+from .settle import follow
 from .state import JobProgress, JobRecord, JobResult, JobState, PipelineError, stage_fraction
 
 log = logging.getLogger(__name__)

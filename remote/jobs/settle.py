@@ -6,34 +6,31 @@ writes the record and appends that line once (:func:`ledger.append_once`),
 under the job lock. Before there was one end path per way a job ended, each
 with its own idea of the ledger, the images and the record.
 
-An :class:`Executor` runs the job somewhere (start, poll, fetch, cancel):
-:class:`PodExecutor` on a pod over the bridge, or
-:class:`remote.jobs.serverless.ServerlessExecutor` on a RunPod Serverless
-endpoint, chosen by the host's kind; :func:`follow` drives either to its
-outcome, and stops and settles the job whatever stops it once started.
+An executor (:mod:`.outcome`) runs the job somewhere (start, poll, fetch,
+cancel): :class:`remote.jobs.pod_executor.PodExecutor` on a pod over the
+bridge, or :class:`remote.jobs.serverless.ServerlessExecutor` on a RunPod
+Serverless endpoint, chosen by the host's kind; :func:`follow` drives either
+to its outcome, and stops and settles the job whatever stops it once started.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from ..core.jobspec import BACKENDS
-from ..core.pod_output import PodManifest, PodOutputError, PodStatus, output_path
-from .items import finish_manifest
+from ..core.pod_output import PodOutputError, device_summary, output_path
 from .ledger import Spend, append_once, compute_spend, ledger_entry
-from .pod_executor import POLL_S
+from .outcome import Executor, Outcome
 from .state import (
     Cancelled,
     JobProgress,
     JobRecord,
     JobResult,
     JobState,
-    PipelineError,
     PodDiskFull,
     StatusUnusable,
     TimeLimitReached,
@@ -41,41 +38,8 @@ from .state import (
 
 if TYPE_CHECKING:
     from ..runpod.serverless import ItemResult
-    from .pod_executor import JobRunner
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Outcome:
-    """How a job ended, as its executor saw it (what :func:`settle` needs, nothing it must look up)."""
-
-    state: JobState
-    error: str | None = None
-    status: PodStatus | None = None  # the pod's last status
-    manifest: PodManifest | None = None  # the pod's manifest, checked
-    item: ItemResult | None = None  # a serverless job's one item
-    images: list[Path] = field(default_factory=list)
-    raw_render: Path | None = None
-    local_manifest: dict[str, Any] | None = None  # a batch's manifest as kept here (pod items + reused)
-    spend: Spend | None = None  # when already known (all reused, serverless, interrupted)
-
-
-class Executor(Protocol):
-    """Where a job runs. ``poll`` raises :class:`Cancelled` on a cancel and a
-    :class:`PipelineError` for what ends the job there; ``stopped`` is the
-    outcome of a job stopped (cancelled or given up on) after ``cancel``."""
-
-    record: JobRecord
-    record_path: Path | None
-    progress: Callable[[JobProgress], None]
-    pod_type: str | None
-
-    def start(self) -> None: ...
-    def poll(self) -> bool: ...  # True once the job ended; waits a moment (or until a cancel) while it runs
-    def fetch(self) -> Outcome: ...  # what it made, brought here, as its outcome
-    def cancel(self) -> None: ...
-    def stopped(self, state: JobState, error: str) -> Outcome: ...
 
 
 @dataclass
@@ -177,133 +141,6 @@ def follow(executor: Executor, *, start: bool = True) -> JobResult:
     if outcome.raw_render is None and (Path(executor.record.local_output_dir) / "render.png").is_file():
         outcome.raw_render = Path(executor.record.local_output_dir) / "render.png"
     return end(executor.record, executor.record_path, outcome, executor.progress, pod_type=executor.pod_type)
-
-
-class PodExecutor:
-    """A job on a pod over the bridge: :class:`~remote.jobs.pod_executor.JobRunner`'s steps as an executor."""
-
-    def __init__(self, runner: JobRunner, api_key: str | None = None) -> None:
-        self.runner, self.api_key = runner, api_key
-        self.record, self.record_path, self.progress = runner.record, runner.record_path, runner.progress
-        self.pod_type: str | None = runner.host.pod_type
-        self.status: PodStatus | None = None
-
-    def start(self) -> None:
-        self.runner.start(self.api_key)
-
-    def poll(self) -> bool:
-        self.status = self.runner.poll()
-        if self.status is None:
-            self.runner.cancel.wait(POLL_S)
-        return self.status is not None
-
-    def fetch(self) -> Outcome:
-        assert self.status is not None
-        if self.status.state == "none":
-            raise PipelineError(f"the pod has no job {self.record.job_id} (was its workspace wiped?); submit it again")
-        return finish(self.runner, self.status)
-
-    def cancel(self) -> None:
-        self.runner.cancel_on_pod()
-
-    def stopped(self, state: JobState, error: str) -> Outcome:
-        return stopped_outcome(self.runner, state, error)
-
-
-def device_summary(manifest: dict[str, Any]) -> str:
-    """The manifest's render device as one short line ("CUDA: NVIDIA A40 x2"); '' when it has none.
-
-    The manifest comes from the pod: only text of a bounded length is used.
-    """
-    device = manifest.get("render_device")
-    if not isinstance(device, dict) or not isinstance(device.get("kind"), str):
-        return ""
-    names = [n for n in device.get("names", []) if isinstance(n, str)] if isinstance(device.get("names"), list) else []
-    counted = [f"{name} x{names.count(name)}" if names.count(name) > 1 else name for name in dict.fromkeys(names)]
-    summary = f"{device['kind']}: {', '.join(counted)}" if counted else device["kind"]
-    summary = "".join(ch for ch in summary if ch.isprintable())[:120]
-    return f"{summary} (fallback)" if device.get("warning") else summary
-
-
-def finish(runner: JobRunner, status: PodStatus) -> Outcome:
-    """The pod's job ended: check its manifest, download what it names; its outcome."""
-    record = runner.record
-    local_dir = Path(record.local_output_dir)
-    local_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        manifest = runner.read_manifest()
-    except PodOutputError as exc:
-        log.warning("job %s: manifest refused: %s", record.job_id, exc)
-        return Outcome(JobState.FAILED, str(exc), status=status)
-    names = ([*manifest.images, *([manifest.render] if manifest.render else [])]) if manifest else []
-    if manifest is not None and runner.streamer is not None:
-        # A batch: the streamer brings back (and remembers for reuse) each done item not streamed yet;
-        # besides them only the contact sheet, by its fixed name (never a path taken from the manifest).
-        names = ["contact-sheet.png"] if isinstance(manifest.raw.get("contact_sheet"), dict) else []
-    try:
-        if runner.streamer is not None and manifest is not None:
-            runner.stage("downloading", "bringing the remaining items back")
-            runner.streamer.fetch()
-        runner.download(local_dir, names)
-        runner.mark_downloaded()
-    except PipelineError as exc:
-        if status.state == "done":
-            return Outcome(JobState.FAILED,
-                           f"{exc} (the images are still in {runner.record.remote_job_dir} on the pod)",
-                           status=status, manifest=manifest)
-        # A failed job may have left less than its manifest names; its error says why.
-    image_names: list[str] = list(manifest.images) if manifest else []
-    local_manifest: dict[str, Any] | None = None
-    if manifest is not None and runner.streamer is not None:
-        # A batch: the pod's items and those reused from earlier jobs, in the batch's order, in one manifest.
-        local_manifest = finish_manifest(dict(manifest.raw), record.items_reused, local_dir, record.items_order)
-        image_names = local_manifest["images"]
-    elif manifest is not None:
-        (local_dir / "manifest.json").write_text(json.dumps(manifest.raw, indent=2, ensure_ascii=False) + "\n",
-                                                  encoding="utf-8")
-    images = [output_path(local_dir, name, allow_item_dirs=record.is_batch) for name in image_names]
-    missing = [p.name for p in images if not p.is_file()]
-    state = JobState(status.state) if status.state in (JobState.DONE, JobState.CANCELLED) else JobState.FAILED
-    error = None if state == JobState.DONE else (status.error or (manifest.error if manifest else "") or None)
-    if state == JobState.DONE and (missing or manifest is None):
-        state, error = JobState.FAILED, (f"the pod reported done but {', '.join(missing)} did not arrive" if missing
-                                         else "the pod reported done but wrote no manifest")
-    if state == JobState.FAILED and error is None:
-        error = "the job failed on the pod without saying why; see render.log there"
-    return Outcome(state, error, status=status, manifest=manifest, images=[p for p in images if p.is_file()],
-                   local_manifest=local_manifest)
-
-
-def stopped_outcome(runner: JobRunner, state: JobState, error: str) -> Outcome:
-    """A pod job stopped: what its status, manifest and the streamed items show it made and spent."""
-    status = runner.final_status()
-    manifest = _manifest_or_none(runner)
-    record = runner.record
-    images: list[Path] = []
-    local_manifest = None
-    if record.is_batch:
-        local_dir = Path(record.local_output_dir)
-        local_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            local_manifest = finish_manifest(dict(manifest.raw) if manifest else {"items": []}, record.items_reused,
-                                             local_dir, record.items_order)
-            images = [p for p in (output_path(local_dir, n, allow_item_dirs=True) for n in local_manifest["images"])
-                      if p.is_file()]
-        except (OSError, ValueError) as exc:
-            log.warning("job %s: the items back could not be listed: %s", record.job_id, exc)
-    # The pod's manifest may be unreadable (a full disk): each item streamed back had its AI images paid.
-    streamed = len(record.items_done) * int(record.cost_basis.get("batch", 1) or 1)
-    spend = compute_spend(record.cost_basis, status, manifest, started_epoch=record.started_epoch,
-                          pod_type=runner.host.pod_type, images_floor=streamed)
-    return Outcome(state, error, status=status, manifest=manifest, images=images, local_manifest=local_manifest,
-                   spend=spend)
-
-
-def _manifest_or_none(runner: JobRunner) -> PodManifest | None:
-    try:
-        return runner.read_manifest()
-    except (PipelineError, PodOutputError):
-        return None
 
 
 def result_from_record(record: JobRecord) -> JobResult:
