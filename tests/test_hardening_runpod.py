@@ -97,3 +97,20 @@ print("root handlers", len(logging.getLogger().handlers), logging.getLogger().le
     assert f"root handlers 0 {logging.WARNING}" in done.stdout
     logged = (tmp_path / "data" / "logs" / "posefactory.log").read_text()
     assert "key [REDACTED]" in logged and VALID_KEY not in logged
+
+
+def test_the_serverless_client_imports_the_sdk_quietly_too(tmp_path):
+    # The endpoint client is the other way in to the SDK: the same fresh-interpreter check.
+    code = f"""
+import logging
+from remote.core.config import ServerlessConfig
+from remote.runpod.endpoint import EndpointClient
+EndpointClient(ServerlessConfig(endpoint_id="ep1"))
+logging.getLogger("runpod").warning("sdk line with key %s", {VALID_KEY!r})
+print("root handlers", len(logging.getLogger().handlers), logging.getLogger().level)
+"""
+    env = {**os.environ, "RUNPOD_API_KEY": VALID_KEY}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert VALID_KEY not in done.stderr and "sdk line" not in done.stderr, done.stderr
+    assert f"root handlers 0 {logging.WARNING}" in done.stdout

@@ -84,7 +84,8 @@ def import_quietly(module: str) -> types.ModuleType:
         root.setLevel(level)
         # Its own loggers end in a NullHandler and do not propagate: nothing of the SDK reaches the
         # root (or logging's last-resort stderr handler) past our redaction.
-        for name in [module, *(n for n in list(logging.root.manager.loggerDict) if n.startswith(module + "."))]:
+        package = module.partition(".")[0]  # importing runpod.endpoint.runner imports runpod itself first
+        for name in [package, *(n for n in list(logging.root.manager.loggerDict) if n.startswith(package + "."))]:
             logger = logging.getLogger(name)
             if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
                 logger.addHandler(logging.NullHandler())

@@ -231,9 +231,6 @@ class PodManifest:
     cost_flag: str = ""  # why the pod's figure was not used, when it was not
     raw: dict[str, Any] = field(default_factory=dict, repr=False)  # cleaned copy, for storing
 
-    def usable_cost(self) -> float | None:
-        return self.reported_usd
-
 
 def _seed(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32 else None

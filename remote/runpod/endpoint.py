@@ -15,6 +15,7 @@ import re
 from typing import Any
 
 from ..core.config import ServerlessConfig
+from ..core.logs import import_quietly
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +67,12 @@ class EndpointClient:
         self.endpoint_id = config.endpoint_id
         base = os.environ.get("RUNPOD_ENDPOINT_BASE_URL", "https://api.runpod.ai/v2")
         try:
-            from runpod.endpoint.runner import RunPodClient
+            # Through import_quietly: the SDK's import puts an unredacted stderr handler on the root logger.
+            runner = import_quietly("runpod.endpoint.runner")
         except ImportError:  # Blender's Python cannot have the SDK: the same calls through requests
             self._client: Any = _RequestsClient(key)
         else:
-            self._client = RunPodClient(api_key=key)
+            self._client = runner.RunPodClient(api_key=key)
         self._client.endpoint_url_base = base
 
     def __repr__(self) -> str:
