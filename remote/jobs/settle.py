@@ -3,8 +3,7 @@ limit, disk full, all items reused, re-attached, serverless. Each end is an
 :class:`Outcome`; :func:`settle` (pure: no I/O) turns the record and the
 outcome into the job's result and its one ledger line, and :func:`account`
 writes the record and appends that line once (:func:`ledger.append_once`),
-under the job lock. Before there was one end path per way a job ended, each
-with its own idea of the ledger, the images and the record.
+under the job lock.
 
 An executor (:mod:`.outcome`) runs the job somewhere (start, poll, fetch,
 cancel): :class:`remote.jobs.pod_executor.PodExecutor` on a pod over the
