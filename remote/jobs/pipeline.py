@@ -50,6 +50,8 @@ from .settle import end, follow, result_from_record
 from .state import Cancelled, JobProgress, JobRecord, JobResult, JobState, PipelineError, PodDiskFull
 
 log = logging.getLogger(__name__)
+
+
 def new_job_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
@@ -94,7 +96,7 @@ def _guarded(record: JobRecord, record_path: Path | None, body: Callable[[], Job
         state, error = JobState.FAILED, clean_text(exc)
     # A job that reached the pod is charged what the laptop knows was spent (settle gives it its one line).
     spend = compute_spend(record.cost_basis, None, None, started_epoch=record.started_epoch, pod_type=None)
-    # No "done" progress: the caller reports the failure from the result (as before it reached anywhere).
+    # No "done" progress: the caller reports the failure from the result.
     return end(record, record_path, Outcome(state, error, spend=spend), lambda report: None)
 
 
