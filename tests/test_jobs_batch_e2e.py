@@ -1,6 +1,7 @@
-"""Pose batches end to end on real bpy scenes and a real pod job (the built-in `local` host):
-hostile marker names are delivered and reused by a re-submit, and a settled batch re-attached
-twice lists the same images both times with one ledger line."""
+"""Pose batches end to end on real bpy scenes and a real pod job (the built-in `local` host, and
+a pod behind the RunPod-style proxy sshd): hostile marker names are delivered and reused by a
+re-submit, and a settled batch re-attached twice lists the same images both times with one
+ledger line."""
 from __future__ import annotations
 
 import json
@@ -16,7 +17,7 @@ from remote.core.batch_spec import item_name, unique_names
 from remote.core.config import data_dir
 from remote.jobs.pipeline import reattach
 from remote.jobs.state import JobRecord
-from tests.test_pipeline_e2e import Recorder, data, make_job, submit  # noqa: F401 (data: the fixture)
+from tests.test_pipeline_e2e import Recorder, data, hosts_file, make_job, submit  # noqa: F401 (data: the fixture)
 
 pytestmark = pytest.mark.usefixtures("data")  # a data dir of the test's own
 
@@ -54,15 +55,25 @@ def ledger_lines() -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
-def pod_jobs() -> set[str]:
-    jobs = data_dir() / "local-pod" / "workspace" / "jobs"
-    return {p.name for p in jobs.iterdir()} if jobs.is_dir() else set()
+def pod_jobs(workspace: Path) -> set[str]:
+    """The jobs on the pod: each has its folder with a job.json under the pod's workspace."""
+    return {p.parent.name for p in workspace.rglob("job.json")} if workspace.is_dir() else set()
 
 
-def test_hostile_marker_names_are_delivered_and_a_resubmit_reuses_every_item(tmp_path, hostile_scene):
+@pytest.fixture(params=["local", "proxy"])
+def pod(request, tmp_path, data):  # noqa: F811 (data: the fixture)
+    """(host, hosts file, pod workspace): the built-in local host, or a pod behind the RunPod-style proxy sshd."""
+    if request.param == "local":
+        return "local", None, data / "local-pod" / "workspace"
+    server = request.getfixturevalue("sshd_proxy")
+    return "runpod", hosts_file(tmp_path, server, "runpod"), tmp_path / "pod-ws"
+
+
+def test_hostile_marker_names_are_delivered_and_a_resubmit_reuses_every_item(tmp_path, hostile_scene, pod):
+    host, hosts, workspace = pod
     expected = unique_names([item_name(m, None) for m in HOSTILE_MARKERS])
     job = make_job(batch=1, poses="markers")
-    result = submit(job, hostile_scene, "local", None, tmp_path)
+    result = submit(job, hostile_scene, host, hosts, tmp_path)
     assert result.status == "done", result.error
     items = result.manifest["items"]
     assert len(items) == len(HOSTILE_MARKERS)
@@ -74,28 +85,29 @@ def test_hostile_marker_names_are_delivered_and_a_resubmit_reuses_every_item(tmp
     assert JobRecord.load(tmp_path / "record.json").items_done == expected
     first_lines = ledger_lines()
     assert [line["job_id"] for line in first_lines].count(result.job_id) == 1
-    pod_before = pod_jobs()
+    pod_before = pod_jobs(workspace)
     assert result.job_id in pod_before
 
     # The same job again: every item is reused; nothing is uploaded or rendered on the pod, and it costs $0.
     again = Recorder()
-    second = submit(make_job(batch=1, poses="markers"), hostile_scene, "local", None, tmp_path, again,
+    second = submit(make_job(batch=1, poses="markers"), hostile_scene, host, hosts, tmp_path, again,
                     record=tmp_path / "record2.json")
     assert second.status == "done", second.error
     assert [i["name"] for i in second.manifest["items"]] == expected
     assert [i["status"] for i in second.manifest["items"]] == ["reused"] * len(expected)
     assert second.cost_usd == 0
     assert not again.messages("uploading") and not again.messages("connecting")
-    assert pod_jobs() == pod_before  # no new job on the pod
+    assert pod_jobs(workspace) == pod_before  # no new job on the pod
     for name in expected:
         assert (second.output_dir / name / "render.png").is_file(), name
     [line] = [line for line in ledger_lines() if line["job_id"] == second.job_id]
     assert line["cost_usd"] == 0 and line["items_reused"] == len(expected)
 
 
-def test_a_settled_batch_reattached_twice_lists_its_images_both_times(tmp_path, pose_scene, stability_server):
+def test_a_settled_batch_reattached_twice_lists_its_images_both_times(tmp_path, pose_scene, stability_server, pod):
+    host, hosts, _ = pod
     job = make_job(stability_server, batch=1, poses="markers")
-    result = submit(job, pose_scene, "local", None, tmp_path, api_key=stability_server.api_key)
+    result = submit(job, pose_scene, host, hosts, tmp_path, api_key=stability_server.api_key)
     assert result.status == "done", result.error
     assert len(result.images) == 3
     paid = len(stability_server.requests)
