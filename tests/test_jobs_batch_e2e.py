@@ -72,6 +72,7 @@ def pod(request, tmp_path, data):  # noqa: F811 (data: the fixture)
 def test_hostile_marker_names_are_delivered_and_a_resubmit_reuses_every_item(tmp_path, hostile_scene, pod):
     host, hosts, workspace = pod
     expected = unique_names([item_name(m, None) for m in HOSTILE_MARKERS])
+    assert expected == ["Jump.high", "31mRed", "Wave"]  # dots collapsed, the escape and the override dropped
     job = make_job(batch=1, poses="markers")
     result = submit(job, hostile_scene, host, hosts, tmp_path)
     assert result.status == "done", result.error
