@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parent
 MANIFEST = REPO / "blender_manifest.toml"
 WHEEL_CACHE = REPO / "build" / "wheels"
 STAGE = REPO / "build" / "extension"
-PURE_WHEELS = ["pexpect", "ptyprocess", "boto3", "botocore", "s3transfer", "jmespath", "python-dateutil", "six"]
+PURE_WHEELS = ["blender-asset-tracer", "pexpect", "ptyprocess", "boto3", "botocore", "s3transfer", "jmespath", "python-dateutil", "six"]
 # pyyaml has compiled wheels: one per platform the manifest lists.
 PLATFORM_TAGS = {
     "linux-x64": ["manylinux_2_17_x86_64", "manylinux2014_x86_64"],

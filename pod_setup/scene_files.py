@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -131,3 +132,14 @@ def _disk_caches(bpy: Any) -> list[ExternalFile]:
 
 def missing(files: list[ExternalFile]) -> list[ExternalFile]:
     return [f for f in files if not f.exists]
+
+
+def outside_tree(blend: Path, files: list[ExternalFile]) -> list[ExternalFile]:
+    """The files a scene laid out as a job tree (``JOBDIR/scene/``, from its
+    ``scene-tree.json``) names outside that tree: the laptop rewrote every
+    path into it, so any other is a hostile or stale path, never read."""
+    tree = blend.parent
+    if tree.name != "scene" or not (tree.parent / "scene-tree.json").is_file():
+        return []
+    root = os.path.realpath(tree)
+    return [f for f in files if f.path and not os.path.realpath(f.path).startswith(root + os.sep)]

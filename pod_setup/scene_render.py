@@ -23,7 +23,7 @@ from remote.core.jobspec import RenderJob
 from . import init_image
 from .job_errors import EXIT_INVALID, EXIT_RENDER, JobFailed
 from .render_device import DeviceChoice, select_device, use_device
-from .scene_files import external_files, missing
+from .scene_files import external_files, missing, outside_tree
 
 log = logging.getLogger(__name__)
 # Engines that draw with the GPU's graphics API even in background mode.
@@ -79,7 +79,12 @@ def open_scene(job: RenderJob) -> SceneSetup:
     scene: Any = bpy.context.scene
     if scene.camera is None:
         raise JobFailed(EXIT_RENDER, f"scene {scene.name!r} has no active camera")
-    absent = [f.describe() for f in missing(external_files(bpy))]
+    needed = external_files(bpy)
+    outside = outside_tree(blend, needed)
+    if outside:
+        raise JobFailed(EXIT_RENDER, f"the scene names {len(outside)} file(s) outside its job tree, nothing was "
+                                     f"rendered: {'; '.join(f.describe() for f in outside)}")
+    absent = [f.describe() for f in missing(needed)]
     if absent and not job.allow_missing_files:
         raise JobFailed(EXIT_RENDER, f"the scene needs {len(absent)} file(s) this pod does not have, nothing was "
                                      f"rendered: {'; '.join(absent)}")

@@ -114,7 +114,7 @@ if [ "$(cat "$blender_env" 2>/dev/null)" != "$wanted" ]; then
 fi
 
 # Retention: ended job dirs whose outputs reached the laptop (`downloaded`;
-# others are kept four times as long), scenes no live job uses, and code bundles no live job runs,
+# others are kept four times as long) and code bundles no live job runs,
 # all older than POSEFACTORY_RETENTION_DAYS (default 7). A running or queued
 # job's files are never touched.
 retention_days="${POSEFACTORY_RETENTION_DAYS:-7}"
@@ -132,13 +132,6 @@ for jobdir in "$WORKSPACE"/jobs/*/; do
         rm -rf -- "$jobdir" && removed_jobs=$((${removed_jobs:-0} + 1))
     fi
 done
-for scene in "$WORKSPACE"/scenes/*.blend; do
-    [ -e "$scene" ] || continue
-    case "$live_refs" in *"$(basename "$scene")"*) continue ;; esac
-    if [ -n "$(find "$scene" -maxdepth 0 -mtime +"$retention_days" 2>/dev/null)" ]; then
-        rm -f -- "$scene" && removed_scenes=$((${removed_scenes:-0} + 1))
-    fi
-done
 current="$(readlink "$state_dir/pod_setup" 2>/dev/null || true)"
 for code in "$state_dir"/code/*/ "$state_dir"/.old-*; do
     code="${code%/}"
@@ -150,8 +143,30 @@ for code in "$state_dir"/code/*/ "$state_dir"/.old-*; do
         rm -rf -- "$code" "$state_dir/code/bundle-$(basename "$code").tar.gz" && removed_code=$((${removed_code:-0} + 1))
     fi
 done
-if [ -n "${removed_jobs:-}${removed_scenes:-}${removed_code:-}" ]; then
-    changes+=("retention (${retention_days} days) removed ${removed_jobs:-0} job dir(s), ${removed_scenes:-0} scene(s), ${removed_code:-0} old bundle(s)")
+if [ -n "${removed_jobs:-}${removed_code:-}" ]; then
+    changes+=("retention (${retention_days} days) removed ${removed_jobs:-0} job dir(s), ${removed_code:-0} old bundle(s)")
+fi
+
+# The scene store (scene_store.py): every scene file once, by content, within
+# POSEFACTORY_STORE_BUDGET_GB (default 20); the least recently used files go
+# first, never one a queued or running job's tree links. Scenes an earlier
+# version kept as $WORKSPACE/scenes/<sha>.blend move in once.
+store_tool=(python3 "$(dirname "${BASH_SOURCE[0]}")/scene_store.py" --store "$state_dir/store")
+if [ -d "$WORKSPACE/scenes" ]; then
+    migrated="$("${store_tool[@]}" migrate "$WORKSPACE/scenes")" || fail "moving old scenes into the store failed"
+    changes+=("moved the old scene copies into the store ($migrated)")
+fi
+gc="$("${store_tool[@]}" gc --jobs "$WORKSPACE/jobs")" || fail "the scene store's clean-up failed"
+case "$gc" in *'"removed": 0,'*) ;; *) changes+=("store clean-up $gc") ;; esac
+store_line="$("${store_tool[@]}" status --line)" || fail "reading the scene store failed"
+# Scenes travel as zstd patches when the pod can decode them (whole files otherwise).
+if ! command -v zstd >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zstd >/dev/null 2>&1 ||
+          { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zstd >/dev/null 2>&1; }; } &&
+            changes+=("installed zstd")
+    fi
+    command -v zstd >/dev/null 2>&1 || store_line+=", no zstd: scenes go whole"
 fi
 
 # The AI backends' optional parts (diffusers venv + models, AI Render), each only when asked.
@@ -160,7 +175,7 @@ fi
 
 runner="$(. "$blender_env" && echo "$POSEFACTORY_EXECUTABLE")"
 if [ ${#changes[@]} -eq 0 ]; then
-    echo "setup_pod: ok, nothing changed (workspace $WORKSPACE, blender $runner)"
+    echo "setup_pod: ok, nothing changed (workspace $WORKSPACE, blender $runner, $store_line)"
 else
-    echo "setup_pod: ok, $(IFS=,; echo "${changes[*]}" | sed 's/,/, /g') (workspace $WORKSPACE, blender $runner)"
+    echo "setup_pod: ok, $(IFS=,; echo "${changes[*]}" | sed 's/,/, /g') (workspace $WORKSPACE, blender $runner, $store_line)"
 fi

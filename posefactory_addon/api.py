@@ -260,10 +260,16 @@ def submit(scene: bpy.types.Scene | None = None, **overrides: Any) -> JobHandle:
     preferences.storage_environment(context)
     copy = _write_copy(scene)
     settings = settings_of(scene)
-    tracked = MANAGER.submit(job, copy, scene.name, host=host, hosts_file=preferences.hosts_file(context),
+    tracked = MANAGER.submit(job, copy, scene_key(), host=host, hosts_file=preferences.hosts_file(context),
                              output_dir=preferences.output_dir(context), api_key=preferences.api_key(context) or None,
                              autosave_dir=settings.autosave_path if settings.autosave else "")
     return JobHandle(tracked)
+
+
+def scene_key() -> str:
+    from .packing import scene_key as key
+
+    return key()
 
 
 def _write_copy(scene: bpy.types.Scene) -> Path:

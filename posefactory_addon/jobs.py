@@ -98,20 +98,18 @@ class JobManager:
         threading.Thread(target=worker, name=f"posefactory-{tracked.job_id}", daemon=True).start()
         return tracked
 
-    def submit(self, job: RenderJob, copy: Path, scene_name: str, *, host: str, hosts_file: Path | None,
+    def submit(self, job: RenderJob, copy: Path, scene_key: str, *, host: str, hosts_file: Path | None,
                output_dir: Path, api_key: str | None, autosave_dir: str) -> TrackedJob:
-        """Pack (in the worker) and run ``job``; ``copy`` is the saved copy of the open file."""
-        from .packing import make_self_contained
-
+        """Pack (in the worker) and run ``job``; ``copy`` is the saved copy of the open file,
+        ``scene_key`` the scene it is a version of."""
         tracked = TrackedJob(job_id=job.job_id, prompt=job.prompt, host=host, autosave_dir=autosave_dir)
         record = self.records_dir() / f"{job.job_id}.json"
 
         def work() -> JobResult:
             try:
-                packed = make_self_contained(copy, scene_name)
-                return run_job(job, packed, host=host, hosts_file=hosts_file, local_output_dir=output_dir,
+                return run_job(job, copy, host=host, hosts_file=hosts_file, local_output_dir=output_dir,
                                api_key=api_key, progress=tracked.on_progress, cancel=tracked.cancel,
-                               record_path=record)
+                               record_path=record, scene_key=scene_key)
             finally:
                 shutil.rmtree(copy.parent, ignore_errors=True)
 

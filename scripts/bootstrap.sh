@@ -10,6 +10,8 @@ need_apt=()
 command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 [ -x /usr/lib/openssh/sftp-server ] || [ -x /usr/libexec/openssh/sftp-server ] || need_apt+=(openssh-sftp-server)
 command -v ssh >/dev/null 2>&1 || need_apt+=(openssh-client)
+# The local pod decodes scene deltas with zstd --patch-from, as setup_pod.sh makes a real pod do.
+command -v zstd >/dev/null 2>&1 || need_apt+=(zstd)
 # The dashboard's browser tests drive Debian's Chromium through Playwright (never a downloaded browser).
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -111,13 +111,25 @@ def test_output_size_follows_the_camera_aspect_and_the_panel_says_what_a_size_cr
     assert "render_device: 'fast' is not one of auto, gpu, cpu" in result["refused"]
 
 
+PACK_IMPORTS = """
+        import hashlib, shutil
+        from pathlib import Path
+        from bl_ext.user_default.posefactory.remote.scene.pack import pack_scene
+
+        def lay_out(scene, folder):  # the tree as the pod's store lays it out, here by copying
+            for entry in scene.files:
+                target = folder / entry.path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(entry.source, target)
+            return folder / scene.blend
+"""
+
+
 def test_packing_leaves_the_open_file_untouched_and_packs_without_the_key(blender, tmp_path):
     texture = tmp_path / "texture.png"
     texture.write_bytes(__import__("tests.fixtures.stability_server", fromlist=["make_png"]).make_png(
         8, 8, (200, 10, 10), {}))
-    result = blender.run(f"""
-        import hashlib
-        from pathlib import Path
+    result = blender.run(PACK_IMPORTS + f"""
         secret = "sk-do-not-leak-0123456789"
         preferences.get().api_key = secret
         bpy.ops.mesh.primitive_cube_add()
@@ -129,18 +141,25 @@ def test_packing_leaves_the_open_file_untouched_and_packs_without_the_key(blende
         bpy.context.scene.posefactory.prompt = "unsaved edit"   # the artist's unsaved change
         dirty_before = bpy.data.is_dirty
         copy = packing.write_copy(Path({str(tmp_path / "pack")!r}))
-        packed = packing.make_self_contained(copy, bpy.context.scene.name)
+        scene = pack_scene(copy, Path({str(tmp_path / "work")!r}), key=packing.scene_key())
         report(path_same=bpy.data.filepath == open_path, dirty_before=dirty_before, dirty_after=bpy.data.is_dirty,
                bytes_same=hashlib.sha256(Path(open_path).read_bytes()).hexdigest() == before,
-               key_in_packed=secret.encode() in packed.read_bytes(), packed=str(packed))
-        bpy.ops.wm.open_mainfile(filepath=str(packed))
-        report(packed_images=[i.name for i in bpy.data.images if i.packed_file],
+               key_in_tree=any(secret.encode() in entry.source.read_bytes() for entry in scene.files),
+               files=[entry.path for entry in scene.files], scene_key=scene.key)
+        pod_blend = lay_out(scene, Path({str(tmp_path / "pod")!r}))
+        shutil.move({str(tmp_path)!r} + "/texture.png", {str(tmp_path)!r} + "/moved-away.png")
+        bpy.ops.wm.open_mainfile(filepath=str(pod_blend))
+        image = bpy.data.images["texture.png"]
+        report(packed_images=[i.name for i in bpy.data.images if i.packed_file], texture_found=tuple(image.size) == (8, 8),
                prompt=bpy.context.scene.posefactory.prompt)
     """, env={"STABILITY_API_KEY": "sk-env-key-also-secret"})
     assert result["path_same"] and result["bytes_same"]
     assert result["dirty_before"] and result["dirty_after"]
-    assert not result["key_in_packed"]
-    assert "texture.png" in result["packed_images"]
+    assert not result["key_in_tree"]
+    assert result["scene_key"] == str(tmp_path / "artist.blend")  # versions of the artist's file share deltas
+    # The texture travels as a file of the tree, not embedded in the .blend, and is found there.
+    assert result["packed_images"] == [] and result["texture_found"]
+    assert sorted(result["files"]) == sorted(["scene.blend", f"_outside_project{tmp_path}/texture.png"])
     assert result["prompt"] == "unsaved edit"  # the copy carries the unsaved state
 
 
@@ -148,28 +167,25 @@ def test_the_same_scene_packs_to_the_same_bytes_in_every_session(blender, tmp_pa
     texture = tmp_path / "texture.png"
     texture.write_bytes(__import__("tests.fixtures.stability_server", fromlist=["make_png"]).make_png(
         8, 8, (10, 200, 10), {}))
-    body = f"""
-        import hashlib
-        from pathlib import Path
+    body = PACK_IMPORTS + f"""
         bpy.ops.wm.open_mainfile(filepath={str(sample_scene)!r})
         bpy.data.images.load({str(texture)!r}).use_fake_user = True
-        hashes = []
+        digests = []
         for n in range(2):
             copy = packing.write_copy(Path({str(tmp_path)!r}) / f"pack-{{os.getpid()}}-{{n}}")
-            packed = packing.make_self_contained(copy, bpy.context.scene.name)
-            hashes.append(hashlib.sha256(packed.read_bytes()).hexdigest())
-        bpy.ops.wm.open_mainfile(filepath=str(packed))
-        report(hashes=hashes, scene=bpy.context.scene.name, camera=bpy.context.scene.camera.name,
-               packed=[i.name for i in bpy.data.images if i.packed_file])
+            scene = pack_scene(copy, copy.parent / "work")
+            digests.append(scene.digest)
+        bpy.ops.wm.open_mainfile(filepath=str(lay_out(scene, Path({str(tmp_path)!r}) / f"pod-{{os.getpid()}}")))
+        report(digests=digests, scene=bpy.context.scene.name, camera=bpy.context.scene.camera.name,
+               images=[i.name for i in bpy.data.images if i.size[0] > 0])
     """
     first, second = blender.run(body), blender.run(body)
-    assert len(set(first["hashes"] + second["hashes"])) == 1  # within a session and across sessions
-    assert first["scene"] == "PoseFactorySample" and first["camera"] and "texture.png" in first["packed"]
+    assert len(set(first["digests"] + second["digests"])) == 1  # within a session and across sessions
+    assert first["scene"] == "PoseFactorySample" and first["camera"] and "texture.png" in first["images"]
 
 
-def test_packing_makes_linked_library_data_local_so_the_copy_works_without_the_library(blender, tmp_path):
-    result = blender.run(f"""
-        from pathlib import Path
+def test_a_linked_library_travels_as_a_library_and_is_found_without_the_original(blender, tmp_path):
+    result = blender.run(PACK_IMPORTS + f"""
         library = Path({str(tmp_path / "props library.blend")!r})
         bpy.ops.mesh.primitive_cube_add()
         bpy.context.active_object.name = "LinkedProp"
@@ -181,17 +197,19 @@ def test_packing_makes_linked_library_data_local_so_the_copy_works_without_the_l
         bpy.context.scene.collection.objects.link(target.objects[0])
         linked_before = [o.name for o in bpy.data.objects if o.library]
         copy = packing.write_copy(Path({str(tmp_path / "pack")!r}))
-        packed = packing.make_self_contained(copy, bpy.context.scene.name)
-        library.unlink()  # the pod has no libraries: the packed copy must stand alone
-        bpy.ops.wm.open_mainfile(filepath=str(packed))
+        scene = pack_scene(copy, Path({str(tmp_path / "work")!r}))
+        pod_blend = lay_out(scene, Path({str(tmp_path / "pod")!r}))
+        library.unlink()  # the pod has only what the tree holds
+        bpy.ops.wm.open_mainfile(filepath=str(pod_blend))
         prop = bpy.data.objects.get("LinkedProp")
-        report(linked_before=linked_before, libraries=[lib.filepath for lib in bpy.data.libraries],
-               prop_local=prop is not None and prop.library is None,
-               vertices=len(prop.data.vertices) if prop else 0)
+        report(linked_before=linked_before, files=[entry.path for entry in scene.files],
+               libraries=[bpy.path.abspath(lib.filepath) for lib in bpy.data.libraries],
+               vertices=len(prop.data.vertices) if prop else 0, linked=prop is not None and prop.library is not None)
     """)
     assert result["linked_before"] == ["LinkedProp"]
-    assert result["prop_local"] and result["vertices"] == 8
-    assert result["libraries"] == []
+    assert result["linked"] and result["vertices"] == 8  # still linked, from the tree's copy of the library
+    assert len(result["libraries"]) == 1 and result["libraries"][0].startswith(str(tmp_path / "pod"))
+    assert any(path.endswith("props library.blend") for path in result["files"])
 
 
 def test_operators_refuse_bad_input_with_one_clear_line(blender, tmp_path):

@@ -84,7 +84,7 @@ def test_round_trip_through_the_proxy_with_inline_transfer(data, tmp_path, sshd_
     again = Recorder()
     assert submit(make_job(stability_server), sample_scene, "runpod", hosts, tmp_path, again,
                   api_key=stability_server.api_key, record=tmp_path / "record2.json").status == "done"
-    assert any("scene: 0 bytes moved" in m for m in again.messages("uploading"))
+    assert any("0 bytes moved of" in m for m in again.messages("uploading"))
 
 
 def test_round_trip_through_the_direct_port_with_s3(data, tmp_path, sshd_direct, sample_scene, s3_server,

@@ -4,6 +4,7 @@ renders) and still ends with a ledger line, the code bundle is
 byte-reproducible and swapped in beside the old one, never deleted under a job."""
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -96,7 +97,7 @@ def test_a_render_that_cannot_write_is_failed_as_pod_disk_full(fake_pod, tmp_pat
 
 
 def test_an_upload_to_a_full_pod_disk_is_named_and_charged_once(data, tmp_path, sample_scene):
-    scenes = data / "local-pod" / "workspace" / "scenes"
+    scenes = data / "local-pod" / "workspace" / "posefactory" / "store"  # where the scene's files land
     scenes.mkdir(parents=True)
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(scenes)], capture_output=True, text=True)
     if mounted.returncode != 0:
@@ -208,18 +209,19 @@ def test_retention_removes_old_downloaded_jobs_never_a_running_one(data, tmp_pat
         job = workspace / "jobs" / name
         job.mkdir(parents=True)
         (job / "state").write_text(state + "\n")
-        (job / "job.json").write_text('{"blend_path": "scenes/kept.blend"}')
+        (job / "job.json").write_text('{"blend_path": "scene/kept.blend"}')
         (job / "pid").write_text(f"{os.getpid()}\n")  # a live process: the running job's stand-in
         if downloaded:
             (job / "downloaded").touch()
         os.utime(job, (old, old))
-    (workspace / "scenes").mkdir(parents=True)
-    for scene in ("kept.blend", "stale.blend"):
-        (workspace / "scenes" / scene).write_bytes(b"BLENDER")
-        os.utime(workspace / "scenes" / scene, (old, old))
+    (workspace / "scenes").mkdir(parents=True)  # an earlier version's per-scene copies
+    earlier = hashlib.sha256(b"BLENDER").hexdigest()
+    (workspace / "scenes" / f"{earlier}.blend").write_bytes(b"BLENDER")
     progress = Recorder()
     assert submit(tmp_path, sample_scene, progress=progress).status == "done"
     left = {p.name for p in (workspace / "jobs").iterdir()}
     assert "old-done" not in left and "old-running" in left
     assert "old-not-downloaded" in left  # kept four times as long: the laptop may still re-attach
-    assert (workspace / "scenes" / "kept.blend").exists() and not (workspace / "scenes" / "stale.blend").exists()
+    # The old copies moved into the content store, once.
+    assert not (workspace / "scenes").exists()
+    assert (workspace / "posefactory" / "store" / "objects" / earlier).read_bytes() == b"BLENDER"

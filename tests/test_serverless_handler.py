@@ -18,15 +18,21 @@ def bucket(s3_server, s3_credentials):
     return client(StorageConfig(endpoint_url=s3_server.endpoint_url, bucket=name, region="us-east-1")), name
 
 
+def scene_file(bucket, path: str, data: bytes) -> dict:
+    s3, name = bucket
+    sha = hashlib.sha256(data).hexdigest()
+    s3.put_object(Bucket=name, Key=f"objects/{sha}", Body=data)
+    get = s3.generate_presigned_url("get_object", Params={"Bucket": name, "Key": f"objects/{sha}"}, ExpiresIn=600)
+    return {"path": path, "sha256": sha, "size": len(data), "url": get}
+
+
 def item_payload(bucket, scene_bytes: bytes, item: str, names=("render.png", "manifest.json"), **job) -> dict:
     s3, name = bucket
-    sha = hashlib.sha256(scene_bytes).hexdigest()
-    s3.put_object(Bucket=name, Key=f"objects/{sha}", Body=scene_bytes)
-    get = s3.generate_presigned_url("get_object", Params={"Bucket": name, "Key": f"objects/{sha}"}, ExpiresIn=600)
     outputs = {n: s3.generate_presigned_url("put_object", Params={"Bucket": name, "Key": f"out/{item}/{n}"},
                                             ExpiresIn=600) for n in names}
     return {"item": item, "job": {"prompt": "a knight", "backend": "none", "render_samples": 1, **job},
-            "scene_url": get, "scene_sha256": sha, "outputs": outputs}
+            "scene": {"blend": "scene.blend", "files": [scene_file(bucket, "scene.blend", scene_bytes)]},
+            "outputs": outputs}
 
 
 def test_item_renders_with_real_blender_and_uploads_through_presigned_urls(serverless_worker, bucket, sample_scene):
@@ -43,19 +49,22 @@ def test_item_renders_with_real_blender_and_uploads_through_presigned_urls(serve
     assert manifest["prompt"] == "a knight" and manifest["render"] == "render.png"
     # A second item of the same scene reuses the worker's copy: it is not fetched again.
     s3.delete_object(Bucket=name, Key=f"objects/{hashlib.sha256(sample_scene.read_bytes()).hexdigest()}")
-    second = item_payload(bucket, b"", "pose-02")
-    second["scene_url"], second["scene_sha256"] = (item_payload(bucket, sample_scene.read_bytes(), "x")["scene_url"],
-                                                   hashlib.sha256(sample_scene.read_bytes()).hexdigest())
+    second = item_payload(bucket, sample_scene.read_bytes(), "pose-02")
+    s3.delete_object(Bucket=name, Key=f"objects/{hashlib.sha256(sample_scene.read_bytes()).hexdigest()}")
     assert serverless_worker.status(serverless_worker.run(second))["status"] == "COMPLETED"
 
 
 @pytest.mark.parametrize("change, error", [
-    (lambda p: p.update(scene_sha256="0" * 64), "sha256 does not match"),
+    (lambda p: p["scene"]["files"][0].update(sha256="0" * 64), "its sha256 does not match"),
+    (lambda p: p["scene"].update(blend="../../etc/passwd"), "refusing path outside the job tree"),
+    (lambda p: p["scene"]["files"][0].update(path="/etc/passwd"), "refusing path outside the job tree"),
+    (lambda p: p["scene"]["files"].append({**p["scene"]["files"][0], "path": "a/../../x"}), "outside the job tree"),
+    (lambda p: p["scene"]["files"][0].update(size=True), "a file without a size"),
     (lambda p: p["job"].update(blend_path="/etc/passwd"), "paths are the worker's own"),
     (lambda p: p["job"].update(steps=500), "invalid job: steps: 500"),
     (lambda p: p.update(api_key="rp-secret"), "unknown field(s) api_key"),
     (lambda p: p["outputs"].update({"../../etc/cron.d/x": "http://127.0.0.1/"}), "is not a name the job writes"),
-    (lambda p: p.update(scene_url="file:///etc/passwd"), "scene_url: expected an http(s) URL"),
+    (lambda p: p["scene"]["files"][0].update(url="file:///etc/passwd"), "file 0's url: expected an http(s) URL"),
     (lambda p: p.update(item="a b/c"), "item: expected an id"),
 ])
 def test_bad_items_fail_with_one_clear_error(serverless_worker, bucket, change, error):

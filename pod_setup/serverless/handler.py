@@ -7,8 +7,9 @@ A request's ``input`` (built by ``remote/runpod/serverless.py``)::
 
     {"item": "pose-03",                         # opaque, echoed back
      "job": {...RenderJob fields but the paths...},
-     "scene_url": "https://…presigned GET…",   # content-addressed in R2/S3
-     "scene_sha256": "<64 hex>",
+     "scene": {"blend": "scene.blend",          # the job tree (remote/scene/pack.py)
+               "files": [{"path": "scene.blend", "sha256": "<64 hex>", "size": 123,
+                          "url": "https://…presigned GET…"}, …]},   # content-addressed in R2/S3
      "outputs": {"render.png": "https://…presigned PUT…", "manifest.json": …, "ai-render-1.png": …}}
 
 A batch job (any poses/cameras but ``current``/``active``) writes
@@ -23,8 +24,11 @@ afterwards (an upload, a file without a URL) makes the request FAILED: the
 answer is COMPLETED with ``item_error`` saying why, so the laptop fails the
 item without re-running it and paying again.
 
-The scene is fetched once per worker and checked against its sha256 (a warm
-worker reuses it for the next item of the batch); the job runs through
+Each file of the scene's tree is fetched once per worker (a warm worker
+reuses it for the next item, or the next scene sharing a texture), checked
+against its sha256, and the tree is laid out with hard links by the pod's
+own store (``scene_store.py``, which refuses any path leaving the tree);
+the job runs through
 ``render_job.run()``, exactly as on a pod; each output goes up through its
 presigned PUT URL. Progress goes through ``runpod.serverless.progress_update``.
 The answer is ``{"item", "files", "manifest"}``, or ``{"error": "…"}`` (the
@@ -49,7 +53,7 @@ from typing import Any
 # The pod code: remote/ and pod_setup/ are siblings, as on a pod.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
 
-from pod_setup import render_job
+from pod_setup import render_job, scene_store
 from remote.core.batch_spec import ItemEntryError, check_item_path
 from remote.core.jobspec import JobValidationError, RenderJob
 
@@ -76,7 +80,7 @@ def check_input(raw: Any) -> dict[str, Any]:
     """The request's input, validated before anything is fetched or rendered."""
     if not isinstance(raw, dict):
         raise ItemError("input: expected an object")
-    unknown = sorted(set(raw) - {"item", "job", "scene_url", "scene_sha256", "outputs"})
+    unknown = sorted(set(raw) - {"item", "job", "scene", "outputs"})
     if unknown:
         raise ItemError(f"input: unknown field(s) {', '.join(unknown)}")
     item = raw.get("item", "")
@@ -85,10 +89,7 @@ def check_input(raw: Any) -> dict[str, Any]:
     if not isinstance(raw.get("job"), dict):
         raise ItemError("job: expected an object of RenderJob fields")
     if "blend_path" in raw["job"] or "output_dir" in raw["job"]:
-        raise ItemError("job: paths are the worker's own; send scene_url and outputs instead")
-    sha = raw.get("scene_sha256")
-    if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
-        raise ItemError("scene_sha256: expected 64 lowercase hex digits")
+        raise ItemError("job: paths are the worker's own; send scene and outputs instead")
     outputs = raw.get("outputs")
     if not isinstance(outputs, dict) or not outputs:
         raise ItemError("outputs: expected an object of file name → presigned PUT URL")
@@ -96,31 +97,61 @@ def check_input(raw: Any) -> dict[str, Any]:
         if not isinstance(name, str) or not OUTPUT_NAME.match(name):
             raise ItemError(f"outputs: {str(name)[:40]!r} is not a name the job writes")
         _url(url, f"outputs[{name}]")
-    _url(raw.get("scene_url"), "scene_url")
+    check_scene(raw.get("scene"))
     return raw
 
 
-def fetch_scene(url: str, sha256: str) -> Path:
-    """The scene, downloaded once per worker and checked against its hash."""
-    SCENE_CACHE.mkdir(parents=True, exist_ok=True)
-    target = SCENE_CACHE / f"{sha256}.blend"
-    if target.is_file():
-        return target
-    digest = hashlib.sha256()
-    part = target.with_suffix(f".part{os.getpid()}")
+def check_scene(scene: Any) -> dict[str, Any]:
+    """The scene's tree: the store's own checks (paths inside the tree, hashes, sizes), and a URL per file."""
+    if not isinstance(scene, dict) or set(scene) - {"blend", "files"}:
+        raise ItemError("scene: expected an object of blend and files")
+    files = scene.get("files")
+    if not isinstance(files, list) or not files or len(files) > scene_store.MAX_FILES:
+        raise ItemError("scene: expected a list of files")
+    for number, entry in enumerate(files):
+        if not isinstance(entry, dict) or set(entry) != {"path", "sha256", "size", "url"}:
+            raise ItemError(f"scene: file {number} needs exactly path, sha256, size and url")
+        _url(entry["url"], f"scene: file {number}'s url")
     try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response, open(part, "wb") as out:
+        scene_store.validate_manifest(scene)
+    except scene_store.StoreError as exc:
+        raise ItemError(f"scene: {exc}") from None
+    return scene
+
+
+def fetch_scene(scene: dict[str, Any]) -> Path:
+    """The scene's tree (each file downloaded once per worker, checked against its hash); its .blend."""
+    store = scene_store.Store(str(SCENE_CACHE / "store"))
+    store.ensure()
+    for entry in scene["files"]:
+        if not store.has(entry["sha256"], entry["size"]):
+            _fetch_object(entry, Path(store.object(entry["sha256"])))
+    listing = json.dumps({"blend": scene["blend"], "files": [{k: f[k] for k in ("path", "sha256", "size")}
+                                                              for f in scene["files"]]}, sort_keys=True)
+    tree = SCENE_CACHE / "trees" / hashlib.sha256(listing.encode()).hexdigest()[:32]
+    tree.mkdir(parents=True, exist_ok=True)
+    (tree / "scene-tree.json").write_text(listing)  # marks the tree: the render refuses paths leaving it
+    laid = store.layout(json.loads(listing), str(tree / "scene"))
+    if "absent" in laid:
+        raise ItemError(f"the scene's store lacks {len(laid['absent'])} file(s) after fetching them")
+    return tree / "scene" / scene["blend"]
+
+
+def _fetch_object(entry: dict[str, Any], target: Path) -> None:
+    digest = hashlib.sha256()
+    part = target.with_name(f"{target.name}.part{os.getpid()}")
+    try:
+        with urllib.request.urlopen(entry["url"], timeout=TIMEOUT_S) as response, open(part, "wb") as out:
             while chunk := response.read(1 << 20):
                 digest.update(chunk)
                 out.write(chunk)
     except (OSError, ValueError) as exc:
         part.unlink(missing_ok=True)
-        raise ItemError(f"cannot fetch the scene ({_reason(exc)})") from None
-    if digest.hexdigest() != sha256:
+        raise ItemError(f"cannot fetch the scene's {entry['path']} ({_reason(exc)})") from None
+    if digest.hexdigest() != entry["sha256"]:
         part.unlink(missing_ok=True)
-        raise ItemError("the scene's sha256 does not match scene_sha256 (changed or truncated in storage)")
+        raise ItemError(f"the scene's {entry['path']}: its sha256 does not match (changed or truncated in storage)")
     os.replace(part, target)
-    return target
 
 
 def upload(path: Path, url: str) -> None:
@@ -158,7 +189,7 @@ def run_item(job: dict[str, Any]) -> dict[str, Any]:
     spec = check_input(job.get("input"))
     item = spec.get("item") or str(job.get("id", "item"))
     progress(job, "fetching", item=item)
-    scene = fetch_scene(spec["scene_url"], spec["scene_sha256"])
+    scene = fetch_scene(spec["scene"])
     with tempfile.TemporaryDirectory(prefix="posefactory-item-") as tmp:
         output_dir = Path(tmp) / "output"
         try:

@@ -283,8 +283,9 @@ def _nested_field(by_name: dict[str, list[Field]], struct_name: str, outer: str,
 def canonicalize(path: Path) -> bool:
     """Make a .blend Blender just wrote byte-for-byte reproducible; returns whether it changed.
 
-    * the bytes after the NUL of fixed-size strings (names, paths) are zeroed:
-      Blender writes whatever memory followed the string;
+    * the bytes after the NUL of fixed-size strings (names, paths) and
+      padding fields (``_pad``) are zeroed: Blender writes whatever memory
+      was there;
     * a screen edge's two vertices are put in file-address order: Blender
       orders them by their memory addresses, which differ in every process;
     * the blocks of trees Blender writes from temporary copies (a camera's
@@ -307,7 +308,9 @@ def canonicalize(path: Path) -> bool:
     def clean(fields: list[Field], base: int) -> None:
         for field in fields:
             at = base + field.offset
-            if field.is_string:
+            if field.name.lstrip("*").startswith("_pad"):
+                data[at:at + field.size] = bytes(field.size)  # padding holds whatever memory was there
+            elif field.is_string:
                 end = data.find(b"\0", at, at + field.size)
                 if end >= 0:
                     data[end:at + field.size] = bytes(at + field.size - end)

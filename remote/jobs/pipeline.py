@@ -5,8 +5,11 @@ Stages (reported through ``progress``): connecting, setup, uploading,
 rendering, downloading, done. The pod side is ``pod_setup/`` (shipped to
 ``$WORKSPACE/posefactory`` as a content-addressed bundle and set up by
 ``setup_pod.sh`` before every job, which is quick when nothing changed and
-repairs a restarted or wiped pod). The scene goes to
-``$WORKSPACE/scenes/<sha256>.blend``, so an unchanged scene moves 0 bytes.
+repairs a restarted or wiped pod). The scene is packed first (its files
+traced by Blender's asset tracer, :mod:`remote.scene`; a missing one is named
+before anything is uploaded), then only the files the pod's store lacks
+travel, the .blend as a delta (:mod:`.scene_upload`): an unchanged scene
+moves 0 bytes.
 
 Nothing is rendered or paid for twice: a job has one job dir on the pod and
 ``pod_agent.sh JOBDIR`` never starts a job dir that already has a status.
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -30,7 +34,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..bridge.api import Bridge, UnknownHost
-from ..bridge.transfer.common import sha256_file
 from ..core.batch_spec import MAX_ITEMS, BatchSpecError
 from ..core.blendfile import NotABlendFile, check_blend_file
 from ..core.config import ConfigError, load_hosts
@@ -40,11 +43,13 @@ from ..core.jobspec import STABILITY_KEY_BACKENDS, JobValidationError, RenderJob
 from ..core.pod_output import clean_text, output_path
 from ..runpod.idle import arm_watchdog
 from ..runpod.pods import RunPodError, prepare_host
+from ..scene.pack import PackedScene, SceneError, pack_scene
 from .items import BatchPlan, ItemCache, copy_reused, finish_manifest, is_batch, plan_batch
 from .ledger import JobBusy, Spend, append_ledger, compute_spend, job_lock
 from .outcome import Outcome
 from .pod_executor import PodExecutor
 from .pod_steps import JobRunner
+from .scene_upload import SceneUploader
 from .serverless import SERVERLESS_PREFIX, interrupted_outcome, run_serverless_job
 from .settle import end, follow, result_from_record
 from .state import Cancelled, JobProgress, JobRecord, JobResult, JobState, PipelineError, PodDiskFull
@@ -71,10 +76,13 @@ def _reuse_everything(record: JobRecord, record_path: Path | None, plan: BatchPl
                                             spend=Spend(cost_usd=0.0, gpu_seconds=0.0, images=0)), progress)
 
 
-def _plan(job: RenderJob, blend_file: Path, record: JobRecord, *, fresh: bool) -> BatchPlan:
-    """A batch's items, checked against the scene, and those reused; kept in the record."""
+def _plan(job: RenderJob, blend_file: Path, scene: PackedScene, record: JobRecord, *, fresh: bool) -> BatchPlan:
+    """A batch's items, checked against the scene, and those reused; kept in the record.
+
+    An item is reused only for the same tree (a changed texture is a changed scene).
+    """
     try:
-        plan = plan_batch(job, blend_file, sha256_file(blend_file), fresh=fresh, cache=ItemCache())
+        plan = plan_batch(job, blend_file, scene.digest, fresh=fresh, cache=ItemCache())
     except BatchSpecError as exc:
         raise PipelineError(str(exc)) from None
     record.is_batch, record.settings_digest = True, plan.digest
@@ -106,8 +114,13 @@ def _disk_full(exc: Exception) -> bool:
 
 def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | None, local_output_dir: Path,
             api_key: str | None, progress: Callable[[JobProgress], None], cancel: threading.Event,
-            record_path: Path | None = None, time_limit_s: float | None = None, fresh: bool = False) -> JobResult:
+            record_path: Path | None = None, time_limit_s: float | None = None, fresh: bool = False,
+            scene_key: str | None = None) -> JobResult:
     """Render ``blend_file`` on ``host`` with ``job``'s settings and bring the images back.
+
+    ``blend_file`` is packed with the files it needs (not changed itself);
+    ``scene_key`` names the scene it is a version of (default: its path), whose
+    last version on the pod the new .blend is sent as a delta against.
 
     ``time_limit_s``: the job's limit on the pod (default: :func:`default_time_limit`).
     A batch (poses × cameras) is checked against the scene first; its items
@@ -136,15 +149,21 @@ def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | N
             check_blend_file(blend_file)  # before anything is uploaded or paid for
         except NotABlendFile as exc:
             raise PipelineError(str(exc)) from None
+        progress(JobProgress("connecting", 0.0, f"packing {Path(blend_file).name}"))
+        try:
+            scene = pack_scene(Path(blend_file), Path(work), key=scene_key, cancel=cancel)
+        except SceneError as exc:
+            raise PipelineError(str(exc)) from None
         hosts = load_hosts(hosts_file)
         pod_job = job
         if is_batch(job):
-            plan = _plan(job, Path(blend_file), record, fresh=fresh)
+            plan = _plan(job, Path(blend_file), scene, record, fresh=fresh)
             if plan.all_reused:
                 return _reuse_everything(record, record_path, plan, progress)
             pod_job = plan.job
         if host in hosts and hosts[host].kind == "serverless":  # RunPod Serverless: no pod, no ssh
-            return run_serverless_job(pod_job, Path(blend_file), hosts[host], record, record_path, progress, cancel)
+            return run_serverless_job(pod_job, Path(blend_file), scene, hosts[host], record, record_path, progress,
+                                      cancel)
         prepare_host(hosts, host, lambda line: progress(JobProgress("connecting", 0.0, line)), append_ledger)
         with Bridge(hosts) as bridge:
             config = bridge.host(host)
@@ -159,14 +178,19 @@ def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | N
             try:
                 runner.set_up_pod(job.blender_version, job.backend)
                 arm_watchdog(runner.run, config, append_ledger)
-                runner.upload(pod_job, Path(blend_file))
+                runner.stage("uploading", f"uploading {Path(blend_file).name} and its files")
+                shipment = SceneUploader(runner, scene).ship()
+                record.scene = shipment.to_json_dict()
+                record.save(record_path)
+                progress(JobProgress("uploading", 0.5, shipment.summary()))
+                runner.upload_job(pod_job, scene.blend)
             except PipelineError as exc:
                 if _disk_full(exc):
                     raise PodDiskFull(f"pod disk full: {exc}") from None
                 raise
             return follow(PodExecutor(runner, api_key))
 
-    with job_lock(job_id, "submitting"):
+    with job_lock(job_id, "submitting"), tempfile.TemporaryDirectory(prefix="posefactory-pack-") as work:
         return _guarded(record, record_path, body)
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..bridge.api import Bridge
 from ..bridge.shell import CommandResult
-from ..bridge.transfer.common import TransferError, TransferInterrupted, TransferResult, sha256_file
+from ..bridge.transfer.common import TransferError, TransferInterrupted, TransferResult
 from ..core.config import HostConfig
 from ..core.jobspec import BACKEND_SETUP_ENV, RenderJob
 from ..core.pod_output import (
@@ -213,19 +213,15 @@ class JobRunner:
         self.record.pod_code = f"{base}/code/{short}"
         self.record.save(self.record_path)
 
-    def upload(self, job: RenderJob, blend_file: Path) -> RenderJob:
-        ws, jobdir = self.host.workspace, self.record.remote_job_dir
-        self.stage("uploading", f"uploading {blend_file.name}")
-        scene_sha = sha256_file(blend_file)  # cached: the transfer hashes the same file
-        scene = self.transfer("put", blend_file, f"{ws}/scenes/{scene_sha}.blend", "uploading the scene")
-        self.record.stage = "uploading"
-        pod_job = replace(job, job_id=self.record.job_id, blend_path=f"{ws}/scenes/{scene_sha}.blend",
+    def upload_job(self, job: RenderJob, blend_in_tree: str) -> RenderJob:
+        """``job.json`` for the pod, rendering ``blend_in_tree`` of the job's scene tree (uploaded before)."""
+        jobdir = self.record.remote_job_dir
+        pod_job = replace(job, job_id=self.record.job_id, blend_path=f"{jobdir}/scene/{blend_in_tree}",
                           output_dir=f"{jobdir}/output")
         with tempfile.TemporaryDirectory() as tmp:
             job_file = Path(tmp) / "job.json"
             pod_job.write(job_file)
             self.transfer("put", job_file, f"{jobdir}/job.json", "uploading the job")
-        self.progress(JobProgress("uploading", stage_fraction("uploading", 0.25), f"scene: {scene.bytes_moved} bytes moved ({scene.transport})"))
         return pod_job
 
     @property

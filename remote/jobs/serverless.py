@@ -20,6 +20,7 @@ from ..core.config import HostConfig
 from ..core.jobspec import RenderJob
 from ..runpod.endpoint import EndpointError
 from ..runpod.serverless import BatchItem, ItemResult, run_batch
+from ..scene.pack import PackedScene
 from .ledger import Spend, append_ledger
 from .outcome import Outcome
 from .settle import follow
@@ -34,9 +35,9 @@ class ServerlessExecutor:
     its end within ``start`` (a cancel reaches it through the same event), so
     ``poll`` finds it ended and ``fetch`` has its files here."""
 
-    def __init__(self, job: RenderJob, blend_file: Path, host: HostConfig, record: JobRecord,
+    def __init__(self, job: RenderJob, blend_file: Path, scene: PackedScene, host: HostConfig, record: JobRecord,
                  record_path: Path | None, progress: Callable[[JobProgress], None], cancel: threading.Event) -> None:
-        self.job, self.blend_file, self.host, self.cancel_event = job, blend_file, host, cancel
+        self.job, self.blend_file, self.scene, self.host, self.cancel_event = job, blend_file, scene, host, cancel
         self.record, self.record_path, self.progress = record, record_path, progress
         self.pod_type: str | None = None
         self.item: ItemResult | None = None
@@ -51,7 +52,7 @@ class ServerlessExecutor:
         self.progress(JobProgress("uploading", stage_fraction("uploading"),
                                   f"sending {blend_file.name} to endpoint {self.host.serverless.endpoint_id}"
                                   if self.host.serverless else "sending the scene"))
-        item = BatchItem(record.job_id, RenderJob(**{**self.job.__dict__, "blend_path": str(blend_file)}))
+        item = BatchItem(record.job_id, RenderJob(**{**self.job.__dict__, "blend_path": str(blend_file)}), self.scene)
         try:
             results = run_batch(self.host, [item], Path(record.local_output_dir).parent, on_item=lambda result: None,
                                 cancel=self.cancel_event, record_event=append_ledger, batch_id=record.job_id,
@@ -75,10 +76,11 @@ class ServerlessExecutor:
         return item_outcome(self.item) if self.item is not None else Outcome(state, error)
 
 
-def run_serverless_job(job: RenderJob, blend_file: Path, host: HostConfig, record: JobRecord, record_path: Path | None,
+def run_serverless_job(job: RenderJob, blend_file: Path, scene: PackedScene, host: HostConfig, record: JobRecord,
+                       record_path: Path | None,
                        progress: Callable[[JobProgress], None], cancel: threading.Event) -> JobResult:
     """Render ``job`` on the host's endpoint and settle it; raises PipelineError for what stops it before it runs."""
-    return follow(ServerlessExecutor(job, blend_file, host, record, record_path, progress, cancel))
+    return follow(ServerlessExecutor(job, blend_file, scene, host, record, record_path, progress, cancel))
 
 
 def item_outcome(item: ItemResult) -> Outcome:

@@ -113,6 +113,8 @@ class JobRecord:
     gpu_seconds: float | None = None
     cost_flag: str = ""
     ledgered: bool = False
+    # What the scene's upload moved (files, total_bytes, bytes_moved, sent_files, delta).
+    scene: dict[str, Any] = field(default_factory=dict)
     # Pod side: this job's code bundle (its pod_agent.sh) and time limit.
     pod_code: str = ""
     time_limit_s: float | None = None

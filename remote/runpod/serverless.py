@@ -32,6 +32,7 @@ import logging
 import re
 import shutil
 import tarfile
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -39,11 +40,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..bridge.transfer.common import TransferError, sha256_file
+from ..bridge.transfer.common import TransferError
 from ..core.batch_spec import MAX_ITEMS, ItemEntryError, check_item_path, is_single
 from ..core.config import HostConfig, StorageConfig
 from ..core.jobspec import RenderJob
 from ..core.pod_output import PodOutputError, clean_text, output_path
+from ..scene.pack import PackedScene, SceneChanged, SceneError, pack_scene
 from .endpoint import EndpointClient, EndpointError, check_health
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,7 @@ MAX_MEMBER_BYTES = 512 * 1024 * 1024
 class BatchItem:
     item_id: str
     job: RenderJob  # blend_path: the local scene
+    scene: PackedScene | None = None  # its job tree, when packed already (else run_batch packs blend_path)
 
 
 @dataclass
@@ -102,16 +105,29 @@ class _Storage:
             raise EndpointError(str(exc)) from None
         self.batch_prefix = f"{storage.prefix}serverless/{batch_id}"
 
-    def scene_url(self, scene: Path) -> tuple[str, str]:
-        sha = sha256_file(scene)
-        key = f"{self.storage.prefix}objects/{sha}"
+    def scene_payload(self, scene: PackedScene) -> dict[str, Any]:
+        """The scene's tree for the worker: each file up once (by content), each with a signed URL."""
+        urls: dict[str, str] = {}
+        uploaded = 0
         try:
-            if not self.s3_module._object_exists(self.s3, self.storage, key):
-                self.s3.upload_file(str(scene), self.storage.bucket, key, Config=self.s3_module.MULTIPART)
-                log.info("uploaded scene %s (%s)", scene.name, sha[:12])
-            return self.presign("get_object", key), sha
+            for entry in scene.files:
+                if entry.sha256 in urls:
+                    continue
+                key = f"{self.storage.prefix}objects/{entry.sha256}"
+                if not self.s3_module._object_exists(self.s3, self.storage, key):
+                    self.s3.upload_file(str(entry.source), self.storage.bucket, key, Config=self.s3_module.MULTIPART)
+                    uploaded += entry.size
+                urls[entry.sha256] = self.presign("get_object", key)
         except Exception as exc:  # boto3's errors have no common base; explained below
             raise EndpointError(f"uploading the scene: {self.s3_module._explain(exc, self.storage)}") from None
+        try:
+            scene.check_unchanged()
+        except SceneChanged as exc:
+            raise EndpointError(str(exc)) from None
+        log.info("scene %s: %d file(s), %d of %d bytes uploaded", scene.blend, len(scene.files), uploaded,
+                 scene.total_bytes)
+        return {"blend": scene.blend, "files": [{"path": f.path, "sha256": f.sha256, "size": f.size,
+                                                  "url": urls[f.sha256]} for f in scene.files]}
 
     def presign(self, operation: str, key: str) -> str:
         return self.s3.generate_presigned_url(operation, Params={"Bucket": self.storage.bucket, "Key": key},
@@ -189,11 +205,11 @@ class BatchRun:
     def cancelled(self) -> bool:
         return self.user_cancel.is_set() or self.stop.is_set()
 
-    def payload(self, item: BatchItem, scene_url: str, scene_sha: str) -> dict[str, Any]:
+    def payload(self, item: BatchItem, scene: dict[str, Any]) -> dict[str, Any]:
         job = {k: v for k, v in asdict(item.job).items() if k not in ("blend_path", "output_dir")}
         outputs = {name: self.storage.presign("put_object", self.storage.output_key(item.item_id, name))
                    for name in output_names(item.job)}
-        return {"item": item.item_id, "job": job, "scene_url": scene_url, "scene_sha256": scene_sha, "outputs": outputs}
+        return {"item": item.item_id, "job": job, "scene": scene, "outputs": outputs}
 
     def run_item(self, item: BatchItem, payload: dict[str, Any]) -> ItemResult:
         result = ItemResult(item.item_id, "failed")
@@ -308,12 +324,21 @@ def run_batch(host: HostConfig, items: list[BatchItem], local_output_dir: Path, 
     check_items(items)
     batch = BatchRun(host, local_output_dir, cancel, progress, record_event, batch_id)
     check_health(batch.client.health(), batch.config.endpoint_id)
-    scenes: dict[str, tuple[str, str]] = {}
     payloads = []
-    for item in items:
-        if item.job.blend_path not in scenes:
-            scenes[item.job.blend_path] = batch.storage.scene_url(Path(item.job.blend_path))
-        payloads.append(batch.payload(item, *scenes[item.job.blend_path]))
+    with tempfile.TemporaryDirectory(prefix="posefactory-pack-") as work:
+        packed: dict[str, PackedScene] = {}
+        scenes: dict[str, dict[str, Any]] = {}
+        for number, item in enumerate(items):
+            scene = item.scene or packed.get(item.job.blend_path)
+            if scene is None:
+                try:
+                    scene = pack_scene(Path(item.job.blend_path), Path(work) / str(number))
+                except SceneError as exc:
+                    raise EndpointError(f"{item.item_id}: {exc}") from None
+                packed[item.job.blend_path] = scene
+            if scene.digest not in scenes:
+                scenes[scene.digest] = batch.storage.scene_payload(scene)
+            payloads.append(batch.payload(item, scenes[scene.digest]))
     progress(f"{len(items)} item(s) on endpoint {batch.config.endpoint_id}, {batch.config.max_concurrent} at a time")
     results = []
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=batch.config.max_concurrent,
