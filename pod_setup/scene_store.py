@@ -134,6 +134,7 @@ class Store:
     def ingest(self) -> list[str]:
         """Decode what arrived under incoming/ into objects; returns the problems (the files are dropped)."""
         problems = []
+        self.ensure()
         for name in sorted(os.listdir(self.incoming)):
             source = os.path.join(self.incoming, name)
             match = re.match(r"^([0-9a-f]{64})(?:\.from-([0-9a-f]{64}))?\.zst$", name)

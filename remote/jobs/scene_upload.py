@@ -92,6 +92,7 @@ class SceneUploader:
     def ship(self) -> SceneShipment:
         """Upload what the pod lacks and lay out ``JOBDIR/scene``; returns what moved."""
         scene = self.scene
+        self._check_unchanged()  # a file deleted or edited since it was traced: nothing is sent
         bases = [(sha, path) for sha, path in self.versions.bases(scene.key) if sha != scene.main.sha256]
         manifest = {**scene.manifest(), "bases": [sha for sha, _ in bases]}
         by_sha: dict[str, SceneFile] = {}
@@ -125,14 +126,17 @@ class SceneUploader:
                 delta = False
                 if self._layout():
                     raise PipelineError("the pod's store is missing files of this scene after sending them whole")
-        try:
-            scene.check_unchanged()
-        except SceneChanged as exc:
-            raise PipelineError(str(exc)) from None
+        self._check_unchanged()
         self.versions.remember(scene.key, scene.main)
         shipment = SceneShipment(len(scene.files), scene.total_bytes, self.bytes_moved, self.sent, delta, self.transport)
         log.info("job %s: %s", self.runner.record.job_id, shipment.summary())
         return shipment
+
+    def _check_unchanged(self) -> None:
+        try:
+            self.scene.check_unchanged()
+        except SceneChanged as exc:
+            raise PipelineError(str(exc)) from None
 
     def _send(self, entry: SceneFile, work: Path, base_path: Path | None, base: object, can_decode: bool) -> bool:
         """One file the store lacks; returns whether it went as a patch."""

@@ -1,0 +1,190 @@
+"""Real scenes travel (issue 19), end to end on real sshds: packed with
+Blender's asset tracer from the CLI, rendered on a pod whose workspace is
+elsewhere and whose originals are gone, re-submitted as a delta."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from remote.jobs.state import JobRecord
+from tests.fixtures.blender_scene import REPO
+from tests.fixtures.stability_server import make_png
+
+pytestmark = pytest.mark.slow
+
+ADD_TEXTURE = textwrap.dedent("""
+    import sys
+    import bpy
+    blend, texture = sys.argv[1:3]
+    bpy.ops.wm.open_mainfile(filepath=blend)
+    image = bpy.data.images.load(texture)
+    material = bpy.data.materials.new("Painted")
+    material.use_nodes = True
+    nodes = material.node_tree.nodes
+    node = nodes.new("ShaderNodeTexImage")
+    node.image = image
+    emission = nodes.new("ShaderNodeEmission")
+    material.node_tree.links.new(node.outputs["Color"], emission.inputs["Color"])
+    material.node_tree.links.new(emission.outputs["Emission"], nodes["Material Output"].inputs["Surface"])
+    ground = bpy.data.objects["Ground"]
+    ground.data.materials.clear()
+    ground.data.materials.append(material)
+    bpy.context.scene.view_settings.view_transform = "Standard"  # the texture's colour, as it is, in the render
+    bpy.ops.wm.save_as_mainfile(filepath=blend)
+    bpy.ops.file.make_paths_relative()  # as Blender's file browser loads by default
+    bpy.ops.wm.save_mainfile()
+""")
+
+MOVE_ONE_BONE = textwrap.dedent("""
+    import sys
+    import bpy
+    bpy.ops.wm.open_mainfile(filepath=sys.argv[1])
+    bpy.data.objects["Rig"].pose.bones["ArmL"].rotation_mode = "XYZ"
+    bpy.data.objects["Rig"].pose.bones["ArmL"].rotation_euler[0] += 0.6
+    bpy.ops.wm.save_mainfile()
+""")
+
+
+def blender_script(script: str, *args: str) -> None:
+    completed = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+
+
+def cli(*args: str, data: Path) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if k != "STABILITY_API_KEY"}
+    environment.update(POSEFACTORY_DATA_DIR=str(data), POSEFACTORY_BPY_PYTHON=sys.executable)
+    return subprocess.run([sys.executable, "-m", "remote.cli", *args], cwd=REPO, env=environment,
+                          capture_output=True, text=True, timeout=300)
+
+
+def scene_line(output: str) -> str:
+    lines = [line for line in output.splitlines() if "moved of" in line]
+    assert lines, output[-3000:]
+    return lines[-1]
+
+
+def last_record(data: Path) -> JobRecord:
+    records = sorted((data / "jobs").glob("*.json"), key=lambda p: p.stat().st_mtime)
+    return JobRecord.load(records[-1])
+
+
+@pytest.fixture
+def textured_character(tmp_path, sample_scene) -> Path:
+    """The rigged sample with a 256² texture beside it, shown by emission on the ground."""
+    folder = tmp_path / "artist"
+    (folder / "textures").mkdir(parents=True)
+    texture = folder / "textures" / "ground.png"
+    texture.write_bytes(make_png(256, 256, (230, 40, 200), {}))
+    blend = folder / "character.blend"
+    shutil.copyfile(sample_scene, blend)
+    blender_script(ADD_TEXTURE, str(blend), str(texture))
+    return blend
+
+
+def test_the_cli_packs_a_textured_scene_and_a_one_bone_change_travels_as_a_small_delta(tmp_path, sshd_direct,
+                                                                                        textured_character):
+    data = tmp_path / "data"
+    hosts = sshd_direct.write_hosts_file(tmp_path / "hosts.yaml", name="pod", workspace=str(tmp_path / "pod-ws"),
+                                         env={"POSEFACTORY_BPY_PYTHON": sys.executable})
+    common = ["--hosts", str(hosts), "--host", "pod", "--prompt", "x", "--backend", "none", "--samples", "1",
+              ]
+    first = cli("render", str(textured_character), *common, data=data)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    line = scene_line(first.stdout + first.stderr)
+    assert "scene: 2 files" in line, line
+    record = last_record(data)
+    assert record.scene["files"] == 2 and record.scene["transport"] == "sftp"
+    # The texture reached the pod (its store, hard-linked into the job's tree) and was rendered from there.
+    tree = Path(record.remote_job_dir) / "scene"
+    assert (tree / "textures" / "ground.png").read_bytes() == (textured_character.parent / "textures" / "ground.png").read_bytes()
+    assert (tree / "textures" / "ground.png").stat().st_nlink >= 2
+    render = Image.open(Path(record.local_output_dir) / "render.png").convert("RGB")
+    width, height = render.size
+    floor = render.getpixel((width // 2, height - 5))  # the ground, lit by nothing but its texture
+    assert all(abs(a - b) < 40 for a, b in zip(floor, (230, 40, 200), strict=True)), floor
+
+    # One bone moved and saved: the .blend goes as a patch against the pod's copy; the texture stays.
+    blender_script(MOVE_ONE_BONE, str(textured_character))
+    second = cli("render", str(textured_character), *common, data=data)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    record = last_record(data)
+    assert record.scene["delta"] is True and 0 < record.scene["bytes_moved"] <= 64_000, record.scene
+    assert record.scene["sent_files"] == 1
+    assert "the .blend as a delta" in scene_line(second.stdout + second.stderr)
+
+    # Unchanged: nothing moves.
+    third = cli("render", str(textured_character), *common, data=data)
+    assert third.returncode == 0
+    assert last_record(data).scene["bytes_moved"] == 0 and "0 bytes moved of" in scene_line(third.stdout + third.stderr)
+    store = tmp_path / "pod-ws" / "posefactory" / "store" / "objects"
+    assert len([p for p in store.iterdir() if len(p.name) == 64]) == 3  # the texture once, two versions of the .blend
+
+
+def test_a_missing_texture_is_one_line_and_nothing_is_uploaded(tmp_path, sshd_direct, textured_character):
+    data = tmp_path / "data"
+    hosts = sshd_direct.write_hosts_file(tmp_path / "hosts.yaml", name="pod", workspace=str(tmp_path / "pod-ws"),
+                                         env={"POSEFACTORY_BPY_PYTHON": sys.executable})
+    texture = textured_character.parent / "textures" / "ground.png"
+    texture.unlink()
+    done = cli("render", str(textured_character), "--hosts", str(hosts), "--host", "pod", "--prompt", "x",
+               "--backend", "none", data=data)
+    assert done.returncode != 0
+    errors = [line for line in (done.stdout + done.stderr).splitlines() if "missing file:" in line]
+    assert len(errors) == 1 and str(texture) in errors[0], done.stdout + done.stderr
+    assert not (tmp_path / "pod-ws").exists()  # not even connected to: nothing uploaded or paid for
+
+
+def test_a_file_deleted_after_tracing_stops_the_job_before_anything_is_sent(tmp_path, monkeypatch, sshd_proxy,
+                                                                           textured_character):
+    from tests.test_pipeline_e2e import Recorder, hosts_file, make_job, submit
+
+    monkeypatch.setenv("POSEFACTORY_DATA_DIR", str(tmp_path / "data"))
+    texture = textured_character.parent / "textures" / "ground.png"
+
+    class DeleteAfterTracing(Recorder):
+        def __call__(self, event):
+            super().__call__(event)
+            if event.stage == "setup" and texture.exists():  # traced and hashed; the upload is next
+                texture.unlink()
+
+    hosts = hosts_file(tmp_path, sshd_proxy, "runpod")
+    result = submit(make_job(batch=1), textured_character, "runpod", hosts, tmp_path, DeleteAfterTracing())
+    assert result.status == "failed" and result.error == f"{texture}: gone while the scene was being sent", result.error
+    objects = tmp_path / "pod-ws" / "posefactory" / "store" / "objects"
+    assert not objects.exists() or list(objects.iterdir()) == []
+
+
+def test_the_scene_tree_never_lets_the_pod_read_outside_it(tmp_path, stability_server):
+    """A tree whose .blend names a file outside it (a stale or hostile absolute path) renders nothing."""
+    from tests.test_pod_render_job import run_job
+
+    job_dir = tmp_path / "job"
+    tree = job_dir / "scene"
+    tree.mkdir(parents=True)
+    blender_script(textwrap.dedent("""
+        import sys
+        import bpy
+        bpy.ops.wm.read_factory_settings(use_empty=True)
+        scene = bpy.context.scene
+        camera = bpy.data.objects.new("Cam", bpy.data.cameras.new("Cam"))
+        scene.collection.objects.link(camera)
+        scene.camera = camera
+        image = bpy.data.images.new("hostname", 4, 4)
+        image.source = "FILE"
+        image.filepath = "/etc/hostname"
+        image.use_fake_user = True
+        bpy.ops.wm.save_as_mainfile(filepath=sys.argv[1])
+    """), str(tree / "scene.blend"))
+    (job_dir / "scene-tree.json").write_text(json.dumps({"blend": "scene.blend", "files": []}))
+    completed, manifest = run_job(tmp_path, tree / "scene.blend", stability_server, backend="none", key=None)
+    assert completed.returncode == 4, completed.stderr[-2000:]
+    assert "outside its job tree" in manifest["error"] and "/etc/hostname" in manifest["error"]
+    assert stability_server.requests == []
