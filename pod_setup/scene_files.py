@@ -52,7 +52,7 @@ def external_files(bpy: Any) -> list[ExternalFile]:
                                       if datablock.library else "", False))
     for image in bpy.data.images:
         if image.packed_file is not None or image.source not in ("FILE", "SEQUENCE", "MOVIE", "TILED") \
-                or not image.filepath or image.users == 0:
+                or not image.filepath or image.users == 0 or _kept_result(image):
             continue
         kind = {"FILE": "image", "SEQUENCE": "image sequence", "MOVIE": "movie texture", "TILED": "UDIM tiles"}
         path = _abspath(bpy, image.filepath, image.library)
@@ -71,6 +71,12 @@ def external_files(bpy: Any) -> list[ExternalFile]:
             add("sound", sound.name, sound.filepath, sound.library)
     found.extend(_disk_caches(bpy))
     return found
+
+
+def _kept_result(image: Any) -> bool:
+    """An image the add-on brought back from an earlier job, kept only by its fake user: not
+    something the scene renders with (the laptop does not send the add-on's results)."""
+    return "posefactory_job" in image.keys() and image.use_fake_user and image.users == 1
 
 
 def linked_ids(bpy: Any) -> list[Any]:

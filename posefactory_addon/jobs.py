@@ -53,6 +53,7 @@ class TrackedJob:
     image_names: list[str] = field(default_factory=list)
     autosave_dir: str = ""
     delivery_error: str = ""  # importing the results failed (the files are kept)
+    scene_summary: str = ""  # what the scene's upload moved ("scene: 3 files, 4.7 kB moved of 44.4 MB")
 
     @property
     def status(self) -> str:
@@ -69,6 +70,8 @@ class TrackedJob:
         if progress.fraction >= 0:
             self.stage, self.fraction = progress.stage, progress.fraction
         self.message = progress.message
+        if progress.stage == "uploading" and progress.message.startswith("scene: ") and " moved of " in progress.message:
+            self.scene_summary = progress.message
 
 
 class JobManager:

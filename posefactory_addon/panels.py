@@ -55,6 +55,8 @@ class POSEFACTORY_PT_main(PosefactoryPanel, bpy.types.Panel):
             layout.progress(factor=job.fraction, text=f"{job.stage}: {job.message}")
             layout.operator("posefactory.cancel_job", icon="CANCEL")
         latest = MANAGER.latest()
+        if latest is not None and latest.scene_summary:
+            layout.label(text=latest.scene_summary[:120], icon="PACKAGE")
         if latest is not None and latest.delivery_error:
             layout.label(text=latest.delivery_error[:120], icon="ERROR")
 

@@ -13,6 +13,7 @@ import pytest
 from remote.core.jobspec import SDXL_SIZES
 from remote.core.platforms import TRANSPORTS
 from tests.fixtures.stability_server import png_text
+from tests.fixtures.textured_scene import TEXTURE_COLOUR
 
 
 def test_zip_bundles_the_addon_bridge_pod_files_and_wheels(addon_zip):
@@ -311,6 +312,37 @@ def test_python_api_through_the_proxy_sshd(blender, tmp_path, sample_scene, sshd
     assert result["transport"] == transport
     assert len(result["images"]) == 1  # without the AI step the render itself comes back
     assert result["connection"].startswith("connected")
+
+
+def test_a_textured_scene_renders_from_blender_and_an_unsaved_pose_tweak_goes_as_a_delta(blender, tmp_path, sshd_proxy,
+                                                                                          textured_character):
+    hosts = sshd_proxy.write_hosts_file(tmp_path / "ssh_hosts.yaml", name="runpod", workspace=str(tmp_path / "pod"),
+                                        env={"POSEFACTORY_BPY_PYTHON": sys.executable})
+    result = blender.run(f"""
+        import json
+        bpy.ops.wm.open_mainfile(filepath={str(textured_character)!r})
+        preferences.get().hosts_file = {str(hosts)!r}
+        bpy.context.scene.posefactory.autosave = False
+        records = []
+        for tweak in (0.0, 0.5):
+            bpy.data.objects["Rig"].pose.bones["ArmL"].rotation_euler[0] += tweak  # unsaved, as an artist works
+            bpy.ops.posefactory.render_remote(prompt="textured", host="runpod", skip_ai=True, render_samples=1)
+            tracked = jobs.MANAGER.latest()
+            result = jobs.MANAGER.wait(tracked, timeout=240)
+            record = json.loads((jobs.MANAGER.records_dir() / (tracked.job_id + ".json")).read_text())
+            records.append(dict(status=result.status, error=result.error, scene=record["scene"],
+                                render=str(result.raw_render), shown=tracked.scene_summary))
+        report(records=records, dirty=bpy.data.is_dirty)
+    """)
+    first, second = result["records"]
+    assert first["status"] == second["status"] == "done", (first["error"], second["error"])
+    assert first["scene"]["files"] == 2 and first["shown"].startswith("scene: 2 files, ")  # the panel shows it
+    render = __import__("PIL.Image", fromlist=["open"]).open(first["render"]).convert("RGB")
+    floor = render.getpixel((render.size[0] // 2, render.size[1] - 5))
+    assert all(abs(a - b) < 40 for a, b in zip(floor, TEXTURE_COLOUR, strict=True)), floor
+    # The tweak was never saved: the copy carries it, and only its delta moves.
+    assert second["scene"]["delta"] is True and 0 < second["scene"]["bytes_moved"] <= 64_000, second["scene"]
+    assert result["dirty"]
 
 
 def test_render_remote_through_the_direct_port_with_s3_and_stability(blender, tmp_path, sample_scene, sshd_direct,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -16,32 +15,9 @@ from PIL import Image
 
 from remote.jobs.state import JobRecord
 from tests.fixtures.blender_scene import REPO
-from tests.fixtures.stability_server import make_png
+from tests.fixtures.textured_scene import TEXTURE_COLOUR, blender_script
 
 pytestmark = pytest.mark.slow
-
-ADD_TEXTURE = textwrap.dedent("""
-    import sys
-    import bpy
-    blend, texture = sys.argv[1:3]
-    bpy.ops.wm.open_mainfile(filepath=blend)
-    image = bpy.data.images.load(texture)
-    material = bpy.data.materials.new("Painted")
-    material.use_nodes = True
-    nodes = material.node_tree.nodes
-    node = nodes.new("ShaderNodeTexImage")
-    node.image = image
-    emission = nodes.new("ShaderNodeEmission")
-    material.node_tree.links.new(node.outputs["Color"], emission.inputs["Color"])
-    material.node_tree.links.new(emission.outputs["Emission"], nodes["Material Output"].inputs["Surface"])
-    ground = bpy.data.objects["Ground"]
-    ground.data.materials.clear()
-    ground.data.materials.append(material)
-    bpy.context.scene.view_settings.view_transform = "Standard"  # the texture's colour, as it is, in the render
-    bpy.ops.wm.save_as_mainfile(filepath=blend)
-    bpy.ops.file.make_paths_relative()  # as Blender's file browser loads by default
-    bpy.ops.wm.save_mainfile()
-""")
 
 MOVE_ONE_BONE = textwrap.dedent("""
     import sys
@@ -51,11 +27,6 @@ MOVE_ONE_BONE = textwrap.dedent("""
     bpy.data.objects["Rig"].pose.bones["ArmL"].rotation_euler[0] += 0.6
     bpy.ops.wm.save_mainfile()
 """)
-
-
-def blender_script(script: str, *args: str) -> None:
-    completed = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120)
-    assert completed.returncode == 0, completed.stderr[-2000:]
 
 
 def cli(*args: str, data: Path) -> subprocess.CompletedProcess:
@@ -74,19 +45,6 @@ def scene_line(output: str) -> str:
 def last_record(data: Path) -> JobRecord:
     records = sorted((data / "jobs").glob("*.json"), key=lambda p: p.stat().st_mtime)
     return JobRecord.load(records[-1])
-
-
-@pytest.fixture
-def textured_character(tmp_path, sample_scene) -> Path:
-    """The rigged sample with a 256² texture beside it, shown by emission on the ground."""
-    folder = tmp_path / "artist"
-    (folder / "textures").mkdir(parents=True)
-    texture = folder / "textures" / "ground.png"
-    texture.write_bytes(make_png(256, 256, (230, 40, 200), {}))
-    blend = folder / "character.blend"
-    shutil.copyfile(sample_scene, blend)
-    blender_script(ADD_TEXTURE, str(blend), str(texture))
-    return blend
 
 
 def test_the_cli_packs_a_textured_scene_and_a_one_bone_change_travels_as_a_small_delta(tmp_path, sshd_direct,
@@ -109,7 +67,7 @@ def test_the_cli_packs_a_textured_scene_and_a_one_bone_change_travels_as_a_small
     render = Image.open(Path(record.local_output_dir) / "render.png").convert("RGB")
     width, height = render.size
     floor = render.getpixel((width // 2, height - 5))  # the ground, lit by nothing but its texture
-    assert all(abs(a - b) < 40 for a, b in zip(floor, (230, 40, 200), strict=True)), floor
+    assert all(abs(a - b) < 40 for a, b in zip(floor, TEXTURE_COLOUR, strict=True)), floor
 
     # One bone moved and saved: the .blend goes as a patch against the pod's copy; the texture stays.
     blender_script(MOVE_ONE_BONE, str(textured_character))

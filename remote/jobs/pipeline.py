@@ -151,7 +151,8 @@ def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | N
             raise PipelineError(str(exc)) from None
         progress(JobProgress("connecting", 0.0, f"packing {Path(blend_file).name}"))
         try:
-            scene = pack_scene(Path(blend_file), Path(work), key=scene_key, cancel=cancel)
+            scene = pack_scene(Path(blend_file), Path(work), key=scene_key, cancel=cancel,
+                               leave_out=Path(local_output_dir))
         except SceneError as exc:
             raise PipelineError(str(exc)) from None
         hosts = load_hosts(hosts_file)

@@ -155,14 +155,20 @@ def _fix_node_trees(expanders) -> None:
     expanders._posefactory_fixed = True
 
 
+# BAT keeps opened .blend files in one module-wide cache, and rewriting rebinds a cached
+# file to its temporary copy: packs run one at a time, each with a fresh cache.
+_PACKING = threading.Lock()
+
+
 def _load_packer():
     try:
-        from blender_asset_tracer import pack
+        from blender_asset_tracer import blendfile, pack
         from blender_asset_tracer.pack import transfer
         from blender_asset_tracer.trace import expanders
     except ImportError as exc:
         raise SceneError(f"packing the scene needs blender-asset-tracer (pip install blender-asset-tracer==1.23): {exc}") from None
     _fix_node_trees(expanders)
+    blendfile.close_all_cached()
 
     class Recorder(transfer.FileTransferer):
         """BAT's file transfer, recording where each file goes instead of copying it."""
@@ -204,10 +210,15 @@ def _load_packer():
     return TreePacker
 
 
-def pack_scene(blend: Path, work_dir: Path, *, key: str | None = None,
-               cancel: threading.Event | None = None) -> PackedScene:
+def pack_scene(blend: Path, work_dir: Path, *, key: str | None = None, cancel: threading.Event | None = None,
+               leave_out: Path | None = None) -> PackedScene:
     """The job tree of ``blend`` (the main .blend at its root), its rewritten
     .blend files written into ``work_dir``.
+
+    Files under ``leave_out`` (the folder earlier jobs' results came back
+    to, which the add-on imports as images) are not sent: they are outputs,
+    not what the scene renders with. One a material does use is then named
+    missing by the pod, never silently dropped.
 
     Raises :class:`MissingFiles` naming every missing file (one per line)
     and :class:`SceneError` for a private file or an unreadable scene, before
@@ -215,6 +226,23 @@ def pack_scene(blend: Path, work_dir: Path, *, key: str | None = None,
     """
     blend = Path(os.path.abspath(blend))
     check_blend_file(blend)
+    with _PACKING:
+        try:
+            return _pack(blend, work_dir, key, cancel, leave_out)
+        finally:
+            _close_bat_cache()
+
+
+def _close_bat_cache() -> None:
+    try:
+        from blender_asset_tracer import blendfile
+    except ImportError:
+        return  # never loaded: nothing cached
+    blendfile.close_all_cached()
+
+
+def _pack(blend: Path, work_dir: Path, key: str | None, cancel: threading.Event | None,
+          leave_out: Path | None) -> PackedScene:
     packer_class = _load_packer()
     work_dir.mkdir(parents=True, exist_ok=True)
     target = work_dir / TREE_TARGET
@@ -240,8 +268,12 @@ def pack_scene(blend: Path, work_dir: Path, *, key: str | None = None,
     root = PurePosixPath(target.as_posix())
     files: list[SceneFile] = []
     refused: list[str] = []
+    results = os.path.realpath(leave_out) + os.sep if leave_out is not None else None
     for tree_path, source in sorted(placed.items()):
         relative = str(PurePosixPath(tree_path).relative_to(root))
+        if results and os.path.realpath(source).startswith(results):
+            log.info("not sending %s: a result of an earlier job", source)
+            continue
         if tree_path.endswith(".blend"):
             source = _canonical_blend(source, keep_dir, relative, main=tree_path == str(main))
         reason = None if source.parent == keep_dir else private_reason(Path(os.path.realpath(source)))
