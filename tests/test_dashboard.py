@@ -61,6 +61,25 @@ def test_job_list_and_page_show_images_settings_and_cost(root, client):
         "ai-render-1.png", "ai-render-2.png", "ai-render-3.png"]
 
 
+@pytest.mark.parametrize("scene, shown", [
+    ({"files": 3, "total_bytes": 44_400_000, "bytes_moved": 4_700, "sent_files": 1, "delta": True, "transport": "inline"},
+     "scene: 3 files, 4.7 kB moved of 44.4 MB, the .blend as a delta (inline)"),
+    ({"files": 1, "total_bytes": 10, "bytes_moved": 0, "sent_files": 0, "delta": False, "transport": "sftp"},
+     "scene: 1 file, 0 bytes moved of 10 bytes (sftp)"),
+    ({"files": "3", "total_bytes": 1e26, "bytes_moved": -1, "sent_files": True}, None),  # not plausible: not shown
+    ({"files": 1, "total_bytes": 1, "bytes_moved": 1, "sent_files": 1, "transport": HOSTILE}, "moved of"),
+])
+def test_the_job_page_says_what_the_scenes_upload_moved(root, client, scene, shown):
+    make_job(root, "job-s", images=1)
+    path = root / "jobs" / "job-s.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "scene": scene}))
+    page = client.get("/jobs/job-s").get_data(as_text=True)
+    if shown is None:
+        assert "scene-moved" not in page
+    else:
+        assert shown in page and "<script>alert" not in page
+
+
 def test_batch_items_in_their_folders_and_live_item_progress(root, client):
     # A batch as the pod leaves it: <item>/render.png and <item>/ai-render-<n>.png, a contact sheet.
     make_job(root, "job-b", images=0, status="running", contact_sheet=True)
@@ -439,23 +458,25 @@ def test_rerun_and_cancel_refuse_clearly(root, app, client):
     assert post(client, app, "/jobs/..%2Fx/cancel").status_code == 404
 
 
-def test_scene_and_settings_of_a_local_job_come_from_its_pod_job_file(root):
+def test_settings_of_a_local_job_come_from_its_pod_job_file_and_its_scene_from_submissions_only(root):
     from remote.dashboard.readers import JobIndex, ManifestCache
     from remote.dashboard.scenes import SceneStore
 
     make_job(root, "job-1", images=1, host="local")
     sha = "ab" * 32
     workspace = root / "local-pod" / "workspace"
-    (workspace / "scenes").mkdir(parents=True)
-    (workspace / "scenes" / f"{sha}.blend").write_bytes(b"BLENDER-v500")
     (workspace / "jobs" / "job-1").mkdir(parents=True)
     (workspace / "jobs" / "job-1" / "job.json").write_text(json.dumps({
-        "blend_path": f"{workspace}/scenes/{sha}.blend", "output_dir": "x", "prompt": "a knight", "steps": 33,
-        "width": 1216, "height": 832, "seed": 5, "api_base_url": "https://evil.example"}))
+        "blend_path": f"{workspace}/jobs/job-1/scene/character.blend", "output_dir": "x", "prompt": "a knight",
+        "steps": 33, "width": 1216, "height": 832, "seed": 5, "api_base_url": "https://evil.example"}))
     store, job = SceneStore(root), JobIndex(root).get("job-1")
-    assert store.scene_of(job) == sha and store.path(sha) == (workspace / "scenes" / f"{sha}.blend").resolve()
+    # The CLI's and the add-on's scenes travel as file trees: no single .blend here to re-run from.
+    assert store.scene_of(job) == "" and store.scenes() == []
     assert store.settings_of(job, ManifestCache().get(job)) == {"prompt": "a knight", "steps": 33, "width": 1216,
                                                                   "height": 832, "seed": 5}
+    (root / "scenes").mkdir()
+    (root / "scenes" / f"{sha}.blend").write_bytes(b"BLENDER-v500")  # one the dashboard took in
+    assert store.path(sha) == (root / "scenes" / f"{sha}.blend").resolve()
     assert [scene.sha256 for scene in store.scenes()] == [sha]
     assert store.path("../" + sha) is None and store.path("ab" * 31) is None
     # Another host's job: its settings come from the manifest, and its scene is unknown here.

@@ -21,6 +21,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from ..jobs.scene_upload import shipment_from_record
+
 log = logging.getLogger(__name__)
 
 RECORD_MAX_BYTES = 256 * 1024
@@ -125,6 +127,7 @@ class JobView:
     items_total: int | None = None
     items_done: int | None = None
     cost_flagged: bool = False  # the record holds a cost that is no plausible figure (NaN, 1e26, negative…)
+    scene_moved: str = ""  # what the scene's upload moved, as the CLI and the add-on say it
 
     @property
     def running(self) -> bool:
@@ -145,7 +148,13 @@ def job_from_record(data: dict[str, Any], record_path: Path, root: Path) -> JobV
                    remote_job_dir=text(data.get("remote_job_dir"), 1000), hosts_file=text(data.get("hosts_file"), 1000),
                    items_total=len(as_list(data.get("items_order"))) or None,
                    items_done=len(as_list(data.get("items_done"))) if as_list(data.get("items_order")) else None,
-                   cost_flagged=data.get("cost_usd") is not None and money(data.get("cost_usd")) is None)
+                   cost_flagged=data.get("cost_usd") is not None and money(data.get("cost_usd")) is None,
+                   scene_moved=_scene_moved(data.get("scene")))
+
+
+def _scene_moved(entry: Any) -> str:
+    shipment = shipment_from_record(entry)
+    return shipment.summary() if shipment else ""
 
 
 class JobIndex:

@@ -3,9 +3,10 @@ and settings each job used (for re-runs and the library).
 
 Uploads go to ``<data dir>/scenes/<sha256>.blend`` after a size limit and a
 header check (an uncompressed .blend starts ``BLENDER``; a compressed one is
-a zstd or gzip stream whose content starts so). The scenes already submitted
-to the ``local`` host sit in its workspace, ``local-pod/workspace/scenes``,
-under the same names, and are offered too.
+a zstd or gzip stream whose content starts so). A job re-runs from these:
+a scene the CLI or the add-on sent travels as its traced file tree
+(``remote/scene``), which the pod's store keeps by content, not as one
+.blend the dashboard could offer, so their jobs re-run from Blender or the CLI.
 
 What the job records do not hold (the scene's hash, the full job settings)
 is kept per job the dashboard submitted, in
@@ -71,7 +72,6 @@ class SceneStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.folder = root / "scenes"
-        self.local_pod_scenes = root / "local-pod" / "workspace" / "scenes"
         self.submissions = root / "dashboard" / "submissions"
 
     # -- scenes ----------------------------------------------------------------
@@ -109,18 +109,13 @@ class SceneStore:
     def path(self, sha256: str) -> Path | None:
         if not SHA256.fullmatch(sha256 or ""):
             return None
-        for folder in (self.folder, self.local_pod_scenes):
-            found = inside(self.root, folder / f"{sha256}.blend")
-            if found is not None and found.is_file():
-                return found
-        return None
+        found = inside(self.root, self.folder / f"{sha256}.blend")
+        return found if found is not None and found.is_file() else None
 
     def scenes(self, thumbs: dict[str, tuple[str, str]] | None = None) -> list[Scene]:
         """Every known scene, newest first; ``thumbs`` maps a scene hash to an image to show."""
         found: dict[str, Scene] = {}
-        for folder in (self.folder, self.local_pod_scenes):
-            if not folder.is_dir():
-                continue
+        for folder in (self.folder,) if self.folder.is_dir() else ():
             for path in folder.glob("*.blend"):
                 sha = path.stem
                 if not SHA256.fullmatch(sha) or sha in found or inside(self.root, path) is None:
@@ -150,9 +145,7 @@ class SceneStore:
         submitted = read_json(self.submissions / f"{job.job_id}.json", 64 * 1024) if plain_name(job.job_id) else None
         if submitted and SHA256.fullmatch(str(submitted.get("scene_sha256", ""))):
             return submitted["scene_sha256"]
-        pod_job = self._local_pod_job(job)
-        stem = Path(str(pod_job.get("blend_path", ""))).stem if pod_job else ""
-        return stem if SHA256.fullmatch(stem) else ""
+        return ""
 
     def settings_of(self, job: JobView, manifest: Manifest | None) -> dict[str, Any]:
         """The settings ``job`` ran with, as RenderJob fields (from the most complete source there is)."""

@@ -149,7 +149,7 @@ def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | N
             check_blend_file(blend_file)  # before anything is uploaded or paid for
         except NotABlendFile as exc:
             raise PipelineError(str(exc)) from None
-        progress(JobProgress("connecting", 0.0, f"packing {Path(blend_file).name}"))
+        progress(JobProgress("packing", 0.0, f"packing {Path(blend_file).name}"))  # on this machine, before any host
         try:
             scene = pack_scene(Path(blend_file), Path(work), key=scene_key, cancel=cancel,
                                leave_out=Path(local_output_dir))

@@ -46,6 +46,18 @@ class SceneShipment:
                 "sent_files": self.sent_files, "delta": self.delta, "transport": self.transport}
 
 
+def shipment_from_record(data: object) -> SceneShipment | None:
+    """A job record's ``scene`` entry, checked (None when absent or not plausible)."""
+    if not isinstance(data, dict):
+        return None
+    counts = {k: data.get(k) for k in ("files", "total_bytes", "bytes_moved", "sent_files")}
+    if not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c < 1 << 62 for c in counts.values()):
+        return None
+    transport = data.get("transport")
+    return SceneShipment(**counts, delta=data.get("delta") is True,  # type: ignore[arg-type]
+                         transport=clean_text(transport, 16) if isinstance(transport, str) else "?")
+
+
 def human_bytes(count: int) -> str:
     value = float(count)
     for unit in ("bytes", "kB", "MB", "GB"):
