@@ -146,3 +146,49 @@ def test_the_scene_tree_never_lets_the_pod_read_outside_it(tmp_path, stability_s
     assert completed.returncode == 4, completed.stderr[-2000:]
     assert "outside its job tree" in manifest["error"] and "/etc/hostname" in manifest["error"]
     assert stability_server.requests == []
+
+
+def test_every_kind_of_dependency_reaches_a_pod_without_the_originals_and_is_used(tmp_path, monkeypatch, sshd_proxy,
+                                                                                  dependency_scene):
+    """Textures, UDIM tiles, an image sequence, an Alembic cache, a linked library with its own
+    texture and a baked cloth cache: sent through the PTY-only proxy, the originals moved away
+    before the pod renders, each found in the job's tree (its colour in the render where it shows)."""
+    from tests.fixtures.dependency_scene import SEQUENCE_COLOURS, SKIN_COLOUR, TEXTURE_COLOUR, UDIM_COLOURS
+    from tests.test_pipeline_e2e import Recorder, hosts_file, make_job, submit
+
+    monkeypatch.setenv("POSEFACTORY_DATA_DIR", str(tmp_path / "data"))
+    moved_away = tmp_path / "moved-away"
+
+    class MoveOriginalsOnceSent(Recorder):
+        def __call__(self, event):
+            super().__call__(event)
+            if " moved of " in event.message and dependency_scene.root.exists():
+                dependency_scene.root.rename(moved_away)  # the pod renders from its tree alone
+
+    hosts = hosts_file(tmp_path, sshd_proxy, "runpod")
+    progress = MoveOriginalsOnceSent()
+    result = submit(make_job(batch=1), dependency_scene.blend, "runpod", hosts, tmp_path, progress)
+    assert result.status == "done", result.error
+    assert result.manifest["status"] == "done" and not result.manifest.get("missing_files")  # nothing rendered without
+    assert moved_away.exists() and not dependency_scene.root.exists()
+    record = JobRecord.load(tmp_path / "record.json")
+    tree = Path(record.remote_job_dir) / "scene"
+    for relative in ("textures/flat.png", "textures/tex.1001.png", "textures/tex.1002.png", "seq/frame_0003.png",
+                     "cache/shape.abc", "lib/character.blend", "lib/textures/skin.png"):
+        assert (tree / relative).is_file(), relative
+    assert len(list((tree / "blendcache_scene").glob("*.bphys"))) == 3
+    render = Image.open(result.raw_render).convert("RGB")
+    width, height = render.size
+
+    def at(x: float, y: float) -> tuple[int, int, int]:  # the fixture's top-down orthographic camera
+        return render.getpixel((int((x + 2) / 4 * width), int((2 - y) / 4 * height)))
+
+    def near(colour, expected) -> bool:
+        return all(abs(a - b) <= 12 for a, b in zip(colour, expected, strict=True))
+
+    assert near(at(0, 0), TEXTURE_COLOUR), at(0, 0)
+    assert near(at(-1.75, 1.5), UDIM_COLOURS[1001]) and near(at(-1.25, 1.5), UDIM_COLOURS[1002])
+    assert near(at(1.5, 1.5), SEQUENCE_COLOURS[0])  # frame 1 of the sequence
+    assert near(at(1.5, -1.5), SKIN_COLOUR), at(1.5, -1.5)  # the library's own texture, through the library
+    summary = next(m for m in progress.messages("uploading") if " moved of " in m)
+    assert summary.startswith(f"scene: {record.scene['files']} files, ") and summary.endswith("(inline)")
