@@ -177,18 +177,20 @@ def _load_packer():
             super().__init__()
             self.keep_dir = keep_dir
             self.placed: dict[str, Path] = {}  # path in the tree -> where its bytes are here
-            self.errors: list[str] = []
+
+        # No thread: BAT queues each file and waits on a transfer thread (polling every 0.5 s);
+        # recording where a file goes is instant, so it happens as BAT queues it.
+        def start(self) -> None:
+            pass
 
         def run(self) -> None:
-            while True:
-                try:
-                    src, dst, action = self.queue.get(timeout=0.05)
-                except Exception:  # queue.Empty: stop once BAT said everything is queued
-                    if self.done.is_set() or self._abort.is_set():
-                        return
-                    continue
-                self.place(Path(src), PurePosixPath(pathlib.PurePath(dst).as_posix()), action == transfer.Action.MOVE)
-                self.queue.task_done()
+            pass
+
+        def queue_copy(self, src: pathlib.Path, dst: pathlib.PurePath) -> None:
+            self.place(Path(src), PurePosixPath(pathlib.PurePath(dst).as_posix()), moved=False)
+
+        def queue_move(self, src: pathlib.Path, dst: pathlib.PurePath) -> None:
+            self.place(Path(src), PurePosixPath(pathlib.PurePath(dst).as_posix()), moved=True)
 
         def place(self, src: Path, dst: PurePosixPath, moved: bool) -> None:
             if dst.name == BAT_INFO_FILE:
