@@ -225,6 +225,7 @@ class Store:
             if links > 1:
                 continue  # a queued or running job's tree uses it
             os.unlink(path)
+            _unlink_quietly(os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.pf-sha256"))  # its sum
             total -= size
             removed += 1
             freed += size
@@ -244,6 +245,13 @@ class Store:
                 moved += 1
         shutil.rmtree(scenes_dir, ignore_errors=True)
         return moved
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _job_dirs(jobs_dir: str | None) -> list[str]:

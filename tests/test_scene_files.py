@@ -206,3 +206,24 @@ def test_the_pod_refuses_a_scene_with_missing_files_or_renders_it_with_warnings(
     assert manifest["status"] == "done with warnings"
     assert any("skin.png" in entry for entry in manifest["missing_files"])
     assert any("missing file(s)" in warning for warning in manifest["warnings"])
+
+
+def test_a_missing_linked_library_is_named_before_anything_is_uploaded(tmp_path):
+    library = build(tmp_path, """
+        bpy.ops.mesh.primitive_uv_sphere_add()
+        character = bpy.data.collections.new("Character")
+        character.objects.link(bpy.context.active_object)
+        scene.collection.children.link(character)
+    """, name="character.blend")
+    scene = build(tmp_path, f"""
+        with bpy.data.libraries.load({str(library)!r}, link=True, relative=True) as (data_from, data_to):
+            data_to.collections = ["Character"]
+        instance = bpy.data.objects.new("Hero instance", None)
+        instance.instance_type = "COLLECTION"
+        instance.instance_collection = data_to.collections[0]
+        scene.collection.objects.link(instance)
+    """)
+    library.unlink()
+    with pytest.raises(MissingFiles) as refused:
+        pack(scene, tmp_path)
+    assert str(refused.value) == f"missing file: {library}"

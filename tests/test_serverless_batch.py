@@ -3,6 +3,7 @@ hosted endpoint API, with the real handler rendering behind it (the SDK's local
 test server, real bpy) and moto as the bucket."""
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import threading
@@ -154,3 +155,23 @@ def test_a_job_on_a_serverless_host_goes_through_the_pipeline(serverless_endpoin
 def data_dir_env(tmp_path, monkeypatch):
     monkeypatch.setenv("POSEFACTORY_DATA_DIR", str(tmp_path / "data"))
     return tmp_path / "data"
+
+
+def test_a_textured_scene_travels_as_its_tree_each_file_once_and_renders_on_the_worker(
+        serverless_endpoint, host, textured_character, tmp_path):
+    from PIL import Image
+
+    from tests.fixtures.textured_scene import TEXTURE_COLOUR
+
+    texture = textured_character.parent / "textures" / "ground.png"
+    results, _, _, _ = batch(host(), items(textured_character, 2), tmp_path)
+    assert [r.status for r in results] == ["done", "done"], [r.error for r in results]
+    render = Image.open(tmp_path / "out" / "pose-01" / "render.png").convert("RGB")
+    floor = render.getpixel((render.size[0] // 2, render.size[1] - 5))
+    assert all(abs(a - b) < 40 for a, b in zip(floor, TEXTURE_COLOUR, strict=True)), floor  # the texture was there
+    # Both items share one tree; each of its files went up once, by content.
+    body = json.loads(serverless_endpoint.bodies[0])["input"]
+    assert sorted(f["path"] for f in body["scene"]["files"]) == ["character.blend", "textures/ground.png"]
+    texture_urls = {f["url"].split("?")[0] for b in serverless_endpoint.bodies
+                    for f in json.loads(b)["input"]["scene"]["files"] if f["path"] == "textures/ground.png"}
+    assert len(texture_urls) == 1 and texture_urls.pop().endswith(hashlib.sha256(texture.read_bytes()).hexdigest())
