@@ -58,6 +58,7 @@ def test_setup_is_idempotent_and_survives_a_restart(pod):
     started = time.monotonic()
     second = setup(env)
     assert second.returncode == 0 and "nothing changed" in second.stdout
+    assert "store 0 file(s), 0.0 MB of 20.0 GB)" in second.stdout  # the scene store and its budget
     assert time.monotonic() - started < 10
     assert (snapshot(workspace), snapshot(home)) == before
     # A pod restart: everything outside the workspace is gone.
@@ -66,6 +67,19 @@ def test_setup_is_idempotent_and_survives_a_restart(pod):
     third = setup(env)
     assert third.returncode == 0 and "linked ~/.config/rclone" in third.stdout
     assert (home / ".config" / "rclone" / "rclone.conf").exists()
+
+
+def test_the_store_line_reports_its_files_and_a_set_budget(pod):
+    workspace, _, env = pod
+    objects = workspace / "posefactory" / "store" / "objects"
+    objects.mkdir(parents=True)
+    data = b"x" * 2_500_000
+    (objects / __import__("hashlib").sha256(data).hexdigest()).write_bytes(data)
+    done = setup({**env, "POSEFACTORY_STORE_BUDGET_GB": "5"})
+    assert done.returncode == 0, done.stderr
+    assert "store 1 file(s), 2.5 MB of 5.0 GB)" in done.stdout
+    refused = setup({**env, "POSEFACTORY_STORE_BUDGET_GB": "plenty"})
+    assert refused.returncode != 0 and "POSEFACTORY_STORE_BUDGET_GB='plenty' is not a number" in refused.stderr
 
 
 def test_env_file_readable_by_others_is_refused(pod):
