@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import time
@@ -40,6 +41,8 @@ DEFAULT_BUDGET = 20 << 30  # POSEFACTORY_STORE_BUDGET_GB overrides
 ACTIVE = ("queued", "running")
 FRESH_JOB_S = 24 * 3600  # a job dir with a tree but no state yet is being uploaded: left alone this long
 HASH_CHUNK = 1 << 20
+DELTA_MAGIC = b"PFDELTA1\n"  # remote/scene/delta.py's patch format
+MAX_OBJECT_BYTES = 1 << 40
 
 
 class StoreError(Exception):
@@ -104,6 +107,45 @@ def validate_manifest(manifest: Any) -> dict:
     return manifest
 
 
+def apply_patch(base: str, patch: str, out: str, size: int) -> None:
+    """Write ``out`` from ``base`` and a PFDELTA1 ``patch`` (remote/scene/delta.py), at most
+    ``size`` bytes; every copy stays inside the base."""
+    base_size = os.path.getsize(base)
+    written = 0
+    with open(base, "rb") as source, open(patch, "rb") as ops, open(out, "wb") as target:
+        if ops.read(len(DELTA_MAGIC)) != DELTA_MAGIC:
+            raise StoreError("not a PFDELTA1 patch")
+        while True:
+            kind = ops.read(1)
+            if kind == b"E":
+                return
+            if kind == b"C":
+                offset, length = struct.unpack(">QQ", _exactly(ops, 16))
+                if offset + length > base_size:
+                    raise StoreError("a patch copy past the end of its base")
+                source.seek(offset)
+                chunk_source, remaining = source, length
+            elif kind == b"D":
+                (remaining,) = struct.unpack(">Q", _exactly(ops, 8))
+                chunk_source = ops
+            else:
+                raise StoreError("a damaged patch")
+            written += remaining
+            if written > size:
+                raise StoreError("a patch larger than its file")
+            while remaining:
+                chunk = _exactly(chunk_source, min(remaining, HASH_CHUNK))
+                target.write(chunk)
+                remaining -= len(chunk)
+
+
+def _exactly(handle: Any, count: int) -> bytes:
+    data = handle.read(count)
+    if len(data) != count:
+        raise StoreError("a truncated patch")
+    return data
+
+
 class Store:
     def __init__(self, root: str) -> None:
         self.root = root
@@ -131,8 +173,9 @@ class Store:
         base = next((b for b in manifest.get("bases", []) if self.has(b)), None)
         return {"missing": missing, "base": base, "zstd": shutil.which("zstd") is not None}
 
-    def ingest(self) -> list[str]:
-        """Decode what arrived under incoming/ into objects; returns the problems (the files are dropped)."""
+    def ingest(self, sizes: dict[str, int]) -> list[str]:
+        """Decode what arrived under incoming/ into objects (``sizes``: what each may decode to);
+        returns the problems (the files are dropped)."""
         problems = []
         self.ensure()
         for name in sorted(os.listdir(self.incoming)):
@@ -145,18 +188,21 @@ class Store:
                 os.unlink(source)
                 continue
             part = self.object(sha) + f".part-{os.getpid()}"
-            command = ["zstd", "-d", "-q", "-f", "--long=31", source, "-o", part]
-            if base:
-                if not self.has(base):
-                    problems.append(f"{sha[:12]}: its delta base {base[:12]} is gone")
-                    os.unlink(source)
-                    continue
-                command.insert(3, f"--patch-from={self.object(base)}")
+            if base and not self.has(base):
+                problems.append(f"{sha[:12]}: its delta base {base[:12]} is gone")
+                os.unlink(source)
+                continue
+            decoded = part + ".patch" if base else part
             try:
-                done = subprocess.run(command, capture_output=True, text=True)
-            except OSError as exc:
-                done = subprocess.CompletedProcess(command, 127, "", str(exc))
-            os.unlink(source)
+                done = subprocess.run(["zstd", "-d", "-q", "-f", source, "-o", decoded], capture_output=True, text=True)
+                if done.returncode == 0 and base:
+                    apply_patch(self.object(base), decoded, part, sizes.get(sha, MAX_OBJECT_BYTES))
+            except (OSError, StoreError) as exc:
+                done = subprocess.CompletedProcess([], 1, "", str(exc))
+            finally:
+                os.unlink(source)
+                if base and os.path.exists(decoded):
+                    os.unlink(decoded)
             if done.returncode != 0 or not os.path.exists(part) or sha256_of(part) != sha:
                 problems.append(f"{sha[:12]}: decoding failed ({(done.stderr or 'checksum mismatch').strip()[-200:]})")
                 if os.path.exists(part):
@@ -171,7 +217,7 @@ class Store:
         Objects that did not arrive (or did not decode) are listed as
         ``absent`` and no tree is made: the laptop sends those whole.
         """
-        problems = self.ingest()
+        problems = self.ingest({f["sha256"]: f["size"] for f in manifest["files"]})
         absent = sorted({f["sha256"] for f in manifest["files"] if not self.has(f["sha256"], f["size"])})
         if absent:
             return {"absent": absent, "problems": problems}

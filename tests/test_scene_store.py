@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from remote.core.blendfile import block_spans
 from remote.scene.delta import encode
+from remote.scene.pack import pack_scene
 
 STORE_TOOL = Path(__file__).resolve().parents[1] / "pod_setup" / "scene_store.py"
 
@@ -63,34 +65,69 @@ def test_plan_names_only_what_the_store_lacks_and_layout_hard_links_the_tree(tmp
     assert answer(store(root, "layout", str(listing), str(tree)))["files"] == 3  # again: checked, not redone
 
 
-def test_a_patch_decodes_against_its_base_and_a_broken_one_is_named_absent(tmp_path):
+def plain_blend(sample_scene: Path, folder: Path) -> bytes:
+    """The sample scene as packing sends it: uncompressed, canonical."""
+    return pack_scene(sample_scene, folder).main.source.read_bytes()
+
+
+def one_block_changed(blend: bytes) -> bytes:
+    # A small block, as a bone's pose channel is.
+    start, end = next(span for span in block_spans(blend)[len(block_spans(blend)) // 2:] if 64 < span[1] - span[0] < 4096)
+    middle = (start + end) // 2
+    return blend[:middle] + bytes([blend[middle] ^ 0xFF]) + blend[middle + 1:]
+
+
+def test_a_patch_decodes_against_its_base_and_a_broken_one_is_named_absent(tmp_path, sample_scene):
     root = tmp_path / "store"
-    old = os.urandom(200_000) + b"pose A" * 1000
-    new = old[:100_000] + b"one bone moved" + old[100_014:]
+    old = plain_blend(sample_scene, tmp_path / "pack")
+    new = one_block_changed(old)
     base = put_object(root, old)
     (tmp_path / "old.blend").write_bytes(old)
     (tmp_path / "new.blend").write_bytes(new)
     patch = encode(tmp_path / "new.blend", tmp_path / "patch.zst", tmp_path / "old.blend")
-    assert patch is not None and patch.stat().st_size < 1000  # a few bytes changed: a small patch
+    assert patch is not None and patch.stat().st_size < len(old) // 10  # one block travels, the rest is copied
     sha = hashlib.sha256(new).hexdigest()
     (root / "incoming").mkdir()
     (root / "incoming" / f"{sha}.from-{base}.zst").write_bytes(patch.read_bytes())
     listing = manifest(tmp_path, {"scene.blend": new})
     assert answer(store(root, "layout", str(listing), str(tmp_path / "job" / "scene")))["files"] == 1
     assert (tmp_path / "job" / "scene" / "scene.blend").read_bytes() == new
-    # A patch against a base the store no longer has (or corrupt bytes) is dropped and the file named absent.
-    newer = new + b"more"
+    # A patch against a base the store no longer has, a damaged patch, or bytes that do not match
+    # their name: each dropped and its file named absent (the laptop then sends it whole).
+    newer = one_block_changed(new)
     (tmp_path / "newer.blend").write_bytes(newer)
-    encode(tmp_path / "newer.blend", tmp_path / "patch2.zst", tmp_path / "old.blend")
+    encode(tmp_path / "newer.blend", tmp_path / "patch2.zst", tmp_path / "new.blend")
     newer_sha = hashlib.sha256(newer).hexdigest()
     (root / "objects" / base).unlink()
     (root / "incoming" / f"{newer_sha}.from-{base}.zst").write_bytes((tmp_path / "patch2.zst").read_bytes())
     (root / "incoming" / f"{'e' * 64}.zst").write_bytes(zstandard.ZstdCompressor().compress(b"not what the name says"))
-    listing = manifest(tmp_path, {"scene.blend": newer, "x.bin": b"not what the name says"})
+    damaged = zstandard.ZstdCompressor().compress(b"PFDELTA1\nC" + (1 << 40).to_bytes(8, "big") + (5).to_bytes(8, "big"))
+    third = hashlib.sha256(b"third").hexdigest()
+    (root / "incoming" / f"{third}.from-{sha}.zst").write_bytes(damaged)  # a copy far past its base's end
+    listing = manifest(tmp_path, {"scene.blend": newer, "x.bin": b"not what the name says", "y.bin": b"third"})
     laid = answer(store(root, "layout", str(listing), str(tmp_path / "job2" / "scene")))
-    assert sorted(laid["absent"]) == sorted([newer_sha, hashlib.sha256(b"not what the name says").hexdigest()])
+    assert sorted(laid["absent"]) == sorted([newer_sha, hashlib.sha256(b"not what the name says").hexdigest(), third])
+    assert any("past the end of its base" in problem for problem in laid["problems"]), laid["problems"]
     assert not list((root / "incoming").iterdir()) and not (tmp_path / "job2" / "scene" / "scene.blend").exists()
     assert not (root / "objects" / ("e" * 64)).exists()  # decoded bytes that do not match their name never land
+
+
+def test_a_large_scene_with_one_block_changed_patches_to_kilobytes(tmp_path, sample_scene):
+    """The patch does not grow with the scene: 40 MB of mesh data the edit did not touch are copied."""
+    old = plain_blend(sample_scene, tmp_path / "pack")
+    spans = block_spans(old)
+    end_of_data = spans[-2][1]  # before ENDB
+    filler = bytearray()
+    for number in range(40):  # forty 1 MB blocks of incompressible "mesh" data, each a real block head
+        data = os.urandom(1 << 20)
+        filler += b"DATA" + (0).to_bytes(4, "little") + (0x1000 + number).to_bytes(8, "little") + \
+            len(data).to_bytes(8, "little") + (1).to_bytes(8, "little") + data
+    big = old[:end_of_data] + bytes(filler) + old[end_of_data:]
+    changed = one_block_changed(old[:end_of_data]) + bytes(filler) + old[end_of_data:]
+    (tmp_path / "old.blend").write_bytes(big)
+    (tmp_path / "new.blend").write_bytes(changed)
+    patch = encode(tmp_path / "new.blend", tmp_path / "patch.zst", tmp_path / "old.blend")
+    assert patch is not None and patch.stat().st_size <= 64_000, patch.stat().st_size if patch else None
 
 
 @pytest.mark.parametrize("path", ["../escape.png", "/etc/passwd", "a/../../b", "a//b", "./a", "a\\..\\b", "a\0b", "",

@@ -87,6 +87,19 @@ def saved_version(path: Path) -> tuple[int, int]:
         return read_header(handle.read(32)).version
 
 
+def block_spans(data: bytes) -> list[tuple[int, int]]:
+    """(start, end) of the file header and of every block, head included, in order: the
+    units a .blend changes in (a one-bone edit rewrites a few blocks and moves the rest)."""
+    header = read_header(data[:32])
+    spans = [(0, header.header_size)]
+    head = 32 if header.large_bheads else 16 + header.pointer_size
+    for _, _, start, length in _blocks(data, header):
+        spans.append((start - head, start + length))
+    if spans[-1][1] != len(data):
+        spans.append((spans[-1][1], len(data)))  # bytes after ENDB: carried as they are
+    return spans
+
+
 def _blocks(data: bytes, header: Header):
     """(code, sdna index, data offset, data length) of every block."""
     order = "<" if header.little_endian else ">"

@@ -1,11 +1,21 @@
-"""What travels instead of a whole file: a .blend as a zstd patch against a
-version of the same scene the pod already holds (``zstd --patch-from`` on
-the pod reads it), other files zstd-compressed when that saves enough, and
-the laptop's copies of the last versions sent, which patches are made from.
+"""What travels instead of a whole file: a .blend as a patch against a
+version of the same scene the pod already holds, other files
+zstd-compressed when that saves enough, and the laptop's copies of the last
+versions sent, which patches are made from.
 
-A one-bone change to a scene moves a few kilobytes instead of the scene;
-the pod checks every decoded file's sha256, and the laptop sends the whole
+A patch works on the .blend's own units, its blocks: each block of the new
+file that the base holds byte for byte is a copy of the base's bytes, the
+rest is carried (``PFDELTA1``, below), and the whole patch is
+zstd-compressed. A one-bone change rewrites a few blocks and moves the
+others, so it travels as a few kilobytes whatever the scene's size. (A
+zstd raw-content dictionary, what ``zstd --patch-from`` builds on, indexes
+only the last few MiB of a base from Python, so large scenes went whole.)
+The pod checks every decoded file's sha256, and the laptop sends the whole
 file when a patch does not decode.
+
+    PFDELTA1\n  then records:  C <u64 offset> <u64 length>   bytes of the base
+                                D <u64 length> <bytes>        bytes carried
+                                E                             the end
 """
 from __future__ import annotations
 
@@ -13,15 +23,17 @@ import hashlib
 import logging
 import os
 import shutil
+import struct
 import time
 from pathlib import Path
 
+from ..core.blendfile import BlendFileError, block_spans
 from ..core.config import data_dir
 from .pack import SceneFile
 
 log = logging.getLogger(__name__)
-LEVEL = 6  # measured in bench_scene_transfer: patches as small as level 19's at a fraction of the time
-DELTA_MAX_BYTES = 1 << 30  # zstd's window (2 GiB) must hold the base and the new file; larger ones go whole
+LEVEL = 6
+DELTA_MAGIC = b"PFDELTA1\n"
 COMPRESS_MIN_BYTES = 4096
 WORTH = 0.9  # an encoding is sent only when it is at most this fraction of the file
 # Already compressed: zstd would only spend time on them.
@@ -31,33 +43,71 @@ VERSIONS_KEPT = 2
 VERSIONS_MAX_AGE_S = 30 * 24 * 3600
 
 
-def _window_log(*sizes: int) -> int:
-    return min(max(sum(sizes).bit_length(), 20), 31)
-
-
 def encode(source: Path, out: Path, base: Path | None = None) -> Path | None:
-    """``source`` as zstd (a patch against ``base`` when given) in ``out``;
+    """``source`` in ``out``: zstd, or a patch against ``base`` (two .blend files);
     None when that would not save enough to be worth it."""
     import zstandard
 
     size = source.stat().st_size
-    if base is None and (size < COMPRESS_MIN_BYTES or source.suffix.lower() in COMPRESSED_SUFFIXES):
+    if base is not None:
+        patch = block_patch(base.read_bytes(), source.read_bytes())
+        if patch is None:
+            return None
+        data = zstandard.ZstdCompressor(level=LEVEL).compress(patch)
+        if len(data) > WORTH * size:
+            return None
+        out.write_bytes(data)
+        return out
+    if size < COMPRESS_MIN_BYTES or source.suffix.lower() in COMPRESSED_SUFFIXES:
         return None
-    if size > DELTA_MAX_BYTES:
-        base = None
-    reference = base.read_bytes() if base is not None else b""
-    params = zstandard.ZstdCompressionParameters.from_level(
-        LEVEL, window_log=_window_log(size, len(reference)), enable_ldm=True)
-    dictionary = zstandard.ZstdCompressionDict(reference, dict_type=zstandard.DICT_TYPE_RAWCONTENT) if reference else None
-    compressor = zstandard.ZstdCompressor(compression_params=params, dict_data=dictionary)
     partial = out.with_name(out.name + ".tmp")
     with open(source, "rb") as raw, open(partial, "wb") as handle:
-        compressor.copy_stream(raw, handle, size=size)
+        zstandard.ZstdCompressor(level=LEVEL).copy_stream(raw, handle, size=size)
     if partial.stat().st_size > WORTH * size:
         partial.unlink()
         return None
     os.replace(partial, out)
     return out
+
+
+def block_patch(base: bytes, new: bytes) -> bytes | None:
+    """``new`` as copies of ``base``'s blocks and the bytes it does not hold (None: not two .blend files)."""
+    try:
+        base_spans, new_spans = block_spans(base), block_spans(new)
+    except BlendFileError:
+        return None
+    view = memoryview(base)
+    known: dict[bytes, tuple[int, int]] = {}
+    for start, end in base_spans:
+        known.setdefault(hashlib.blake2b(view[start:end], digest_size=16).digest(), (start, end))
+    records: list[bytes] = [DELTA_MAGIC]
+    copy: list[int] = []  # [start, end] of the base run being copied
+    carried = bytearray()
+
+    def flush() -> None:
+        if copy:
+            records.append(b"C" + struct.pack(">QQ", copy[0], copy[1] - copy[0]))
+            copy.clear()
+        if carried:
+            records.append(b"D" + struct.pack(">Q", len(carried)) + bytes(carried))
+            carried.clear()
+
+    fresh = memoryview(new)
+    for start, end in new_spans:
+        found = known.get(hashlib.blake2b(fresh[start:end], digest_size=16).digest())
+        if found is not None and base[found[0]:found[1]] == new[start:end]:
+            if copy and copy[1] == found[0] and not carried:
+                copy[1] = found[1]  # the next block of the same run
+                continue
+            flush()
+            copy.extend(found)
+        else:
+            if copy:
+                flush()
+            carried += fresh[start:end]
+    flush()
+    records.append(b"E")
+    return b"".join(records)
 
 
 class Versions:
