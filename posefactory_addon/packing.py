@@ -9,16 +9,33 @@ no second Blender is started.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import bpy
 
+log = logging.getLogger(__name__)
+
 
 def write_copy(target_dir: Path) -> Path:
-    """Main thread: the open file as it is now, as a copy whose relative paths still find its files."""
+    """Main thread: the open file as it is now, as a copy whose relative paths still find its files.
+
+    The copy keeps the file's name, and the disk caches Blender keeps beside
+    the file (``blendcache_<name>/``, which point caches find by the file's
+    own name and folder, not by a path the save could remap) are linked in
+    beside it, so the tracer finds them from the copy as Blender does.
+    """
     target_dir.mkdir(parents=True, exist_ok=True)
-    copy = target_dir / "scene.blend"
+    original = Path(bpy.path.abspath(bpy.data.filepath)) if bpy.data.filepath else None
+    copy = target_dir / (original.name if original else "untitled.blend")
     bpy.ops.wm.save_as_mainfile(filepath=str(copy), copy=True, relative_remap=True, check_existing=False)
+    if original is not None:
+        caches = original.parent / f"blendcache_{original.stem}"
+        if caches.is_dir():
+            try:
+                (target_dir / caches.name).symlink_to(caches, target_is_directory=True)
+            except OSError as exc:  # Windows without the right to make links: the pod then names the cache missing
+                log.warning("cannot link the disk cache %s beside the copy: %s", caches, exc)
     return copy
 
 

@@ -160,7 +160,7 @@ def test_packing_leaves_the_open_file_untouched_and_packs_without_the_key(blende
     assert result["scene_key"] == str(tmp_path / "artist.blend")  # versions of the artist's file share deltas
     # The texture travels as a file of the tree, not embedded in the .blend, and is found there.
     assert result["packed_images"] == [] and result["texture_found"]
-    assert sorted(result["files"]) == sorted(["scene.blend", f"_outside_project{tmp_path}/texture.png"])
+    assert sorted(result["files"]) == sorted(["artist.blend", f"_outside_project{tmp_path}/texture.png"])
     assert result["prompt"] == "unsaved edit"  # the copy carries the unsaved state
 
 
@@ -343,6 +343,23 @@ def test_a_textured_scene_renders_from_blender_and_an_unsaved_pose_tweak_goes_as
     # The tweak was never saved: the copy carries it, and only its delta moves.
     assert second["scene"]["delta"] is True and 0 < second["scene"]["bytes_moved"] <= 64_000, second["scene"]
     assert result["dirty"]
+
+
+def test_every_kind_of_dependency_travels_from_blender_with_unsaved_edits(blender, tmp_path, dependency_scene):
+    """The add-on packs its copy of the open file: the disk cache Blender finds by the file's
+    own name and folder travels too, and the local pod renders with nothing missing."""
+    result = blender.run(f"""
+        bpy.ops.wm.open_mainfile(filepath={str(dependency_scene.blend)!r})
+        bpy.context.scene.posefactory.autosave = False
+        bpy.data.objects["Screen"].location.z += 0.01  # an unsaved edit
+        bpy.ops.posefactory.render_remote(prompt="all kinds", host="local", skip_ai=True, render_samples=1)
+        tracked = jobs.MANAGER.latest()
+        result = jobs.MANAGER.wait(tracked, timeout=240)
+        report(status=result.status, error=result.error, manifest=result.manifest, shown=tracked.scene_summary)
+    """)
+    assert result["status"] == "done", result["error"]
+    assert result["manifest"]["status"] == "done" and not result["manifest"].get("missing_files")
+    assert result["shown"].startswith("scene: 13 files, "), result["shown"]
 
 
 def test_render_remote_through_the_direct_port_with_s3_and_stability(blender, tmp_path, sample_scene, sshd_direct,
