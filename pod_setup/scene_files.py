@@ -1,10 +1,11 @@
-"""What a scene needs from outside its .blend, found by asking Blender.
+"""What a scene needs from outside its .blend, found by asking Blender, on the pod.
 
-Used on both sides: the add-on's packing (``pack_blend.py``) refuses a scene
-whose outside files it cannot carry yet, naming them, before anything is
-uploaded; the pod's render job refuses to render a scene whose files are
-missing there (or, with the artist's consent, renders and says which), so a
-job never reports a plain ``done`` over a missing file.
+The laptop traces and sends those files (``remote/scene/pack.py``, Blender's
+asset tracer); the pod's render job checks them once the scene is open: it
+refuses a scene whose files are missing there (or, with the artist's
+consent, renders and says which), so a job never reports a plain ``done``
+over a missing file, and refuses one laid out as a job tree that names a
+file outside the tree.
 """
 from __future__ import annotations
 
@@ -77,11 +78,6 @@ def _kept_result(image: Any) -> bool:
     """An image the add-on brought back from an earlier job, kept only by its fake user: not
     something the scene renders with (the laptop does not send the add-on's results)."""
     return "posefactory_job" in image.keys() and image.use_fake_user and image.users == 1
-
-
-def linked_ids(bpy: Any) -> list[Any]:
-    """Every datablock still linked from a library."""
-    return [datablock for datablock in _all_ids(bpy) if datablock.library is not None]
 
 
 def _all_ids(bpy: Any):

@@ -164,7 +164,8 @@ def test_a_textured_scene_travels_as_its_tree_each_file_once_and_renders_on_the_
     from tests.fixtures.textured_scene import TEXTURE_COLOUR
 
     texture = textured_character.parent / "textures" / "ground.png"
-    results, _, _, _ = batch(host(), items(textured_character, 2), tmp_path)
+    endpoint = host()
+    results, _, _, lines = batch(endpoint, items(textured_character, 2), tmp_path)
     assert [r.status for r in results] == ["done", "done"], [r.error for r in results]
     render = Image.open(tmp_path / "out" / "pose-01" / "render.png").convert("RGB")
     floor = render.getpixel((render.size[0] // 2, render.size[1] - 5))
@@ -175,3 +176,39 @@ def test_a_textured_scene_travels_as_its_tree_each_file_once_and_renders_on_the_
     texture_urls = {f["url"].split("?")[0] for b in serverless_endpoint.bodies
                     for f in json.loads(b)["input"]["scene"]["files"] if f["path"] == "textures/ground.png"}
     assert len(texture_urls) == 1 and texture_urls.pop().endswith(hashlib.sha256(texture.read_bytes()).hexdigest())
+    assert [line for line in lines if line.startswith("scene: ")] == [
+        f"scene: 2 files, {lines_moved(textured_character)} moved of {lines_moved(textured_character)} (s3)"]
+    # Again: the bucket holds every file, nothing moves.
+    _, _, _, again = batch(endpoint, items(textured_character, 1), tmp_path / "again")
+    assert any(line.startswith("scene: 2 files, 0 bytes moved of ") for line in again), again
+
+
+def lines_moved(blend) -> str:
+    from remote.scene.pack import pack_scene
+    from remote.scene.shipment import human_bytes
+
+    return human_bytes(pack_scene(blend, blend.parent.parent / "sizes").total_bytes)
+
+
+def test_run_job_on_a_serverless_host_packs_the_scene_and_records_what_moved(serverless_endpoint, s3_server, s3_credentials,
+                                                                            textured_character, tmp_path, monkeypatch):
+    import yaml
+
+    from remote.jobs.pipeline import run_job
+    from remote.jobs.state import JobRecord
+    from tests.fixtures.serverless_api import ENDPOINT_ID
+
+    monkeypatch.setenv("POSEFACTORY_DATA_DIR", str(tmp_path / "data"))
+    hosts = tmp_path / "hosts.yaml"
+    hosts.write_text(yaml.safe_dump({"farm": {
+        "serverless": {"endpoint_id": ENDPOINT_ID, "gpu_usd_per_second": 0.00034, "max_concurrent": 1},
+        "storage": s3_server.storage_entry(s3_server.make_bucket(), region="us-east-1")}}))
+    messages: list[str] = []
+    result = run_job(RenderJob(blend_path="", output_dir="", prompt="farm", backend="none", render_samples=1),
+                     textured_character, host="farm", hosts_file=hosts, local_output_dir=tmp_path / "out",
+                     api_key=None, progress=lambda p: messages.append(p.message), cancel=threading.Event(),
+                     record_path=tmp_path / "record.json")
+    assert result.status == "done", result.error
+    record = JobRecord.load(tmp_path / "record.json")
+    assert record.scene["files"] == 2 and record.scene["transport"] == "s3" and record.scene["bytes_moved"] > 0
+    assert any(m.startswith("scene: 2 files, ") and m.endswith("(s3)") for m in messages), messages

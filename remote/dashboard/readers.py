@@ -21,7 +21,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from ..jobs.scene_upload import shipment_from_record
+from ..scene.shipment import shipment_from_record
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,7 @@ from ..core.jobspec import RenderJob
 from ..runpod.endpoint import EndpointError
 from ..runpod.serverless import BatchItem, ItemResult, run_batch
 from ..scene.pack import PackedScene
+from ..scene.shipment import SceneShipment
 from .ledger import Spend, append_ledger
 from .outcome import Outcome
 from .settle import follow
@@ -56,11 +57,16 @@ class ServerlessExecutor:
         try:
             results = run_batch(self.host, [item], Path(record.local_output_dir).parent, on_item=lambda result: None,
                                 cancel=self.cancel_event, record_event=append_ledger, batch_id=record.job_id,
+                                on_scene=self._scene_sent,
                                 progress=lambda line: self.progress(
                                     JobProgress("rendering", stage_fraction("rendering"), line)))
         except EndpointError as exc:
             raise PipelineError(str(exc)) from None
         self.item = results[0]
+
+    def _scene_sent(self, shipment: SceneShipment) -> None:
+        self.record.scene = shipment.to_json_dict()
+        self.record.save(self.record_path)
 
     def poll(self) -> bool:
         return True  # start() returned: the request ended

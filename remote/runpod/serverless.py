@@ -46,6 +46,7 @@ from ..core.config import HostConfig, StorageConfig
 from ..core.jobspec import RenderJob
 from ..core.pod_output import PodOutputError, clean_text, output_path
 from ..scene.pack import PackedScene, SceneChanged, SceneError, pack_scene
+from ..scene.shipment import SceneShipment
 from .endpoint import EndpointClient, EndpointError, check_health
 
 log = logging.getLogger(__name__)
@@ -105,10 +106,10 @@ class _Storage:
             raise EndpointError(str(exc)) from None
         self.batch_prefix = f"{storage.prefix}serverless/{batch_id}"
 
-    def scene_payload(self, scene: PackedScene) -> dict[str, Any]:
-        """The scene's tree for the worker: each file up once (by content), each with a signed URL."""
+    def scene_payload(self, scene: PackedScene) -> tuple[dict[str, Any], SceneShipment]:
+        """The scene's tree for the worker (each file up once, by content, each with a signed URL), and what moved."""
         urls: dict[str, str] = {}
-        uploaded = 0
+        uploaded = sent = 0
         try:
             for entry in scene.files:
                 if entry.sha256 in urls:
@@ -117,6 +118,7 @@ class _Storage:
                 if not self.s3_module._object_exists(self.s3, self.storage, key):
                     self.s3.upload_file(str(entry.source), self.storage.bucket, key, Config=self.s3_module.MULTIPART)
                     uploaded += entry.size
+                    sent += 1
                 urls[entry.sha256] = self.presign("get_object", key)
         except Exception as exc:  # boto3's errors have no common base; explained below
             raise EndpointError(f"uploading the scene: {self.s3_module._explain(exc, self.storage)}") from None
@@ -124,10 +126,10 @@ class _Storage:
             scene.check_unchanged()
         except SceneChanged as exc:
             raise EndpointError(str(exc)) from None
-        log.info("scene %s: %d file(s), %d of %d bytes uploaded", scene.blend, len(scene.files), uploaded,
-                 scene.total_bytes)
+        shipment = SceneShipment(len(scene.files), scene.total_bytes, uploaded, sent, delta=False, transport="s3")
+        log.info("scene %s: %s", scene.blend, shipment.summary())
         return {"blend": scene.blend, "files": [{"path": f.path, "sha256": f.sha256, "size": f.size,
-                                                  "url": urls[f.sha256]} for f in scene.files]}
+                                                  "url": urls[f.sha256]} for f in scene.files]}, shipment
 
     def presign(self, operation: str, key: str) -> str:
         return self.s3.generate_presigned_url(operation, Params={"Bucket": self.storage.bucket, "Key": key},
@@ -315,7 +317,8 @@ def check_items(items: list[BatchItem]) -> None:
 
 def run_batch(host: HostConfig, items: list[BatchItem], local_output_dir: Path, *,
               on_item: Callable[[ItemResult], None], cancel: threading.Event, progress: Callable[[str], None],
-              record_event: Callable[[dict[str, Any]], None], batch_id: str) -> list[ItemResult]:
+              record_event: Callable[[dict[str, Any]], None], batch_id: str,
+              on_scene: Callable[[SceneShipment], None] | None = None) -> list[ItemResult]:
     """Run ``items`` on ``host``'s endpoint, at most K at once; results stream to ``on_item``.
 
     Raises :class:`EndpointError` (one line) for what stops the whole batch
@@ -337,7 +340,10 @@ def run_batch(host: HostConfig, items: list[BatchItem], local_output_dir: Path, 
                     raise EndpointError(f"{item.item_id}: {exc}") from None
                 packed[item.job.blend_path] = scene
             if scene.digest not in scenes:
-                scenes[scene.digest] = batch.storage.scene_payload(scene)
+                scenes[scene.digest], shipment = batch.storage.scene_payload(scene)
+                progress(shipment.summary())
+                if on_scene is not None:
+                    on_scene(shipment)
             payloads.append(batch.payload(item, scenes[scene.digest]))
     progress(f"{len(items)} item(s) on endpoint {batch.config.endpoint_id}, {batch.config.max_concurrent} at a time")
     results = []
