@@ -17,7 +17,7 @@ import pytest
 
 from remote.bridge.api import Bridge, submit
 from remote.bridge.shell import RemoteShell
-from remote.bridge.transfer import get, put
+from remote.bridge.transfer import get, put, put_many
 from remote.bridge.transfer.common import (
     BucketMissing,
     ChecksumMismatch,
@@ -98,6 +98,26 @@ def test_round_trip_is_exact_and_unchanged_content_moves_nothing(shell, tmp_path
     assert downloaded.bytes_moved == src.stat().st_size and downloaded.files[0].size == src.stat().st_size
     assert get(shell, f"{remote_dir}/*.bin", local_dir).bytes_moved == 0
     assert leftovers(remote_dir, local_dir) == []
+
+
+def test_many_files_in_one_call_each_exact_and_unchanged_ones_move_nothing(shell, tmp_path, monkeypatch):
+    from remote.bridge.transfer import sftp
+
+    sessions = []
+    real_sftp = sftp._sftp
+    monkeypatch.setattr(sftp, "_sftp", lambda *args: (sessions.append(args[1]), real_sftp(*args))[1])
+    sources = [random_file(tmp_path / f"texture {n} $(x).png", 50_000 + n) for n in range(5)]
+    remote_dir = tmp_path / "store"
+    pairs = [(src, f"{remote_dir}/objects/{src.name}") for src in sources]
+    sent = put_many(shell, pairs)
+    assert sent.bytes_moved == sum(src.stat().st_size for src in sources) and len(sent.files) == 5
+    for src in sources:
+        assert (remote_dir / "objects" / src.name).read_bytes() == src.read_bytes()
+    if shell.host.transfer == "sftp":
+        assert len(sessions) == 1 and len(sessions[0]) == 5  # one ssh connection for all five
+    sessions.clear()
+    assert put_many(shell, pairs).bytes_moved == 0 and sessions == []
+    assert leftovers(remote_dir) == []
 
 
 def test_empty_file_and_missing_local_file(shell, tmp_path):

@@ -95,6 +95,14 @@ class Bridge:
         with self._locks[host]:
             return put(shell, src, dst)
 
+    def put_many(self, host: str, pairs: list[tuple[Path, str]]) -> TransferResult:
+        """Upload each ``(local file, remote path)`` to ``host``, in one go where the transport can."""
+        from .transfer import put_many
+
+        shell = self.shell(host)
+        with self._locks[host]:
+            return put_many(shell, pairs)
+
     def get(self, host: str, src: str, dst: Path | str) -> TransferResult:
         """Download the remote file or glob ``src`` into local folder ``dst``."""
         from .transfer import get

@@ -159,12 +159,19 @@ class JobRunner:
     def transfer(self, direction: str, src: Any, dst: Any, what: str) -> TransferResult:
         """``put`` or ``get``; a dropped connection resumes the transfer, anything else is an error."""
         move = self.bridge.put if direction == "put" else self.bridge.get
+        return self._resuming(lambda: move(self.host.name, src, dst), what)
+
+    def transfer_many(self, pairs: list[tuple[Path, str]], what: str) -> TransferResult:
+        """``put`` of each ``(local file, pod path)``, in one go where the transport can, resumed likewise."""
+        return self._resuming(lambda: self.bridge.put_many(self.host.name, pairs), what)
+
+    def _resuming(self, move: Callable[[], TransferResult], what: str) -> TransferResult:
         attempt = 1
         while True:
             if self.cancel.is_set():
                 raise Cancelled()
             try:
-                return move(self.host.name, src, dst)
+                return move()
             except TransferInterrupted as exc:
                 if attempt == RECONNECT_ATTEMPTS:
                     raise PipelineError(f"{what}: {exc}") from None

@@ -83,18 +83,18 @@ class SceneUploader:
             base = plan.get("base")
             base_path = dict(bases).get(base) if isinstance(base, str) else None
             can_decode = plan.get("zstd") is True
-            delta = False
-            for number, sha in enumerate(missing, 1):
-                entry = by_sha[sha]
-                self.runner.progress(JobProgress("uploading", stage_fraction("uploading", 0.25 * number / len(missing)),
-                                                 f"scene: sending {entry.path} ({number}/{len(missing)})"))
-                delta |= self._send(entry, work, base_path if entry.path == scene.blend and can_decode else None,
-                                    base, can_decode)
+            sends = [self._encoded(by_sha[sha], work, base_path if by_sha[sha].path == scene.blend else None,
+                                   base, can_decode) for sha in missing]
+            delta = any(is_delta for _, _, is_delta in sends)
+            if sends:
+                self.runner.progress(JobProgress("uploading", stage_fraction("uploading", 0.1),
+                                                 f"scene: sending {len(sends)} of {len(scene.files)} file(s)"))
+                self._put([(source, destination) for source, destination, _ in sends], "uploading the scene's files")
             absent = self._layout()
             if absent:  # a patch that did not decode (or a base the store dropped): those go whole
                 log.info("scene: %d file(s) did not decode on the pod; sending them whole", len(absent))
-                for sha in absent:
-                    self._put(by_sha[sha].source, f"{self.store}/objects/{sha}", f"uploading {by_sha[sha].path}")
+                self._put([(by_sha[sha].source, f"{self.store}/objects/{sha}") for sha in absent],
+                          "uploading the scene's files whole")
                 delta = False
                 if self._layout():
                     raise PipelineError("the pod's store is missing files of this scene after sending them whole")
@@ -110,22 +110,20 @@ class SceneUploader:
         except SceneChanged as exc:
             raise PipelineError(str(exc)) from None
 
-    def _send(self, entry: SceneFile, work: Path, base_path: Path | None, base: object, can_decode: bool) -> bool:
-        """One file the store lacks; returns whether it went as a patch."""
+    def _encoded(self, entry: SceneFile, work: Path, base_path: Path | None, base: object,
+                 can_decode: bool) -> tuple[Path, str, bool]:
+        """What to send for one file the store lacks, and where: (file here, path on the pod, a patch?)."""
         if can_decode:
             encoded = encode(entry.source, work / f"{entry.sha256}.zst", base_path)
             if encoded is not None:
                 name = f"{entry.sha256}.from-{base}.zst" if base_path is not None else f"{entry.sha256}.zst"
-                self._put(encoded, f"{self.store}/incoming/{name}", f"uploading {entry.path}")
-                encoded.unlink()
-                return base_path is not None
-        self._put(entry.source, f"{self.store}/objects/{entry.sha256}", f"uploading {entry.path}")
-        return False
+                return encoded, f"{self.store}/incoming/{name}", base_path is not None
+        return entry.source, f"{self.store}/objects/{entry.sha256}", False
 
-    def _put(self, source: Path, destination: str, what: str) -> None:
-        moved = self.runner.transfer("put", source, destination, what)
+    def _put(self, pairs: list[tuple[Path, str]], what: str) -> None:
+        moved = self.runner.transfer_many(pairs, what)
         self.bytes_moved += moved.bytes_moved
-        self.sent += 1
+        self.sent += len(pairs)
 
     def _layout(self) -> list[str]:
         result = self.runner.run(f"{self.tool} layout {q(self.jobdir)}/scene-tree.json {q(self.jobdir)}/scene",

@@ -34,7 +34,7 @@ from .common import (
 )
 
 __all__ = ["BucketMissing", "ChecksumMismatch", "FileEntry", "RemoteDiskFull", "StorageCredentialsRejected",
-           "TransferError", "TransferInterrupted", "TransferResult", "choose_transport", "put", "get"]
+           "TransferError", "TransferInterrupted", "TransferResult", "choose_transport", "put", "put_many", "get"]
 
 
 def choose_transport(host: HostConfig) -> str:
@@ -62,17 +62,34 @@ def _module(transport: str):
 
 def put(shell: RemoteShell, src: Path | str, dst: str) -> TransferResult:
     """Upload local file ``src`` to ``dst`` on the shell's host (``dst/`` keeps the name)."""
-    src = Path(src)
-    if not src.is_file():
-        raise TransferError(f"local file not found: {src}" if not src.exists() else f"not a regular file: {src}")
-    if dst.endswith("/"):
-        dst += src.name
+    return put_many(shell, [(Path(src), dst)])
+
+
+def put_many(shell: RemoteShell, pairs: list[tuple[Path, str]]) -> TransferResult:
+    """Upload each local file to its destination (as :func:`put`), in one go where the
+    transport can (sftp: one session for all); the same call resumes after a drop."""
+    checked_pairs = []
+    for src, dst in pairs:
+        src = Path(src)
+        if not src.is_file():
+            raise TransferError(f"local file not found: {src}" if not src.exists() else f"not a regular file: {src}")
+        checked_pairs.append((src, dst + src.name if dst.endswith("/") else dst))
+    module = _module(choose_transport(shell.host))
+    names = ", ".join(src.name for src, _ in checked_pairs[:3]) + (" …" if len(checked_pairs) > 3 else "")
     try:
-        return _module(choose_transport(shell.host)).put(shell, src, dst)
+        if hasattr(module, "put_many"):
+            return module.put_many(shell, checked_pairs)
+        result = TransferResult(choose_transport(shell.host))
+        for src, dst in checked_pairs:
+            moved = module.put(shell, src, dst)
+            result.bytes_moved += moved.bytes_moved
+            result.files.extend(moved.files)
+            result.transport = moved.transport
+        return result
     except ShellDisconnected as exc:
-        raise TransferInterrupted(f"uploading {src.name}: {exc}; run the same put again to resume") from None
+        raise TransferInterrupted(f"uploading {names}: {exc}; run the same put again to resume") from None
     except OSError as exc:  # this machine's side: unreadable source
-        raise TransferError(f"uploading {src}: {exc.strerror or exc}") from None
+        raise TransferError(f"uploading {exc.filename or names}: {exc.strerror or exc}") from None
 
 
 def get(shell: RemoteShell, src: str, dst: Path | str) -> TransferResult:

@@ -75,31 +75,48 @@ def _sftp_quote(path: str) -> str:
 
 
 def put(shell: RemoteShell, src: Path, dst: str) -> TransferResult:
-    sha, size = sha256_file(src), src.stat().st_size
-    result = TransferResult("sftp", files=[FileEntry(dst, sha, size)])
-    if remote_sha256(shell, dst) == sha:
-        return result
-    part = f"{dst}.pf-part-{sha[:16]}"
-    checked(shell.run(f"mkdir -p -- \"$(dirname -- {q(dst)})\"", timeout=60), f"creating the folder of {dst}")
+    return put_many(shell, [(src, dst)])
+
+
+def put_many(shell: RemoteShell, pairs: list[tuple[Path, str]]) -> TransferResult:
+    """Upload each ``(src, dst)``, all through one ``sftp`` session: each session is a
+    new ssh connection (a handshake, a few hundred ms), which a scene of many
+    textures would otherwise pay per file."""
+    result = TransferResult("sftp")
+    todo = []
+    for src, dst in pairs:
+        sha, size = sha256_file(src), src.stat().st_size
+        result.files.append(FileEntry(dst, sha, size))
+        if remote_sha256(shell, dst) != sha:
+            checked(shell.run(f"mkdir -p -- \"$(dirname -- {q(dst)})\"", timeout=60), f"creating the folder of {dst}")
+            todo.append((src, dst, sha, size, f"{dst}.pf-part-{sha[:16]}"))
     for attempt in (1, 2):  # a checksum mismatch gets one retry, from scratch
-        found = checked(shell.run(f"p={q(part)}; [ -f \"$p\" ] && [ ! -L \"$p\" ] && stat -c %s -- \"$p\" || echo 0",
-                                  timeout=60), f"checking {part}")
-        kept = int(found.stdout.strip() or 0) if attempt == 1 else 0
-        # reput appends to what an interrupted put left (sftp's own resume).
-        verb = "reput" if 0 < kept <= size else "put"
-        try:
-            _sftp(shell, [f"{verb} {_sftp_quote(str(src))} {_sftp_quote(part)}"])
-        except TransferInterrupted:
-            raise  # the part stays for the next put to resume
-        except TransferError:
-            shell.run(f"rm -f -- {q(part)}", timeout=60)
-            raise
-        result.bytes_moved += size - (kept if verb == "reput" else 0)
-        final = shell.run(finish_upload_script(part, dst, sha), timeout=600)
-        if final.ok:
+        if not todo:
             return result
-        shell.run(f"rm -f -- {q(part)}", timeout=60)
-    raise ChecksumMismatch(f"{dst}: sha256 mismatch after upload, twice; nothing was kept")
+        commands = []
+        for src, _, _, size, part in todo:
+            found = checked(shell.run(f"p={q(part)}; [ -f \"$p\" ] && [ ! -L \"$p\" ] && stat -c %s -- \"$p\" || echo 0",
+                                      timeout=60), f"checking {part}")
+            kept = int(found.stdout.strip() or 0) if attempt == 1 else 0
+            # reput appends to what an interrupted put left (sftp's own resume).
+            verb = "reput" if 0 < kept <= size else "put"
+            commands.append(f"{verb} {_sftp_quote(str(src))} {_sftp_quote(part)}")
+            result.bytes_moved += size - (kept if verb == "reput" else 0)
+        try:
+            _sftp(shell, commands)
+        except TransferInterrupted:
+            raise  # the parts stay for the next put to resume
+        except TransferError:
+            shell.run(" ; ".join(f"rm -f -- {q(part)}" for *_, part in todo), timeout=60)
+            raise
+        mismatched = []
+        for entry in todo:
+            _, dst, sha, _, part = entry
+            if not shell.run(finish_upload_script(part, dst, sha), timeout=600).ok:
+                shell.run(f"rm -f -- {q(part)}", timeout=60)
+                mismatched.append(entry)
+        todo = mismatched
+    raise ChecksumMismatch(f"{todo[0][1]}: sha256 mismatch after upload, twice; nothing was kept")
 
 
 def get(shell: RemoteShell, src: str, dst: Path) -> TransferResult:
