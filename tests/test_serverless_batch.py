@@ -212,3 +212,53 @@ def test_run_job_on_a_serverless_host_packs_the_scene_and_records_what_moved(ser
     record = JobRecord.load(tmp_path / "record.json")
     assert record.scene["files"] == 2 and record.scene["transport"] == "s3" and record.scene["bytes_moved"] > 0
     assert any(m.startswith("scene: 2 files, ") and m.endswith("(s3)") for m in messages), messages
+
+
+def test_a_cli_killed_mid_request_is_settled_once_by_reattach_without_ssh(serverless_endpoint, s3_server, s3_credentials,
+                                                                          textured_character, tmp_path):
+    """kill -9 of the CLI while its request runs on the endpoint: re-attach ends the job failed
+    (its outputs are not tracked past the process), with one flagged ledger line, twice over."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    import yaml
+
+    from remote.jobs.state import JobRecord
+    from tests.fixtures.blender_scene import REPO
+    from tests.fixtures.serverless_api import ENDPOINT_ID
+
+    hosts = tmp_path / "hosts.yaml"
+    hosts.write_text(yaml.safe_dump({"farm": {
+        "serverless": {"endpoint_id": ENDPOINT_ID, "gpu_usd_per_second": 0.00034, "max_concurrent": 1},
+        "storage": s3_server.storage_entry(s3_server.make_bucket(), region="us-east-1")}}))
+    data = tmp_path / "data"
+    env = {**os.environ, "POSEFACTORY_DATA_DIR": str(data)}
+    serverless_endpoint.script = ["stuck"]  # IN_PROGRESS for ever: the CLI is killed while it waits
+    cli = subprocess.Popen([sys.executable, "-m", "remote.cli", "render", str(textured_character), "--host", "farm",
+                            "--hosts", str(hosts), "--prompt", "x", "--backend", "none"], cwd=REPO, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not serverless_endpoint.bodies and time.monotonic() < deadline:
+            assert cli.poll() is None, cli.stdout.read().decode() if cli.stdout else ""
+            time.sleep(0.1)
+        assert serverless_endpoint.bodies, "the request never reached the endpoint"
+        time.sleep(0.5)
+    finally:
+        os.kill(cli.pid, signal.SIGKILL)
+        cli.wait(30)
+    (record_path,) = list((data / "jobs").glob("*.json"))
+    assert JobRecord.load(record_path).status == "running" and not (data / "ledger.jsonl").exists()
+    for _ in range(2):
+        again = subprocess.run([sys.executable, "-m", "remote.cli", "reattach", str(record_path)], cwd=REPO, env=env,
+                               capture_output=True, text=True, timeout=120)
+        assert again.returncode == 1, again.stdout + again.stderr
+        assert "interrupted before it finished" in again.stdout + again.stderr
+        assert "ssh" not in (again.stdout + again.stderr).lower()
+    record = JobRecord.load(record_path)
+    assert record.status == "failed" and record.ledgered
+    (line,) = [json.loads(entry) for entry in (data / "ledger.jsonl").read_text().splitlines()
+               if json.loads(entry).get("job_id") == record.job_id]
+    assert line["status"] == "failed" and line["cost_usd"] == 0 and "interrupted" in line["cost_flag"]
