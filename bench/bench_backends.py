@@ -9,8 +9,9 @@ On this CPU with the tiny random-weight SDXL + ControlNet models the tests use
   img2img costs, whoever drives it);
 * the backend's generate() for one image, and its overhead over the baseline
   (init/control PNGs read, scheduler set, result encoded as PNG);
-* a job's AI step with the pipeline kept loaded (the warm worker) and with a
-  fresh load per job (cold), and their ratio;
+* a job's AI step with the pipeline kept loaded by the resident AI worker
+  (warm) and with a fresh worker per job (cold: started, torch imported,
+  models loaded), and their ratio;
 * drawing the control images at 1024x1024 (OpenPose skeleton, depth from Z).
 
 Every figure is measured in the same run, so the ratios hold on any machine.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,8 +30,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 import numpy as np  # noqa: E402
 
+from pod_setup import ai_channel  # noqa: E402
+from pod_setup.ai_worker import Pipelines  # noqa: E402
 from pod_setup.backends import create  # noqa: E402
-from pod_setup.backends.diffusers_sdxl import clear_cache  # noqa: E402
+from pod_setup.backends.diffusers_sdxl import models_dir  # noqa: E402
 from pod_setup.control_images import depth_to_image, draw_openpose, png_bytes  # noqa: E402
 from remote.core.jobspec import RenderJob  # noqa: E402
 from tests.fixtures.tiny_diffusers import build_tiny_models  # noqa: E402
@@ -55,6 +59,9 @@ def main() -> None:
 
     folder = Path(tempfile.mkdtemp(prefix="bench-backends-"))
     os.environ["POSEFACTORY_MODELS_DIR"] = str(build_tiny_models(folder / "models"))
+    # The resident AI worker runs with this Python (the pod's: its diffusers venv), in a workspace of the bench's own.
+    os.environ.setdefault("POSEFACTORY_AI_PYTHON", sys.executable)
+    os.environ["WORKSPACE"] = str(folder / "workspace")
     size = args.size
     ys, xs = np.mgrid[0:size, 0:size]
     init = folder / "render.png"
@@ -80,7 +87,7 @@ def main() -> None:
         ai_step(control)  # load once, and warm torch up
         backend = create(job(control))
         backend.check_ready()
-        pipeline = backend.pipeline
+        pipeline, _ = Pipelines().pipeline(job(control), models_dir())  # the baseline: in this process, no worker
         image = Image.open(init).convert("RGB")
         extra = {}
         if control != "none":
@@ -97,7 +104,7 @@ def main() -> None:
         warm = median_seconds(lambda: ai_step(control), args.runs)
 
         def cold() -> None:
-            clear_cache()
+            ai_channel.stop()  # a cold worker: started, torch imported, models loaded
             ai_step(control)
 
         cold_s = median_seconds(cold, args.runs)
@@ -108,6 +115,7 @@ def main() -> None:
     openpose_s = median_seconds(lambda: png_bytes(draw_openpose([big_joints], big, big)), args.runs)
     z = (2 + np.add.outer(np.linspace(0, 3, big), np.linspace(0, 1, big))).astype(np.float32)  # a smooth scene
     depth_s = median_seconds(lambda: png_bytes(depth_to_image(z, 100.0)), args.runs)
+    ai_channel.stop()  # the bench's worker goes with the bench
 
     print(f"diffusers backend, tiny models, {size}x{size}, {args.steps} steps (strength 0.75: "
           f"{int(args.steps * 0.75)} denoised), torch threads {torch.get_num_threads()}, medians of {args.runs}")

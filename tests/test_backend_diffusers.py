@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pod_setup import ai_channel
 from pod_setup.backends import create
-from pod_setup.backends.diffusers_sdxl import clear_cache
 from pod_setup.control_images import draw_openpose, png_bytes
 from pod_setup.job_errors import EXIT_NO_KEY, JobFailed
 from remote.core.jobspec import RenderJob
@@ -23,10 +23,29 @@ RENDER_JOB = REPO / "pod_setup" / "render_job.py"
 SIZE = 64
 
 
+@pytest.fixture(scope="module")
+def pod_workspace(tmp_path_factory):
+    """One workspace, so one resident AI worker, for the module's tests (stopped at the end)."""
+    folder = tmp_path_factory.mktemp("workspace")
+    saved = os.environ.get("WORKSPACE")
+    os.environ["WORKSPACE"] = str(folder)
+    yield folder
+    ai_channel.stop()
+    if saved is None:
+        os.environ.pop("WORKSPACE", None)
+    else:
+        os.environ["WORKSPACE"] = saved
+
+
 @pytest.fixture
-def models(tiny_models, monkeypatch) -> Path:
+def models(tiny_models, monkeypatch, pod_workspace) -> Path:
     monkeypatch.setenv("POSEFACTORY_MODELS_DIR", str(tiny_models))
+    monkeypatch.setenv("POSEFACTORY_AI_PYTHON", sys.executable)  # this venv has diffusers, as the pod's venv does
     return tiny_models
+
+
+def worker_stats() -> dict:
+    return ai_channel.request({"op": "stats"})
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +87,7 @@ def pixels(png: bytes) -> np.ndarray:
 
 def test_same_seed_same_image_and_one_seed_per_variation(models, inputs):
     _, first = generate(inputs, batch=2)
-    clear_cache()  # a fresh load gives the same images too
+    ai_channel.stop()  # a fresh worker, a fresh load: the same images too
     _, again = generate(inputs, batch=2)
     assert [v.seed for v in first] == [11, 12] and all(v.usable for v in first)
     assert [v.png for v in first] == [v.png for v in again]
@@ -94,13 +113,33 @@ def test_each_control_type_runs_and_steers_the_image(models, inputs, control, fi
 
 
 def test_pipeline_is_loaded_once_per_worker(models, inputs):
-    clear_cache()
+    ai_channel.stop()
     first, _ = generate(inputs, {"depth": "depth"}, control="depth")
     second, _ = generate(inputs, {"depth": "depth"}, control="depth")
     third, _ = generate(inputs)
     assert first.stats()["ai_models_cached"] is False and second.stats()["ai_models_cached"] is True
     assert third.stats()["ai_models_cached"] is True  # the base pipeline is shared with the ControlNet one
-    assert second.pipeline.unet is first.pipeline.unet is third.pipeline.unet
+    assert worker_stats()["loads"] == 2  # SDXL and the depth ControlNet, each once
+
+
+def test_a_worker_killed_between_jobs_is_started_again_and_one_killed_mid_job_fails_that_item(models, inputs):
+    import signal
+
+    generate(inputs)
+    killed = worker_stats()["pid"]
+    os.kill(killed, signal.SIGKILL)
+    _, again = generate(inputs)  # a new worker, loaded again (even while the old one is still dying)
+    assert again[0].usable and worker_stats()["loads"] == 1
+    backend = create(job(steps=40, strength=0.0))  # long enough to be killed in the middle
+    backend.check_ready()
+    pid = worker_stats()["pid"]
+    import threading
+    threading.Timer(1.0, lambda: os.kill(pid, signal.SIGKILL)).start()
+    with pytest.raises(JobFailed, match="AI step failed: the AI worker died during the request") as failure:
+        backend.generate(inputs["render"], {})
+    assert len(str(failure.value).splitlines()) == 1
+    _, after = generate(inputs)  # the next item gets a fresh worker
+    assert after[0].usable
 
 
 def test_a_control_image_of_another_size_is_fitted_to_the_render(models, inputs):
@@ -117,7 +156,9 @@ def test_missing_models_fail_before_anything_renders(tmp_path, monkeypatch):
 
 def run_in_bpy(tmp_path: Path, lines: list[Path], models: Path, worker: bool = False) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "STABILITY_API_KEY"}
-    env.update(POSEFACTORY_MODELS_DIR=str(models), WORKSPACE=str(tmp_path / "workspace"), OMP_NUM_THREADS="1")
+    # The job's AI worker outlives the job (a pod's next job reuses it); here it stops itself soon after.
+    env.update(POSEFACTORY_MODELS_DIR=str(models), WORKSPACE=str(tmp_path / "workspace"), OMP_NUM_THREADS="1",
+               POSEFACTORY_AI_PYTHON=sys.executable, POSEFACTORY_AI_IDLE_S="20")
     if worker:
         return subprocess.run([sys.executable, str(RENDER_JOB), "--worker"], input="".join(f"{p}\n" for p in lines),
                               capture_output=True, text=True, env=env, timeout=600)

@@ -1,0 +1,173 @@
+"""The render job's side of the resident AI worker (``ai_worker.py``):
+find it, start it when it is not running, hand it one request, get its answer.
+
+One worker per workspace, found by its Unix socket (a short path under the
+temp folder: a socket path is limited to ~100 bytes). It is started with the
+diffusers venv's own Python — ``POSEFACTORY_AI_PYTHON`` (or
+``POSEFACTORY_DIFFUSERS_PYTHON``), else ``$WORKSPACE/venv-diffusers/bin/python``,
+else this Python — in its own session, so it outlives the job; a lock keeps
+two jobs from starting two. A worker that died is started again by the next
+request; one that dies during a request fails that request with one line,
+never a hang.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+WORKER = Path(__file__).resolve().parent / "ai_worker.py"
+START_S = float(os.environ.get("POSEFACTORY_AI_START_S", "300"))  # importing torch on a cold disk is slow
+MAX_ANSWER_BYTES = 1 << 20
+SECRETS = ("STABILITY_API_KEY", "RUNPOD_API_KEY", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+class ChannelError(Exception):
+    """The worker could not be reached, started or asked; the message says why in one line."""
+
+
+def workspace() -> Path:
+    return Path(os.environ.get("WORKSPACE", "/workspace"))
+
+
+def worker_python() -> str:
+    explicit = os.environ.get("POSEFACTORY_AI_PYTHON") or os.environ.get("POSEFACTORY_DIFFUSERS_PYTHON")
+    if explicit:
+        return explicit
+    venv = Path(os.environ.get("POSEFACTORY_DIFFUSERS_VENV") or workspace() / "venv-diffusers")
+    return str(venv / "bin" / "python") if (venv / "bin" / "python").exists() else sys.executable
+
+
+def socket_path() -> str:
+    key = hashlib.sha256(f"{workspace().resolve()}\0{worker_python()}".encode()).hexdigest()[:16]
+    return os.path.join(tempfile.gettempdir(), f"posefactory-ai-{key}.sock")
+
+
+def log_path() -> Path:
+    return workspace() / "posefactory" / "ai-worker.log"
+
+
+class WorkerDied(ChannelError):
+    """The connection ended before an answer: the worker died (or was dying) meanwhile."""
+
+
+# Asking again is harmless for these; a generation is never repeated behind the job's back.
+IDEMPOTENT = ("load", "stats", "stop")
+
+
+def request(message: dict[str, Any], timeout: float = 3600) -> dict[str, Any]:
+    """``message``'s answer from the worker, starting it when none runs."""
+    try:
+        return _exchange(message, timeout)
+    except WorkerDied:
+        if message.get("op") not in IDEMPOTENT:
+            raise
+        log.info("the AI worker went away; starting it again")
+        return _exchange(message, timeout)
+
+
+def _exchange(message: dict[str, Any], timeout: float) -> dict[str, Any]:
+    try:
+        connection = _connect()
+    except OSError:
+        _start()
+        connection = _connect()
+    with connection:
+        connection.settimeout(timeout)
+        data = b""
+        try:
+            connection.sendall(json.dumps(message).encode() + b"\n")
+            while not data.endswith(b"\n") and len(data) <= MAX_ANSWER_BYTES:
+                chunk = connection.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except TimeoutError:
+            raise ChannelError(f"the AI worker did not answer within {timeout:.0f}s; {_last_line()}") from None
+        except OSError:
+            data = b""  # reset by a worker that died: as an end without an answer
+    if not data.endswith(b"\n"):
+        raise WorkerDied(f"the AI worker died during the request; it starts again for the next one. {_last_line()}")
+    try:
+        answer = json.loads(data)
+    except ValueError:
+        raise ChannelError("the AI worker's answer is unreadable") from None
+    if not isinstance(answer, dict):
+        raise ChannelError("the AI worker's answer is unreadable")
+    return answer
+
+
+def stop() -> bool:
+    """Stop the running worker, if any (its models leave memory); whether one was running."""
+    try:
+        _connect().close()
+    except OSError:
+        return False
+    request({"op": "stop"})
+    deadline = time.monotonic() + 30
+    while os.path.exists(socket_path()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return True
+
+
+def _connect() -> socket.socket:
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        connection.connect(socket_path())
+    except OSError:
+        connection.close()
+        raise
+    return connection
+
+
+def _start() -> None:
+    """Start the worker (once, whichever job gets here first) and wait until it listens."""
+    path = socket_path()
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            _connect().close()
+            return  # another job started it meanwhile
+        except OSError:
+            pass
+        log_path().parent.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if k not in SECRETS}
+        idle = os.environ.get("POSEFACTORY_AI_IDLE_S", "1800")
+        python = worker_python()
+        log.info("starting the AI worker with %s", python)
+        with open(log_path(), "ab") as output:
+            try:
+                process = subprocess.Popen([python, str(WORKER), "--socket", path, "--idle-s", idle], env=env,
+                                           stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                                           start_new_session=True)
+            except OSError as exc:
+                raise ChannelError(f"cannot start the AI worker with {python}: {exc.strerror or exc}") from None
+        deadline = time.monotonic() + START_S
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise ChannelError(f"the AI worker exited at start (code {process.returncode}): {_last_line()}")
+            try:
+                _connect().close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        process.kill()
+        raise ChannelError(f"the AI worker did not start within {START_S:.0f}s: {_last_line()}")
+
+
+def _last_line() -> str:
+    try:
+        lines = [line for line in log_path().read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return f"(its log, {log_path()}: {lines[-1][-300:]})" if lines else ""
