@@ -297,8 +297,8 @@ def canonicalize(path: Path) -> bool:
     """Make a .blend Blender just wrote byte-for-byte reproducible; returns whether it changed.
 
     * the bytes after the NUL of fixed-size strings (names, paths) and
-      padding fields (``_pad``) are zeroed: Blender writes whatever memory
-      was there;
+      FileGlobal's padding (``_pad2``) are zeroed: Blender writes whatever
+      memory was there;
     * a screen edge's two vertices are put in file-address order: Blender
       orders them by their memory addresses, which differ in every process;
     * the blocks of trees Blender writes from temporary copies (a camera's
@@ -321,9 +321,7 @@ def canonicalize(path: Path) -> bool:
     def clean(fields: list[Field], base: int) -> None:
         for field in fields:
             at = base + field.offset
-            if field.name.lstrip("*").startswith("_pad"):
-                data[at:at + field.size] = bytes(field.size)  # padding holds whatever memory was there
-            elif field.is_string:
+            if field.is_string:
                 end = data.find(b"\0", at, at + field.size)
                 if end >= 0:
                     data[end:at + field.size] = bytes(at + field.size - end)
@@ -346,6 +344,11 @@ def canonicalize(path: Path) -> bool:
         for item in range(length // size):
             base = start + item * size
             clean(fields, base)
+            if code == b"GLOB":
+                # FileGlobal's padding holds whatever memory was there (measured on 5.0.1: _pad2).
+                for field in fields:
+                    if field.name.startswith("_pad"):
+                        data[base + field.offset:base + field.offset + field.size] = bytes(field.size)
             if name == "IDProperty" and children_map is not None:
                 # A group's lookup set is runtime data Blender rebuilds on read; its
                 # pointer is written as the memory address it had in this process.
