@@ -20,34 +20,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
 import bpy  # noqa: E402  (after the path: the add-on's modules come from this source tree)
 
+from bench.noise import noisy_png  # noqa: E402
 from posefactory_addon import packing  # noqa: E402
 from remote.scene.pack import pack_scene  # noqa: E402
-
-
-def noisy_png(path: Path, side: int) -> None:
-    """An incompressible RGB PNG, so the packed size is honest."""
-    import os
-
-    rows = b"".join(b"\x00" + os.urandom(side * 3) for _ in range(side))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows, 1))
-                     + chunk(b"IEND", b""))
 
 
 def timed(action) -> float:

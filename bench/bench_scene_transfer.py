@@ -35,19 +35,19 @@ import json
 import os
 import shutil
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
 import textwrap
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
+
+from bench.noise import noisy_png
 
 REPO = Path(__file__).resolve().parents[1]
 DELTA_TARGET = 64_000
@@ -134,21 +134,6 @@ OLD_PACK = textwrap.dedent("""
     bpy.ops.wm.save_as_mainfile(filepath=target, compress=False, relative_remap=False)
     canonicalize(Path(target))
 """)
-
-
-def noisy_png(path: Path, side: int, seed: int) -> None:
-    """An incompressible RGB PNG (each texture different, so none is stored twice)."""
-    import random
-
-    generator = random.Random(seed)
-    rows = b"".join(b"\x00" + generator.randbytes(side * 3) for _ in range(side))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows, 1))
-                     + chunk(b"IEND", b""))
 
 
 def blender(script: str, *args: str) -> str:
