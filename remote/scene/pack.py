@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ..core.blendfile import canonicalize, check_blend_file
+from ..core.hashing import sha256_file
 
 log = logging.getLogger(__name__)
-HASH_CHUNK = 1 << 20
+COPY_CHUNK = 1 << 20
 TREE_TARGET = "tree"  # BAT's target folder inside work_dir: only moved (rewritten) .blend files land there
 BAT_INFO_FILE = "pack-info.txt"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -98,24 +99,16 @@ class PackedScene:
             except OSError:
                 changed.append(f"{entry.source}: gone while the scene was being sent")
                 continue
-            if (info.st_size, info.st_mtime_ns) != entry.stamp and _sha256(entry.source) != entry.sha256:
+            if (info.st_size, info.st_mtime_ns) != entry.stamp and sha256_file(entry.source) != entry.sha256:
                 changed.append(f"{entry.source}: changed while the scene was being sent; submit again once it is saved")
         if changed:
             raise SceneChanged("\n".join(changed))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _hash_stable(path: Path) -> tuple[str, tuple[int, int]]:
     """sha256 of ``path``, checked not to change while it was read (stat before and after)."""
     before = path.stat()
-    sha = _sha256(path)
+    sha = sha256_file(path)  # remembered: the upload finds it instead of reading the file again
     after = path.stat()
     stamp = (after.st_size, after.st_mtime_ns)
     if (before.st_size, before.st_mtime_ns) != stamp:
@@ -321,7 +314,7 @@ def _canonical_blend(source: Path, keep_dir: Path, relative: str, *, main: bool)
     if compressed:
         partial = kept.with_name(kept.name + ".tmp")
         with open(source, "rb") as raw, open(partial, "wb") as out:
-            shutil.copyfileobj(_decompressing(raw, magic), out, HASH_CHUNK)
+            shutil.copyfileobj(_decompressing(raw, magic), out, COPY_CHUNK)
         os.replace(partial, kept)
     elif kept != source:
         shutil.copyfile(source, kept)

@@ -2,18 +2,16 @@
 the safety rules for downloads."""
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from ...core.hashing import sha256_file
 from ...core.quoting import q
 from ..shell import CommandResult, RemoteShell
 
-HASH_CHUNK = 1 << 20
 PART_SUFFIX = ".pf-part"
 
 
@@ -57,26 +55,6 @@ class TransferResult:
     def to_json_dict(self) -> dict[str, Any]:
         return {"transport": self.transport, "bytes_moved": self.bytes_moved,
                 "files": [asdict(entry) for entry in self.files]}
-
-
-def sha256_file(path: Path) -> str:
-    """sha256 of a local file, hashed once per process while it stays unchanged.
-
-    "Unchanged" is rsync's quick check (same size, modification time in
-    nanoseconds, inode and device): it keeps an unchanged re-upload of a
-    500 MB scene from re-reading it, as the 100 ms target needs.
-    """
-    info = os.stat(path)
-    return _sha256_of(os.path.realpath(path), info.st_size, info.st_mtime_ns, info.st_ino, info.st_dev)
-
-
-@lru_cache(maxsize=4096)
-def _sha256_of(path: str, size: int, mtime_ns: int, inode: int, device: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def checked(result: CommandResult, what: str) -> CommandResult:
