@@ -13,6 +13,7 @@ import pytest
 
 from remote.core.config import local_host
 from remote.dashboard.app import create_app
+from tests.fixtures import require
 from tests.fixtures.dashboard_data import make_job
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,12 +90,12 @@ def test_cancel_never_uses_the_records_hosts_file(root, tmp_path):
 def in_own_pid_namespace(script: str, **env: str) -> subprocess.CompletedProcess:
     """``script`` in a PID namespace of its own: a ``kill -- -1`` there (the defect) cannot reach
     any process outside it (the rest of this machine)."""
-    if shutil.which("unshare") is None:
-        pytest.skip("needs unshare (util-linux) for a PID namespace")
+    require(shutil.which("unshare") is not None, "unshare (util-linux), for a PID namespace",
+            "apt-get install util-linux")
     probe = subprocess.run(["unshare", "--user", "--map-root-user", "--pid", "--fork", "--kill-child", "true"],
                            capture_output=True, timeout=30)
-    if probe.returncode != 0:
-        pytest.skip("user/PID namespaces not available here")
+    require(probe.returncode == 0, "user and PID namespaces (unshare --user --pid)",
+            "run the tests where the kernel allows unprivileged namespaces, or as root")
     return subprocess.run(["unshare", "--user", "--map-root-user", "--pid", "--fork", "--kill-child",
                            "bash", "-c", script], capture_output=True, text=True, timeout=60,
                           env={**os.environ, **env})

@@ -34,6 +34,7 @@ from remote.core.batch_spec import (
 )
 from remote.core.pod_output import check_name, output_path, parse_manifest
 from remote.jobs.items import ItemCache, list_items
+from tests.fixtures import require
 from tests.fixtures.blender_scene import bpy_available
 
 HOSTILE = ["Jump...high", "../../side", "..", ".", "...", "a/../b", "a\\..\\b", "--..--", "\x1b[31mRun\x1b[0m",
@@ -134,8 +135,7 @@ BUILD = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def hostile_scene(tmp_path_factory):
-    if not bpy_available():
-        pytest.skip("needs the bpy module (real Blender)")
+    require(bpy_available(), "the bpy module (real Blender)", "pip install bpy==5.0.1 (scripts/bootstrap.sh does it)")
     path = tmp_path_factory.mktemp("hostile") / "hostile.blend"
     script = path.with_name("build.py")
     script.write_text(BUILD)
