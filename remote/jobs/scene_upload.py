@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import tempfile
 from pathlib import Path
 
@@ -23,7 +22,6 @@ from .pod_steps import JobRunner
 from .state import JobProgress, PipelineError, stage_fraction
 
 log = logging.getLogger(__name__)
-SHA = re.compile(r"^[0-9a-f]{64}$")
 MAX_ANSWER_BYTES = 8 << 20
 
 

@@ -95,7 +95,7 @@ def block_patch(base: bytes, new: bytes) -> bytes | None:
     fresh = memoryview(new)
     for start, end in new_spans:
         found = known.get(hashlib.blake2b(fresh[start:end], digest_size=16).digest())
-        if found is not None and base[found[0]:found[1]] == new[start:end]:
+        if found is not None and view[found[0]:found[1]] == fresh[start:end]:  # compared in place, not copied
             if copy and copy[1] == found[0] and not carried:
                 copy[1] = found[1]  # the next block of the same run
                 continue

@@ -18,7 +18,7 @@ import os
 import pathlib
 import shutil
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ..core.blendfile import canonicalize, check_blend_file
@@ -57,10 +57,6 @@ class SceneFile:
     size: int
     stamp: tuple[int, int]  # (size, mtime in ns) when hashed: a change is noticed before the job starts
 
-    @property
-    def is_blend(self) -> bool:
-        return self.path.endswith(".blend")
-
 
 @dataclass
 class PackedScene:
@@ -70,7 +66,6 @@ class PackedScene:
     files: list[SceneFile]
     key: str  # the scene's lineage (its source file): the next version is a delta against this one
     work_dir: Path
-    rewritten: list[str] = field(default_factory=list)  # the .blend files whose paths were rewritten
 
     @property
     def total_bytes(self) -> int:
@@ -283,7 +278,7 @@ def _pack(blend: Path, work_dir: Path, key: str | None, cancel: threading.Event 
     if refused:
         raise SceneError("\n".join(refused))
     main_relative = str(main.relative_to(root))
-    scene = PackedScene(main_relative, files, key or str(blend), work_dir, sorted(rewritten))
+    scene = PackedScene(main_relative, files, key or str(blend), work_dir)
     log.info("packed %s: %d file(s), %d bytes, %d .blend rewritten", blend.name, len(files), scene.total_bytes,
              len(rewritten))
     return scene
