@@ -93,11 +93,14 @@ class DiffusersBackend:
                                 "controls": {kind: str(path) for kind, path in controls.items() if kind in self.controls}},
                                EXIT_AI, "AI step failed")
             variations = []
-            for entry in answer.get("variations", []):
-                file = Path(str(entry.get("file", "")))
+            for entry in answer.get("variations") or []:
+                try:
+                    file, index, seed = Path(str(entry["file"])), int(entry["index"]), int(entry["seed"])
+                except (KeyError, TypeError, ValueError):
+                    raise JobFailed(EXIT_AI, "AI step failed: the AI worker's answer is malformed") from None
                 if file.parent != Path(out) or not file.is_file():  # the worker writes only where it was told
                     raise JobFailed(EXIT_AI, "AI step failed: the AI worker returned a file outside its folder")
-                variations.append(Variation(int(entry["index"]), int(entry["seed"]), "SUCCESS", file.read_bytes()))
+                variations.append(Variation(index, seed, "SUCCESS", file.read_bytes()))
         if len(variations) != self.job.batch:
             raise JobFailed(EXIT_AI, f"AI step failed: the AI worker returned {len(variations)} of {self.job.batch} images")
         return variations
