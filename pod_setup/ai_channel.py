@@ -12,18 +12,17 @@ never a hang.
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from . import resident
 
 log = logging.getLogger(__name__)
 WORKER = Path(__file__).resolve().parent / "ai_worker.py"
@@ -78,10 +77,10 @@ def request(message: dict[str, Any], timeout: float = 3600) -> dict[str, Any]:
 
 def _exchange(message: dict[str, Any], timeout: float) -> dict[str, Any]:
     try:
-        connection = _connect()
+        connection = resident.connect(socket_path())
     except OSError:
         _start()
-        connection = _connect()
+        connection = resident.connect(socket_path())
     with connection:
         connection.settimeout(timeout)
         data = b""
@@ -109,9 +108,7 @@ def _exchange(message: dict[str, Any], timeout: float) -> dict[str, Any]:
 
 def stop() -> bool:
     """Stop the running worker, if any (its models leave memory); whether one was running."""
-    try:
-        _connect().close()
-    except OSError:
+    if not resident.listening(socket_path()):
         return False
     request({"op": "stop"})
     deadline = time.monotonic() + 30
@@ -120,54 +117,16 @@ def stop() -> bool:
     return True
 
 
-def _connect() -> socket.socket:
-    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        connection.connect(socket_path())
-    except OSError:
-        connection.close()
-        raise
-    return connection
-
-
 def _start() -> None:
     """Start the worker (once, whichever job gets here first) and wait until it listens."""
-    path = socket_path()
-    with open(path + ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            _connect().close()
-            return  # another job started it meanwhile
-        except OSError:
-            pass
-        log_path().parent.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if k not in SECRETS}
-        idle = os.environ.get("POSEFACTORY_AI_IDLE_S", "1800")
-        python = worker_python()
-        log.info("starting the AI worker with %s", python)
-        with open(log_path(), "ab") as output:
-            try:
-                process = subprocess.Popen([python, str(WORKER), "--socket", path, "--idle-s", idle], env=env,
-                                           stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-                                           start_new_session=True)
-            except OSError as exc:
-                raise ChannelError(f"cannot start the AI worker with {python}: {exc.strerror or exc}") from None
-        deadline = time.monotonic() + START_S
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise ChannelError(f"the AI worker exited at start (code {process.returncode}): {_last_line()}")
-            try:
-                _connect().close()
-                return
-            except OSError:
-                time.sleep(0.1)
-        process.kill()
-        raise ChannelError(f"the AI worker did not start within {START_S:.0f}s: {_last_line()}")
+    env = {k: v for k, v in os.environ.items() if k not in SECRETS}
+    idle = os.environ.get("POSEFACTORY_AI_IDLE_S", "1800")
+    argv = [worker_python(), str(WORKER), "--socket", socket_path(), "--idle-s", idle]
+    try:
+        resident.start(socket_path(), argv, env, log_path(), START_S, "the AI worker")
+    except resident.ResidentError as exc:
+        raise ChannelError(str(exc)) from None
 
 
 def _last_line() -> str:
-    try:
-        lines = [line for line in log_path().read_text(errors="replace").splitlines() if line.strip()]
-    except OSError:
-        return ""
-    return f"(its log, {log_path()}: {lines[-1][-300:]})" if lines else ""
+    return resident.last_log_line(log_path())

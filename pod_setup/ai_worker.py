@@ -25,11 +25,11 @@ and message, with the package versions for an import or load error.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import random
-import socket
 import sys
 import time
 from pathlib import Path
@@ -38,6 +38,7 @@ from typing import Any
 # The pod code: remote/ and pod_setup/ are siblings, as on a pod.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from pod_setup import resident
 from remote.core.jobspec import MAX_SEED, RenderJob, denoising_steps
 
 log = logging.getLogger("posefactory.ai_worker")
@@ -198,56 +199,33 @@ def answer(pipelines: Pipelines, request: dict[str, Any], requests: int) -> dict
 
 def serve(path: str, idle_s: float) -> int:
     pipelines = Pipelines()
-    if os.path.exists(path):
-        os.unlink(path)  # a dead worker's socket (the client holds the start lock)
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(path)
-    os.chmod(path, 0o600)
-    server.listen(8)
-    server.settimeout(min(idle_s, 5.0))
+    server = resident.listen(path)
     log.info("ready on %s (pid %d)", path, os.getpid())
-    last = time.monotonic()
     requests = 0
-    while True:
-        try:
-            connection, _ = server.accept()
-        except TimeoutError:
-            if time.monotonic() - last > idle_s:
-                log.info("idle for %.0fs: stopping", idle_s)
-                server.close()
-                os.unlink(path)
-                return 0
-            continue
-        requests += 1
-        with connection:
-            connection.settimeout(None)
-            data = b""
-            while not data.endswith(b"\n") and len(data) <= MAX_REQUEST_BYTES:
-                chunk = connection.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-            if not data.strip():
-                continue  # a client checking that the worker listens
-            try:
-                reply = answer(pipelines, json.loads(data), requests)
-            except WorkerError as exc:
-                reply = {"ok": False, "error": str(exc)}
-            except Exception as exc:  # one bad request must not stop the worker the next job needs
-                log.exception("request failed")
-                reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-            if not reply["ok"]:
-                log.error("%s", reply["error"])
-            try:
-                connection.sendall(json.dumps(reply).encode() + b"\n")
-            except OSError:
-                log.warning("the client went away before the answer")
-        if reply["ok"] and data.startswith(b'{"op": "stop"'):
-            log.info("stopping, as asked")
-            server.close()
-            os.unlink(path)
-            return 0
-        last = time.monotonic()
+    with contextlib.closing(resident.connections(server, path, idle_s)) as incoming:
+        for connection in incoming:
+            requests += 1
+            with connection:
+                data = resident.read_line(connection, MAX_REQUEST_BYTES)
+                if not data.strip():
+                    continue  # a client checking that the worker listens
+                try:
+                    reply = answer(pipelines, json.loads(data), requests)
+                except WorkerError as exc:
+                    reply = {"ok": False, "error": str(exc)}
+                except Exception as exc:  # one bad request must not stop the worker the next job needs
+                    log.exception("request failed")
+                    reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+                if not reply["ok"]:
+                    log.error("%s", reply["error"])
+                try:
+                    connection.sendall(json.dumps(reply).encode() + b"\n")
+                except OSError:
+                    log.warning("the client went away before the answer")
+            if reply["ok"] and data.startswith(b'{"op": "stop"'):
+                log.info("stopping, as asked")
+                break
+    return 0
 
 
 def main() -> int:
