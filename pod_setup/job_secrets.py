@@ -24,3 +24,8 @@ def take(jobdir: Path) -> None:
 def get(name: str) -> str:
     """A key given with the job, else the environment's (a job started by hand)."""
     return _secrets.get(name) or os.environ.get(name, "")
+
+
+def forget() -> None:
+    """Drop the keys of the job that ended (the warm Blender's next job gets its own, or none)."""
+    _secrets.clear()

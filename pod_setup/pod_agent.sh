@@ -163,13 +163,9 @@ case "$action" in
     if [ "$(cat "$jobdir/state")" = "cancelled" ]; then exit 0; fi
     write_status running
     exec 9>&-
-    if [ "$POSEFACTORY_RUNNER" = "python" ]; then
-        cmd=("$POSEFACTORY_EXECUTABLE" "$here/render_job.py" "$jobdir/job.json")
-    else
-        # --enable-autoexec: the job is the artist's own scene, its scripted drivers must run
-        # (factory preferences turn Python auto-run off).
-        cmd=("$POSEFACTORY_EXECUTABLE" --background --factory-startup --enable-autoexec --python "$here/render_job.py" -- "$jobdir/job.json")
-    fi
+    # The render runs in the pod's warm Blender (render_client.py starts it when none runs), which
+    # outlives the job: the next one skips Blender's start-up. Killing the client ends that Blender too.
+    cmd=(python3 "$here/render_client.py" "$jobdir/job.json")
     limit="$(cat "$jobdir/time_limit" 2>/dev/null || true)"
     # --foreground: timeout stays in the job's process group, so a cancel (kill -- -PGID) reaches the render too.
     if [ -n "$limit" ]; then cmd=(timeout --foreground --signal=TERM --kill-after=10 "$limit" "${cmd[@]}"); fi

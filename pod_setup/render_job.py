@@ -2,7 +2,7 @@
 
     blender --background --python render_job.py -- JOB.json
     python render_job.py JOB.json            # with the ``bpy`` module
-    python render_job.py --worker            # warm worker: job paths on stdin
+    python render_job.py --serve SOCKET [--idle-s N]   # the warm Blender (warm_blender.py)
 
 Reads a ``remote.core.jobspec.RenderJob`` (``job.json``), opens the scene once
 and renders every item of its batch in turn (``poses``: the item's pose and
@@ -35,15 +35,14 @@ never comes from the job file and is never printed.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 # On the pod ``remote/`` sits next to ``pod_setup/`` (both under
 # $WORKSPACE/posefactory); in the repository they are siblings too.
@@ -55,7 +54,7 @@ if os.environ.get("POSEFACTORY_PYLIB"):
 
 import bpy
 
-from pod_setup import backends, control_images, job_secrets
+from pod_setup import backends, control_images, job_secrets, warm_blender
 from pod_setup.batch_items import PROGRESS_FILE, BatchBook, with_batch_seed, write_json_atomically
 from pod_setup.init_image import RenderSettings
 from pod_setup.job_errors import (
@@ -74,7 +73,6 @@ from remote.core.cost import CostModel
 from remote.core.jobspec import JobValidationError, RenderJob
 
 __all__ = ["EXIT_AI", "EXIT_FILTERED", "EXIT_INVALID", "EXIT_NO_KEY", "EXIT_RENDER", "main", "run"]
-WORKER_RESULT_PREFIX = "render_job-result"
 log = logging.getLogger(__name__)
 
 
@@ -99,6 +97,8 @@ def run(job_path: Path) -> int:
         steps=job.steps, cfg_scale=job.cfg_scale, strength=job.strength, sampler=job.sampler,
         style_preset=job.style_preset, seed=job.seed, batch=job.batch, size=[job.width, job.height],
         backend=job.backend, poses=job.poses, cameras=job.cameras,
+        # 1 for a fresh Blender; more when the warm Blender ran jobs before this one in the same process.
+        blender_jobs_in_process=int(os.environ.get("POSEFACTORY_BLENDER_JOBS", "1")),
         estimated_cost=costs.estimate(job, pod_type, expected_render_s=0).to_dict(),
     )
     book = BatchBook(job, output_dir, job_path.parent / PROGRESS_FILE)
@@ -121,7 +121,7 @@ def run(job_path: Path) -> int:
             raise JobFailed(EXIT_INVALID, str(exc)) from None
         manifest["items_total"] = len(book.items)
         manifest["estimated_cost"] = costs.estimate(job, pod_type, expected_render_s=0, items=len(book.items)).to_dict()
-        failures = render_items(book, backend, manifest, SceneState.capture(scene), settings)
+        failures = render_items(book, backend, manifest, SceneState.capture(scene), settings, started)
         done = [e for e in manifest["items"] if e["status"] == "done"]
         if failures and not done:
             code, message = failures[0]
@@ -144,6 +144,7 @@ def run(job_path: Path) -> int:
             if sequences:
                 manifest["sequences"] = sequences
         write_manifest(manifest, book, costs, pod_type, backend, started)
+        job_secrets.forget()  # a warm Blender runs the next job: this job's keys end with it
 
 
 def write_manifest(manifest: dict, book: BatchBook, costs: CostModel, pod_type: str | None,
@@ -167,13 +168,19 @@ def write_manifest(manifest: dict, book: BatchBook, costs: CostModel, pod_type: 
 
 
 def render_items(book: BatchBook, backend: backends.Backend | None, manifest: dict, state: SceneState,
-                 settings: RenderSettings) -> list[tuple[int, str]]:
+                 settings: RenderSettings, started: float) -> list[tuple[int, str]]:
     """Render every item in turn; item k's AI step runs on a worker thread while item k+1 renders.
 
     Blender is only touched from this (the main) thread: the worker only calls
     the backend. A failing item is recorded with its reason and the batch goes
-    on. Returns the failures as (exit code, message), in item order.
+    on. Each entry's ``timeline`` holds its render's and its AI step's
+    [start, end] in seconds since the job started, which shows the overlap.
+    Returns the failures as (exit code, message), in item order.
     """
+
+    def since_start(moment: float) -> float:
+        return round(moment - started, 3)
+
     scene = bpy.context.scene
     failures: list[tuple[int, str]] = []
     pending: tuple[Item, dict, Future] | None = None
@@ -181,7 +188,9 @@ def render_items(book: BatchBook, backend: backends.Backend | None, manifest: di
     def finish(item: Item, entry: dict, outcome: Future | None) -> None:
         try:
             if outcome is not None:
-                entry["ai_seconds"], variations = outcome.result()
+                began, ended, variations = outcome.result()
+                entry["ai_seconds"] = round(ended - began, 3)
+                entry.setdefault("timeline", {})["ai"] = [since_start(began), since_start(ended)]
                 book.save_variations(item, entry, variations, manifest)
                 if not entry["images"]:
                     reasons = sorted({v["finish_reason"] for v in entry["variations"]})
@@ -219,9 +228,11 @@ def render_items(book: BatchBook, backend: backends.Backend | None, manifest: di
                 apply_item(item, state, scene)
                 entry["bones"] = bone_positions(scene)
                 control_images.prepare(book.job)
+                render_began = time.monotonic()
                 outcome = render_still(book.item_dir(item) / "render.png", settings)
                 entry.update(render=book.relative(item, outcome.path.name), render_seconds=round(outcome.seconds, 3),
-                             render_result_fix_applied=outcome.render_result_fix_applied)
+                             render_result_fix_applied=outcome.render_result_fix_applied,
+                             timeline={"render": [since_start(render_began), since_start(time.monotonic())]})
                 controls = control_images.write(book.job, book.item_dir(item))
                 entry["control_images"] = {kind: book.relative(item, path.name) for kind, path in controls.items()}
             except (ItemFailed, JobFailed) as exc:
@@ -250,11 +261,12 @@ def render_items(book: BatchBook, backend: backends.Backend | None, manifest: di
 
 
 def timed_generate(backend: backends.Backend, rendered: Path,
-                   controls: dict[str, Path]) -> tuple[float, list[backends.Variation]]:
-    """The AI step of one item, on the worker thread (which touches no manifest entry: the main thread owns them)."""
-    started = time.monotonic()
+                   controls: dict[str, Path]) -> tuple[float, float, list[backends.Variation]]:
+    """The AI step of one item and when it began and ended, on the worker thread (which touches no
+    manifest entry: the main thread owns them)."""
+    began = time.monotonic()
     variations = backend.generate(rendered, controls)
-    return round(time.monotonic() - started, 3), variations
+    return began, time.monotonic(), variations
 
 
 def run_now(function: Callable[..., Any], *args: Any) -> Future:
@@ -267,29 +279,13 @@ def run_now(function: Callable[..., Any], *args: Any) -> Future:
     return done
 
 
-def serve_jobs(lines: Iterable[str], results: TextIO) -> None:
-    """Warm worker: one Blender process runs every job named on ``lines``.
-
-    Each job reopens its own scene, so nothing carries over from the previous
-    one but the already-started Blender. One result line per job on ``results``:
-    ``render_job-result {"job": PATH, "exit_code": N}``.
-    """
-    for line in lines:
-        job_path = line.strip()
-        if not job_path:
-            continue
-        code = run(Path(job_path))
-        results.write(f"{WORKER_RESULT_PREFIX} {json.dumps({'job': job_path, 'exit_code': code})}\n")
-        results.flush()
-
-
 def main(argv: list[str]) -> int:
     args = argv[argv.index("--") + 1:] if "--" in argv else argv[1:]
-    if args == ["--worker"]:
-        serve_jobs(sys.stdin, sys.stdout)
-        return 0
+    if args[:1] == ["--serve"] and len(args) in (2, 4) and args[2:3] in ([], ["--idle-s"]):
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+        return warm_blender.serve(args[1], float(args[3]) if len(args) == 4 else 900.0, run)
     if len(args) != 1 or args[0].startswith("-"):
-        print("render_job: usage: render_job.py JOB.json | --worker "
+        print("render_job: usage: render_job.py JOB.json | --serve SOCKET [--idle-s N] "
               "(or blender -b -P render_job.py -- JOB.json)", file=sys.stderr)
         return EXIT_INVALID
     return run(Path(args[0]))

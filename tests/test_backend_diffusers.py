@@ -20,6 +20,7 @@ from remote.core.jobspec import RenderJob
 
 REPO = Path(__file__).resolve().parents[1]
 RENDER_JOB = REPO / "pod_setup" / "render_job.py"
+RENDER_CLIENT = REPO / "pod_setup" / "render_client.py"
 SIZE = 64
 
 
@@ -154,16 +155,16 @@ def test_missing_models_fail_before_anything_renders(tmp_path, monkeypatch):
     assert failure.value.code == EXIT_NO_KEY
 
 
-def run_in_bpy(tmp_path: Path, lines: list[Path], models: Path, worker: bool = False) -> subprocess.CompletedProcess:
+def run_in_bpy(tmp_path: Path, jobs: list[Path], models: Path, warm: bool = False) -> list[subprocess.CompletedProcess]:
+    """Each job in its own Blender, or, ``warm``, one after another in the pod's warm Blender (render_client.py)."""
     env = {k: v for k, v in os.environ.items() if k != "STABILITY_API_KEY"}
-    # The job's AI worker outlives the job (a pod's next job reuses it); here it stops itself soon after.
+    # The AI worker and the warm Blender outlive the job (a pod's next job reuses them); here they stop soon after.
     env.update(POSEFACTORY_MODELS_DIR=str(models), WORKSPACE=str(tmp_path / "workspace"), OMP_NUM_THREADS="1",
-               POSEFACTORY_AI_PYTHON=sys.executable, POSEFACTORY_AI_IDLE_S="20")
-    if worker:
-        return subprocess.run([sys.executable, str(RENDER_JOB), "--worker"], input="".join(f"{p}\n" for p in lines),
-                              capture_output=True, text=True, env=env, timeout=600)
-    return subprocess.run([sys.executable, str(RENDER_JOB), str(lines[0])], capture_output=True, text=True, env=env,
-                          timeout=600)
+               POSEFACTORY_AI_PYTHON=sys.executable, POSEFACTORY_AI_IDLE_S="20", POSEFACTORY_WARM_IDLE_S="20",
+               POSEFACTORY_RUNNER="python", POSEFACTORY_EXECUTABLE=sys.executable)
+    command = [sys.executable, str(RENDER_CLIENT)] if warm else [sys.executable, str(RENDER_JOB)]
+    return [subprocess.run([*command, str(path)], capture_output=True, text=True, env=env, timeout=600)
+            for path in jobs]
 
 
 def write_job(tmp_path: Path, scene: Path, name: str, **overrides) -> Path:
@@ -176,10 +177,8 @@ def write_job(tmp_path: Path, scene: Path, name: str, **overrides) -> Path:
 def test_render_job_in_bpy_with_openpose_and_depth_in_a_warm_worker(tmp_path, posed_scene, tiny_models):
     first = write_job(tmp_path, posed_scene, "one", control="openpose+depth", openpose_scale=0.8)
     second = write_job(tmp_path, posed_scene, "two", control="openpose+depth", openpose_scale=0.8)
-    completed = run_in_bpy(tmp_path, [first, second], tiny_models, worker=True)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    assert [json.loads(line.split(" ", 1)[1])["exit_code"] for line in completed.stdout.splitlines()
-            if line.startswith("render_job-result ")] == [0, 0]
+    for completed in run_in_bpy(tmp_path, [first, second], tiny_models, warm=True):
+        assert completed.returncode == 0, completed.stderr[-3000:]
     manifests = {}
     for name in ("one", "two"):
         out = tmp_path / name
@@ -191,11 +190,12 @@ def test_render_job_in_bpy_with_openpose_and_depth_in_a_warm_worker(tmp_path, po
             assert Image.open(out / file).size == (SIZE, SIZE), file  # control images sized to the render
         assert manifest["backend"] == "diffusers" and manifest["actual_cost"]["images_usd"] == 0
     assert manifests["one"]["ai_models_cached"] is False and manifests["two"]["ai_models_cached"] is True
+    assert [manifests[n]["blender_jobs_in_process"] for n in ("one", "two")] == [1, 2]  # one Blender ran both
     assert (tmp_path / "one" / "ai-render-1.png").read_bytes() == (tmp_path / "two" / "ai-render-1.png").read_bytes()
 
 
 def test_render_job_without_models_stops_before_rendering(tmp_path, posed_scene):
     path = write_job(tmp_path, posed_scene, "out", control="depth")
-    completed = run_in_bpy(tmp_path, [path], tmp_path / "no-models")
+    (completed,) = run_in_bpy(tmp_path, [path], tmp_path / "no-models")
     assert completed.returncode == EXIT_NO_KEY and "model(s) missing" in completed.stderr
     assert not (tmp_path / "out" / "render.png").exists()

@@ -134,24 +134,3 @@ def test_usage_errors_and_malformed_job_file(tmp_path):
     completed = subprocess.run([sys.executable, str(RENDER_JOB), str(job_file)], capture_output=True, text=True,
                                timeout=60)
     assert completed.returncode == 2 and "not valid JSON" in completed.stderr
-
-
-def test_warm_worker_runs_several_jobs_in_one_blender(tmp_path, sample_scene, stability_server):
-    jobs = []
-    for n in (1, 2):
-        job = RenderJob(blend_path=str(sample_scene), output_dir=str(tmp_path / f"out{n}"), prompt=f"knight {n}",
-                        api_base_url=stability_server.base_url, render_samples=1, seed=n)
-        job.write(tmp_path / f"job{n}.json")
-        jobs.append(str(tmp_path / f"job{n}.json"))
-    (tmp_path / "bad.json").write_text("[]")
-    lines = "\n".join([jobs[0], str(tmp_path / "bad.json"), jobs[1]]) + "\n"
-    completed = subprocess.run([sys.executable, str(RENDER_JOB), "--worker"], input=lines, capture_output=True,
-                               text=True, timeout=180, env=dict(os.environ, STABILITY_API_KEY=stability_server.api_key))
-    assert completed.returncode == 0, completed.stderr
-    results = [json.loads(line.split(" ", 1)[1]) for line in completed.stdout.splitlines()
-               if line.startswith("render_job-result ")]
-    assert [r["exit_code"] for r in results] == [0, 2, 0]
-    assert [r["prompts"][0]["text"] for r in stability_server.requests] == ["knight 1", "knight 2"]
-    for n in (1, 2):
-        manifest = json.loads((tmp_path / f"out{n}" / "manifest.json").read_text())
-        assert manifest["status"] == "done" and manifest["render_result_fix_applied"] is True
