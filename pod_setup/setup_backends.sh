@@ -44,10 +44,12 @@ if [ "${POSEFACTORY_DIFFUSERS:-0}" = "1" ]; then
             torch_source=(--no-index --find-links "$POSEFACTORY_WHEELS")
             stack_source=(--no-index --find-links "$POSEFACTORY_WHEELS")
             source_name="the wheels in $POSEFACTORY_WHEELS"
+            missing_hint="(is every wheel there?)"
         else
             torch_source=(--index-url "$torch_index")
             stack_source=()
             source_name="$torch_index"
+            missing_hint="(offline? set POSEFACTORY_WHEELS to a folder of wheels)"
         fi
         # What the venv was built with: another base Python (its version is the venv's ABI),
         # spec or source means a fresh venv.
@@ -56,10 +58,10 @@ if [ "${POSEFACTORY_DIFFUSERS:-0}" = "1" ]; then
             # --clear: nothing of a venv built from another Python (Blender's, before) is kept.
             "$base_python" -m venv --clear "$venv" >/dev/null || fail "cannot create the diffusers venv at $venv with $base_python"
             "$venv/bin/python" -m pip install -q "${torch_source[@]}" "$torch_spec" ||
-                fail "cannot install $torch_spec from $source_name into $venv (offline? set POSEFACTORY_WHEELS)"
+                fail "cannot install $torch_spec from $source_name into $venv $missing_hint"
             # shellcheck disable=SC2086
             "$venv/bin/python" -m pip install -q "${stack_source[@]}" $stack ||
-                fail "cannot install $stack from ${POSEFACTORY_WHEELS:-the package index} into $venv (offline? set POSEFACTORY_WHEELS)"
+                fail "cannot install $stack from ${POSEFACTORY_WHEELS:-the package index} into $venv $missing_hint"
             venv_built=1
         fi
         ai_python="$venv/bin/python"
