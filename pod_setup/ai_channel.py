@@ -3,12 +3,10 @@ find it, start it when it is not running, hand it one request, get its answer.
 
 One worker per workspace, found by its Unix socket (a short path under the
 temp folder: a socket path is limited to ~100 bytes). It is started with the
-diffusers venv's own Python — ``POSEFACTORY_AI_PYTHON`` (or
-``POSEFACTORY_DIFFUSERS_PYTHON``), else ``$WORKSPACE/venv-diffusers/bin/python``,
-else this Python — in its own session, so it outlives the job; a lock keeps
-two jobs from starting two. A worker that died is started again by the next
-request; one that dies during a request fails that request with one line,
-never a hang.
+diffusers venv's own Python (``worker_python``) in its own session, so it
+outlives the job; a lock keeps two jobs from starting two. A worker that died
+is started again by the next request; one that dies during a request fails
+that request with one line, never a hang.
 """
 from __future__ import annotations
 
@@ -40,6 +38,13 @@ def workspace() -> Path:
 
 
 def worker_python() -> str:
+    """The Python the worker runs in, the first of:
+
+    ``POSEFACTORY_AI_PYTHON`` (a pod job gets it from ``$WORKSPACE/posefactory/ai.env``,
+    which setup_pod.sh writes once that Python imports the stack and pod_agent.sh
+    sources), ``POSEFACTORY_DIFFUSERS_PYTHON``, ``$POSEFACTORY_DIFFUSERS_VENV/bin/python``
+    (default ``$WORKSPACE/venv-diffusers``) when it exists, else this Python.
+    """
     explicit = os.environ.get("POSEFACTORY_AI_PYTHON") or os.environ.get("POSEFACTORY_DIFFUSERS_PYTHON")
     if explicit:
         return explicit

@@ -149,9 +149,12 @@ case "$action" in
     # The job inherits the start command's environment (the local side passes
     # STABILITY_API_KEY there); $WORKSPACE/.env is read by render_job.py only
     # when that is absent, so the key given with the job wins.
+    # ai.env (setup_pod.sh, when the diffusers backend was set up): the AI worker's Python.
     set -a
     # shellcheck disable=SC1091
     . "$WORKSPACE/posefactory/blender.env"
+    # shellcheck disable=SC1091
+    if [ -f "$WORKSPACE/posefactory/ai.env" ]; then . "$WORKSPACE/posefactory/ai.env"; fi
     set +a
     trap forget_secrets EXIT
     # One job at a time on the GPU: wait (state stays "queued") for the pod-wide lock.

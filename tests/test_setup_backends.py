@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -51,25 +50,28 @@ def test_not_asked_means_no_venv_no_models_no_add_on(tmp_path):
     assert not (workspace / "blender-addons" / "addons").exists()
 
 
-def test_offline_models_are_named_with_where_they_go(tmp_path):
+def test_an_ai_python_that_cannot_import_the_stack_is_refused_in_one_line(tmp_path):
+    # accelerate failing as it did inside Blender's Python (the reason the AI step has its own venv).
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "accelerate.py").write_text(
+        'raise ImportError("cannot import name \'x\' from partially initialized module (most likely due to a circular import)")\n')
     failed = setup(tmp_path, POSEFACTORY_DIFFUSERS="1", POSEFACTORY_DIFFUSERS_PYTHON=sys.executable,
-                   HF_HUB_OFFLINE="1")
+                   PYTHONPATH=str(shadow))
     assert failed.returncode == 1
     message = failed.stderr.strip()
-    assert len(message.splitlines()) == 1 and "cannot download" in message
-    for name in ("sdxl", "controlnet-openpose", "controlnet-depth"):
-        assert f"{name} (" in message and str(tmp_path / "work space" / "models" / name) in message
+    assert len(message.splitlines()) == 1, message
+    assert f"the AI Python {sys.executable} cannot import torch, diffusers, transformers and accelerate" in message
+    assert "ImportError: cannot import name 'x'" in message and "circular import" in message
+    assert not (tmp_path / "work space" / "posefactory" / "ai.env").exists()
 
 
-def test_models_already_in_place_are_kept_and_nothing_changes(tmp_path, tiny_models):
-    models = tmp_path / "models"
-    shutil.copytree(tiny_models, models)
-    extra = dict(POSEFACTORY_DIFFUSERS="1", POSEFACTORY_DIFFUSERS_PYTHON=sys.executable, HF_HUB_OFFLINE="1",
-                 POSEFACTORY_MODELS_DIR=str(models))
-    first = setup(tmp_path, **extra)
-    assert first.returncode == 0, first.stderr
-    second = setup(tmp_path, **extra)
-    assert second.returncode == 0 and "nothing changed" in second.stdout
+def test_no_plain_python_for_the_venv_is_one_line_before_anything_is_built(tmp_path):
+    failed = setup(tmp_path, POSEFACTORY_DIFFUSERS="1", POSEFACTORY_AI_BASE_PYTHON=str(tmp_path / "no-python"))
+    assert failed.returncode == 1
+    assert failed.stderr.strip() == (f"setup_pod: error: POSEFACTORY_AI_BASE_PYTHON={tmp_path / 'no-python'} is missing "
+                                     "or cannot make venvs (needs venv and ensurepip; on Debian: apt-get install python3-venv)")
+    assert not (tmp_path / "work space" / "venv-diffusers").exists()
 
 
 def test_only_the_files_diffusers_loads_are_fetched_fp16_first():
