@@ -18,7 +18,7 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def listen(path: str) -> socket.socket:
     return server
 
 
-def connections(server: socket.socket, path: str, idle_s: float) -> Iterator[socket.socket]:
+def connections(server: socket.socket, path: str, idle_s: float) -> Generator[socket.socket, None, None]:
     """Each accepted connection, until ``idle_s`` pass without one (or the caller stops); then the socket goes."""
     server.settimeout(min(idle_s, 5.0))
     last = time.monotonic()
