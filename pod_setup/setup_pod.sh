@@ -173,6 +173,29 @@ fi
 # shellcheck disable=SC1091
 . "$(dirname "${BASH_SOURCE[0]}")/setup_backends.sh"
 
+# Kernel warm-up: a fresh pod's first Cycles GPU render compiles its kernels for minutes. Set-up pays
+# that once per Blender and GPU set, on a tiny scene (warm_kernels.py), not the artist's first job.
+# POSEFACTORY_WARM_KERNELS=1 runs it without nvidia-smi's word that there is a GPU (other GPUs).
+gpus="$(nvidia-smi -L 2>/dev/null || true)"
+if [ -n "$gpus" ] || [ "${POSEFACTORY_WARM_KERNELS:-}" = "1" ]; then
+    kernels_mark="$state_dir/kernels/$(printf '%s\n%s\n' "$(cat "$blender_env")" "$gpus" | sha256sum | cut -c1-16)"
+    if [ ! -f "$kernels_mark" ]; then
+        warm_script="$(dirname "${BASH_SOURCE[0]}")/warm_kernels.py"
+        warmed="$( . "$blender_env"
+            if [ "$POSEFACTORY_RUNNER" = python ]; then cmd=("$POSEFACTORY_EXECUTABLE" "$warm_script")
+            else cmd=("$POSEFACTORY_EXECUTABLE" --background --factory-startup --python "$warm_script"); fi
+            timeout "${POSEFACTORY_WARM_KERNELS_TIMEOUT_S:-1800}" "${cmd[@]}" 2>&1 | grep "^warm_kernels: " | tail -n 1 || true)"
+        if [ -n "$warmed" ]; then
+            mkdir -p "$state_dir/kernels"
+            printf '%s\n' "${warmed#warm_kernels: }" > "$kernels_mark"
+            changes+=("${warmed#warm_kernels: }")
+        else
+            # Not fatal: the first job pays the compile instead; the next set-up tries again.
+            changes+=("the render-kernel warm-up did not finish (the first job compiles them)")
+        fi
+    fi
+fi
+
 runner="$(. "$blender_env" && echo "$POSEFACTORY_EXECUTABLE")"
 if [ ${#changes[@]} -eq 0 ]; then
     echo "setup_pod: ok, nothing changed (workspace $WORKSPACE, blender $runner, $store_line)"

@@ -69,6 +69,21 @@ def test_setup_is_idempotent_and_survives_a_restart(pod):
     assert (home / ".config" / "rclone" / "rclone.conf").exists()
 
 
+def test_the_render_kernel_warm_up_runs_once_per_blender_and_gpu_set_and_says_what_it_did(pod):
+    workspace, _, env = pod
+    env = dict(env, POSEFACTORY_WARM_KERNELS="1")  # this machine has no nvidia-smi: asked for anyway
+    cut_short = setup(dict(env, POSEFACTORY_WARM_KERNELS_TIMEOUT_S="0.01"))
+    assert cut_short.returncode == 0, cut_short.stderr  # not fatal: the first job compiles them instead
+    assert "the render-kernel warm-up did not finish" in cut_short.stdout
+    assert not (workspace / "posefactory" / "kernels").exists()  # so the next set-up tries again
+    first = setup(env)
+    assert first.returncode == 0 and "no GPU for Cycles here" in first.stdout, first.stdout + first.stderr
+    (mark,) = (workspace / "posefactory" / "kernels").iterdir()
+    assert "no render kernels to warm" in mark.read_text()
+    second = setup(env)
+    assert second.returncode == 0 and "nothing changed" in second.stdout
+
+
 def test_the_store_line_reports_its_files_and_a_set_budget(pod):
     workspace, _, env = pod
     objects = workspace / "posefactory" / "store" / "objects"
