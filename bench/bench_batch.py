@@ -89,6 +89,9 @@ def main() -> None:
           f"end to end {(batch_wall - render_sum) / args.items:.3f}s")
     print(f"first image back: {first:.2f}s = {first / batch_wall:.2f} of the batch, {first / per_item:.2f}x one item's time"
           f" (one item's render alone: {render_sum / args.items:.2f}s)")
+    single_job = separate_wall / args.items
+    print(f"first image back vs a one-item job end to end ({single_job:.2f}s): {first / single_job:.2f}x "
+          f"(target <= 1.5x)")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -95,8 +95,10 @@ def listen(path: str) -> socket.socket:
     return server
 
 
-def connections(server: socket.socket, path: str, idle_s: float) -> Generator[socket.socket, None, None]:
-    """Each accepted connection, until ``idle_s`` pass without one (or the caller stops); then the socket goes."""
+def connections(server: socket.socket, path: str, idle_s: float,
+                still_wanted: Callable[[], bool] = lambda: True) -> Generator[socket.socket, None, None]:
+    """Each accepted connection, until ``idle_s`` pass without one, ``still_wanted`` says no at an idle
+    moment, or the caller stops; then the socket goes."""
     server.settimeout(min(idle_s, 5.0))
     last = time.monotonic()
     try:
@@ -106,6 +108,9 @@ def connections(server: socket.socket, path: str, idle_s: float) -> Generator[so
             except TimeoutError:
                 if time.monotonic() - last > idle_s:
                     log.info("idle for %.0fs: stopping", idle_s)
+                    return
+                if not still_wanted():
+                    log.info("no longer wanted: stopping")
                     return
                 continue
             connection.settimeout(None)

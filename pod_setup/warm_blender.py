@@ -52,7 +52,9 @@ def serve(path: str, idle_s: float, run_job: Callable[[Path], int]) -> int:
     server = resident.listen(path)
     log.info("ready on %s (pid %d)", path, os.getpid())
     jobs = 0
-    with contextlib.closing(resident.connections(server, path, idle_s)) as incoming:
+    workspace = Path(os.environ.get("WORKSPACE", "/workspace"))
+    # A workspace that is gone (a deleted local host, a test's) has no job to come: stop at the next idle check.
+    with contextlib.closing(resident.connections(server, path, idle_s, workspace.is_dir)) as incoming:
         for connection in incoming:
             with connection:
                 try:
