@@ -199,3 +199,18 @@ def test_render_job_without_models_stops_before_rendering(tmp_path, posed_scene)
     (completed,) = run_in_bpy(tmp_path, [path], tmp_path / "no-models")
     assert completed.returncode == EXIT_NO_KEY and "model(s) missing" in completed.stderr
     assert not (tmp_path / "out" / "render.png").exists()
+
+
+def test_a_batch_generates_item_k_while_item_k_plus_1_renders(tmp_path, sample_scene, tiny_models):
+    path = write_job(tmp_path, sample_scene, "batch", poses="frames:1-4", steps=20)
+    (completed,) = run_in_bpy(tmp_path, [path], tiny_models, warm=True)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    items = json.loads((tmp_path / "batch" / "manifest.json").read_text())["items"]
+    assert [item["status"] for item in items] == ["done"] * 4
+    for item in items:
+        (render_start, render_end), (ai_start, ai_end) = item["timeline"]["render"], item["timeline"]["ai"]
+        assert 0 <= render_start < render_end <= ai_start < ai_end  # an item's AI step starts after its render
+        assert item["ai_seconds"] == pytest.approx(ai_end - ai_start, abs=0.002)
+    for this, following in zip(items, items[1:], strict=False):
+        # Item k+1's render did not wait for item k's AI step: it began before that step ended.
+        assert following["timeline"]["render"][0] < this["timeline"]["ai"][1], (this["timeline"], following["timeline"])
