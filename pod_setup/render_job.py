@@ -143,8 +143,10 @@ def run(job_path: Path) -> int:
             sequences = book.sequences(manifest["items"])
             if sequences:
                 manifest["sequences"] = sequences
-        write_manifest(manifest, book, costs, pod_type, backend, started)
-        job_secrets.forget()  # a warm Blender runs the next job: this job's keys end with it
+        try:
+            write_manifest(manifest, book, costs, pod_type, backend, started)
+        finally:
+            job_secrets.forget()  # a warm Blender runs the next job: this job's keys end with it
 
 
 def write_manifest(manifest: dict, book: BatchBook, costs: CostModel, pod_type: str | None,

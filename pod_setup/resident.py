@@ -60,7 +60,8 @@ def start(path: str, argv: list[str], env: dict[str, str], log_file: Path, start
         log.info("starting %s: %s", what, argv[0])
         with open(log_file, "ab") as output:
             try:
-                process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=output,
+                # cwd /: the job's folder it was started from may be deleted while it lives on.
+                process = subprocess.Popen(argv, env=env, cwd="/", stdin=subprocess.DEVNULL, stdout=output,
                                            stderr=subprocess.STDOUT, start_new_session=True)
             except OSError as exc:
                 raise ResidentError(f"cannot start {what} with {argv[0]}: {exc.strerror or exc}") from None

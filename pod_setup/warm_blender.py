@@ -111,16 +111,18 @@ def _run(connection: socket.socket, request: dict[str, Any], fds: list[int], job
     finished = threading.Event()
     threading.Thread(target=_die_when_abandoned, args=(connection, finished), daemon=True).start()
     env = {**request["env"], "POSEFACTORY_BLENDER_JOBS": str(jobs)}
-    try:
-        with _job_context(fds, env, request["cwd"]):
+    with _job_context(fds, env):
+        try:
+            os.chdir(request["cwd"])
+        except OSError as exc:  # the job's folder is gone: nothing runs
+            print(f"render_job: cannot enter the job's folder {request['cwd']}: {exc.strerror or exc}", file=sys.stderr)
+            code, healthy = EXIT_INTERNAL, True
+        else:
             try:
                 code, healthy = run_job(Path(request["job"])), True
             except Exception:  # told to the job's own log, as a job run alone would
                 traceback.print_exc()
                 code, healthy = EXIT_INTERNAL, False
-    except OSError as exc:  # the job's folder is gone: nothing ran
-        log.error("job %d: cannot enter %s: %s", jobs, request["cwd"], exc.strerror or exc)
-        code, healthy = EXIT_INTERNAL, True
     finished.set()
     log.info("job %d (%s): exit %d", jobs, request["job"], code)
     return code, healthy
@@ -138,19 +140,21 @@ def _die_when_abandoned(connection: socket.socket, finished: threading.Event) ->
 
 
 @contextlib.contextmanager
-def _job_context(fds: list[int], env: dict[str, str], cwd: str) -> Iterator[None]:
-    """The job's stdout/stderr, environment and folder, and this process's own back afterwards."""
+def _job_context(fds: list[int], env: dict[str, str]) -> Iterator[None]:
+    """The job's stdout/stderr and environment, and this process's own back afterwards.
+
+    Between jobs the process stays in ``/``: a job's folder (or a whole workspace) may be deleted meanwhile.
+    """
     sys.stdout.flush()
     sys.stderr.flush()
     saved_fds = [os.dup(1), os.dup(2)]
-    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    saved_env = dict(os.environ)
     for target, fd in zip((1, 2), fds, strict=True):
         os.dup2(fd, target)
         os.close(fd)
     os.environ.clear()
     os.environ.update(env)
     try:
-        os.chdir(cwd)
         yield
     finally:
         sys.stdout.flush()
@@ -160,4 +164,4 @@ def _job_context(fds: list[int], env: dict[str, str], cwd: str) -> Iterator[None
             os.close(fd)
         os.environ.clear()
         os.environ.update(saved_env)
-        os.chdir(saved_cwd)
+        os.chdir("/")
