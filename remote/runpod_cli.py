@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.action == "start":
             print(f"{host.name}: running, ssh {start_pod(host)['ssh']}")
         elif args.action == "stop":
-            print(f"{host.name}: {stop(host)['desired_status']}")
+            print(f"{host.name}: {stop(host)['status']}")
         else:
             print(f"{host.name}: {idle_check(host)}")
     except (ConfigError, UnknownHost, RunPodError, PipelineError) as exc:
