@@ -59,13 +59,14 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--max-price", type=float, required=True, help="the $/h ceiling for the pod's GPUs")
     create.add_argument("--gpu", help="a catalog GPU id (default: the cheapest available under the ceiling)")
     create.add_argument("--count", type=int, default=1, help="GPUs (default 1)")
-    create.add_argument("--cloud", default="SECURE", choices=("SECURE", "COMMUNITY"))
+    create.add_argument("--cloud", default="SECURE", choices=("SECURE", "COMMUNITY"),
+                        help="RunPod's secure data centres or community hosts (default SECURE)")
     create.add_argument("--disk", type=int, default=20, help="container disk in GB (default 20; cleared on stop)")
     create.add_argument("--volume", help="a network volume id to mount at /workspace")
     create.add_argument("--name", help=f"the pod's name after {POD_NAME_PREFIX} (default: the GPU's)")
     create.add_argument("--public-key", type=Path, help="an SSH public key file for the pod's sshd (PUBLIC_KEY)")
     end = actions.add_parser("terminate", help="terminate a pod: its container disk and persistent volume are lost")
-    end.add_argument("pod_id")
+    end.add_argument("pod_id", help="the pod's id (python -m remote.runpod_cli list)")
     end.add_argument("--yes", action="store_true", help="confirm: the pod's data is destroyed")
     for action in (listing, create, end):
         action.add_argument("--key-env", default="RUNPOD_API_KEY", help="the variable holding the RunPod key")
