@@ -17,7 +17,7 @@ writes them) and ``posefactory/activity`` (touched by the pipeline when it
 arrives). A queued or running job whose process lives is never stopped.
 
 Standard library only: it runs under the pod's own ``python3``. The stop is
-the same GraphQL mutation the ``runpod`` SDK sends (``podStop``).
+RunPod's REST API v2 ``POST /v2/pods/{id}/action`` ``{"action": "stop"}``.
 """
 from __future__ import annotations
 
@@ -26,10 +26,10 @@ import json
 import os
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
-STOP_MUTATION = 'mutation {{ podStop(input: {{ podId: "{pod_id}" }}) {{ id desiredStatus }} }}'
 DEFAULT_API = "https://api.runpod.io"
 
 
@@ -106,16 +106,27 @@ def _locked_elsewhere(workspace: Path) -> bool:
     return False
 
 
+class PodGone(Exception):
+    """The API knows no such pod (404): terminated, nothing left to stop."""
+
+
 def stop_pod(api_base_url: str, key: str, pod_id: str) -> str:
-    """Send podStop; returns the pod's desiredStatus as the API answers it."""
-    body = json.dumps({"query": STOP_MUTATION.format(pod_id=pod_id)}).encode()
-    request = urllib.request.Request(f"{api_base_url.rstrip('/')}/graphql", data=body, method="POST", headers={
-        "Content-Type": "application/json", "Authorization": f"Bearer {key}", "User-Agent": "posefactory-watchdog"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        answer = json.loads(response.read())
-    if answer.get("errors"):
-        raise RuntimeError(str(answer["errors"][0].get("message", "error"))[:200])
-    return str(((answer.get("data") or {}).get("podStop") or {}).get("desiredStatus"))
+    """Ask the API to stop the pod; returns its status as the API answers it."""
+    body = json.dumps({"action": "stop"}).encode()
+    request = urllib.request.Request(f"{api_base_url.rstrip('/')}/v2/pods/{pod_id}/action", data=body, method="POST",
+                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}",
+                                              "Accept": "application/json", "User-Agent": "posefactory-watchdog"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answer = json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            raise PodGone() from None
+        if exc.code == 409:  # not stoppable now: already stopped (EXITED) or stopping
+            return "not running"
+        raise
+    status = answer.get("status") if isinstance(answer, dict) else None
+    return str(status)[:20] if isinstance(status, str) and status.isalpha() else "unknown"
 
 
 def watch(workspace: Path) -> int:
@@ -142,11 +153,9 @@ def watch(workspace: Path) -> int:
             else:
                 try:
                     answer = stop_pod(config.get("api_base_url") or DEFAULT_API, key, pod_id)
-                except RuntimeError as exc:
-                    if "not found" in str(exc).lower():  # terminated: nothing left to stop
-                        log(workspace, f"pod {pod_id} no longer exists ({exc}); watchdog exits")
-                        return 0
-                    log(workspace, f"stopping pod {pod_id} failed ({exc}); retrying")
+                except PodGone:
+                    log(workspace, f"pod {pod_id} no longer exists (404); watchdog exits")
+                    return 0
                 except (OSError, ValueError) as exc:
                     # urllib's errors are OSErrors; the message never holds the key.
                     log(workspace, f"stopping pod {pod_id} failed ({type(exc).__name__}: {exc}); retrying")

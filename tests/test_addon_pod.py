@@ -1,13 +1,13 @@
 """The Remote panel's pod box in real Blender: state, $/h, uptime, Start / Stop,
 all through worker threads and the one channel the timer drains; against the
-GraphQL stand-in, without the runpod SDK (Blender's Python cannot have it)."""
+REST v2 stand-in, without the runpod SDK (Blender's Python cannot have it)."""
 from __future__ import annotations
 
 import yaml
 
 
 def test_remote_panel_shows_starts_and_stops_the_pod(blender, tmp_path, runpod_api):
-    pod = runpod_api.add_pod("abc123", ssh_port=40022, desired_status="EXITED", cost_per_hr=0.44, boot_s=0.2)
+    pod = runpod_api.add_pod("abc123", ssh_port=40022, status="EXITED", cost_per_hr=0.44, boot_s=0.2)
     hosts = tmp_path / "ssh_hosts.yaml"
     hosts.write_text(yaml.safe_dump({"gpu": {"runpod_pod_id": "abc123", "idle_stop_minutes": 7.5},
                                      "plain": {"host": "example.org"}}))
@@ -57,12 +57,12 @@ def test_remote_panel_shows_starts_and_stops_the_pod(blender, tmp_path, runpod_a
     """)
     assert result["polls"] == {"plain": False, "gpu": True}
     refresh, start, stop = result["seen"]
-    assert refresh == ["pod_refresh", "refresh", "EXITED", 0.44, None]
+    assert refresh == ["pod_refresh", "refresh", "EXITED", 0.0, None]  # a stopped pod costs no compute
     assert start[1:4] == ["start", "RUNNING", 0.44] and start[4] is None
     assert stop[1:3] == ["stop", "EXITED"]
-    assert pod.events == ["resume", "stop"]
+    assert pod.events == ["start", "stop"]
     assert "Pod abc123: EXITED" in result["labels"] and "Auto-stop after 7.5 idle min" in result["labels"]
-    assert any(label.startswith("$0.440/h, up 0m 00s, 1× A40") for label in result["labels"])
+    assert any(label.startswith("$0.000/h, up 0m 00s, 1× NVIDIA A40") for label in result["labels"])
 
 
 def test_remote_panel_shows_a_refused_key_as_one_line(blender, tmp_path, runpod_api):
@@ -91,7 +91,7 @@ def test_refresh_stops_a_pod_the_laptop_sees_idle_past_its_limit(blender, tmp_pa
     import time
     from pathlib import Path
 
-    pod = runpod_api.add_pod("abc123", ssh_port=sshd_direct.port, desired_status="RUNNING", cost_per_hr=0.4)
+    pod = runpod_api.add_pod("abc123", ssh_port=sshd_direct.port, status="RUNNING", cost_per_hr=0.4)
     pod.started_at -= 300  # up for 5 minutes, past the 0.5 minute limit
     workspace = tmp_path / "pod-ws"
     (workspace / "posefactory").mkdir(parents=True)

@@ -20,7 +20,7 @@ from remote.core.config import data_dir, parse_host
 from remote.core.jobspec import RenderJob
 from remote.jobs.pipeline import run_job
 from remote.runpod.idle import stop_if_idle
-from tests.fixtures.runpod_api import VALID_KEY
+from tests.fixtures.runpod_v2_standin import VALID_KEY
 
 WATCHDOG = Path(__file__).resolve().parent.parent / "pod_setup" / "idle_watchdog.py"
 
@@ -63,7 +63,7 @@ def wait_for(condition, timeout: float, what: str) -> None:
 
 def test_job_resumes_the_pod_runs_there_and_the_watchdog_stops_it_when_idle(
         data, tmp_path, pod_ws, sshd_direct, runpod_api, sample_scene):
-    pod = runpod_api.add_pod("abc123", ssh_port=sshd_direct.port, desired_status="EXITED", cost_per_hr=0.44)
+    pod = runpod_api.add_pod("abc123", ssh_port=sshd_direct.port, status="EXITED", cost_per_hr=0.44)
     hosts = write_hosts(tmp_path, pod_entry(sshd_direct, pod_ws, idle_stop_minutes=0.04))  # 2.4 s
     messages: list[str] = []
     job = RenderJob(blend_path="", output_dir="", prompt="a knight", backend="none", render_samples=1)
@@ -71,7 +71,7 @@ def test_job_resumes_the_pod_runs_there_and_the_watchdog_stops_it_when_idle(
                      api_key=None, progress=lambda p: messages.append(p.message), cancel=threading.Event())
     assert result.status == "done", result.error
     assert result.raw_render is not None and result.raw_render.is_file()
-    assert pod.events[0] == "resume" and any(m.startswith("resuming pod abc123") for m in messages)
+    assert pod.events[0] == "start" and any(m.startswith("resuming pod abc123") for m in messages)
     # The job's GPU time is priced at the pod's live rate.
     assert result.manifest["actual_cost"]["gpu_usd"] == pytest.approx(
         result.manifest["actual_cost"]["gpu_seconds"] * 0.44 / 3600, abs=1e-4)
@@ -84,8 +84,8 @@ def test_job_resumes_the_pod_runs_there_and_the_watchdog_stops_it_when_idle(
         if path.is_file() and path != env_file:
             assert VALID_KEY.encode() not in path.read_bytes(), path
     # Idle past the limit: the watchdog stops its own pod through the API.
-    wait_for(lambda: pod.desired_status == "EXITED", 30, "the watchdog to stop the pod")
-    assert runpod_api.calls("podStop")[0]["input"] == {"podId": "abc123"}
+    wait_for(lambda: pod.status == "EXITED", 30, "the watchdog to stop the pod")
+    assert runpod_api.actions("abc123") == ["start", "stop"]
     assert "stopped (EXITED)" in (pod_ws / "posefactory" / "watchdog.log").read_text()
     events = (pod_ws / "posefactory" / "pod_events.jsonl").read_text()
     first_stop = json.loads(events.splitlines()[-1])
@@ -94,7 +94,7 @@ def test_job_resumes_the_pod_runs_there_and_the_watchdog_stops_it_when_idle(
     result = run_job(job, sample_scene, host="gpu", hosts_file=hosts, local_output_dir=tmp_path / "results",
                      api_key=None, progress=lambda p: None, cancel=threading.Event())
     assert result.status == "done", result.error
-    assert pod.events[:3] == ["resume", "stop", "resume"]
+    assert pod.events[:3] == ["start", "stop", "start"]
     ledger = [json.loads(line) for line in (data_dir() / "ledger.jsonl").read_text().splitlines()]
     assert [e.get("event", "job") for e in ledger][:4] == ["pod_start", "job", "pod_start", "pod_stop"]
     assert ledger[3]["reason"] == "idle (pod watchdog)" and ledger[3]["idle_s"] == first_stop["idle_s"]
@@ -125,7 +125,7 @@ def start_watchdog(workspace: Path, api, minutes: float) -> subprocess.Popen:
 
 
 def test_watchdog_never_stops_the_pod_during_a_job(pod_ws, runpod_api):
-    pod = runpod_api.add_pod("abc123", ssh_port=1, desired_status="RUNNING")
+    pod = runpod_api.add_pod("abc123", ssh_port=1, status="RUNNING")
     job = fake_job(pod_ws, "running")
     old = time.time() - 3600
     os.utime(pod_ws / "jobs" / "job-1" / "state", (old, old))  # last activity long ago
@@ -135,14 +135,14 @@ def test_watchdog_never_stops_the_pod_during_a_job(pod_ws, runpod_api):
         # A second start is a no-op: one watchdog per workspace.
         assert subprocess.run([sys.executable, str(WATCHDOG), str(pod_ws)], timeout=20).returncode == 0
         time.sleep(2.5)  # many polls past the 0.6 s limit
-        assert pod.desired_status == "RUNNING" and runpod_api.calls("podStop") == []
+        assert pod.status == "RUNNING" and runpod_api.actions("abc123") == []
         status = json.loads(subprocess.run([sys.executable, str(WATCHDOG), "--status", str(pod_ws)],
                                            capture_output=True, text=True, check=True).stdout)
         assert status["busy"] is True and status["watchdog_running"] is True
         job.kill()
         job.wait()
         (pod_ws / "jobs" / "job-1" / "state").write_text("done\n")
-        wait_for(lambda: pod.desired_status == "EXITED", 20, "the stop after the job")
+        wait_for(lambda: pod.status == "EXITED", 20, "the stop after the job")
         assert watchdog.wait(10) == 0
     finally:
         job.kill()
@@ -150,13 +150,13 @@ def test_watchdog_never_stops_the_pod_during_a_job(pod_ws, runpod_api):
 
 
 def test_watchdog_retries_when_the_api_is_down_and_exits_when_turned_off(pod_ws, runpod_api):
-    pod = runpod_api.add_pod("abc123", ssh_port=1, desired_status="RUNNING")
+    pod = runpod_api.add_pod("abc123", ssh_port=1, status="RUNNING")
     runpod_api.down = True
     watchdog = start_watchdog(pod_ws, runpod_api, minutes=0.005)
     try:
         wait_for(lambda: "retrying" in watchdog_log(pod_ws), 20, "a failed stop")
         runpod_api.down = False
-        wait_for(lambda: pod.desired_status == "EXITED", 20, "the stop once the API is back")
+        wait_for(lambda: pod.status == "EXITED", 20, "the stop once the API is back")
         assert VALID_KEY not in watchdog_log(pod_ws)
         assert watchdog.wait(10) == 0
         watchdog = start_watchdog(pod_ws, runpod_api, minutes=0)
@@ -166,7 +166,7 @@ def test_watchdog_retries_when_the_api_is_down_and_exits_when_turned_off(pod_ws,
 
 
 def test_laptop_stops_a_pod_it_sees_idle_past_the_limit(pod_ws, runpod_api):
-    pod = runpod_api.add_pod("abc123", ssh_port=1, desired_status="RUNNING", cost_per_hr=0.4)
+    pod = runpod_api.add_pod("abc123", ssh_port=1, status="RUNNING", cost_per_hr=0.4)
     host = parse_host("t", "gpu", {"runpod_pod_id": "abc123", "workspace": str(pod_ws), "idle_stop_minutes": 1})
     (pod_ws / "posefactory").mkdir(parents=True)
     os.symlink(WATCHDOG.parent, pod_ws / "posefactory" / "pod_setup")
@@ -180,7 +180,7 @@ def test_laptop_stops_a_pod_it_sees_idle_past_the_limit(pod_ws, runpod_api):
     events: list[dict] = []
     job = fake_job(pod_ws, "running")
     try:
-        assert stop_if_idle(run, host, events.append) is None and pod.desired_status == "RUNNING"
+        assert stop_if_idle(run, host, events.append) is None and pod.status == "RUNNING"
     finally:
         job.kill()
         job.wait()
@@ -189,7 +189,7 @@ def test_laptop_stops_a_pod_it_sees_idle_past_the_limit(pod_ws, runpod_api):
     old = time.time() - 120
     os.utime(pod_ws / "jobs" / "job-1" / "state", (old, old))
     state = stop_if_idle(run, host, events.append)
-    assert state is not None and state.desired_status == "EXITED"
+    assert state is not None and state.status == "EXITED"
     assert events[0]["event"] == "pod_stop" and "seen by the laptop" in events[0]["reason"]
 
 
@@ -197,7 +197,7 @@ def test_cli_idle_check_reads_the_pod_over_ssh_and_stops_it_when_idle(data, tmp_
                                                                         capsys):
     from remote.runpod_cli import main
 
-    pod = runpod_api.add_pod("abc123", ssh_port=sshd_direct.port, desired_status="RUNNING", cost_per_hr=0.5)
+    pod = runpod_api.add_pod("abc123", ssh_port=sshd_direct.port, status="RUNNING", cost_per_hr=0.5)
     (pod_ws / "posefactory").mkdir(parents=True)
     os.symlink(WATCHDOG.parent, pod_ws / "posefactory" / "pod_setup")
     hosts = write_hosts(tmp_path, pod_entry(sshd_direct, pod_ws, idle_stop_minutes=0.5))
@@ -212,7 +212,7 @@ def test_cli_idle_check_reads_the_pod_over_ssh_and_stops_it_when_idle(data, tmp_
     old = time.time() - 120
     os.utime(pod_ws / "jobs" / "job-1" / "state", (old, old))
     assert main(["idle-check", "gpu", "--hosts", str(hosts)]) == 0
-    assert capsys.readouterr().out == "gpu: stopped (idle past the limit)\n" and pod.desired_status == "EXITED"
+    assert capsys.readouterr().out == "gpu: stopped (idle past the limit)\n" and pod.status == "EXITED"
     ledger = [json.loads(line) for line in (data_dir() / "ledger.jsonl").read_text().splitlines()]
     assert ledger[-1]["event"] == "pod_stop" and "seen by the laptop" in ledger[-1]["reason"]
     assert main(["idle-check", "gpu", "--hosts", str(hosts)]) == 0

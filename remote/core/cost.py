@@ -81,7 +81,7 @@ class CostModel:
             raise CostConfigError(str(exc)) from None
 
     def gpu_rate(self, pod_type: str | None) -> float:
-        live = os.environ.get(LIVE_RATE_ENV)  # a RunPod pod's live costPerHr (remote/runpod_pods.py)
+        live = os.environ.get(LIVE_RATE_ENV)  # a RunPod pod's live USD/h (v2 "cost", remote/runpod/pods.py)
         if live:
             try:
                 return max(0.0, float(live))

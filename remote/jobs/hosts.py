@@ -3,7 +3,6 @@ a RunPod pod's state, start, stop and the laptop's idle check, so that they use
 remote.jobs and never the bridge or the RunPod clients directly."""
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 from ..bridge import transport
@@ -12,7 +11,16 @@ from ..core.config import HostConfig
 from ..core.pod_output import clean_text
 from ..core.quoting import q
 from ..runpod.idle import stop_if_idle
-from ..runpod.pods import PodClient, RunPodError, api_key_for, ensure_running, stop_pod, utc_now, with_endpoint
+from ..runpod.pods import (
+    Pod,
+    RunPodError,
+    client_for,
+    ensure_running,
+    read_pod,
+    start_event,
+    stop_pod,
+    with_endpoint,
+)
 from .ledger import append_ledger
 
 
@@ -30,34 +38,39 @@ def test_connection(host: HostConfig, timeout: float = 30) -> str:
     return f"failed: {clean_text(result.error or result.stderr.strip() or result.status, 160)}"
 
 
+def pod_summary(pod: Pod) -> dict[str, Any]:
+    """What front ends show of a pod (plain values: the add-on's views hold them)."""
+    shown = "STARTING" if pod.status == "RUNNING" and not pod.booted else pod.status
+    return {"pod_id": pod.id, "name": pod.name, "status": pod.status, "state": shown, "cost_per_hr": pod.cost_per_hr,
+            "uptime_s": pod.uptime_s, "gpu_count": pod.gpu_count, "gpu_name": pod.gpu_id or ""}
+
+
 def pod_info(host: HostConfig) -> dict[str, Any]:
     """What the Remote panel shows: state, $/h, uptime, GPU, auto-stop minutes."""
     assert host.runpod_pod_id is not None
-    state = PodClient(api_key_for(host)).get(host.runpod_pod_id)
-    shown = "RUNNING" if state.running else ("STARTING" if state.desired_status == "RUNNING" else state.desired_status)
-    return {**asdict(state), "state": shown, "idle_stop_minutes": host.idle_stop_minutes}
+    pod = read_pod(client_for(host), host.runpod_pod_id)
+    return {**pod_summary(pod), "idle_stop_minutes": host.idle_stop_minutes}
 
 
 def start_pod(host: HostConfig, progress: Any = print) -> dict[str, Any]:
     """Resume the pod (when stopped) and wait until it runs."""
-    resolved, state, resumed = ensure_running(host, progress)
-    if resumed:
-        append_ledger({"event": "pod_start", "host": host.name, "pod_id": state.pod_id,
-                       "cost_per_hr": state.cost_per_hr, "at": utc_now()})
-    return {**asdict(state), "state": "RUNNING", "ssh": f"{resolved.user}@{resolved.host}:{resolved.port}"}
+    resolved, pod, started = ensure_running(host, progress)
+    if started:
+        append_ledger(start_event(host.name, pod))
+    return {**pod_summary(pod), "ssh": f"{resolved.user}@{resolved.host}:{resolved.port}"}
 
 
 def stop(host: HostConfig, reason: str = "stopped by the user") -> dict[str, Any]:
-    return asdict(stop_pod(host, append_ledger, reason))
+    return pod_summary(stop_pod(host, append_ledger, reason))
 
 
 def idle_check(host: HostConfig) -> str:
     """The laptop's idle check: stop the pod when its watchdog reports it idle past the limit."""
     assert host.runpod_pod_id is not None
-    state = PodClient(api_key_for(host)).get(host.runpod_pod_id)
-    if not state.running:
+    pod = read_pod(client_for(host), host.runpod_pod_id)
+    if not pod.running:
         return "not running"
-    resolved = with_endpoint(host, state)
+    resolved = with_endpoint(host, pod)
     with Bridge({host.name: resolved}) as bridge:
         def run(command: str, what: str, **options: Any) -> Any:
             result = bridge.run(host.name, f"export WORKSPACE={q(resolved.workspace)}; {command}", timeout=60)

@@ -22,7 +22,7 @@ from typing import Any
 from ..bridge.shell import CommandResult
 from ..core.config import HostConfig
 from ..core.quoting import q
-from .pods import PodState, RunPodError, api_key_for, stop_pod
+from .pods import Pod, RunPodError, api_key_for, stop_pod
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def idle_status(run: Runner, host: HostConfig) -> dict[str, Any]:
 
 
 def stop_if_idle(run: Runner, host: HostConfig,
-                 record_event: Callable[[dict[str, Any]], None]) -> PodState | None:
+                 record_event: Callable[[dict[str, Any]], None]) -> Pod | None:
     """Stop the pod when it is idle past ``idle_stop_minutes``; None when it stays up."""
     if host.runpod_pod_id is None or host.idle_stop_minutes <= 0:
         return None

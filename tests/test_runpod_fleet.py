@@ -1,0 +1,119 @@
+"""Pods Pose Factory creates, from the CLI against the v2 stand-in: a GPU from the live catalog under
+a $/h ceiling (alternatives named when it cannot be had), our pods found by their name, terminate
+only when confirmed; each failure one line before money is spent, the key never printed."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from remote.runpod.fleet import choose_gpu
+from remote.runpod.records import RunPodError
+from remote.runpod.rest import RestClient
+from remote.runpod_cli import main
+from tests.fixtures.runpod_v2_standin import VALID_KEY
+
+
+@pytest.fixture
+def data(tmp_path, monkeypatch):
+    monkeypatch.setenv("POSEFACTORY_DATA_DIR", str(tmp_path / "data"))
+    return tmp_path / "data"
+
+
+def ledger(data) -> list[dict]:
+    return [json.loads(line) for line in (data / "ledger.jsonl").read_text().splitlines()]
+
+
+def offers(runpod_api):
+    return RestClient(VALID_KEY).gpu_catalog()
+
+
+def test_choose_gpu_respects_availability_and_the_ceiling(runpod_api):
+    catalog = offers(runpod_api)
+    assert choose_gpu(catalog, None, "SECURE", 1, 1.0).id == "NVIDIA A40"  # cheapest available (4090: NONE)
+    assert choose_gpu(catalog, None, "COMMUNITY", 1, 1.0).id == "NVIDIA A40"
+    assert choose_gpu(catalog, "NVIDIA L40S", "SECURE", 1, 0.9).id == "NVIDIA L40S"
+    with pytest.raises(RunPodError, match=r"^no NVIDIA GeForce RTX 4090 for \$1.00/h in SECURE: not available now; "
+                                          r"available at or under the ceiling: NVIDIA A40 \(\$0.44/h, high\), "
+                                          r"NVIDIA L40S \(\$0.86/h, low\)$"):
+        choose_gpu(catalog, "NVIDIA GeForce RTX 4090", "SECURE", 1, 1.0)
+    with pytest.raises(RunPodError, match=r"NVIDIA H100 80GB HBM3 \(\$5.98/h, medium\), over the ceiling; "
+                                          r"available .*: NVIDIA A40 \(\$0.88/h, high\)$"):
+        choose_gpu(catalog, "NVIDIA H100 80GB HBM3", "SECURE", 2, 1.0)
+    with pytest.raises(RunPodError, match="not in RunPod's catalog"):
+        choose_gpu(catalog, "NVIDIA B999", "SECURE", 1, 1.0)
+    with pytest.raises(RunPodError, match=r"^no GPU available in SECURE at or under \$0.10/h"):
+        choose_gpu(catalog, None, "SECURE", 1, 0.1)
+    with pytest.raises(RunPodError, match="ceiling above 0"):
+        choose_gpu(catalog, None, "SECURE", 1, float("nan"))
+    with pytest.raises(RunPodError, match=r"at or under \$1.00/h for 9 GPU"):
+        choose_gpu(catalog, None, "SECURE", 9, 1.0)  # over maxCount
+
+
+def test_cli_create_list_terminate(runpod_api, data, tmp_path, capsys):
+    public_key = tmp_path / "id_ed25519.pub"
+    public_key.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAtest posefactory\n")
+    runpod_api.add_pod("theirs1", ssh_port=22, name="someone-elses", status="RUNNING", cost_per_hr=1.5)
+    assert main(["create", "--max-price", "0.5", "--public-key", str(public_key)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("created pod") and "posefactory-a40  PROVISIONING  $0.440/h  1× NVIDIA A40" in out
+    body = runpod_api.calls("POST", "/v2/pods")[0]["body"]
+    assert body["env"] == {"PUBLIC_KEY": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAtest posefactory"}
+    assert body["ports"] == ["22/tcp"] and body["startSsh"] is True and body["gpu"] == {"id": "NVIDIA A40", "count": 1}
+    pod_id = next(p for p in runpod_api.pods if p != "theirs1")
+    assert main(["list"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert len(listed) == 2 and listed[0].startswith(f"{pod_id}  posefactory-a40") and "someone-elses" not in listed[0]
+    assert main(["list", "--all"]) == 0 and "someone-elses" in capsys.readouterr().out
+    assert main(["terminate", pod_id]) == 1
+    assert "destroys its container disk" in capsys.readouterr().err and runpod_api.pods[pod_id].status != "TERMINATED"
+    assert main(["terminate", pod_id, "--yes"]) == 0
+    assert capsys.readouterr().out == f"terminated {pod_id} (posefactory-a40)\n"
+    assert runpod_api.actions(pod_id) == ["terminate"]
+    assert [e["event"] for e in ledger(data)] == ["pod_create", "pod_terminate"]
+    assert ledger(data)[0]["cost_per_hr"] == 0.44
+
+
+def test_cli_create_with_a_network_volume_asks_for_its_data_centre(runpod_api, data, capsys):
+    volume = RestClient(VALID_KEY).create_network_volume("posefactory-cache", 20, "US-KS-2")
+    assert main(["create", "--max-price", "1", "--gpu", "NVIDIA L40S", "--volume", volume.id, "--name", "l40s-1"]) == 0
+    body = runpod_api.calls("POST", "/v2/pods")[0]["body"]
+    assert body["name"] == "posefactory-l40s-1" and body["dataCenterIds"] == ["US-KS-2"]
+    assert body["mounts"] == {"network": [{"volumeId": volume.id, "path": "/workspace"}]}
+
+
+@pytest.mark.parametrize("setup, argv, message", [
+    (lambda api: None, ["create", "--max-price", "1", "--gpu", "NVIDIA GeForce RTX 4090"],
+     "error: no NVIDIA GeForce RTX 4090 for $1.00/h in SECURE: not available now; available at or under the "
+     "ceiling: NVIDIA A40 ($0.44/h, high), NVIDIA L40S ($0.86/h, low)"),
+    (lambda api: api.fail(402, path="/v2/pods", detail="insufficient balance"), ["create", "--max-price", "1"],
+     "error: no RunPod balance (402 Payment Required) for creating pod posefactory-a40: add funds in RunPod's "
+     "console (Billing): insufficient balance"),
+    (lambda api: api.fail(403, path="/v2/pods", detail="no access to pool"), ["create", "--max-price", "1"],
+     "error: RunPod refused access (403 Forbidden) while creating pod posefactory-a40: the key has no access to this "
+     "pool or resource: no access to pool"),
+    (lambda api: setattr(api, "api_key", "another"), ["list"],
+     "error: RunPod refused the API key (401 Unauthorized): check the key, or create one with pod read/write access"),
+    (lambda api: None, ["create", "--max-price", "1", "--name", "Bad Name"],
+     "error: pod name 'Bad Name': lower-case letters, digits and '-' only (up to 41)"),
+    (lambda api: None, ["terminate", "../x", "--yes"], "error: '../x' is not a RunPod pod id (letters and digits only)"),
+    (lambda api: None, ["terminate", "nosuch", "--yes"], "error: not found on RunPod (404) while reading pod nosuch: "
+                                                         "pod nosuch not found"),
+])
+def test_cli_failures_are_one_line(runpod_api, data, capsys, setup, argv, message):
+    setup(runpod_api)
+    assert main(argv) == 1
+    out = capsys.readouterr()
+    assert out.err == message + "\n" and out.out == ""
+    assert [p for p in runpod_api.pods.values() if p.status != "TERMINATED"] == []
+
+
+def test_cli_without_a_key_names_the_variable_and_never_prints_one(runpod_api, data, monkeypatch, capsys):
+    monkeypatch.delenv("RUNPOD_API_KEY")
+    assert main(["list"]) == 1
+    assert capsys.readouterr().err == "error: no RunPod API key: set $RUNPOD_API_KEY (RunPod console → Settings → API Keys)\n"
+    monkeypatch.setenv("TEAM_KEY", VALID_KEY)
+    runpod_api.fail(400, detail=f"echoing {VALID_KEY}")
+    assert main(["list", "--key-env", "TEAM_KEY"]) == 1
+    out = capsys.readouterr()
+    assert VALID_KEY not in out.err + out.out and "[REDACTED]" in out.err
