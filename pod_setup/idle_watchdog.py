@@ -110,6 +110,23 @@ class PodGone(Exception):
     """The API knows no such pod (404): terminated, nothing left to stop."""
 
 
+def pod_run(api_base_url: str, key: str, pod_id: str) -> dict:
+    """The price and uptime of the pod's run now, for the ledger ({} when the API cannot say)."""
+    request = urllib.request.Request(f"{api_base_url.rstrip('/')}/v2/pods/{pod_id}", method="GET",
+                                     headers={"Authorization": f"Bearer {key}", "Accept": "application/json",
+                                              "User-Agent": "posefactory-watchdog"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answer = json.loads(response.read() or b"{}")
+    except (OSError, ValueError):
+        return {}
+    runtime = answer.get("runtime") if isinstance(answer, dict) else None
+    cost, uptime = answer.get("cost") if isinstance(answer, dict) else None, (runtime or {}).get("uptime")
+    if isinstance(cost, int | float) and isinstance(uptime, int | float):
+        return {"cost_per_hr": cost, "pod_seconds": uptime}
+    return {}
+
+
 def stop_pod(api_base_url: str, key: str, pod_id: str) -> str:
     """Ask the API to stop the pod; returns its status as the API answers it."""
     body = json.dumps({"action": "stop"}).encode()
@@ -151,8 +168,10 @@ def watch(workspace: Path) -> int:
             if not key:
                 log(workspace, "idle past the limit but no RUNPOD_API_KEY in .env; cannot stop the pod")
             else:
+                base = config.get("api_base_url") or DEFAULT_API
+                run = pod_run(base, key, pod_id)  # before the stop, which ends the run (cost 0, no uptime)
                 try:
-                    answer = stop_pod(config.get("api_base_url") or DEFAULT_API, key, pod_id)
+                    answer = stop_pod(base, key, pod_id)
                 except PodGone:
                     log(workspace, f"pod {pod_id} no longer exists (404); watchdog exits")
                     return 0
@@ -163,7 +182,7 @@ def watch(workspace: Path) -> int:
                     log(workspace, f"pod {pod_id} idle for {idle:.0f}s (limit {limit_s:.0f}s): stopped ({answer})")
                     with open(workspace / "posefactory" / "pod_events.jsonl", "a", encoding="utf-8") as events:
                         events.write(json.dumps({"event": "pod_stop", "pod_id": pod_id, "reason": "idle",
-                                                 "idle_s": round(idle, 1), "at": time.time()}) + "\n")
+                                                 "idle_s": round(idle, 1), "at": time.time(), **run}) + "\n")
                     return 0
         time.sleep(max(0.2, min(30.0, limit_s / 4)))
 

@@ -30,7 +30,7 @@ from .batch import cameras_spec, items_of, poses_spec, summary
 from .jobs import MANAGER, TrackedJob, new_copy_dir
 from .properties import scene_aspect, settings_of
 from .remote.core.batch_spec import BatchSpecError
-from .remote.core.config import ConfigError, HostConfig, load_hosts
+from .remote.core.config import ConfigError, HostConfig, created_hosts_file, load_hosts
 from .remote.core.cost import CostBreakdown, CostConfigError, CostModel
 from .remote.core.estimate import estimate
 from .remote.core.framing import crop_for, nearest_sdxl_size
@@ -180,18 +180,39 @@ def framing_note(job: RenderJob, scene: bpy.types.Scene) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def _hosts(path: Path | None, modified_ns: int) -> dict[str, HostConfig]:
-    # Keyed by modification time: the panel asks on every redraw, the file rarely changes.
+def _hosts(path: Path | None, modified_ns: int, created_ns: int) -> dict[str, HostConfig]:
+    # Keyed by modification times: the panel asks on every redraw, the files rarely change
+    # (the created pods' file does when Create Pod or Terminate writes it: seen at once).
     return load_hosts(path)
 
 
-def resolve_host(context: bpy.types.Context, host: str) -> HostConfig:
-    """The named host from the preferences' hosts file; SubmitError when there is none."""
+def _modified_ns(path: Path | None) -> int:
+    try:
+        return path.stat().st_mtime_ns if path else 0
+    except OSError:
+        return 0
+
+
+def host_names(context: bpy.types.Context) -> list[str]:
+    """Every host a job can name now (the hosts file's, the created pods', ``local``); [] when unreadable."""
+    try:
+        return sorted(_known_hosts(context))
+    except SubmitError:
+        return []
+
+
+def _known_hosts(context: bpy.types.Context) -> dict[str, HostConfig]:
     path = preferences.hosts_file(context)
     try:
-        hosts = _hosts(path, path.stat().st_mtime_ns if path and path.exists() else 0)
+        return _hosts(path, _modified_ns(path), _modified_ns(created_hosts_file()))
     except ConfigError as exc:
         raise SubmitError(f"Hosts file: {exc}") from None
+
+
+def resolve_host(context: bpy.types.Context, host: str) -> HostConfig:
+    """The named host from the preferences' hosts file or the pods Pose Factory created; SubmitError
+    when there is none."""
+    hosts = _known_hosts(context)
     if host not in hosts:
         raise SubmitError(f"Unknown host '{host}': known hosts are {', '.join(sorted(hosts))}")
     problem = local_problem(hosts[host])
@@ -258,6 +279,7 @@ def submit(scene: bpy.types.Scene | None = None, **overrides: Any) -> JobHandle:
         raise SubmitError("No scene to render (Blender is loading a file?)")
     job, host = build_job(scene, context, **overrides)
     preferences.storage_environment(context)
+    preferences.runpod_environment(context)  # a pod host is started (and stopped) with the RunPod key
     copy = _write_copy(scene)
     settings = settings_of(scene)
     tracked = MANAGER.submit(job, copy, scene_key(), host=host, hosts_file=preferences.hosts_file(context),

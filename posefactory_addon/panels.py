@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import bpy
 
-from . import api, backends, pod_state, preferences, presets, view
+from . import api, backends, pod_create, pod_state, preferences, presets, view
 from .jobs import MANAGER
 from .operators import connection_status
 from .properties import settings_of
@@ -164,7 +164,8 @@ class POSEFACTORY_PT_remote(PosefactoryPanel, bpy.types.Panel):
             column.label(text="Add your pod to an ssh_hosts.yaml (see remote/ssh_hosts.example.yaml)")
             column.label(text=f"in {default_config_dir()} or pick it under Preferences > Hosts File,")
             column.label(text="then choose its host above.")
-        pod_state.draw(layout, context)  # a RunPod pod host: state, $/h, uptime, Start / Stop
+        pod_create.draw(layout, context)  # Create Pod…, and the create's progress
+        pod_state.draw(layout, context)  # a RunPod pod host: state, $/h, uptime, Start / Stop / Terminate
         layout.operator("posefactory.estimate_cost", icon="INFO")
 
 

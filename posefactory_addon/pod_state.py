@@ -1,4 +1,4 @@
-"""RunPod pod state for the Remote panel: state, $/h, uptime, Start / Stop.
+"""RunPod pod state for the Remote panel: state, $/h, uptime, Start / Stop (Terminate: pod_create).
 
 Every RunPod API call runs in a worker thread; results reach the UI through
 the add-on's one UI channel (:class:`ui_channel.PodUpdated` messages), whose
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import bpy
 
-from . import api, ui_channel
+from . import api, preferences, ui_channel
 from .operators import OperatorResult
 from .remote.core.config import HostConfig
 from .remote.jobs import hosts
@@ -73,6 +73,7 @@ def request(host: HostConfig, action: str) -> bool:
     if view.busy:
         return False
     view.busy = action
+    preferences.runpod_environment()  # a key from the preferences reaches remote/ through the environment
     jobs_here = any(job.host == host.name for job in MANAGER.active())  # read here, on the main thread
     work: dict[str, Callable[[HostConfig], dict[str, Any]]] = {
         "refresh": lambda h: refresh(h, jobs_here),
@@ -196,6 +197,7 @@ def draw(layout: Any, context: bpy.types.Context) -> None:
     row.enabled = view.busy is None
     row.operator("posefactory.pod_start", icon="PLAY")
     row.operator("posefactory.pod_stop", icon="PAUSE")
+    row.operator("posefactory.pod_terminate", icon="TRASH")  # greyed out for a pod Pose Factory did not create
 
 
 CLASSES = (POSEFACTORY_OT_pod_start, POSEFACTORY_OT_pod_stop, POSEFACTORY_OT_pod_refresh)

@@ -1,8 +1,9 @@
-"""Add-on preferences: where the hosts are, storage, the budget cap and the
-Stability API key. Preferences live in Blender's user preferences, never in
-a .blend, so the key cannot travel inside a packed scene."""
+"""Add-on preferences: where the hosts are, storage, the budget cap, the
+Stability API key and the RunPod API key. Preferences live in Blender's user
+preferences, never in a .blend, so a key cannot travel inside a packed scene."""
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import cast
@@ -12,6 +13,11 @@ from bpy.props import EnumProperty, FloatProperty, StringProperty
 
 from .remote.core.config import data_dir, default_hosts_file
 from .remote.core.jobspec import STABILITY_API_BASE
+from .remote.core.logs import RedactingFormatter, environment_secrets
+from .remote.core.redact import Redactor
+
+RUNPOD_KEY_ENV = "RUNPOD_API_KEY"  # what every RunPod call of remote/ reads
+_placed: dict[str, str] = {}  # the values runpod_environment() put into os.environ (not the user's own)
 
 
 class PosefactoryPreferences(bpy.types.AddonPreferences):
@@ -24,6 +30,10 @@ class PosefactoryPreferences(bpy.types.AddonPreferences):
     api_key: StringProperty(name="Stability API Key", subtype="PASSWORD",
                             description="Used when STABILITY_API_KEY is not set in the environment; "
                                         "kept in the preferences only, never in a .blend")
+    runpod_api_key: StringProperty(name="RunPod API Key", subtype="PASSWORD",
+                                   description="Used when RUNPOD_API_KEY is not set in the environment (Create Pod, "
+                                               "Start / Stop / Terminate); kept in the preferences only, never in "
+                                               "a .blend (RunPod console > Settings > API Keys)")
     api_base_url: StringProperty(name="Stability API", default=STABILITY_API_BASE,
                                  description="Base URL of the Stability REST API")
     budget_cap_usd: FloatProperty(name="Budget per Job ($)", min=0.0, default=2.0, precision=2,
@@ -50,6 +60,9 @@ class PosefactoryPreferences(bpy.types.AddonPreferences):
         row.prop(self, "api_key")
         if os.environ.get("STABILITY_API_KEY"):
             layout.label(text="STABILITY_API_KEY is set in the environment and takes precedence", icon="INFO")
+        layout.prop(self, "runpod_api_key")
+        if _users_runpod_key():
+            layout.label(text="RUNPOD_API_KEY is set in the environment and takes precedence", icon="INFO")
         layout.prop(self, "api_base_url")
         layout.prop(self, "budget_cap_usd")
         layout.prop(self, "output_dir")
@@ -86,6 +99,39 @@ def storage_environment(context: bpy.types.Context | None = None) -> None:
     if prefs.storage_access_key_id and prefs.storage_secret_access_key:
         os.environ["AWS_ACCESS_KEY_ID"] = prefs.storage_access_key_id
         os.environ["AWS_SECRET_ACCESS_KEY"] = prefs.storage_secret_access_key
+
+
+def _users_runpod_key() -> str:
+    """RUNPOD_API_KEY as the user's environment sets it (empty counts as unset; ours is not theirs)."""
+    value = os.environ.get(RUNPOD_KEY_ENV, "")
+    return "" if value == _placed.get(RUNPOD_KEY_ENV) else value
+
+
+def runpod_key(context: bpy.types.Context | None = None) -> str:
+    """The RunPod API key: RUNPOD_API_KEY from the environment, else the preferences' (never shown)."""
+    return _users_runpod_key() or get(context).runpod_api_key
+
+
+def runpod_environment(context: bpy.types.Context | None = None) -> bool:
+    """Main thread, before any RunPod worker: the preferences' key into RUNPOD_API_KEY when the
+    environment has none (remote/ reads it from there). Whether there is a key at all."""
+    key = runpod_key(context)
+    if not _users_runpod_key():
+        if key and _placed.get(RUNPOD_KEY_ENV) != key:
+            _redact_in_log(key)
+        if key:
+            os.environ[RUNPOD_KEY_ENV] = _placed[RUNPOD_KEY_ENV] = key
+        elif RUNPOD_KEY_ENV in _placed:  # the key was cleared in the preferences
+            os.environ.pop(RUNPOD_KEY_ENV, None)
+            del _placed[RUNPOD_KEY_ENV]
+    return bool(key)
+
+
+def _redact_in_log(secret: str) -> None:
+    """The log's redaction knows the secrets of the environment when it is set up: add one placed since."""
+    for handler in logging.getLogger(__package__).handlers:
+        if getattr(handler, "posefactory", False):
+            handler.setFormatter(RedactingFormatter(Redactor([*environment_secrets(), secret])))
 
 
 def register() -> None:

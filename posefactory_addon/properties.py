@@ -90,8 +90,9 @@ class PosefactorySettings(bpy.types.PropertyGroup):
                            description="Also save every resulting image into the folder below")
     autosave_path: StringProperty(name="Save To", subtype="DIR_PATH", default="//posefactory_renders/",
                                   description="Folder for autosaved results (// is relative to the .blend)")
-    host: StringProperty(name="Host", default="local",
-                         description="Host from the hosts file (Preferences) to render on; 'local' is this machine")
+    host: StringProperty(name="Host", default="local", search=lambda self, context, text: host_search(context, text),
+                         description="Host from the hosts file (Preferences) or a pod made with Create Pod to "
+                                     "render on; 'local' is this machine")
     # Batch (issue #11): items = poses × cameras, each with every variation.
     pose_source: pose_source_property()
     poses: CollectionProperty(type=PosefactoryPose, name="Poses",
@@ -110,6 +111,13 @@ class PosefactorySettings(bpy.types.PropertyGroup):
             return nearest_sdxl_size(scene_aspect(scene))
         width, height = self.resolution.split("x")
         return int(width), int(height)
+
+
+def host_search(context: bpy.types.Context, text: str) -> list[str]:
+    """The host field's suggestions: read from the hosts files each time, so a pod just created is there."""
+    from .api import host_names  # api imports this module
+
+    return [name for name in host_names(context) if text.lower() in name.lower()]
 
 
 def scene_aspect(scene: bpy.types.Scene) -> float:

@@ -50,7 +50,43 @@ class PodUpdated:
     error: str | None = None
 
 
-Message = JobProgressed | JobFinished | ConnectionChecked | PodUpdated
+@dataclass(frozen=True)
+class CatalogLoaded:
+    """Create Pod's GPU catalog (rows of ``provision.gpu_rows``) for one fetch, or why it could not be read."""
+
+    fetch: int  # which fetch answered: only the latest one is shown
+    rows: tuple[dict[str, Any], ...] = ()
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class PodCreateProgress:
+    """One line of a pod being created (catalog, PROVISIONING → RUNNING, SSH, set-up)."""
+
+    line: str
+
+
+@dataclass(frozen=True)
+class PodCreated:
+    """The end of a create: the host written for the new pod, or the one-line error."""
+
+    host: str | None = None
+    line: str = ""
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class PodTerminated:
+    """The end of a terminate: RunPod's pod gone and its host entry removed, or the one-line error."""
+
+    host: str
+    pod_id: str
+    line: str = ""
+    error: str | None = None
+
+
+Message = (JobProgressed | JobFinished | ConnectionChecked | PodUpdated | CatalogLoaded | PodCreateProgress
+           | PodCreated | PodTerminated)
 
 _messages: queue.SimpleQueue[Message] = queue.SimpleQueue()
 # Main thread only: who applies each message type, and what runs on every tick.

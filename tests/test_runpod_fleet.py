@@ -50,36 +50,41 @@ def test_choose_gpu_respects_availability_and_the_ceiling(runpod_api):
         choose_gpu(catalog, None, "SECURE", 9, 1.0)  # over maxCount
 
 
-def test_cli_create_list_terminate(runpod_api, data, tmp_path, capsys):
-    public_key = tmp_path / "id_ed25519.pub"
-    public_key.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAtest posefactory\n")
-    runpod_api.add_pod("theirs1", ssh_port=22, name="someone-elses", status="RUNNING", cost_per_hr=1.5)
-    assert main(["create", "--max-price", "0.5", "--public-key", str(public_key)]) == 0
+def test_cli_create_list_terminate(runpod_pods, data, tmp_path, capsys):
+    runpod_pods.add_pod("theirs1", ssh_port=22, name="someone-elses", status="RUNNING", cost_per_hr=1.5)
+    assert main(["create", "--max-price", "0.5", "--no-setup", "--workspace", str(tmp_path / "ws")]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("created pod") and "posefactory-a40  PROVISIONING  $0.440/h  1× NVIDIA A40" in out
-    body = runpod_api.calls("POST", "/v2/pods")[0]["body"]
-    assert body["env"] == {"PUBLIC_KEY": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAtest posefactory"}
+    pod_id = next(p for p in runpod_pods.pods if p != "theirs1")
+    assert out.splitlines()[-1].startswith(f"created {pod_id}  posefactory-a40  RUNNING  $0.440/h  1× NVIDIA A40; "
+                                           "host posefactory-a40")
+    body = runpod_pods.calls("POST", "/v2/pods")[0]["body"]
+    assert body["env"]["PUBLIC_KEY"].startswith("ssh-ed25519 ")
     assert body["ports"] == ["22/tcp"] and body["startSsh"] is True and body["gpu"] == {"id": "NVIDIA A40", "count": 1}
-    pod_id = next(p for p in runpod_api.pods if p != "theirs1")
     assert main(["list"]) == 0
     listed = capsys.readouterr().out.splitlines()
     assert len(listed) == 2 and listed[0].startswith(f"{pod_id}  posefactory-a40") and "someone-elses" not in listed[0]
-    assert main(["list", "--all"]) == 0 and "someone-elses" in capsys.readouterr().out
+    assert listed[0].endswith("host posefactory-a40")
+    assert main(["list", "--all"]) == 0
+    assert "someone-elses" in (out := capsys.readouterr().out) and "(no host entry here)" in out
     assert main(["terminate", pod_id]) == 1
-    assert "destroys its container disk" in capsys.readouterr().err and runpod_api.pods[pod_id].status != "TERMINATED"
+    err = capsys.readouterr().err
+    assert "deletes its container disk and volume disk" in err and "Run again with --yes" in err
+    assert runpod_pods.pods[pod_id].status != "TERMINATED"
     assert main(["terminate", pod_id, "--yes"]) == 0
-    assert capsys.readouterr().out == f"terminated {pod_id} (posefactory-a40)\n"
-    assert runpod_api.actions(pod_id) == ["terminate"]
+    assert capsys.readouterr().out == f"terminated {pod_id} (posefactory-a40); removed host posefactory-a40\n"
+    assert runpod_pods.actions(pod_id) == ["terminate"]
     assert [e["event"] for e in ledger(data)] == ["pod_create", "pod_terminate"]
-    assert ledger(data)[0]["cost_per_hr"] == 0.44
+    assert ledger(data)[0]["cost_per_hr"] == 0.44 and ledger(data)[1]["cost_per_hr"] == 0.44
+    assert ledger(data)[1]["cost_usd"] >= 0
 
 
-def test_cli_create_with_a_network_volume_asks_for_its_data_centre(runpod_api, data, capsys):
+def test_cli_create_with_a_network_volume_asks_for_its_data_centre(runpod_pods, data, tmp_path, capsys):
     volume = RestClient(VALID_KEY).create_network_volume("posefactory-cache", 20, "US-KS-2")
-    assert main(["create", "--max-price", "1", "--gpu", "NVIDIA L40S", "--volume", volume.id, "--name", "l40s-1"]) == 0
-    body = runpod_api.calls("POST", "/v2/pods")[0]["body"]
+    assert main(["create", "--max-price", "1", "--gpu", "NVIDIA L40S", "--volume", volume.id, "--name", "l40s-1",
+                 "--no-setup", "--workspace", str(tmp_path / "ws")]) == 0
+    body = runpod_pods.calls("POST", "/v2/pods")[0]["body"]
     assert body["name"] == "posefactory-l40s-1" and body["dataCenterIds"] == ["US-KS-2"]
-    assert body["mounts"] == {"network": [{"volumeId": volume.id, "path": "/workspace"}]}
+    assert body["mounts"] == {"network": [{"volumeId": volume.id, "path": str(tmp_path / "ws")}]}
 
 
 @pytest.mark.parametrize("setup, argv, message", [
@@ -104,14 +109,16 @@ def test_cli_failures_are_one_line(runpod_api, data, capsys, setup, argv, messag
     setup(runpod_api)
     assert main(argv) == 1
     out = capsys.readouterr()
-    assert out.err == message + "\n" and out.out == ""
+    assert out.err == message + "\n"
+    assert all(line.startswith("creating posefactory-") for line in out.out.splitlines())  # progress only
     assert [p for p in runpod_api.pods.values() if p.status != "TERMINATED"] == []
 
 
 def test_cli_without_a_key_names_the_variable_and_never_prints_one(runpod_api, data, monkeypatch, capsys):
     monkeypatch.delenv("RUNPOD_API_KEY")
     assert main(["list"]) == 1
-    assert capsys.readouterr().err == "error: no RunPod API key: set $RUNPOD_API_KEY (RunPod console → Settings → API Keys)\n"
+    assert capsys.readouterr().err == ("error: no RunPod API key: set $RUNPOD_API_KEY or the key in the add-on's "
+                                       "preferences (RunPod console → Settings → API Keys)\n")
     monkeypatch.setenv("TEAM_KEY", VALID_KEY)
     runpod_api.fail(400, detail=f"echoing {VALID_KEY}")
     assert main(["list", "--key-env", "TEAM_KEY"]) == 1

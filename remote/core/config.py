@@ -82,6 +82,9 @@ class HostConfig:
     idle_stop_minutes: float = 10.0  # 0: never stop the pod automatically
     resume_timeout_s: float = 600.0
     serverless: ServerlessConfig | None = None
+    # A pod Pose Factory created (remote/runpod/created.py): its sshd's host key is pinned anew
+    # on each boot (RunPod clears the container disk, where the keys live, on stop).
+    managed_pod: bool = False
 
     @property
     def kind(self) -> str:
@@ -138,6 +141,12 @@ def default_hosts_file() -> Path | None:
     return path if path.is_file() else None
 
 
+def created_hosts_file() -> Path:
+    """The hosts Pose Factory wrote for the pods it created (``runpod/hosts.yaml`` in the user
+    config dir): read with every hosts file, so RunPod users need none of their own."""
+    return Path(default_config_dir()) / "runpod" / "hosts.yaml"
+
+
 def local_host() -> HostConfig:
     """The embedded default: a login shell here, its workspace under the data dir."""
     workspace = data_dir() / "local-pod" / "workspace"
@@ -154,7 +163,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "secret_names": (list,), "pod_type": (str,),
     "transport": (str,),
     "runpod_pod_id": (str,), "runpod_api_key_env": (str,), "idle_stop_minutes": (int, float),
-    "resume_timeout_s": (int, float), "serverless": (dict,),
+    "resume_timeout_s": (int, float), "serverless": (dict,), "managed_pod": (bool,),
 }
 _SERVERLESS_TYPES: dict[str, tuple[type, ...]] = {
     "endpoint_id": (str,), "api_key_env": (str,), "max_concurrent": (int,), "gpu_usd_per_second": (int, float),
@@ -314,10 +323,19 @@ def parse_host(source: str, name: str, raw: Any, platform: str = sys.platform) -
 
 
 def load_hosts(path: Path | str | None) -> dict[str, HostConfig]:
-    """Hosts from ``path`` (``None``: only the built-in ``local``)."""
+    """The built-in ``local``, the pods Pose Factory created (:func:`created_hosts_file`) and the
+    hosts of ``path`` (``None``: none); a name in ``path`` wins over the other two."""
     hosts = {LOCAL_HOST: local_host()}
-    if path is None:
-        return hosts
+    created = created_hosts_file()
+    if created.is_file():
+        hosts.update(_read_hosts(created))
+    if path is not None:
+        hosts.update(_read_hosts(path))
+    return hosts
+
+
+def _read_hosts(path: Path | str) -> dict[str, HostConfig]:
+    hosts: dict[str, HostConfig] = {}
     source = str(path)
     try:
         # utf-8-sig: Notepad may save a byte-order mark; CRLF line ends are plain YAML.

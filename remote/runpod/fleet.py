@@ -76,15 +76,18 @@ def choose_gpu(offers: list[GpuOffer], gpu_id: str | None, cloud: str, count: in
 
 def create_pod(client: RestClient, offer: GpuOffer, name: str, cloud: str, count: int, disk_gb: int,
                public_key: str | None = None, network_volume_id: str | None = None,
-               image: str = DEFAULT_IMAGE) -> Pod:
-    """A pod of ``offer`` with SSH on 22/tcp (``PUBLIC_KEY`` when given); it starts PROVISIONING."""
+               image: str = DEFAULT_IMAGE, volume_gb: int | None = None, volume_path: str = "/workspace") -> Pod:
+    """A pod of ``offer`` with SSH on 22/tcp (``PUBLIC_KEY`` when given); it starts PROVISIONING.
+
+    Storage at ``volume_path``: the network volume when given, else a volume disk of ``volume_gb``.
+    """
     data_centers: tuple[str, ...] = ()
     if network_volume_id:
         # The volume must be in the pod's data centre; whether RunPod picks it itself is not documented.
         data_centers = (client.get_network_volume(network_volume_id).data_center_id,)
     spec = PodSpec(name=name, image=image, gpu_id=offer.id, gpu_count=count, cloud=cloud, disk_gb=disk_gb,
                    env={"PUBLIC_KEY": public_key} if public_key else {}, data_center_ids=data_centers,
-                   network_volume_id=network_volume_id)
+                   network_volume_id=network_volume_id, persistent_volume_gb=volume_gb, volume_path=volume_path)
     return client.create_pod(spec)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from ..bridge.shell import CommandResult
 from ..core.config import HostConfig
 from ..core.quoting import q
 from .pods import Pod, RunPodError, api_key_for, stop_pod
+from .records import MAX_PRICE_PER_HOUR, MAX_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +79,19 @@ def watchdog_events(text: str, host: HostConfig) -> list[dict[str, Any]]:
             continue
         if raw.get("event") == "pod_stop" and raw.get("pod_id") == host.runpod_pod_id:
             events.append({"event": "pod_stop", "host": host.name, "pod_id": host.runpod_pod_id,
-                           "reason": "idle (pod watchdog)", "idle_s": idle_s, "at": at})
+                           "reason": "idle (pod watchdog)", "idle_s": idle_s, **_run_cost(raw), "at": at})
     return events
+
+
+def _run_cost(raw: dict[str, Any]) -> dict[str, Any]:
+    """The run's price and length the watchdog read from the API, when they are plausible numbers."""
+    price, seconds = raw.get("cost_per_hr"), raw.get("pod_seconds")
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in (price, seconds)):
+        return {}
+    assert isinstance(price, int | float) and isinstance(seconds, int | float)
+    if not (0 <= price <= MAX_PRICE_PER_HOUR and 0 <= seconds <= MAX_SECONDS):
+        return {}
+    return {"pod_seconds": int(seconds), "cost_per_hr": float(price), "cost_usd": round(seconds * price / 3600, 4)}
 
 
 def idle_status(run: Runner, host: HostConfig) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..core.config import HostConfig
 from ..core.cost import LIVE_RATE_ENV
+from .created import pin_for_boot
 from .records import Pod, RunPodError
 from .rest import RestClient, RunPodAPIError
 
@@ -38,6 +39,15 @@ def api_key_for(host: HostConfig) -> str:
         raise RunPodError(f"{host.name}: no RunPod API key: set ${host.runpod_api_key_env} "
                           "(RunPod console → Settings → API Keys)")
     return key
+
+
+def account_client(key_env: str = "RUNPOD_API_KEY") -> RestClient:
+    """A client for the account whose key is in ``$key_env`` (list, create, terminate)."""
+    key = os.environ.get(key_env, "")
+    if not key:
+        raise RunPodError(f"no RunPod API key: set ${key_env} or the key in the add-on's preferences "
+                          "(RunPod console → Settings → API Keys)")
+    return RestClient(key)
 
 
 def client_for(host: HostConfig) -> RestClient:
@@ -101,6 +111,7 @@ def ensure_running(host: HostConfig, progress: Callable[[str], None]) -> tuple[H
         start(client, pod)
     if not pod.running:
         pod = wait_until_running(client, pod.id, host.resume_timeout_s, progress)
+    pin_for_boot(host, pod, started)
     return with_endpoint(host, pod), pod, started
 
 
@@ -149,10 +160,19 @@ def stop_pod(host: HostConfig, record_event: Callable[[dict[str, Any]], None], r
     if "stop" not in pod.actions:
         return pod
     stopped = client.pod_action(pod.id, "stop")
-    cost = round(pod.uptime_s * pod.cost_per_hr / 3600, 4)
-    record_event({"event": "pod_stop", "host": host.name, "pod_id": pod.id, "reason": reason,
-                  "pod_seconds": pod.uptime_s, "cost_per_hr": pod.cost_per_hr, "cost_usd": cost, "at": utc_now()})
+    record_event(stop_event(host.name, pod, reason))
     return stopped if stopped is not None else read_pod(client, pod.id)
+
+
+def run_cost(pod: Pod) -> dict[str, Any]:
+    """What the pod's current run cost so far (the ledger's fields)."""
+    return {"pod_seconds": pod.uptime_s, "cost_per_hr": pod.cost_per_hr,
+            "cost_usd": round(pod.uptime_s * pod.cost_per_hr / 3600, 4)}
+
+
+def stop_event(host_name: str, pod: Pod, reason: str) -> dict[str, Any]:
+    return {"event": "pod_stop", "host": host_name, "pod_id": pod.id, "reason": reason, **run_cost(pod),
+            "at": utc_now()}
 
 
 def utc_now() -> str:

@@ -87,7 +87,8 @@ class PodSpec:
     env: dict[str, str] = field(default_factory=dict)
     data_center_ids: tuple[str, ...] = ()
     network_volume_id: str | None = None
-    network_volume_path: str = "/workspace"
+    persistent_volume_gb: int | None = None  # a volume disk on the pod's machine, kept across stops
+    volume_path: str = "/workspace"
     start_ssh: bool = True
 
     def body(self) -> dict[str, Any]:
@@ -102,7 +103,11 @@ class PodSpec:
             body["env"] = dict(self.env)
         if self.network_volume_id:
             body["mounts"] = {"network": [{"volumeId": resource_id(self.network_volume_id, "network volume"),
-                                           "path": self.network_volume_path}]}
+                                           "path": self.volume_path}]}
+        elif self.persistent_volume_gb:
+            # Marked deprecated in favour of network volumes, but the only way a pod without one keeps
+            # /workspace (Blender, the scene store) across a stop; RunPod's console still offers it.
+            body["mounts"] = {"persistent": {"size": self.persistent_volume_gb, "path": self.volume_path}}
         if self.data_center_ids:
             body["dataCenterIds"] = list(self.data_center_ids)
         return body
