@@ -50,7 +50,7 @@ def test_cli_create_render_idle_stop_start_render_terminate(runpod_pods, data, t
     (pod,) = api.pods.values()
     assert [line.split(":")[1].strip().split(" ")[0] for line in out.splitlines() if line.startswith(f"pod {pod.id}: ")
             ][:3] == ["PROVISIONING", "STARTING", "RUNNING"]
-    assert f"host posefactory-a40: python -m remote.cli render --host posefactory-a40" in out
+    assert "host posefactory-a40: python -m remote.cli render --host posefactory-a40" in out
     # What was sent: our own public key, an official image, 22/tcp, the volume at the workspace.
     body = api.calls("POST", "/v2/pods")[0]["body"]
     public_key = (user_config_dir / "runpod" / "id_ed25519.pub").read_text().strip()
