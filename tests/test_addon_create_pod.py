@@ -223,5 +223,5 @@ def test_from_a_key_in_the_preferences_to_images_and_back_to_nothing(blender, tm
     assert result["render2"] == ["done", None, 1, "posefactory-a40"]
     assert result["terminate"] is None  # the pod's view is gone with it
     assert result["after"] == ["local", False, False, [f"terminated {pod.id} (posefactory-a40); removed host posefactory-a40"]]
-    assert pod.status == "TERMINATED" and pod.events[0] == "create" and pod.events[-1] == "terminate"
+    assert pod.status == "TERMINATED" and pod.events == ["create", "stop", "start", "terminate"]
     assert "posefactory-a40" not in (created_hosts_file().read_text() if created_hosts_file().exists() else "")
