@@ -32,7 +32,7 @@ CATALOG = CatalogView()
 
 def one_line(exc: BaseException) -> str:
     """A worker's exception as the one line the artist sees (remote/ redacted the key already)."""
-    return clean_text(str(exc), 400).replace("raise --max-price", "raise the $/h ceiling") or type(exc).__name__
+    return clean_text(str(exc), 400) or type(exc).__name__
 
 
 def fetch(cloud: str, count: int, max_price: float) -> None:

@@ -60,7 +60,7 @@ def start_create(request: provision.PodRequest, context: bpy.types.Context) -> N
         try:
             created = provision.create_pod_host(request, progress, hosts_file=hosts_file, cancel=cancel)
         except Exception as exc:  # every failure is one line in the panel, never a dead thread
-            line = _with_alternatives(one_line(exc), request)
+            line = one_line(exc)
             log.warning("Create Pod failed: %s", line)
             ui_channel.post(ui_channel.PodCreated(error=line))
             return
@@ -68,19 +68,6 @@ def start_create(request: provision.PodRequest, context: bpy.types.Context) -> N
         ui_channel.post(ui_channel.PodCreated(created.host, f"{created.host} is ready: pod {pod.id}, ${pod.cost_per_hr:.3f}/h"))
 
     threading.Thread(target=worker, name="posefactory-pod-create", daemon=True).start()
-
-
-def _with_alternatives(line: str, request: provision.PodRequest) -> str:
-    """Nothing under the ceiling: name the cheapest GPUs there are (worker thread, one more catalog read)."""
-    if not line.startswith("no GPU available"):
-        return line
-    try:
-        rows = [row for row in provision.gpu_rows(request.cloud, request.count, request.max_price, request.key_env)
-                if row["availability"] != "NONE"]
-    except Exception:
-        return line
-    cheapest = [f"{row['id']} (${row['price_per_hr']:.2f}/h)" for row in rows[:3]]
-    return f"{line}; cheapest available: {', '.join(cheapest)}" if cheapest else line
 
 
 def create_progress(message: ui_channel.PodCreateProgress) -> None:

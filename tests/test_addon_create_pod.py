@@ -30,17 +30,6 @@ def attempt(**kwargs):
     except RuntimeError as exc:  # an ERROR report: Blender raises it with the report's text
         return str(exc)
 
-labels = []
-class Layout:  # records what a draw() shows
-    enabled = True
-    def __getattr__(self, name):
-        def call(*args, **kwargs):
-            if name == "label":
-                labels.append(kwargs.get("text", ""))
-            if name == "operator":
-                assert hasattr(bpy.ops.posefactory, args[0].split(".")[1]), args[0]
-            return Layout()
-        return call
 """
 
 

@@ -40,17 +40,7 @@ def test_remote_panel_shows_starts_and_stops_the_pod(blender, tmp_path, runpod_a
             seen.append([op, busy, view.info.get("state"), view.info.get("cost_per_hr"), view.error])
             pod_state.VIEWS["gpu"].updated_at = 0  # the next settle() waits for a fresh answer
 
-        labels = []
-        class Layout:
-            enabled = True
-            def __getattr__(self, name):
-                def call(*args, **kwargs):
-                    if name == "label":
-                        labels.append(kwargs.get("text", ""))
-                    if name == "operator":
-                        assert hasattr(bpy.ops.posefactory, args[0].split(".")[1]), args[0]
-                    return Layout()
-                return call
+        labels.clear()
         holder = type("Holder", (), {{"layout": Layout()}})()
         bpy.types.POSEFACTORY_PT_remote.draw(holder, bpy.context)
         report(polls=polls, seen=seen, labels=labels)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from remote.cli import main as render_main
 from remote.core.config import created_hosts_file, data_dir, load_hosts
 from remote.runpod_cli import main as pod_main
+from tests.fixtures import wait_for
 from tests.fixtures.runpod_v2_standin import VALID_KEY
 
 
@@ -22,14 +22,6 @@ from tests.fixtures.runpod_v2_standin import VALID_KEY
 def data(tmp_path, monkeypatch):
     monkeypatch.setenv("POSEFACTORY_DATA_DIR", str(tmp_path / "data"))
     return tmp_path / "data"
-
-
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def render(scene: Path, host: str, out: Path, capsys) -> str:

@@ -20,6 +20,7 @@ from remote.core.config import data_dir, parse_host
 from remote.core.jobspec import RenderJob
 from remote.jobs.pipeline import run_job
 from remote.runpod.idle import stop_if_idle
+from tests.fixtures import wait_for
 from tests.fixtures.runpod_v2_standin import VALID_KEY
 
 WATCHDOG = Path(__file__).resolve().parent.parent / "pod_setup" / "idle_watchdog.py"
@@ -51,14 +52,6 @@ def write_hosts(tmp_path: Path, entry: dict) -> Path:
     path = tmp_path / "ssh_hosts.yaml"
     path.write_text(yaml.safe_dump({"gpu": entry}))
     return path
-
-
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def test_job_resumes_the_pod_runs_there_and_the_watchdog_stops_it_when_idle(

@@ -157,3 +157,16 @@ def test_the_key_is_in_no_log_ledger_or_host_entry(runpod_api, data):
     for path in (log_path(), data / "ledger.jsonl", created_hosts_file()):
         if path.exists():
             assert VALID_KEY not in path.read_text(errors="replace"), path
+
+
+def test_a_pod_whose_set_up_fails_is_stopped_not_left_billing(runpod_pods, data):
+    # SSH answers with our key, but the workspace cannot be made (/proc takes no folders, even as root).
+    with pytest.raises(RunPodError, match=r"runs, but its set-up failed: .*; stopped it \(no GPU billing\); "
+                                          r"the next job on it tries the set-up again$"):
+        create(PodRequest(max_price=1.0, workspace="/proc/posefactory-workspace"))
+    (pod,) = runpod_pods.pods.values()
+    assert pod.status == "EXITED" and pod.events[-1] == "stop"
+    events = ledger(data)
+    assert [e["event"] for e in events] == ["pod_create", "pod_stop"]
+    assert events[1]["reason"] == "set-up failed" and events[1]["cost_per_hr"] > 0
+    assert load_hosts(None)["posefactory-a40"].runpod_pod_id == pod.id  # kept: Start or Terminate it later

@@ -60,8 +60,12 @@ def choose_gpu(offers: list[GpuOffer], gpu_id: str | None, cloud: str, count: in
     if gpu_id is None:
         if fitting:
             return fitting[0]
+        available = [o for o in offers if o.availability != "NONE" and o.price(cloud) is not None]
+        available.sort(key=lambda o: (o.price(cloud) or 0.0, o.id))
+        cheapest = ", ".join(f"{o.id} (${(o.price(cloud) or 0.0) * count:.2f}/h)" for o in available[:3])
         raise RunPodError(f"no GPU available in {cloud} at or under ${max_price:.2f}/h for {count} GPU(s); "
-                          "raise --max-price or try the other cloud")
+                          f"raise the $/h ceiling or try the other cloud"
+                          f"{'; cheapest available: ' + cheapest if cheapest else ''}")
     chosen = next((o for o in fitting if o.id == gpu_id), None)
     if chosen is not None:
         return chosen
