@@ -3,6 +3,7 @@ that was created but cannot be used is terminated, ledgered and forgotten (no ho
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 
@@ -170,3 +171,16 @@ def test_a_pod_whose_set_up_fails_is_stopped_not_left_billing(runpod_pods, data)
     assert [e["event"] for e in events] == ["pod_create", "pod_stop"]
     assert events[1]["reason"] == "set-up failed" and events[1]["cost_per_hr"] > 0
     assert load_hosts(None)["posefactory-a40"].runpod_pod_id == pod.id  # kept: Start or Terminate it later
+
+
+def test_ctrl_c_in_the_cli_while_starting_terminates_the_new_pod(runpod_api, data, capsys):
+    import _thread
+
+    from remote.runpod_cli import main
+
+    runpod_api.boot_s_for_new_pods = 3600
+    threading.Timer(0.5, _thread.interrupt_main).start()  # what Ctrl-C does to the CLI's main thread
+    assert main(["create", "--max-price", "1", "--no-setup"]) == 1
+    assert re.search(r"^error: create of pod \w+ interrupted; terminated pod \w+ \(it held nothing yet\)$",
+                     capsys.readouterr().err, re.M)
+    assert_forgotten(runpod_api, data)

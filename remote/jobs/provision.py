@@ -160,11 +160,13 @@ def create_pod_host(request: PodRequest, progress: Callable[[str], None], *,
     try:
         pod = _wait_running(client, pod, request.running_timeout_s, progress, cancel)
         ready = _wait_for_ssh(host, client, pod, request.ssh_timeout_s, progress, cancel)
-    except RunPodError as exc:
-        _terminate_new(client, name, pod, record_event, str(exc))
-        if isinstance(exc, CreateCancelled):
-            raise CreateCancelled(f"{exc}; terminated pod {pod.id} (it held nothing yet)") from None
-        raise RunPodError(f"{exc}; terminated pod {pod.id} so it bills nothing more") from None
+    except (RunPodError, KeyboardInterrupt) as exc:
+        # Ctrl-C in the CLI is a cancel too: the pod is ours, new and empty, so it goes rather than bill.
+        reason = f"create of pod {pod.id} interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+        _terminate_new(client, name, pod, record_event, reason)
+        if isinstance(exc, CreateCancelled | KeyboardInterrupt):
+            raise CreateCancelled(f"{reason}; terminated pod {pod.id} (it held nothing yet)") from None
+        raise RunPodError(f"{reason}; terminated pod {pod.id} so it bills nothing more") from None
     created = CreatedPod(name, pod, ready)
     if request.set_up:
         try:
