@@ -1,12 +1,16 @@
 """ControlNet inputs drawn from Blender's own data, not estimated from pixels.
 
-* ``control-openpose.png``: the COCO-18 skeleton of every rendered armature,
+* ``control-openpose.png``: the COCO-18 skeleton of every armature that deforms a rendered mesh,
   joints projected through the render camera, drawn the way the standard
   OpenPose renderer draws it (keypoint order, limb pairs, colours, black
   background) so the OpenPose ControlNets see what they were trained on.
 * ``control-depth.png``: the render's own Z pass as inverse depth (near =
   bright, the way MiDaS-style depth maps the depth ControlNets were trained
   on look), normalised over what the camera hit; empty background is black.
+
+Which armatures count and which bone is which joint: ``skeleton.py`` (the
+humanoid map of ``remote/core/humanoid.py``). Hands are drawn too, the 21
+OpenPose hand keypoints per hand, where the rig has finger bones.
 
 Two call sites in the render job: :func:`prepare` before the render (turns on
 the Z pass and arranges for the pass to be saved when the render completes:
@@ -16,18 +20,21 @@ plain numpy and tested without it.
 """
 from __future__ import annotations
 
+import colorsys
 import logging
 import math
 import shutil
 import struct
 import tempfile
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pod_setup import skeleton
+from remote.core.humanoid import MIN_BODY_JOINTS
 from remote.core.jobspec import COCO18_JOINTS, RenderJob
 
 log = logging.getLogger(__name__)
@@ -45,38 +52,25 @@ COLORS: tuple[tuple[int, int, int], ...] = (
 JOINT_RADIUS_PX = 4
 LIMB_HALF_WIDTH_PX = 4
 
-# Where each COCO joint sits on common rigs: candidates in turn, "bone[:head|:tail]".
-# Blender's human metarig (also Rigify's ORG-/DEF- copies, found by prefix) and
-# Mixamo (any "mixamorig<N>:" namespace). A job's ``bone_map`` overrides these.
-DEFAULT_BONE_MAP: dict[str, tuple[str, ...]] = {
-    "nose": ("nose.002:head", "nose:tail"),
-    "neck": ("spine.004:head", "neck:head", "Neck:head"),
-    "right_shoulder": ("upper_arm.R:head", "RightArm:head"),
-    "right_elbow": ("forearm.R:head", "RightForeArm:head"),
-    "right_wrist": ("hand.R:head", "RightHand:head"),
-    "left_shoulder": ("upper_arm.L:head", "LeftArm:head"),
-    "left_elbow": ("forearm.L:head", "LeftForeArm:head"),
-    "left_wrist": ("hand.L:head", "LeftHand:head"),
-    "right_hip": ("thigh.R:head", "RightUpLeg:head"),
-    "right_knee": ("shin.R:head", "RightLeg:head"),
-    "right_ankle": ("foot.R:head", "RightFoot:head"),
-    "left_hip": ("thigh.L:head", "LeftUpLeg:head"),
-    "left_knee": ("shin.L:head", "LeftLeg:head"),
-    "left_ankle": ("foot.L:head", "LeftFoot:head"),
-    "right_eye": ("eye.R:head", "RightEye:head"),
-    "left_eye": ("eye.L:head", "LeftEye:head"),
-    "right_ear": ("ear.R:head",),
-    "left_ear": ("ear.L:head",),
-}
-RIG_PREFIXES = ("", "ORG-", "DEF-")
+# The OpenPose hand renderer: 20 edges from the wrist out along each finger, each its own hue, two
+# pixels wide; keypoints as blue discs.
+HAND_EDGES: tuple[tuple[int, int], ...] = tuple(
+    pair for finger in range(5) for pair in ((0 if k == 0 else 4 * finger + k, 4 * finger + k + 1) for k in range(4)))
+HAND_COLORS: tuple[tuple[int, int, int], ...] = tuple(
+    tuple(round(c * 255) for c in colorsys.hsv_to_rgb(index / len(HAND_EDGES), 1.0, 1.0))
+    for index in range(len(HAND_EDGES)))
+HAND_POINT_COLOR = (0, 0, 255)
+HAND_LINE_HALF_WIDTH_PX = 1.0
 
 Point = tuple[float, float]
 
 
 # --- drawing (numpy only) -------------------------------------------------------------------------
 
-def draw_openpose(skeletons: Sequence[Sequence[Point | None]], width: int, height: int) -> np.ndarray:
-    """An RGB uint8 image of the skeletons (18 pixel positions each, None where off-screen or unmapped)."""
+def draw_openpose(skeletons: Sequence[Sequence[Point | None]], width: int, height: int,
+                  hands: Sequence[Sequence[Point | None]] = ()) -> np.ndarray:
+    """An RGB uint8 image of the skeletons (18 pixel positions each, None where off-screen or unmapped)
+    and hands (21 each), bodies first as the OpenPose renderer draws them."""
     canvas = np.zeros((height, width, 3), dtype=np.uint8)
     for joints in skeletons:
         for index, (a, b) in enumerate(LIMBS):
@@ -85,11 +79,19 @@ def draw_openpose(skeletons: Sequence[Sequence[Point | None]], width: int, heigh
         for index, joint in enumerate(joints):
             if joint is not None:
                 _fill(canvas, joint, joint, list(COLORS[index]))  # a == b: the joint's disc
+    for points in hands:
+        for index, (a, b) in enumerate(HAND_EDGES):
+            if points[a] is not None and points[b] is not None:
+                _fill(canvas, points[a], points[b], list(HAND_COLORS[index]), line=HAND_LINE_HALF_WIDTH_PX)
+        for point in points:
+            if point is not None:
+                _fill(canvas, point, point, list(HAND_POINT_COLOR))
     return canvas
 
 
-def _fill(canvas: np.ndarray, a: Point, b: Point, color: list[int]) -> None:
-    """Paint the renderer's shape from a to b: a limb ellipse LIMB_HALF_WIDTH_PX across, or (a == b) a joint disc.
+def _fill(canvas: np.ndarray, a: Point, b: Point, color: list[int], line: float = 0.0) -> None:
+    """Paint the renderer's shape from a to b: a limb ellipse LIMB_HALF_WIDTH_PX across, a straight
+    line ``line`` px either side (hands), or (a == b) a joint disc.
 
     Only the shape's bounding box is computed, so a 1024 px canvas costs what the skeleton covers.
     """
@@ -101,6 +103,8 @@ def _fill(canvas: np.ndarray, a: Point, b: Point, color: list[int]) -> None:
     ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32) + 0.5  # pixel centres
     if math.hypot(b[0] - a[0], b[1] - a[1]) < 1e-6:
         mask = (xs - a[0]) ** 2 + (ys - a[1]) ** 2 <= JOINT_RADIUS_PX ** 2
+    elif line:
+        mask = _segment_distance(xs, ys, a, b) <= line
     else:
         mask = _ellipse_mask(xs, ys, a, b)
     canvas[y0:y1, x0:x1][mask] = color
@@ -114,6 +118,12 @@ def _ellipse_mask(xs: np.ndarray, ys: np.ndarray, a: Point, b: Point) -> np.ndar
     along = (xs - mid_x) * ux + (ys - mid_y) * uy
     across = -(xs - mid_x) * uy + (ys - mid_y) * ux
     return (along / (length / 2)) ** 2 + (across / LIMB_HALF_WIDTH_PX) ** 2 <= 1.0
+
+
+def _segment_distance(xs: np.ndarray, ys: np.ndarray, a: Point, b: Point) -> np.ndarray:
+    dx, dy = b[0] - a[0], b[1] - a[1]
+    t = np.clip(((xs - a[0]) * dx + (ys - a[1]) * dy) / (dx * dx + dy * dy), 0.0, 1.0)
+    return np.hypot(xs - (a[0] + t * dx), ys - (a[1] + t * dy))
 
 
 def depth_to_image(z: np.ndarray, far: float) -> np.ndarray:
@@ -214,34 +224,6 @@ def _channel_list(raw: bytes) -> list[tuple[str, int]]:
 
 # --- bpy: joints, the Z pass, the two call sites --------------------------------------------------
 
-def _find_bone(pose_bones: Mapping[str, Any], ref: str) -> tuple[Any, str] | None:
-    name, end = ref, "head"
-    if ref.endswith((":head", ":tail")):
-        name, end = ref.rsplit(":", 1)
-    for prefix in RIG_PREFIXES:
-        if prefix + name in pose_bones:
-            return pose_bones[prefix + name], end
-    for bone_name in pose_bones.keys():  # Mixamo's namespaces: mixamorig:, mixamorig1:, ...
-        if bone_name.rsplit(":", 1)[-1] == name and ":" in bone_name:
-            return pose_bones[bone_name], end
-    return None
-
-
-def joint_positions(armature: Any, overrides: Mapping[str, str]) -> list[Any]:
-    """World positions (mathutils Vectors) of the 18 COCO joints; None where the rig has no such bone."""
-    pose_bones = armature.pose.bones
-    positions: list[Any] = []
-    for joint in COCO18_JOINTS:
-        refs = (overrides[joint],) if joint in overrides else DEFAULT_BONE_MAP[joint]
-        found = next((hit for ref in refs if (hit := _find_bone(pose_bones, ref)) is not None), None)
-        if found is None:
-            positions.append(None)
-            continue
-        bone, end = found
-        positions.append(armature.matrix_world @ (bone.head if end == "head" else bone.tail))
-    return positions
-
-
 def project(scene: Any, points: Sequence[Any]) -> list[Point | None]:
     """Pixel positions (x right, y down) through the scene camera; None behind it or off-screen."""
     from bpy_extras.object_utils import world_to_camera_view
@@ -332,21 +314,53 @@ def prepare(job: RenderJob) -> None:
     log.info("depth control: Z pass on, captured at render completion")
 
 
-def write(job: RenderJob, output_dir: Path) -> dict[str, Path]:
-    """After the render: write the job's control images next to render.png; returns {kind: path}."""
+def openpose_on_screen(scene: Any, bone_map: dict[str, str]) -> tuple[list, list, list[dict[str, Any]]]:
+    """Every counted armature's 18 joints and its hands in pixels (None off-screen or unmapped), and
+    per armature what was found: its map, its convention, the joints on screen and those missing."""
+    import bpy
+
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    skeletons, hands, report = [], [], []
+    for armature in skeleton.armatures(scene):
+        mapping = skeleton.humanoid_map(armature, bone_map)
+        body, hand_points = skeleton.posed_joints(armature.evaluated_get(depsgraph), mapping)
+        pixels = project(scene, body)
+        skeletons.append(pixels)
+        hands += [project(scene, points) for points in hand_points.values()]
+        on_screen = [joint for joint, pixel in zip(COCO18_JOINTS, pixels) if pixel is not None]
+        report.append({"armature": armature.name, "convention": mapping.convention, "mapped": mapping.body_count,
+                       "on_screen": len(on_screen), "hands": sorted(hand_points),
+                       "missing": [joint for joint in COCO18_JOINTS if joint not in on_screen]})
+        log.info("openpose control: %s: %s, %d on screen", armature.name, mapping.summary(), len(on_screen))
+    return skeletons, hands, report
+
+
+def skeleton_problem(report: list[dict[str, Any]]) -> str:
+    """One line when the skeletons give the OpenPose ControlNet too little to follow; "" when they do."""
+    if not report:
+        return "openpose control: no armature deforms a mesh the render shows; nothing to draw"
+    best = max(report, key=lambda r: r["on_screen"])
+    if best["on_screen"] >= MIN_BODY_JOINTS:
+        return ""
+    missing = ", ".join(best["missing"][:8]) + (" …" if len(best["missing"]) > 8 else "")
+    return (f"openpose control: armature {best['armature']!r} ({best['convention']}) has {best['on_screen']} of "
+            f"{len(COCO18_JOINTS)} body joints on screen, fewer than {MIN_BODY_JOINTS} (missing: {missing}); "
+            "set them in the Pose joints panel or with --bone-map")
+
+
+def write(job: RenderJob, output_dir: Path) -> tuple[dict[str, Path], list[dict[str, Any]] | None]:
+    """After the render: write the job's control images next to render.png; returns {kind: path} and,
+    for OpenPose, what each armature put on screen (see :func:`skeleton_problem`)."""
     import bpy
 
     scene: Any = bpy.context.scene
     width, height = render_size(scene)
     written: dict[str, Path] = {}
+    report = None
     if "openpose" in kinds(job):
-        armatures = [obj for obj in scene.objects if obj.type == "ARMATURE" and not obj.hide_render]
-        depsgraph = bpy.context.evaluated_depsgraph_get()
-        skeletons = [project(scene, joint_positions(obj.evaluated_get(depsgraph), job.bone_map)) for obj in armatures]
-        found = sum(1 for skeleton in skeletons for joint in skeleton if joint is not None)
-        log.info("openpose control: %d armature(s), %d joint(s) on screen", len(armatures), found)
+        skeletons, hands, report = openpose_on_screen(scene, job.bone_map)
         written["openpose"] = output_dir / "control-openpose.png"
-        written["openpose"].write_bytes(png_bytes(draw_openpose(skeletons, width, height)))
+        written["openpose"].write_bytes(png_bytes(draw_openpose(skeletons, width, height, hands)))
     if "depth" in kinds(job):
         _depth_capture.disarm()
         exr = _depth_capture.exr_path
@@ -360,4 +374,4 @@ def write(job: RenderJob, output_dir: Path) -> dict[str, Path]:
         far = scene.camera.data.clip_end if scene.camera else 1e9
         written["depth"] = output_dir / "control-depth.png"
         written["depth"].write_bytes(png_bytes(depth_to_image(z, far)))
-    return written
+    return written, report

@@ -223,7 +223,7 @@ def render_items(book: BatchBook, backend: backends.Backend | None, manifest: di
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ai-step") as ai_step:
         for item in book.items:
-            entry = book.new_entry(item)
+            entry = {**book.new_entry(item), "blender_version": bpy.app.version_string}
             manifest["items"].append(entry)
             published(item.name)
             try:
@@ -235,8 +235,14 @@ def render_items(book: BatchBook, backend: backends.Backend | None, manifest: di
                 entry.update(render=book.relative(item, outcome.path.name), render_seconds=round(outcome.seconds, 3),
                              render_result_fix_applied=outcome.render_result_fix_applied,
                              timeline={"render": [since_start(render_began), since_start(time.monotonic())]})
-                controls = control_images.write(book.job, book.item_dir(item))
+                controls, skeletons = control_images.write(book.job, book.item_dir(item))
                 entry["control_images"] = {kind: book.relative(item, path.name) for kind, path in controls.items()}
+                if skeletons is not None:
+                    entry["skeletons"] = skeletons
+                    if problem := control_images.skeleton_problem(skeletons):
+                        if backend is not None:  # never pay for a generation conditioned on (almost) nothing
+                            raise JobFailed(EXIT_RENDER, problem)
+                        entry["warning"] = problem  # a preview shows the artist what would be drawn
             except (ItemFailed, JobFailed) as exc:
                 fail(item, entry, getattr(exc, "code", EXIT_RENDER), str(exc))
                 published(None)

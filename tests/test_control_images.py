@@ -34,7 +34,7 @@ setup = open_scene(job)
 settings = configure_output(job, setup)
 control_images.prepare(job)
 render = render_still(out / "render.png", settings)
-written = control_images.write(job, out)
+written, skeletons = control_images.write(job, out)
 scene = bpy.context.scene
 rig = scene.objects["Character"]
 depsgraph = bpy.context.evaluated_depsgraph_get()
@@ -58,7 +58,7 @@ for joint, (bone, end) in refs.items():
     rest[joint] = pixel(rig.matrix_world @ getattr(rig.data.bones[bone], f"{end}_local"))
 image_settings = scene.render.image_settings
 print("CONTROL-TEST:" + json.dumps({
-    "written": {k: str(v) for k, v in written.items()}, "posed": posed, "rest": rest,
+    "written": {k: str(v) for k, v in written.items()}, "skeletons": skeletons, "posed": posed, "rest": rest,
     "torso": pixel((0, -0.12, 1.2)), "prop": pixel((-0.9, -1.7, 0.6)), "backdrop": pixel((1.5, 2.5, 2.2)),
     "settings": [image_settings.media_type, image_settings.file_format, image_settings.color_mode,
                  image_settings.color_depth],
@@ -96,6 +96,10 @@ def test_openpose_joints_land_on_the_posed_bones_in_the_standard_colours(control
     assert tuple(mid) == tuple(int(c * 0.6) for c in COLORS[0])
     # Background is black.
     assert tuple(image[2, 2]) == (0, 0, 0)
+    # What the item's entry says was drawn: one armature, named by its convention, all 18 on screen.
+    [report] = controls["skeletons"]
+    assert report["armature"] == "Character" and report["on_screen"] == 18 and report["missing"] == []
+    assert report["convention"].startswith("Blender metarig")
 
 
 def test_depth_from_the_z_pass_nearer_is_brighter(controls):
@@ -125,6 +129,19 @@ def test_drawing_omits_missing_joints_and_limbs():
     assert tuple(image[10, 10]) == COLORS[1] and tuple(image[10, 30]) == COLORS[2]
     assert tuple(image[10, 20]) == tuple(int(c * 0.6) for c in COLORS[LIMBS.index((1, 2))])
     assert {tuple(p) for p in image.reshape(-1, 3)} <= {(0, 0, 0), COLORS[1], COLORS[2], (153, 0, 0)}
+
+
+def test_hands_are_drawn_as_the_openpose_hand_renderer_draws_them():
+    from pod_setup.control_images import HAND_COLORS, HAND_EDGES, HAND_POINT_COLOR
+
+    assert len(HAND_EDGES) == 20 and HAND_EDGES[:5] == ((0, 1), (1, 2), (2, 3), (3, 4), (0, 5))
+    assert HAND_COLORS[0] == (255, 0, 0) and len(set(HAND_COLORS)) == 20  # a hue per edge, red first
+    hand: list = [None] * 21
+    hand[0], hand[1] = (10.0, 30.0), (50.0, 30.0)  # wrist and the thumb's first joint, the rest unmapped
+    image = draw_openpose([[None] * 18], 60, 60, [hand])
+    assert tuple(image[30, 30]) == HAND_COLORS[0]  # the edge, two pixels wide
+    assert tuple(image[27, 30]) == (0, 0, 0)
+    assert tuple(image[30, 10]) == tuple(image[30, 50]) == HAND_POINT_COLOR
 
 
 def test_depth_image_normalises_inverse_depth_and_leaves_misses_black():
