@@ -34,7 +34,6 @@ from typing import Any
 import numpy as np
 
 from pod_setup import skeleton
-from remote.core.humanoid import MIN_BODY_JOINTS
 from remote.core.jobspec import COCO18_JOINTS, RenderJob
 
 log = logging.getLogger(__name__)
@@ -329,28 +328,16 @@ def openpose_on_screen(scene: Any, bone_map: dict[str, str]) -> tuple[list, list
         hands += [project(scene, points) for points in hand_points.values()]
         on_screen = [joint for joint, pixel in zip(COCO18_JOINTS, pixels) if pixel is not None]
         report.append({"armature": armature.name, "convention": mapping.convention, "mapped": mapping.body_count,
+                       "joints": {joint: str(ref) for joint, ref in mapping.joints.items()},
                        "on_screen": len(on_screen), "hands": sorted(hand_points),
                        "missing": [joint for joint in COCO18_JOINTS if joint not in on_screen]})
         log.info("openpose control: %s: %s, %d on screen", armature.name, mapping.summary(), len(on_screen))
     return skeletons, hands, report
 
 
-def skeleton_problem(report: list[dict[str, Any]]) -> str:
-    """One line when the skeletons give the OpenPose ControlNet too little to follow; "" when they do."""
-    if not report:
-        return "openpose control: no armature deforms a mesh the render shows; nothing to draw"
-    best = max(report, key=lambda r: r["on_screen"])
-    if best["on_screen"] >= MIN_BODY_JOINTS:
-        return ""
-    missing = ", ".join(best["missing"][:8]) + (" …" if len(best["missing"]) > 8 else "")
-    return (f"openpose control: armature {best['armature']!r} ({best['convention']}) has {best['on_screen']} of "
-            f"{len(COCO18_JOINTS)} body joints on screen, fewer than {MIN_BODY_JOINTS} (missing: {missing}); "
-            "set them in the Pose joints panel or with --bone-map")
-
-
 def write(job: RenderJob, output_dir: Path) -> tuple[dict[str, Path], list[dict[str, Any]] | None]:
     """After the render: write the job's control images next to render.png; returns {kind: path} and,
-    for OpenPose, what each armature put on screen (see :func:`skeleton_problem`)."""
+    for OpenPose, what each armature put on screen (see ``humanoid.skeleton_problem``)."""
     import bpy
 
     scene: Any = bpy.context.scene

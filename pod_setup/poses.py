@@ -13,6 +13,8 @@ every armature's pose and animation are put back first, so an item never
 inherits the previous item's pose.
 
     python poses.py --list SCENE.blend POSES CAMERAS   # the items as JSON (the laptop's pre-check)
+    python poses.py --list SCENE.blend POSES CAMERAS --openpose BONE_MAP_JSON
+        # … each with what its OpenPose control image would show (skeletons, joints on screen)
 """
 from __future__ import annotations
 
@@ -275,10 +277,30 @@ def bone_positions(scene: bpy.types.Scene) -> dict[str, list[float]]:
     return positions
 
 
+def skeletons_per_item(scene: bpy.types.Scene, items: list[Item], bone_map: dict[str, str]) -> dict[str, Any]:
+    """Each item's OpenPose report (``control_images.openpose_on_screen``), the item posed as the pod poses it."""
+    from pod_setup import control_images
+
+    state = SceneState.capture(scene)
+    reports: dict[str, Any] = {}
+    for item in items:
+        try:
+            apply_item(item, state, scene)
+        except ItemFailed as exc:
+            reports[item.name] = {"error": str(exc)}
+            continue
+        reports[item.name] = control_images.openpose_on_screen(scene, bone_map)[2]
+    state.restore(scene)
+    return reports
+
+
 def main(argv: list[str]) -> int:
     args = argv[argv.index("--") + 1:] if "--" in argv else argv[1:]
+    bone_map: dict[str, str] | None = None
+    if len(args) == 6 and args[4] == "--openpose":
+        bone_map, args = json.loads(args[5]), args[:4]
     if len(args) != 4 or args[0] != "--list":
-        print("usage: poses.py --list SCENE.blend POSES CAMERAS", file=sys.stderr)
+        print("usage: poses.py --list SCENE.blend POSES CAMERAS [--openpose BONE_MAP_JSON]", file=sys.stderr)
         return 2
     try:
         bpy.ops.wm.open_mainfile(filepath=args[1])
@@ -290,7 +312,10 @@ def main(argv: list[str]) -> int:
     except BatchSpecError as exc:
         print(json.dumps({"error": str(exc)}))
         return 2
-    print(json.dumps({"items": [i.to_dict() for i in items]}))
+    answer: dict[str, Any] = {"items": [i.to_dict() for i in items]}
+    if bone_map is not None:
+        answer["skeletons"] = skeletons_per_item(bpy.context.scene, items, bone_map)
+    print(json.dumps(answer))
     return 0
 
 

@@ -70,6 +70,7 @@ from pod_setup.scene_render import configure_output, open_scene, render_still
 from pod_setup.thumbnails import write_thumbnail
 from remote.core.batch_spec import BatchSpecError
 from remote.core.cost import CostModel
+from remote.core.humanoid import skeleton_problem
 from remote.core.jobspec import JobValidationError, RenderJob
 
 __all__ = ["EXIT_AI", "EXIT_FILTERED", "EXIT_INVALID", "EXIT_NO_KEY", "EXIT_RENDER", "main", "run"]
@@ -239,7 +240,7 @@ def render_items(book: BatchBook, backend: backends.Backend | None, manifest: di
                 entry["control_images"] = {kind: book.relative(item, path.name) for kind, path in controls.items()}
                 if skeletons is not None:
                     entry["skeletons"] = skeletons
-                    if problem := control_images.skeleton_problem(skeletons):
+                    if problem := skeleton_problem(skeletons):
                         if backend is not None:  # never pay for a generation conditioned on (almost) nothing
                             raise JobFailed(EXIT_RENDER, problem)
                         entry["warning"] = problem  # a preview shows the artist what would be drawn

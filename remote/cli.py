@@ -69,6 +69,19 @@ def _time_limit(text: str) -> float:
 MAX_TIME_LIMIT_S = 7 * 24 * 3600.0
 
 
+def _bone_map(text: str) -> dict[str, str]:
+    """``--bone-map FILE``: a JSON or YAML mapping of COCO joint → "bone", "bone:head" or "bone:tail"."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(text).read_text(encoding="utf-8"))  # JSON is YAML
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {text}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+        raise argparse.ArgumentTypeError(f"{text} must map joint names to bone names (e.g. left_wrist: hand_L)")
+    return data
+
+
 def scene_blender_version(scene: Path) -> str:
     """"X.Y" of the Blender that saved ``scene``, read from its header; "" when it cannot be read."""
     try:
@@ -169,6 +182,9 @@ def _main(argv: list[str] | None = None) -> int:
     render.add_argument("--api-base", default=os.environ.get("STABILITY_API_BASE", STABILITY_API_BASE),
                         help="Stability's API base URL, v1 and v2beta (default: $STABILITY_API_BASE or the public API)")
     render.add_argument("--control", choices=CONTROLS, default="none", help="diffusers: ControlNet from the scene")
+    render.add_argument("--bone-map", type=_bone_map, default={}, metavar="FILE",
+                        help="openpose: which bone is which joint, JSON or YAML (left_wrist: hand_L, nose: Head:tail); "
+                             "overrides the map found from the rig's names and shape")
     render.add_argument("--openpose-scale", type=float, default=1.0, help="diffusers: OpenPose conditioning scale")
     render.add_argument("--depth-scale", type=float, default=1.0, help="diffusers: depth conditioning scale")
     render.add_argument("--control-strength", type=float, default=0.7,
@@ -224,7 +240,7 @@ def _main(argv: list[str] | None = None) -> int:
         seed=args.seed, batch=args.batch, style_preset=args.style_preset, backend=backend,
         api_base_url=args.api_base, job_id=job_id, render_samples=args.samples,
         control=args.control, openpose_scale=args.openpose_scale, depth_scale=args.depth_scale,
-        control_strength=args.control_strength,
+        control_strength=args.control_strength, bone_map=args.bone_map,
         render_device=args.render_device, allow_missing_files=args.allow_missing_files,
         blender_version=scene_blender_version(args.scene) if args.blender_version is None else args.blender_version,
         allow_newer_blender=args.allow_newer_blender,

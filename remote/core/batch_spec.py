@@ -33,7 +33,7 @@ POSE_SOURCES = ("current", "markers", "assets")
 _FRAMES = re.compile(r"frames:(\d+)-(\d+)(?::(\d+))?")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 # What an item may hold on disk: its render, its AI variations, its thumbnail.
-ITEM_FILE = re.compile(r"(render|thumb|ai-render-[1-9][0-9]?)\.png")
+ITEM_FILE = re.compile(r"(render|thumb|ai-render-[1-9][0-9]?|control-openpose|control-depth)\.png")
 # THE rule for item names, on both sides: the pod names items with item_name / unique_names,
 # the laptop accepts a name only through is_item_name. A name starts with a letter or digit,
 # holds only letters, digits, '.', '_' and '-', has no '..' run, and is at most 100 characters:

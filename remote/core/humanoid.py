@@ -122,6 +122,19 @@ class HumanoidMap:
                 "source": dict(self.source)}
 
 
+def skeleton_problem(report: list[dict]) -> str:
+    """One line when the skeletons give the OpenPose ControlNet too little to follow; "" when they do."""
+    if not report:
+        return "openpose control: no armature deforms a mesh the render shows; nothing to draw"
+    best = max(report, key=lambda r: r["on_screen"])
+    if best["on_screen"] >= MIN_BODY_JOINTS:
+        return ""
+    missing = ", ".join(best["missing"][:8]) + (" …" if len(best["missing"]) > 8 else "")
+    return (f"openpose control: armature {best['armature']!r} ({best['convention']}) has {best['on_screen']} of "
+            f"{len(BODY_JOINTS)} body joints on screen, fewer than {MIN_BODY_JOINTS} (missing: {missing}); "
+            "set them in the Pose joints panel or with --bone-map")
+
+
 # --- names -------------------------------------------------------------------------------------------
 
 _SIDE_WORDS = {"l": "left", "left": "left", "r": "right", "right": "right"}

@@ -70,6 +70,11 @@ MAX_SEED = 4_294_967_295
 PROMPT_MAX_CHARS = 2000
 
 
+def control_files(control: str) -> list[str]:
+    """The control images a job with ``control`` writes beside each render (fixed names)."""
+    return [] if control == "none" else [f"control-{kind}.png" for kind in control.split("+")]
+
+
 class JobValidationError(ValueError):
     """A job that must not run; the message names the field and the reason."""
 
@@ -97,7 +102,7 @@ class RenderJob:
     job_id: str = ""
     render_samples: int = 0  # 0: keep the scene's own setting
     # AI backends: settings read only by the backend named.
-    control: str = "none"  # diffusers: ControlNet input(s) drawn from the scene (CONTROLS)
+    control: str = "none"  # diffusers: ControlNet input(s) drawn from the scene (CONTROLS); none: a preview of them
     openpose_scale: float = 1.0  # diffusers: conditioning scale of the OpenPose ControlNet
     depth_scale: float = 1.0  # diffusers: conditioning scale of the depth ControlNet
     bone_map: dict[str, str] = field(default_factory=dict)  # openpose: joint -> "bone[:head|:tail]" overrides
@@ -166,9 +171,9 @@ class RenderJob:
     def _validate_backend_settings(self) -> None:
         if self.control not in CONTROLS:
             raise JobValidationError(f"control: {self.control!r} is not one of {', '.join(CONTROLS)}")
-        if self.control != "none" and self.backend != "diffusers":
+        if self.control != "none" and self.backend not in ("diffusers", "none"):
             raise JobValidationError(f"control: {self.control} needs backend diffusers (ControlNet runs on the pod), "
-                                     f"not {self.backend}")
+                                     f"or none for a preview of the control images, not {self.backend}")
         _check_range("openpose_scale", self.openpose_scale, 0.0, 2.0)
         _check_range("depth_scale", self.depth_scale, 0.0, 2.0)
         _check_range("control_strength", self.control_strength, 0.0, 1.0)

@@ -3,7 +3,8 @@ reuse items already done, stream finished items back while the batch runs.
 
 * :func:`list_items` asks a Blender on this machine (``POSEFACTORY_BLENDER``,
   a Blender executable; or a Python with the ``bpy`` module) for the batch's
-  items, so an unknown pose or camera is one line before anything is spent.
+  items, so an unknown pose or camera is one line before anything is spent;
+  :func:`openpose_problems` asks it what each item's OpenPose image would show.
 * :class:`ItemCache` (``DATA_DIR/items/<key>.json``) remembers every item that
   came back, keyed by the scene's sha256, the job's settings and the item
   (:func:`remote.core.batch_spec.item_key`): a re-submitted batch renders and pays only
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.batch_spec import BatchSpecError, ItemEntryError, check_item_entry, check_item_path, is_single, item_cache_key, item_key
 from ..core.config import data_dir
+from ..core.humanoid import skeleton_problem
 from ..core.jobspec import RenderJob
 from .state import PipelineError
 
@@ -49,27 +51,52 @@ def _lister() -> list[str] | None:
     return None
 
 
+def _ask_blender(blend_file: Path, poses: str, cameras: str, *extra: str) -> dict[str, Any] | None:
+    """poses.py's answer about ``blend_file``; None when no Blender is at hand to ask (or it failed)."""
+    command = _lister()
+    if command is None or not POSES_SCRIPT.is_file():
+        log.info("no local Blender to check the job against the scene; the pod will check it")
+        return None
+    completed = subprocess.run([*command, "--list", str(blend_file), poses, cameras, *extra], capture_output=True,
+                               text=True, timeout=300)
+    answers = [line for line in completed.stdout.splitlines() if line.startswith("{")]
+    if not answers:
+        log.warning("asking the local Blender about the scene failed (exit %s): %s", completed.returncode,
+                    completed.stderr.strip()[-300:])
+        return None
+    answer = json.loads(answers[-1])
+    if "error" in answer:
+        raise BatchSpecError(str(answer["error"]))
+    return dict(answer)
+
+
 def list_items(blend_file: Path, poses: str, cameras: str) -> list[dict[str, Any]] | None:
     """The batch's items in ``blend_file``; None when no Blender is at hand to ask.
 
     Raises :class:`BatchSpecError` with the scene's one-line reason (unknown
     pose or camera, no markers, an empty collection, too many items).
     """
-    command = _lister()
-    if command is None or not POSES_SCRIPT.is_file():
-        log.info("no local Blender to check the batch against the scene; the pod will check it")
+    answer = _ask_blender(blend_file, poses, cameras)
+    return None if answer is None else list(answer["items"])
+
+
+def openpose_problems(blend_file: Path, job: RenderJob) -> list[str] | None:
+    """One line per item whose OpenPose control image would show fewer than 12 body joints, read from
+    the scene on this machine the way the pod will draw it; None when no local Blender can tell."""
+    answer = _ask_blender(blend_file, job.poses, job.cameras, "--openpose", json.dumps(job.bone_map))
+    if answer is None:
         return None
-    completed = subprocess.run([*command, "--list", str(blend_file), poses, cameras], capture_output=True,
-                               text=True, timeout=300)
-    answers = [line for line in completed.stdout.splitlines() if line.startswith("{")]
-    if not answers:
-        log.warning("listing the batch's items failed (exit %s): %s", completed.returncode,
-                    completed.stderr.strip()[-300:])
-        return None
-    answer = json.loads(answers[-1])
-    if "error" in answer:
-        raise BatchSpecError(str(answer["error"]))
-    return list(answer["items"])
+    reports = answer.get("skeletons", {})
+    problems = []
+    for name, report in reports.items():
+        problem = str(report["error"]) if isinstance(report, dict) else skeleton_problem(report)
+        if problem:
+            problems.append(problem if len(reports) == 1 else f"item {name}: {problem}")
+    for report in (r for r in reports.values() if isinstance(r, list)):
+        for skeleton in report:
+            log.info("openpose check: %s (%s): %d of 18 joints on screen", skeleton["armature"], skeleton["convention"],
+                     skeleton["on_screen"])
+    return problems
 
 
 def settings_digest(scene_sha256: str, job: RenderJob) -> str:
@@ -209,12 +236,17 @@ class ItemStreamer:
 
 
 def item_files(manifest: dict[str, Any], skip: list[str] | tuple[str, ...] = ()) -> list[str]:
-    """``<item>/<file>`` of every done item of a manifest (render, AI images, thumbnail), but those in ``skip``."""
+    """``<item>/<file>`` of every done item of a manifest (render, AI images, control images, thumbnail), but
+    those in ``skip``. Control images by their fixed names only, never a path the pod wrote."""
     names: list[str] = []
     for entry in checked_items(manifest):
         if entry["status"] != "done" or entry["name"] in skip:
             continue
-        for path in [*([entry["render"]] if entry.get("render") else []), *entry["images"], f"{entry['name']}/thumb.png"]:
+        made = entry.get("control_images")
+        controls = [f"{entry['name']}/control-{kind}.png" for kind in ("openpose", "depth")
+                    if isinstance(made, dict) and kind in made]
+        for path in [*([entry["render"]] if entry.get("render") else []), *entry["images"], *controls,
+                     f"{entry['name']}/thumb.png"]:
             if path not in names:
                 names.append(check_item_path(path))
     return names
@@ -266,4 +298,4 @@ def is_batch(job: RenderJob) -> bool:
 
 
 __all__ = ["BatchPlan", "BatchSpecError", "ItemCache", "ItemStreamer", "copy_reused", "finish_manifest",
-           "is_batch", "list_items", "plan_batch"]
+           "is_batch", "list_items", "openpose_problems", "plan_batch"]

@@ -39,12 +39,12 @@ from ..core.blendfile import NotABlendFile, check_blend_file
 from ..core.config import ConfigError, load_hosts
 from ..core.cost import CostConfigError
 from ..core.estimate import estimate as estimate_cost
-from ..core.jobspec import STABILITY_KEY_BACKENDS, JobValidationError, RenderJob
+from ..core.jobspec import STABILITY_KEY_BACKENDS, JobValidationError, RenderJob, control_files
 from ..core.pod_output import clean_text, output_path
 from ..runpod.idle import arm_watchdog
 from ..runpod.pods import RunPodError, prepare_host
 from ..scene.pack import PackedScene, SceneError, pack_scene
-from .items import BatchPlan, ItemCache, copy_reused, finish_manifest, is_batch, plan_batch
+from .items import BatchPlan, ItemCache, copy_reused, finish_manifest, is_batch, openpose_problems, plan_batch
 from .ledger import JobBusy, Spend, append_ledger, compute_spend, job_lock
 from .outcome import Outcome
 from .pod_executor import PodExecutor
@@ -108,6 +108,22 @@ def _guarded(record: JobRecord, record_path: Path | None, body: Callable[[], Job
     return end(record, record_path, Outcome(state, error, spend=spend), lambda report: None)
 
 
+def _check_openpose(job: RenderJob, blend_file: Path, progress: Callable[[JobProgress], None]) -> None:
+    """An OpenPose job whose skeleton would be (almost) empty stops here, before anything is spent; a
+    preview (no AI step) goes on and says so, since showing the skeleton is what it is for."""
+    if "openpose" not in job.control:
+        return
+    try:
+        problems = openpose_problems(blend_file, job)
+    except BatchSpecError as exc:
+        raise PipelineError(str(exc)) from None
+    if not problems:
+        return
+    if job.backend != "none":
+        raise PipelineError(problems[0] + (f" (and {len(problems) - 1} more item(s))" if len(problems) > 1 else ""))
+    progress(JobProgress("packing", 0.0, f"preview: {problems[0]}"))
+
+
 def _disk_full(exc: Exception) -> bool:
     return "No space left on device" in str(exc) or "disk is full" in str(exc)
 
@@ -133,7 +149,7 @@ def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | N
     job_id = job.job_id or new_job_id()
     record = JobRecord(job_id=job_id, host=host, hosts_file=str(hosts_file) if hosts_file else None,
                        remote_job_dir="", local_output_dir=str(Path(local_output_dir) / job_id),
-                       prompt=clean_text(job.prompt, one_line=False),
+                       prompt=clean_text(job.prompt, one_line=False), control_files=control_files(job.control),
                        cost_basis={"engine_id": job.engine_id, "steps": job.steps, "batch": job.batch,
                                    "backend": job.backend})
 
@@ -155,6 +171,7 @@ def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | N
                                leave_out=Path(local_output_dir))
         except SceneError as exc:
             raise PipelineError(str(exc)) from None
+        _check_openpose(job, Path(blend_file), progress)
         hosts = load_hosts(hosts_file)
         pod_job = job
         if is_batch(job):

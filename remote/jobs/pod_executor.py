@@ -60,7 +60,7 @@ def finish(runner: JobRunner, status: PodStatus) -> Outcome:
     except PodOutputError as exc:
         log.warning("job %s: manifest refused: %s", record.job_id, exc)
         return Outcome(JobState.FAILED, str(exc), status=status)
-    names = ([*manifest.images, *([manifest.render] if manifest.render else [])]) if manifest else []
+    names = [*manifest.images, *([manifest.render] if manifest.render else []), *record.control_files] if manifest else []
     if manifest is not None and runner.streamer is not None:
         # A batch: the streamer brings back (and remembers for reuse) each done item not streamed yet;
         # besides them only the contact sheet, by its fixed name (never a path taken from the manifest).
@@ -87,7 +87,8 @@ def finish(runner: JobRunner, status: PodStatus) -> Outcome:
         (local_dir / "manifest.json").write_text(json.dumps(manifest.raw, indent=2, ensure_ascii=False) + "\n",
                                                   encoding="utf-8")
     images = [output_path(local_dir, name, allow_item_dirs=record.is_batch) for name in image_names]
-    missing = [p.name for p in images if not p.is_file()]
+    controls = [] if record.is_batch else [local_dir / name for name in record.control_files]  # items: the streamer's
+    missing = [p.name for p in [*images, *controls] if not p.is_file()]
     state = JobState(status.state) if status.state in (JobState.DONE, JobState.CANCELLED) else JobState.FAILED
     error = None if state == JobState.DONE else (status.error or (manifest.error if manifest else "") or None)
     if state == JobState.DONE and (missing or manifest is None):

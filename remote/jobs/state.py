@@ -106,6 +106,8 @@ class JobRecord:
     items_reused: list[dict[str, Any]] = field(default_factory=list)
     # Render fidelity (issue 9): the device the pod rendered on, e.g. "CUDA: NVIDIA A40".
     render_device: str = ""
+    # The control images each render comes with (control-openpose.png, …): results like the images.
+    control_files: list[str] = field(default_factory=list)
     # Accounting: what the ledger line is computed from, and whether it was written.
     cost_basis: dict[str, Any] = field(default_factory=dict)  # engine_id, steps, batch, backend
     estimate_usd: float | None = None
