@@ -14,10 +14,10 @@ import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-try:
+try:  # inside the Blender extension, remote/ is a sibling subpackage: the add-on's own copy, one module
+    from ..remote.core.humanoid import BODY_JOINTS, Bone, HumanoidMap, JointRef, infer  # type: ignore[import-not-found]
+except ImportError:  # on the pod, pod_setup/ and remote/ are top-level packages
     from remote.core.humanoid import BODY_JOINTS, Bone, HumanoidMap, JointRef, infer
-except ImportError:  # inside the Blender extension, where remote/ is a sibling subpackage
-    from ..remote.core.humanoid import BODY_JOINTS, Bone, HumanoidMap, JointRef, infer  # type: ignore[no-redef, import-not-found]
 
 log = logging.getLogger(__name__)
 OVERRIDES_PROPERTY = "posefactory_joints"
@@ -55,6 +55,11 @@ def armatures(scene: Any) -> list[Any]:
     deforming = {arm.name for obj in scene.objects if obj.type == "MESH" and renders(obj, collections)
                  for arm in deformed_by(obj)}
     return [obj for obj in scene.objects if obj.type == "ARMATURE" and obj.name in deforming]
+
+
+def renders_through(scene: Any, armature: Any) -> bool:
+    """Whether ``armature`` counts: it deforms a mesh the render shows."""
+    return any(counted.name == armature.name for counted in armatures(scene))
 
 
 def bones_of(armature: Any) -> list[Bone]:

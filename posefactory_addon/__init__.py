@@ -5,6 +5,7 @@ One module per concern: properties (scene settings), preferences (hosts,
 storage, budget, API keys), operators, panels, pod_state, pod_catalog and pod_create (RunPod pods: state,
 Start / Stop, the GPU catalog, Create / Terminate), jobs (worker threads), ui_channel (the one
 worker→UI channel and its timer), view (what the panels show, computed off draw), packing (the self-contained copy of the scene),
+pose_joints (which bone is each OpenPose joint, the control preview),
 results (images into Blender), presets (the prompt preset menu) and api (the Python API for scripts).
 """
 from types import ModuleType
@@ -13,11 +14,26 @@ from types import ModuleType
 def _modules() -> tuple[ModuleType, ...]:
     # Imported on registration, not with the package, so that
     # `python -m posefactory_addon` (the CLI) runs without bpy.
-    from . import batch, jobs, operators, panels, pod_catalog, pod_create, pod_state, preferences, presets, properties, results, ui_channel, view
+    from . import (
+        batch,
+        jobs,
+        operators,
+        panels,
+        pod_catalog,
+        pod_create,
+        pod_state,
+        pose_joints,
+        preferences,
+        presets,
+        properties,
+        results,
+        ui_channel,
+        view,
+    )
 
     # ui_channel first: the others register their message handlers and timer hooks on it.
-    return (ui_channel, properties, preferences, operators, presets, pod_state, pod_catalog, pod_create, view, panels, results,
-            jobs, batch)
+    return (ui_channel, properties, preferences, operators, presets, pod_state, pod_catalog, pod_create, view, panels,
+            pose_joints, results, jobs, batch)
 
 
 def register() -> None:

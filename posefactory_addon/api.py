@@ -145,7 +145,9 @@ def _checked_job(scene: bpy.types.Scene, context: bpy.types.Context, overrides: 
         api_base_url=prefs.api_base_url, job_id=job_id,
         render_samples=int(overrides.get("render_samples") or settings.render_samples),
         # Each backend's own settings go only to the backend that reads them.
-        control=str(_setting(settings, overrides, "control")) if backends.owns(backend, "control") else "none",
+        # A control asked for with no AI step is a preview of the control images (the skeleton before paying).
+        control=str(_setting(settings, overrides, "control"))
+        if backends.owns(backend, "control") or (backend == "none" and "control" in overrides) else "none",
         openpose_scale=float(_setting(settings, overrides, "openpose_scale")),
         depth_scale=float(_setting(settings, overrides, "depth_scale")),
         control_strength=float(_setting(settings, overrides, "control_strength")),

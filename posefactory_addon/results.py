@@ -20,7 +20,7 @@ import bpy.utils.previews
 
 from . import preferences
 from .jobs import MANAGER, TrackedJob
-from .remote.core.batch_spec import ItemEntryError, check_item_path
+from .remote.core.batch_spec import ItemEntryError, check_item_path, is_item_name
 from .remote.core.pod_output import output_path, read_local_manifest
 
 log = logging.getLogger(__name__)
@@ -40,17 +40,21 @@ def image_name(job_id: str, variation: int, item: dict | None = None) -> str:
     return f"PF {job_id} {item.get('pose', '')} {item.get('camera', '')} v{variation}"
 
 
-def load_control_images(folder: Path, job_id: str) -> list[bpy.types.Image]:
-    """``control-openpose.png`` / ``control-depth.png`` of a results folder as images named by job and kind."""
+def load_control_images(folder: Path, job_id: str, items: list[str] | tuple[str, ...] = ()) -> list[bpy.types.Image]:
+    """``control-openpose.png`` / ``control-depth.png`` of a results folder (and of each batch item's
+    folder in ``items``) as images named by job, item and kind."""
     loaded = []
-    for kind in CONTROL_KINDS:
-        path = folder / f"control-{kind}.png"
-        if path.is_file():
-            control = bpy.data.images.load(str(path), check_existing=True)
-            control.name = f"PF {job_id} {kind}"
-            control["posefactory_job"] = job_id
-            control["posefactory_control"] = kind
-            loaded.append(control)
+    for item in ("", *items):
+        for kind in CONTROL_KINDS:
+            path = (folder / item if item else folder) / f"control-{kind}.png"
+            if path.is_file():
+                control = bpy.data.images.load(str(path), check_existing=True)
+                control.name = " ".join(part for part in ("PF", job_id, item, kind) if part)
+                control["posefactory_job"] = job_id
+                control["posefactory_control"] = kind
+                if item:
+                    control["posefactory_item"] = item
+                loaded.append(control)
     return loaded
 
 
@@ -123,11 +127,18 @@ def import_folder(folder: Path, job_id: str | None = None, autosave_dir: str = "
     sheet = folder / "contact-sheet.png"
     if collection is not None and job_id not in collection and (images or sheet.is_file()):
         collection.load(job_id, str(sheet if sheet.is_file() else images[0].filepath), "IMAGE")
-    load_control_images(folder, job_id)
+    load_control_images(folder, job_id, _item_names(manifest.raw if manifest else {}))
     show(images[0] if images else None)
     if autosave_dir and images:
         autosave(images, job_id, autosave_dir)
     return images
+
+
+def _item_names(manifest: dict) -> list[str]:
+    """A batch's item folder names, those that are safe names only (the manifest came from the pod)."""
+    items = manifest.get("items")
+    return [item["name"] for item in items if isinstance(item, dict) and is_item_name(item.get("name"))] \
+        if isinstance(items, list) else []
 
 
 def _variation_number(manifest, name: str, position: int) -> int:
