@@ -25,11 +25,14 @@ MANIFEST = REPO / "blender_manifest.toml"
 WHEEL_CACHE = REPO / "build" / "wheels"
 STAGE = REPO / "build" / "extension"
 PURE_WHEELS = ["blender-asset-tracer", "pexpect", "ptyprocess", "boto3", "botocore", "s3transfer", "jmespath", "python-dateutil", "six"]
-# pyyaml has compiled wheels: one per platform the manifest lists.
+# The Pythons of the Blenders we support: 3.11 (Blender 4.2 LTS to 5.0), 3.13 (5.1 to 5.3). Blender
+# refuses an extension whose compiled wheels leave its own Python out, and installs the matching one.
+PYTHONS = ("3.11", "3.13")
+# pyyaml has compiled wheels: one per platform the manifest lists and Python above.
 PLATFORM_TAGS = {
     "linux-x64": ["manylinux_2_17_x86_64", "manylinux2014_x86_64"],
     "macos-arm64": ["macosx_11_0_arm64"],
-    "macos-x64": ["macosx_10_9_x86_64"],
+    "macos-x64": ["macosx_10_9_x86_64", "macosx_10_13_x86_64", "macosx_10_15_x86_64", "macosx_11_0_x86_64"],
     "windows-x64": ["win_amd64"],
 }
 EXCLUDE = re.compile(r"(__pycache__|\.pyc$)")
@@ -47,9 +50,9 @@ def blender_ext_tool() -> Path:
     return found[-1]
 
 
-def pip_download(args: list[str]) -> None:
+def pip_download(args: list[str], python: str = PYTHONS[0]) -> None:
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--no-deps",
-                    "--python-version", "3.11", "--implementation", "cp", "-d", str(WHEEL_CACHE), *args], check=True)
+                    "--python-version", python, "--implementation", "cp", "-d", str(WHEEL_CACHE), *args], check=True)
 
 
 def fetch_wheels(platforms: list[str]) -> list[Path]:
@@ -60,10 +63,24 @@ def fetch_wheels(platforms: list[str]) -> list[Path]:
         pip_download(missing)
     for platform in platforms:
         tags = PLATFORM_TAGS[platform]
-        if not any(t in p.name for p in WHEEL_CACHE.glob("PyYAML-*.whl") for t in tags) and \
-                not any(t in p.name for p in WHEEL_CACHE.glob("pyyaml-*.whl") for t in tags):
-            pip_download(["--abi", "cp311", *[f"--platform={t}" for t in tags], "pyyaml"])
+        for python in PYTHONS:
+            abi = "cp" + python.replace(".", "")
+            if not any(t in p.name and f"-{abi}-" in p.name for p in WHEEL_CACHE.glob("[Pp][Yy][Yy][Aa][Mm][Ll]-*.whl")
+                       for t in tags):
+                pip_download(["--abi", abi, *[f"--platform={t}" for t in tags], "pyyaml"], python)
+    check_wheels(platforms)
     return sorted(WHEEL_CACHE.glob("*.whl"))
+
+
+def check_wheels(platforms: list[str]) -> None:
+    """Every compiled wheel is there for every platform and Python: a missing one would make Blender
+    refuse the whole extension on that platform or Python."""
+    compiled = [p.name for p in WHEEL_CACHE.glob("*.whl") if not p.name.endswith("-none-any.whl")]
+    for platform in platforms:
+        for python in PYTHONS:
+            abi = "cp" + python.replace(".", "")
+            if not any(f"-{abi}-" in name and any(t in name for t in PLATFORM_TAGS[platform]) for name in compiled):
+                raise SystemExit(f"build.py: no PyYAML wheel for Python {python} on {platform} in {WHEEL_CACHE}")
 
 
 def copy_tree(src: Path, dst: Path) -> None:

@@ -279,7 +279,12 @@ def submit(scene: bpy.types.Scene | None = None, **overrides: Any) -> JobHandle:
     scene = scene or context.scene
     if scene is None:
         raise SubmitError("No scene to render (Blender is loading a file?)")
+    host = str(overrides.get("host") or settings_of(scene).host)
+    if host != "local" and (problem := preferences.offline(f"A job on {host}")):
+        raise SubmitError(problem)
     job, host = build_job(scene, context, **overrides)
+    if job.backend in STABILITY_KEY_BACKENDS and (problem := preferences.offline(f"The {job.backend} AI step")):
+        raise SubmitError(problem)
     preferences.storage_environment(context)
     preferences.runpod_environment(context)  # a pod host is started (and stopped) with the RunPod key
     copy = _write_copy(scene)

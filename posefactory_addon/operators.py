@@ -134,6 +134,10 @@ class POSEFACTORY_OT_test_connection(SceneSettingsOperator, bpy.types.Operator):
 
     def execute(self, context: bpy.types.Context) -> OperatorResult:
         host = self.host or settings_of(context.scene).host
+        problem = preferences.offline(f"Testing {host}") if host != "local" else ""
+        if problem:
+            self.report({"ERROR"}, problem)
+            return {"CANCELLED"}
         try:
             config = api.resolve_host(context, host)
         except api.SubmitError as exc:

@@ -133,6 +133,9 @@ class POSEFACTORY_OT_pod_create(SceneSettingsOperator, bpy.types.Operator):
             blender_version=version[0] if version else "%d.%d.%d" % bpy.app.version[:3])
 
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> OperatorResult:
+        if problem := preferences.offline("Create Pod (RunPod's API and GPU catalog)"):
+            self.report({"ERROR"}, problem)
+            return {"CANCELLED"}
         if not preferences.runpod_environment(context):
             self.report({"ERROR"}, NO_KEY)
             return {"CANCELLED"}
@@ -150,6 +153,9 @@ class POSEFACTORY_OT_pod_create(SceneSettingsOperator, bpy.types.Operator):
     def execute(self, context: bpy.types.Context) -> OperatorResult:
         if CREATE.busy:
             self.report({"ERROR"}, "A pod is being created already: wait for it or cancel it in the Remote panel")
+            return {"CANCELLED"}
+        if problem := preferences.offline("Create Pod (RunPod's API)"):
+            self.report({"ERROR"}, problem)
             return {"CANCELLED"}
         if not preferences.runpod_environment(context):
             self.report({"ERROR"}, NO_KEY)

@@ -107,7 +107,7 @@ def drain() -> int:
 def refresh_now_and_then() -> bool:
     """A tick of the channel's timer: refresh the scene's pod every REFRESH_S (never redraws by itself)."""
     host = pod_host(bpy.context)
-    if host is not None:
+    if host is not None and bpy.app.online_access:  # offline: the panel shows the last state it had
         view = VIEWS.get(host.name)
         if view is None or (not view.busy and time.time() - view.updated_at > REFRESH_S):
             request(host, "refresh")
@@ -135,6 +135,9 @@ class PodOperator(_OperatorMixin):
     def run(self, context: bpy.types.Context, action: str, done: str) -> OperatorResult:
         host = pod_host(context)
         assert host is not None
+        if problem := preferences.offline(f"{action.title()} Pod (RunPod's API)"):
+            self.report({"ERROR"}, problem)
+            return {"CANCELLED"}
         if not request(host, action):
             self.report({"WARNING"}, f"Pod {host.runpod_pod_id}: {VIEWS[host.name].busy} already in progress")
             return {"CANCELLED"}

@@ -73,6 +73,15 @@ class PosefactoryPreferences(bpy.types.AddonPreferences):
         box.prop(self, "storage_secret_access_key")
 
 
+def offline(what: str) -> str:
+    """One line saying where to allow it when Blender's *Allow Online Access* is off ("" when it is on):
+    every network call of the add-on (remote hosts, RunPod's API, Stability) asks here first."""
+    if bpy.app.online_access:
+        return ""
+    return (f"{what} needs the network, and Blender's online access is off: allow it in Preferences > System > "
+            "Network > Allow Online Access (the 'local' host works without it)")
+
+
 def get(context: bpy.types.Context | None = None) -> PosefactoryPreferences:
     context = context or bpy.context
     assert context.preferences is not None

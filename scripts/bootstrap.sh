@@ -50,3 +50,30 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
     .venv/bin/python -m pip install -q -e ".[dev]"
     echo "$wanted" > "$stamp"
 fi
+
+# The oldest and newest Blender of each Python the extension supports, as the bpy module, each in its
+# own venv: the built extension is installed and runs a job in each (tests/test_blender_releases.py).
+# bpy 5.0.1 (Python 3.11) is .venv's own; 4.2 LTS is the oldest on 3.11, 5.2 LTS the newest on 3.13.
+find_python() {  # a python of version $1 (3.11, 3.13): on PATH or under pyenv
+    local candidate
+    for candidate in "$(command -v "python$1" || true)" "$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")"/versions/"$1".*/bin/python; do
+        if [ -x "$candidate" ] && "$candidate" -c "import sys; sys.exit(sys.version_info[:2] != tuple(map(int, '$1'.split('.'))))"; then
+            echo "$candidate"; return 0
+        fi
+    done
+    return 1
+}
+extra_blender() {  # venv folder, Python version, bpy requirement
+    local folder=$1 version=$2 requirement=$3 base
+    if [ "$(cat "$folder/.bpy-stamp" 2>/dev/null)" = "$requirement" ]; then return 0; fi
+    if ! base="$(find_python "$version")"; then
+        echo "bootstrap: Python $version is needed for $requirement (install it, e.g. with pyenv)" >&2
+        return 1
+    fi
+    echo "bootstrap: installing $requirement into $folder (Python $version, ~1 GB)" >&2
+    "$base" -m venv "$folder"
+    "$folder/bin/python" -m pip install -q "$requirement"
+    echo "$requirement" > "$folder/.bpy-stamp"
+}
+extra_blender .venv-bpy42 3.11 "bpy==4.2.*"
+extra_blender .venv-bpy52 3.13 "bpy==5.2.3"

@@ -49,17 +49,18 @@ def test_dev_mode_links_the_source_tree_into_an_extension_repo_blender_loads(tmp
     assert Path(line.split()[1]).resolve() == REPO / "posefactory_addon" / "__init__.py"
 
 
-def test_split_platforms_gives_each_platform_only_its_own_compiled_wheel(addon_zip):
+def test_split_platforms_gives_each_platform_only_its_own_compiled_wheels(addon_zip):
     built = subprocess.run([sys.executable, str(REPO / "build.py"), "--split-platforms"], cwd=REPO,
                            env=dict(os.environ, PIP_NO_INDEX="1"), capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stdout + built.stderr
-    expected = {"linux_x64": "manylinux", "macos_arm64": "arm64", "macos_x64": "macosx_10_9_x86_64",
-                "windows_x64": "win_amd64"}
+    expected = {"linux_x64": "manylinux", "macos_arm64": "arm64", "macos_x64": "x86_64", "windows_x64": "win_amd64"}
     for platform, tag in expected.items():
         with zipfile.ZipFile(addon_zip.with_name(f"{addon_zip.stem}-{platform}.zip")) as archive:
             names = archive.namelist()
             manifest = archive.read("blender_manifest.toml").decode()
         yaml_wheels = [name for name in names if name.lower().startswith("wheels/pyyaml-")]
-        assert len(yaml_wheels) == 1 and tag in yaml_wheels[0], (platform, yaml_wheels)
+        # One per Python the supported Blenders run: 3.11 (4.2 LTS to 5.0) and 3.13 (5.1 to 5.3).
+        assert len(yaml_wheels) == 2 and all(tag in name for name in yaml_wheels), (platform, yaml_wheels)
+        assert sorted(name.split("-")[2] for name in yaml_wheels) == ["cp311", "cp313"], yaml_wheels
         assert f'platforms = ["{platform.replace("_", "-")}"]' in manifest
         assert any(name.startswith("wheels/boto3-") for name in names) and "__init__.py" in names
