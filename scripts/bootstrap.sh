@@ -57,7 +57,7 @@ fi
 find_python() {  # a python of version $1 (3.11, 3.13): on PATH or under pyenv
     local candidate
     for candidate in "$(command -v "python$1" || true)" "$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")"/versions/"$1".*/bin/python; do
-        if [ -x "$candidate" ] && "$candidate" -c "import sys; sys.exit(sys.version_info[:2] != tuple(map(int, '$1'.split('.'))))"; then
+        if [ -x "$candidate" ] && "$candidate" -c "import sys; sys.exit(sys.version_info[:2] != tuple(map(int, '$1'.split('.'))))" 2>/dev/null; then
             echo "$candidate"; return 0
         fi
     done

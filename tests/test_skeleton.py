@@ -193,8 +193,12 @@ def test_a_200_bone_rig_maps_its_body_and_hands():
                 bones.append(Bone(name, parent, ((0.78 + 0.03 * k) * side, -0.04 + 0.02 * f, 1.35),
                                   ((0.81 + 0.03 * k) * side, -0.04 + 0.02 * f, 1.35)))
                 parent = name
+    # Twist, corrective and accessory bones hang along every bone that has children, as riggers add them.
+    parents = [bone for bone in bones if any(other.parent == bone.name for other in bones)]
     while len(bones) < 200:
-        bones.append(Bone(f"x{len(bones)}", "b2", (0, 0.05, 1.25), (0, 0.1, 1.25)))
+        parent = parents[len(bones) % len(parents)]
+        along = tuple(h + 0.3 * (t - h) for h, t in zip(parent.head, parent.tail))
+        bones.append(Bone(f"x{len(bones)}", parent.name, parent.head, along))
     mapping = infer("Big", bones)
     assert mapping.body_count >= 13 and set(mapping.hands) == {"left", "right"}, mapping.summary()
     assert set(BODY_JOINTS) >= set(mapping.joints)

@@ -312,12 +312,37 @@ class _Tree:
             self._points[bone.name] = points
         return self._points[bone.name]
 
+    def extending(self, bone: Bone) -> list[Bone]:
+        """The children whose subtrees reach past the bone's own end: chains going on (fingers from a
+        hand), not the twist, corrective and accessory bones riggers hang along a bone."""
+        length = _norm(_sub(bone.tail, bone.head))
+        return [child for child in self.children.get(bone.name, [])
+                if max(_norm(_sub(p, bone.head)) for p in self.subtree_points(child)) > 1.2 * length]
+
     def follow(self, bone: Bone, score) -> list[Bone]:
         """The chain from ``bone`` down its children, taking the best-scoring child each step."""
         chain = [bone]
         while kids := self.children.get(chain[-1].name):
             chain.append(max(kids, key=score))
         return chain
+
+
+def _deforming_tree(bones: Sequence[Bone]) -> list[Bone]:
+    """The deforming bones, each parented to its nearest deforming ancestor (control and mechanism
+    bones between them dropped); all bones when none deforms."""
+    by_name = {bone.name: bone for bone in bones}
+    deforming = [bone for bone in bones if bone.deform]
+    if not deforming:
+        return list(bones)
+    relinked = []
+    for bone in deforming:
+        parent = bone.parent
+        seen = {bone.name}
+        while parent in by_name and not by_name[parent].deform and parent not in seen:
+            seen.add(parent)
+            parent = by_name[parent].parent
+        relinked.append(Bone(bone.name, parent if parent in by_name else None, bone.head, bone.tail, True, bone.axes))
+    return relinked
 
 
 def _pick_joint(points: list[Vec], end: Vec, ratio: float) -> tuple[int, int]:
@@ -345,6 +370,7 @@ class _Shape:
 
     head: Bone | None = None
     hands: dict[str, Bone] = field(default_factory=dict)
+    trees: dict[str, _Tree] = field(default_factory=dict)  # side: the deforming tree its hand was found in
     forward: Vec = (0.0, -1.0, 0.0)
     left: Vec = (1.0, 0.0, 0.0)
 
@@ -434,7 +460,7 @@ def _spine_and_arms(tree: _Tree, spine_start: Bone, result: HumanoidMap, shape: 
             shape.head = top
     for arm in arms:
         chain = tree.follow(arm, lambda b: max(abs(_dot(_sub(p, chest.head), shape.left)) for p in tree.subtree_points(b)))
-        hand_at = next((i for i, b in enumerate(chain) if len(tree.children.get(b.name, [])) >= 3), None)
+        hand_at = next((i for i, b in enumerate(chain) if len(tree.extending(b)) >= 3), None)
         if hand_at is None:
             hand_at = len(chain) - 1 if len(chain) >= 3 else len(chain)
         points = [b.head for b in chain] + [chain[-1].tail]
@@ -446,6 +472,7 @@ def _spine_and_arms(tree: _Tree, spine_start: Bone, result: HumanoidMap, shape: 
         _fill(result, f"{side}_wrist", chain, points, hand_at)
         if hand_at < len(chain):
             shape.hands.setdefault(side, chain[hand_at])
+            shape.trees[side] = tree
 
 
 def _fill(result: HumanoidMap, joint: str, chain: list[Bone], points: list[Vec], index: int) -> None:
@@ -540,54 +567,30 @@ def _hands(index: _Index, bones: Sequence[Bone], result: HumanoidMap, shape: _Sh
         if wrist is None:
             continue
         chains = [_finger_chain(index, side, finger, by_name, children) for finger in FINGERS]
-        if any(chain is None for chain in chains) and (hand := shape.hands.get(side) or by_name.get(wrist.bone)):
-            chains = _structural_fingers(hand, children, shape)
+        if any(chain is None for chain in chains) and side in shape.hands:
+            chains = _structural_fingers(shape.hands[side], shape.trees[side], shape)
         if chains and all(chain is not None for chain in chains):
             result.hands[side] = [wrist, *_hand_refs([chain for chain in chains if chain is not None])]
 
 
-def _structural_fingers(hand: Bone, children: Mapping[str, list[Bone]], shape: _Shape) -> list[list[Bone] | None]:
+def _structural_fingers(hand: Bone, tree: _Tree, shape: _Shape) -> list[list[Bone] | None]:
     """Five chains below the hand, thumb first: in the rest pose the thumb is the most forward finger."""
-    leaves: list[list[Bone]] = []
 
-    def walk(bone: Bone, path: list[Bone]) -> None:
-        kids = children.get(bone.name, [])
-        if not kids:
-            leaves.append(path)
-        for kid in kids:
-            walk(kid, [*path, kid])
+    def reach(bone: Bone) -> float:
+        return max(_norm(_sub(p, hand.head)) for p in tree.subtree_points(bone))
 
-    for kid in children.get(hand.name, []):
-        walk(kid, [kid])
-    leaves = [path for path in leaves if len(path) >= 3]
-    if len(leaves) != 5:
+    chains = [tree.follow(kid, reach) for kid in tree.extending(hand)]
+    chains = sorted((chain for chain in chains if len(chain) >= 3), key=lambda c: -reach(c[0]))[:5]
+    if len(chains) != 5:
         return [None] * 5
-    leaves.sort(key=lambda path: -_dot(_sub(path[-1].head, hand.head), shape.forward))
-    reach = _norm(_sub(hand.tail, hand.head))
+    chains.sort(key=lambda chain: -_dot(_sub(chain[-1].head, hand.head), shape.forward))
+    length = _norm(_sub(hand.tail, hand.head))
     trimmed: list[list[Bone] | None] = []
-    for path in leaves:
-        if len(path) > 3 and _norm(_sub(path[0].head, hand.head)) < 0.5 * reach:
-            path = path[1:]  # a metacarpal from the wrist: the finger's keypoints start at its knuckle
-        trimmed.append(path[:4])  # three segments and, where there is one, the end bone
+    for chain in chains:
+        if len(chain) > 3 and _norm(_sub(chain[0].head, hand.head)) < 0.5 * length:
+            chain = chain[1:]  # a metacarpal from the wrist: the finger's keypoints start at its knuckle
+        trimmed.append(chain[:4])  # three segments and, where there is one, the end bone
     return trimmed
-
-
-def _deforming_tree(bones: Sequence[Bone]) -> list[Bone]:
-    """The deforming bones, each parented to its nearest deforming ancestor (control and mechanism
-    bones between them dropped); all bones when none deforms."""
-    by_name = {bone.name: bone for bone in bones}
-    deforming = [bone for bone in bones if bone.deform]
-    if not deforming:
-        return list(bones)
-    relinked = []
-    for bone in deforming:
-        parent = bone.parent
-        seen = {bone.name}
-        while parent in by_name and not by_name[parent].deform and parent not in seen:
-            seen.add(parent)
-            parent = by_name[parent].parent
-        relinked.append(Bone(bone.name, parent if parent in by_name else None, bone.head, bone.tail, True, bone.axes))
-    return relinked
 
 
 # --- the map -----------------------------------------------------------------------------------------
@@ -600,7 +603,6 @@ def infer(armature: str, bones: Sequence[Bone], *, declared: Mapping[str, str] |
     index = _Index(bones)
     result = HumanoidMap(armature, _convention([bone.name for bone in bones], declared))
     _by_names(index, result, declared)
-    named = result.body_count
     shape = _Shape()
     _by_structure(_deforming_tree(bones), result, shape)
     if declared.get("head") in index.by_name:
@@ -614,10 +616,9 @@ def infer(armature: str, bones: Sequence[Bone], *, declared: Mapping[str, str] |
         elif joint in BODY_JOINTS and not text:
             result.joints.pop(joint, None)
             result.source[joint] = "override: none"
-    inferred = result.body_count - named
     if not result.convention:
         result.convention = "inferred from structure" if result.body_count else "not a humanoid"
-    elif inferred > 0 and named < result.body_count:
+    elif "structure" in result.source.values():
         result.convention += " + structure"
     log.info("armature %s: %s", armature, result.summary())
     return result
