@@ -28,13 +28,17 @@ PURE_WHEELS = ["blender-asset-tracer", "pexpect", "ptyprocess", "boto3", "botoco
 # The Pythons of the Blenders we support: 3.11 (Blender 4.2 LTS to 5.0), 3.13 (5.1 to 5.3). Blender
 # refuses an extension whose compiled wheels leave its own Python out, and installs the matching one.
 PYTHONS = ("3.11", "3.13")
-# pyyaml has compiled wheels: one per platform the manifest lists and Python above.
-PLATFORM_TAGS = {
-    "linux-x64": ["manylinux_2_17_x86_64", "manylinux2014_x86_64"],
-    "macos-arm64": ["macosx_11_0_arm64"],
-    "macos-x64": ["macosx_10_9_x86_64", "macosx_10_13_x86_64", "macosx_10_15_x86_64", "macosx_11_0_x86_64"],
-    "windows-x64": ["win_amd64"],
-}
+# Packages with compiled wheels: one per platform the manifest lists and Python above. Pillow lays out
+# the contact sheet on the laptop (Blender does not ship it).
+COMPILED = ("pyyaml", "pillow")
+# The newest tag pip is to accept for each platform (it takes older manylinux and macOS wheels too),
+# and what a wheel's platform tag looks like there.
+PLATFORM_TAGS = {"linux-x64": "manylinux_2_28_x86_64", "macos-arm64": "macosx_11_0_arm64",
+                 "macos-x64": "macosx_11_0_x86_64", "windows-x64": "win_amd64"}
+PLATFORM_WHEELS = {"linux-x64": re.compile(r"-(manylinux\w*_x86_64\.?)+\.whl$"),
+                   "macos-arm64": re.compile(r"-macosx_\d+_\d+_arm64\.whl$"),
+                   "macos-x64": re.compile(r"-macosx_\d+_\d+_x86_64\.whl$"),
+                   "windows-x64": re.compile(r"-win_amd64\.whl$")}
 EXCLUDE = re.compile(r"(__pycache__|\.pyc$)")
 
 
@@ -61,26 +65,34 @@ def fetch_wheels(platforms: list[str]) -> list[Path]:
     missing = [name for name in PURE_WHEELS if name.replace("_", "-") not in have]
     if missing:
         pip_download(missing)
-    for platform in platforms:
-        tags = PLATFORM_TAGS[platform]
-        for python in PYTHONS:
-            abi = "cp" + python.replace(".", "")
-            if not any(t in p.name and f"-{abi}-" in p.name for p in WHEEL_CACHE.glob("[Pp][Yy][Yy][Aa][Mm][Ll]-*.whl")
-                       for t in tags):
-                pip_download(["--abi", abi, *[f"--platform={t}" for t in tags], "pyyaml"], python)
+    for package in COMPILED:
+        for platform in platforms:
+            for python in PYTHONS:
+                if _compiled_wheel(package, platform, python) is None:
+                    abi = "cp" + python.replace(".", "")
+                    pip_download(["--abi", abi, f"--platform={PLATFORM_TAGS[platform]}", package], python)
     check_wheels(platforms)
     return sorted(WHEEL_CACHE.glob("*.whl"))
+
+
+def _compiled_wheel(package: str, platform: str, python: str) -> Path | None:
+    """The cached wheel of ``package`` for ``platform`` and ``python``, if there is one."""
+    abi = "cp" + python.replace(".", "")
+    for wheel in WHEEL_CACHE.glob("*.whl"):
+        name = wheel.name.lower()
+        if name.startswith(f"{package}-") and f"-{abi}-" in name and PLATFORM_WHEELS[platform].search(name):
+            return wheel
+    return None
 
 
 def check_wheels(platforms: list[str]) -> None:
     """Every compiled wheel is there for every platform and Python: a missing one would make Blender
     refuse the whole extension on that platform or Python."""
-    compiled = [p.name for p in WHEEL_CACHE.glob("*.whl") if not p.name.endswith("-none-any.whl")]
-    for platform in platforms:
-        for python in PYTHONS:
-            abi = "cp" + python.replace(".", "")
-            if not any(f"-{abi}-" in name and any(t in name for t in PLATFORM_TAGS[platform]) for name in compiled):
-                raise SystemExit(f"build.py: no PyYAML wheel for Python {python} on {platform} in {WHEEL_CACHE}")
+    for package in COMPILED:
+        for platform in platforms:
+            for python in PYTHONS:
+                if _compiled_wheel(package, platform, python) is None:
+                    raise SystemExit(f"build.py: no {package} wheel for Python {python} on {platform} in {WHEEL_CACHE}")
 
 
 def copy_tree(src: Path, dst: Path) -> None:
@@ -138,7 +150,7 @@ def blender_ext(*args: str) -> str:
 
 def split_platforms() -> list[Path]:
     """One zip per platform from the staged extension: Blender's tool keeps only the wheels for that
-    platform (PyYAML is compiled), so each download is smaller than the all-platforms zip."""
+    platform (PyYAML and Pillow are compiled), so each download is smaller than the all-platforms zip."""
     manifest = tomllib.loads(MANIFEST.read_text())
     out_dir = REPO / "dist"
     for stale in out_dir.glob(f"{manifest['id']}-{manifest['version']}-*.zip"):
@@ -161,7 +173,7 @@ def link_for_development(repo_dir: Path) -> None:
         if path.name != "__pycache__":
             (target / path.name).symlink_to(path.resolve())
     (target / "blender_manifest.toml").symlink_to(MANIFEST)
-    print(f"linked {target} -> {REPO} (wheels: pip install pexpect pyyaml boto3 into Blender's Python)")
+    print(f"linked {target} -> {REPO} (wheels: pip install pexpect pyyaml pillow boto3 into Blender's Python)")
 
 
 def main() -> None:

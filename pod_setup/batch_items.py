@@ -1,12 +1,11 @@
 """Book-keeping of a batch's items on the pod: where each item's files go,
-its manifest entry, the progress file the status poll reads, and the
-contact sheet at the end.
+its manifest entry and the progress file the status poll reads.
 
 Layout: the one-image job (``current`` pose, ``active`` camera) keeps its
 files at the output dir's root as before batches (``render.png``,
 ``ai-render-<n>.png``); every other job writes ``<item>/render.png``,
-``<item>/ai-render-<n>.png`` and ``<item>/thumb.png``, and
-``contact-sheet.png`` at the root. Manifest paths are relative to the output dir.
+``<item>/ai-render-<n>.png`` and ``<item>/thumb.png`` (the laptop lays the
+thumbnails out as the contact sheet). Manifest paths are relative to the output dir.
 """
 from __future__ import annotations
 
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from remote.core.batch_spec import is_single, parse_poses
-from remote.core.contact_sheet import decode_png, write_sheet
 from remote.core.jobspec import MAX_SEED, RenderJob
 
 from .backends import Variation
@@ -112,13 +110,3 @@ class BatchBook:
             if frames:
                 result[f"ai-render-{n}"] = frames
         return result
-
-    def contact_sheet(self, entries: list[dict[str, Any]]) -> dict[str, Any] | None:
-        """``contact-sheet.png`` from the items' thumbnails (failed items leave an empty cell)."""
-        if self.flat or not entries:
-            return None
-        tiles = []
-        for entry in entries:
-            thumb = self.output_dir / entry["name"] / "thumb.png"
-            tiles.append(decode_png(thumb.read_bytes()) if entry["status"] == "done" and thumb.is_file() else None)
-        return write_sheet(self.output_dir / "contact-sheet.png", tiles, [e["name"] for e in entries])

@@ -15,7 +15,8 @@ job's output dir (layout: ``batch_items``):
 * ``ai-render-<n>.png``: one per usable variation, n from 1 (``<item>/…`` in a batch);
 * ``control-openpose.png`` / ``control-depth.png``: the ControlNet inputs the
   job asked for (``control_images``), drawn from the scene itself, next to each render;
-* ``contact-sheet.png`` (batches): every item's first image in a grid;
+* ``<item>/thumb.png`` (batches): each item's first image, small: the laptop lays them out as
+  the batch's labelled contact sheet;
 * ``manifest.json``: prompt, seeds, engine, steps, size, finish reasons,
   timings, estimated and actual cost, the error if any, and ``items``: one
   entry per item (name, pose, camera, frame, status, render, images, seed,
@@ -138,9 +139,6 @@ def run(job_path: Path) -> int:
         return exc.code
     finally:
         if book.items and manifest["items"]:
-            sheet = book.contact_sheet(manifest["items"])
-            if sheet:
-                manifest["contact_sheet"] = sheet
             sequences = book.sequences(manifest["items"])
             if sequences:
                 manifest["sequences"] = sequences

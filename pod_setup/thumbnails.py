@@ -1,29 +1,23 @@
-"""An item's thumbnail from one of its PNGs, read with Blender's own image loader."""
+"""An item's thumbnail from one of its PNGs, scaled and written with Blender's own image API."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import bpy
-import numpy as np
 
-from remote.core.contact_sheet import encode_png, shrink
+from remote.core.contact_sheet import THUMB_PX
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    """The PNG at ``path`` as an ``(height, width, 3)`` uint8 array, top row first."""
-    image = bpy.data.images.load(str(path), check_existing=False)
+def write_thumbnail(source: Path, target: Path) -> None:
+    """Write ``target``: ``source`` scaled so its longer side is at most THUMB_PX, in its own aspect."""
+    image = bpy.data.images.load(str(source), check_existing=False)
     try:
         width, height = int(image.size[0]), int(image.size[1])
-        pixels = np.empty(width * height * 4, np.float32)
-        image.pixels.foreach_get(pixels)  # byte images: stored values / 255, bottom row first
+        scale = THUMB_PX / max(width, height)
+        if scale < 1:
+            image.scale(max(1, round(width * scale)), max(1, round(height * scale)))
+        image.filepath_raw = str(target)
+        image.file_format = "PNG"
+        image.save()
     finally:
         bpy.data.images.remove(image)
-    rgb = pixels.reshape(height, width, 4)[::-1, :, :3]
-    return (rgb * 255 + 0.5).clip(0, 255).astype(np.uint8)
-
-
-def write_thumbnail(source: Path, target: Path) -> np.ndarray:
-    """Write ``target`` (a small PNG of ``source``); returns its pixels."""
-    thumb = shrink(read_rgb(source))
-    target.write_bytes(encode_png(thumb))
-    return thumb

@@ -26,8 +26,8 @@ def test_zip_bundles_the_addon_bridge_pod_files_and_wheels(addon_zip):
     wheels = sorted(n for n in names if n.startswith("wheels/"))
     assert any("pexpect" in w for w in wheels) and any("boto3" in w for w in wheels)
     # One compiled wheel per platform (win_amd64 included) and Python (3.11: Blender 4.2-5.0, 3.13: 5.1-5.3).
-    assert sum("yaml" in w.lower() for w in wheels) == 8
-    assert sum("-cp313-" in w for w in wheels) == 4
+    assert sum("yaml" in w.lower() for w in wheels) == sum("pillow" in w.lower() for w in wheels) == 8
+    assert sum("-cp313-" in w for w in wheels) == 8
     for wheel in wheels:
         assert f'"./{wheel}"' in manifest
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)

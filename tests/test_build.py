@@ -58,9 +58,10 @@ def test_split_platforms_gives_each_platform_only_its_own_compiled_wheels(addon_
         with zipfile.ZipFile(addon_zip.with_name(f"{addon_zip.stem}-{platform}.zip")) as archive:
             names = archive.namelist()
             manifest = archive.read("blender_manifest.toml").decode()
-        yaml_wheels = [name for name in names if name.lower().startswith("wheels/pyyaml-")]
-        # One per Python the supported Blenders run: 3.11 (4.2 LTS to 5.0) and 3.13 (5.1 to 5.3).
-        assert len(yaml_wheels) == 2 and all(tag in name for name in yaml_wheels), (platform, yaml_wheels)
-        assert sorted(name.split("-")[2] for name in yaml_wheels) == ["cp311", "cp313"], yaml_wheels
+        for package in ("pyyaml", "pillow"):
+            compiled = [name for name in names if name.lower().startswith(f"wheels/{package}-")]
+            # One per Python the supported Blenders run: 3.11 (4.2 LTS to 5.0) and 3.13 (5.1 to 5.3).
+            assert len(compiled) == 2 and all(tag in name for name in compiled), (platform, compiled)
+            assert sorted(name.split("-")[2] for name in compiled) == ["cp311", "cp313"], compiled
         assert f'platforms = ["{platform.replace("_", "-")}"]' in manifest
         assert any(name.startswith("wheels/boto3-") for name in names) and "__init__.py" in names

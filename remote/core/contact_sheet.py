@@ -1,103 +1,95 @@
-"""The contact sheet: every item's first image in one grid, numpy only.
+"""The contact sheet of a batch: every item's thumbnail in one grid, each labelled in the picture.
 
-Thumbnails and the sheet are 8-bit RGB PNGs written by this module (no
-filter, one zlib stream), so they can be read back without an image library:
-the laptop rebuilds a sheet from thumbnails of reused and new items. The
-labels are not drawn into the pixels; the manifest lists them in grid order.
+The pod writes each item's ``thumb.png`` (``pod_setup/thumbnails.py``, Blender's
+own image API) at :data:`THUMB_PX` on its longer side, in the item's aspect;
+the laptop lays the sheet out from the thumbnails it holds, reused and new
+items together, with Pillow: under each thumbnail the item's name, its camera
+and seed, and a failed item's cell marked FAILED with its reason, so a sheet
+printed or pasted into a review still says what each picture is.
 """
 from __future__ import annotations
 
 import logging
 import math
-import struct
-import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 log = logging.getLogger(__name__)
-THUMB_PX = 256  # a thumbnail's longer side
-GAP_PX = 4
+THUMB_PX = 384  # a thumbnail's longer side: what a reviewer can still judge a pose and a face at
+GAP_PX = 8
+FONT_PX = 15
+LINE_PX = FONT_PX + 5
+LABEL_LINES = 3
 BACKGROUND = (24, 24, 28)
-_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TEXT = (232, 232, 232)
+FAILED = (150, 30, 36)
 
 
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+@dataclass(frozen=True)
+class Cell:
+    """One item of the sheet: its thumbnail (None when it has none) and its label lines."""
+
+    thumb: Path | None
+    lines: tuple[str, ...]
+    failed: bool = False
 
 
-def encode_png(rgb: np.ndarray) -> bytes:
-    """An 8-bit RGB PNG of an ``(height, width, 3)`` uint8 array."""
-    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"expected a (height, width, 3) uint8 array, got {rgb.dtype} {rgb.shape}")
-    height, width = rgb.shape[:2]
-    rows = np.concatenate([np.zeros((height, 1), np.uint8), rgb.reshape(height, width * 3)], axis=1)
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
-            + _chunk(b"IEND", b""))
+def write_sheet(path: Path, cells: list[Cell]) -> dict:
+    """Write the sheet (PNG); returns its manifest entry (file, grid, size, each cell's first label line)."""
+    from PIL import Image, ImageDraw, ImageFont
 
-
-def decode_png(data: bytes) -> np.ndarray:
-    """Read back a PNG this module wrote (8-bit RGB, unfiltered); anything else is a ValueError."""
-    if not data.startswith(_SIGNATURE):
-        raise ValueError("not a PNG")
-    offset, header, compressed = len(_SIGNATURE), b"", b""
-    while offset + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[offset:offset + 8])
-        body = data[offset + 8:offset + 8 + length]
-        if kind == b"IHDR":
-            header = body
-        elif kind == b"IDAT":
-            compressed += body
-        offset += 12 + length
-    if len(header) != 13:
-        raise ValueError("PNG without a header")
-    width, height, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", header)
-    if (depth, color, interlace) != (8, 2, 0) or width * height > 64_000_000:
-        raise ValueError("not an 8-bit RGB thumbnail")
-    raw = np.frombuffer(zlib.decompress(compressed), np.uint8)
-    if raw.size != height * (width * 3 + 1):
-        raise ValueError("PNG data has the wrong size")
-    rows = raw.reshape(height, width * 3 + 1)
-    if rows[:, 0].any():
-        raise ValueError("PNG rows are filtered (not written by this module)")
-    return rows[:, 1:].reshape(height, width, 3).copy()
-
-
-def shrink(rgb: np.ndarray, longest: int = THUMB_PX) -> np.ndarray:
-    """Box-filter ``rgb`` down so its longer side is at most ``longest``."""
-    height, width = rgb.shape[:2]
-    step = max(1, math.ceil(max(height, width) / longest))
-    height, width = height // step * step, width // step * step
-    blocks = rgb[:height, :width].reshape(height // step, step, width // step, step, 3).astype(np.float32)
-    return (blocks.mean(axis=(1, 3)) + 0.5).astype(np.uint8)
-
-
-def sheet(tiles: list[np.ndarray | None], columns: int | None = None) -> np.ndarray:
-    """A grid of ``tiles`` (None: an empty cell, e.g. a failed item), row by row."""
-    if not tiles:
-        raise ValueError("a contact sheet needs at least one tile")
-    columns = columns or math.ceil(math.sqrt(len(tiles)))
-    rows = math.ceil(len(tiles) / columns)
-    present = [t for t in tiles if t is not None]
-    cell_h = max((t.shape[0] for t in present), default=THUMB_PX // 4)
-    cell_w = max((t.shape[1] for t in present), default=THUMB_PX // 4)
-    canvas = np.empty((rows * cell_h + (rows + 1) * GAP_PX, columns * cell_w + (columns + 1) * GAP_PX, 3), np.uint8)
-    canvas[:] = BACKGROUND
-    for index, tile in enumerate(tiles):
-        if tile is None:
-            continue
+    if not cells:
+        raise ValueError("a contact sheet needs at least one item")
+    thumbs = [_open(cell.thumb) if cell.thumb and not cell.failed else None for cell in cells]
+    present = [thumb for thumb in thumbs if thumb is not None]
+    aspect = (present[0].width / present[0].height) if present else 1.0
+    cell_w, cell_h = (THUMB_PX, round(THUMB_PX / aspect)) if aspect >= 1 else (round(THUMB_PX * aspect), THUMB_PX)
+    columns = math.ceil(math.sqrt(len(cells)))
+    rows = math.ceil(len(cells) / columns)
+    band = LABEL_LINES * LINE_PX + 4
+    size = (columns * cell_w + (columns + 1) * GAP_PX, rows * (cell_h + band) + (rows + 1) * GAP_PX)
+    sheet = Image.new("RGB", size, BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default(size=FONT_PX)
+    for index, (cell, thumb) in enumerate(zip(cells, thumbs)):
         row, column = divmod(index, columns)
-        top, left = GAP_PX + row * (cell_h + GAP_PX), GAP_PX + column * (cell_w + GAP_PX)
-        canvas[top:top + tile.shape[0], left:left + tile.shape[1]] = tile
-    return canvas
+        left, top = GAP_PX + column * (cell_w + GAP_PX), GAP_PX + row * (cell_h + band + GAP_PX)
+        if thumb is not None:
+            fitted = thumb.resize(_fit(thumb.size, (cell_w, cell_h)), Image.Resampling.LANCZOS)
+            sheet.paste(fitted, (left + (cell_w - fitted.width) // 2, top + (cell_h - fitted.height) // 2))
+        elif cell.failed:
+            draw.rectangle((left, top, left + cell_w - 1, top + cell_h - 1), fill=FAILED)
+            draw.text((left + cell_w // 2, top + cell_h // 2), "FAILED", fill=TEXT, font=font, anchor="mm")
+        for number, line in enumerate(cell.lines[:LABEL_LINES]):
+            draw.text((left + 2, top + cell_h + 3 + number * LINE_PX), _fit_text(draw, line, font, cell_w - 4),
+                      fill=TEXT, font=font)
+    sheet.save(path, format="PNG")
+    log.info("contact sheet %s: %d cell(s) of %dx%d, %d column(s)", path.name, len(cells), cell_w, cell_h, columns)
+    return {"file": path.name, "columns": columns, "rows": rows, "size": list(size), "cell": [cell_w, cell_h],
+            "labels": [cell.lines[0] if cell.lines else "" for cell in cells]}
 
 
-def write_sheet(path: Path, tiles: list[np.ndarray | None], labels: list[str]) -> dict:
-    """Write the sheet; returns its manifest entry (file, grid, labels in grid order)."""
-    columns = math.ceil(math.sqrt(len(tiles)))
-    image = sheet(tiles, columns)
-    path.write_bytes(encode_png(image))
-    log.info("contact sheet %s: %d tile(s), %d column(s)", path.name, len(tiles), columns)
-    return {"file": path.name, "columns": columns, "rows": math.ceil(len(tiles) / columns),
-            "size": [int(image.shape[1]), int(image.shape[0])], "labels": labels}
+def _open(path: Path):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, UnidentifiedImageError) as exc:
+        log.info("contact sheet: %s left out (%s)", path, exc)
+        return None
+
+
+def _fit(size: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:
+    """``size`` scaled to fill ``box`` in its own aspect (thumbnails of an older, smaller size grow)."""
+    scale = min(box[0] / size[0], box[1] / size[1])
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
+def _fit_text(draw, text: str, font, width: int) -> str:
+    """``text`` cut with an ellipsis to fit ``width`` pixels."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "…", font=font) > width:
+        text = text[:-1]
+    return text + "…"

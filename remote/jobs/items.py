@@ -27,8 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.batch_spec import BatchSpecError, ItemEntryError, check_item_entry, check_item_path, is_single, item_cache_key, item_key
 from ..core.config import data_dir
+from ..core.contact_sheet import Cell, write_sheet
 from ..core.humanoid import skeleton_problem
 from ..core.jobspec import RenderJob
+from ..core.pod_output import clean_text
 from .state import PipelineError
 
 if TYPE_CHECKING:
@@ -270,27 +272,23 @@ def finish_manifest(manifest: dict[str, Any], reused: list[dict[str, Any]], loca
     items = sorted([*reused, *checked_items(manifest)], key=lambda e: position.get(e["name"], len(position)))
     manifest["items"] = items
     manifest["images"] = [check_item_path(p) for e in items if e["status"] in ("done", "reused") for p in e["images"]]
-    if reused:
+    if items:
         manifest["contact_sheet"] = rebuild_sheet(items, local_dir)
     (local_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return manifest
 
 
-def rebuild_sheet(items: list[dict[str, Any]], local_dir: Path) -> dict[str, Any] | None:
-    """The contact sheet from the items' thumbnails here (reused and new ones together)."""
-    try:
-        from ..core.contact_sheet import decode_png, write_sheet
-    except ImportError:  # numpy missing on this machine: keep the pod's sheet
-        log.info("numpy is not installed; the contact sheet shows only the items rendered this time")
-        return None
-    tiles = []
+def rebuild_sheet(items: list[dict[str, Any]], local_dir: Path) -> dict[str, Any]:
+    """The contact sheet from the items' thumbnails here (reused and new ones together), each labelled."""
+    cells = []
     for entry in items:
-        thumb = local_dir / entry["name"] / "thumb.png"
-        try:
-            tiles.append(decode_png(thumb.read_bytes()) if entry["status"] != "failed" else None)
-        except (OSError, ValueError):
-            tiles.append(None)
-    return write_sheet(local_dir / "contact-sheet.png", tiles, [e["name"] for e in items])
+        failed = entry["status"] == "failed"
+        seed = f"seed {entry['seed']}" if isinstance(entry.get("seed"), int) and entry["seed"] else "seed random"
+        second = f"{clean_text(entry.get('camera', ''), 60)} · {seed}" + (" · reused" if entry["status"] == "reused" else "")
+        third = f"FAILED: {clean_text(entry.get('error') or 'no reason given', 200)}" if failed else \
+            clean_text(entry.get("warning") or "", 200)
+        cells.append(Cell(local_dir / entry["name"] / "thumb.png", (entry["name"], second, third), failed=failed))
+    return write_sheet(local_dir / "contact-sheet.png", cells)
 
 
 def is_batch(job: RenderJob) -> bool:

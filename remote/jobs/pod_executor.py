@@ -63,8 +63,8 @@ def finish(runner: JobRunner, status: PodStatus) -> Outcome:
     names = [*manifest.images, *([manifest.render] if manifest.render else []), *record.control_files] if manifest else []
     if manifest is not None and runner.streamer is not None:
         # A batch: the streamer brings back (and remembers for reuse) each done item not streamed yet;
-        # besides them only the contact sheet, by its fixed name (never a path taken from the manifest).
-        names = ["contact-sheet.png"] if isinstance(manifest.raw.get("contact_sheet"), dict) else []
+        # the contact sheet is laid out here from their thumbnails (finish_manifest).
+        names = []
     try:
         if runner.streamer is not None and manifest is not None:
             runner.stage("downloading", "bringing the remaining items back")
