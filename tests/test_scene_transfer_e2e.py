@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -84,6 +85,18 @@ def test_the_cli_packs_a_textured_scene_and_a_one_bone_change_travels_as_a_small
     assert last_record(data).scene["bytes_moved"] == 0 and "0 bytes moved of" in scene_line(third.stdout + third.stderr)
     store = tmp_path / "pod-ws" / "posefactory" / "store" / "objects"
     assert len([p for p in store.iterdir() if len(p.name) == 64]) == 3  # the texture once, two versions of the .blend
+
+    # Saved As under a new name and one more bone moved: the patch follows the scene's content, not its path.
+    saved_as = textured_character.with_name(f"shot-{tmp_path.name[-12:]}.blend")
+    shutil.copy2(textured_character, saved_as)
+    try:
+        blender_script(MOVE_ONE_BONE, str(saved_as))
+        fourth = cli("render", str(saved_as), *common, data=data)
+    finally:
+        saved_as.unlink()
+    assert fourth.returncode == 0, fourth.stdout[-3000:] + fourth.stderr[-3000:]
+    record = last_record(data)
+    assert record.scene["delta"] is True and 0 < record.scene["bytes_moved"] <= 64_000, record.scene
 
 
 def test_a_missing_texture_is_one_line_and_nothing_is_uploaded(tmp_path, sshd_direct, textured_character):

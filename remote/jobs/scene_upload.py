@@ -63,7 +63,8 @@ class SceneUploader:
         """Upload what the pod lacks and lay out ``JOBDIR/scene``; returns what moved."""
         scene = self.scene
         self._check_unchanged()  # a file deleted or edited since it was traced: nothing is sent
-        bases = [(sha, path) for sha, path in self.versions.bases(scene.key) if sha != scene.main.sha256]
+        # By content: the kept versions (of this scene or any other) holding most of the new .blend's blocks.
+        bases = [(sha, path) for sha, path in self.versions.closest(scene.main.source) if sha != scene.main.sha256]
         manifest = {**scene.manifest(), "bases": [sha for sha, _ in bases]}
         by_sha: dict[str, SceneFile] = {}
         for entry in scene.files:

@@ -40,6 +40,7 @@ WORTH = 0.9  # an encoding is sent only when it is at most this fraction of the 
 COMPRESSED_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".mp4", ".mov", ".mkv", ".avi", ".webm",
                                  ".mp3", ".ogg", ".flac", ".zip", ".gz", ".zst", ".xz", ".7z", ".ktx2", ".jp2"})
 VERSIONS_KEPT = 2
+BASES_OFFERED = 4  # the pod patches against the first of these it holds
 VERSIONS_MAX_AGE_S = 30 * 24 * 3600
 
 
@@ -110,8 +111,20 @@ def block_patch(base: bytes, new: bytes) -> bytes | None:
     return b"".join(records)
 
 
+def block_digests(data: bytes) -> dict[bytes, int]:
+    """A .blend's blocks by content: digest → size (raises BlendFileError for anything else)."""
+    view = memoryview(data)
+    return {hashlib.blake2b(view[start:end], digest_size=16).digest(): end - start for start, end in block_spans(data)}
+
+
 class Versions:
-    """The last .blend versions sent per scene, kept on this machine as patch bases."""
+    """The last .blend versions sent per scene, kept on this machine as patch bases.
+
+    A new version is patched against the kept version that holds most of its bytes, whatever
+    scene it was kept for: a *Save As* under another name, or a scene built from another
+    (a shot copied from a layout file), finds its base by content, not by path. Each kept
+    version has its block digests beside it (``<sha>.blocks``) so ranking reads no .blend.
+    """
 
     def __init__(self, root: Path | None = None) -> None:
         self.root = root or data_dir() / "scene-versions"
@@ -127,6 +140,39 @@ class Versions:
         found = [(p.stat().st_mtime_ns, p.stem, p) for p in folder.glob("*.blend") if len(p.stem) == 64]
         return [(sha, path) for _, sha, path in sorted(found, reverse=True)]
 
+    def closest(self, blend: Path, limit: int = BASES_OFFERED) -> list[tuple[str, Path]]:
+        """(sha256, file) of the kept versions of any scene that share the most block bytes with
+        ``blend``, most first (newest first among equals); those sharing nothing are left out."""
+        try:
+            wanted = block_digests(blend.read_bytes())
+        except (OSError, BlendFileError):
+            return []
+        scored: dict[str, tuple[int, int, Path]] = {}
+        for path in self.root.glob("*/*.blend") if self.root.is_dir() else []:
+            if len(path.stem) != 64:
+                continue
+            held = self._digests(path)
+            shared = sum(size for digest, size in wanted.items() if digest in held)
+            if shared and shared > scored.get(path.stem, (0, 0, path))[0]:
+                scored[path.stem] = (shared, path.stat().st_mtime_ns, path)
+        ranked = sorted(scored.items(), key=lambda item: (item[1][0], item[1][1]), reverse=True)[:limit]
+        for sha, (shared, _, _) in ranked[:1]:
+            log.info("delta base: %s holds %d of the %d bytes of blocks", sha[:12], shared, sum(wanted.values()))
+        return [(sha, path) for sha, (_, _, path) in ranked]
+
+    def _digests(self, kept: Path) -> set[bytes]:
+        """The kept version's block digests, from ``<sha>.blocks`` (written with it, or now)."""
+        index = kept.with_suffix(".blocks")
+        try:
+            raw = index.read_bytes()
+        except OSError:
+            try:
+                raw = b"".join(block_digests(kept.read_bytes()))
+                index.write_bytes(raw)
+            except (OSError, BlendFileError):
+                return set()
+        return {raw[i:i + 16] for i in range(0, len(raw) - 15, 16)}
+
     def remember(self, key: str, blend: SceneFile) -> None:
         """Keep ``blend`` as the newest version of ``key`` (best effort: a full disk only costs a whole upload later)."""
         folder = self.folder(key)
@@ -137,10 +183,12 @@ class Versions:
                 partial = kept.with_name(kept.name + ".tmp")
                 shutil.copyfile(blend.source, partial)
                 os.replace(partial, kept)
+                self._digests(kept)
             now = time.time()
             os.utime(kept, (now, now))
             for _, old in self.bases(key)[VERSIONS_KEPT:]:
                 old.unlink(missing_ok=True)
+                old.with_suffix(".blocks").unlink(missing_ok=True)
             self._prune(folder)
         except OSError as exc:
             log.warning("could not keep the scene version for the next delta: %s", exc)
