@@ -560,3 +560,24 @@ def test_cancel_reaches_a_job_another_process_runs(tmp_path, monkeypatch, sample
         if cli.poll() is None:
             cli.kill()
             cli.wait(10)
+
+
+def test_job_page_shows_each_items_skeleton_warning_and_control_images(root, client):
+    skeleton = [{"armature": "Body", "convention": "Mixamo", "mapped": 18, "on_screen": 16, "hands": ["left", "right"],
+                 "missing": ["left_ear", "right_ear"]}]
+    make_job(root, "20261120-110000-cccccc", images=0, backend="none", items=[
+        {"name": "Wave--Camera", "status": "done", "render": "Wave--Camera/render.png", "images": [],
+         "skeletons": skeleton, "control_images": {"openpose": "Wave--Camera/control-openpose.png",
+                                                   "depth": "../../etc/passwd", "x": "Wave--Camera/render.png"}},
+        {"name": "Kick--Camera", "status": "failed", "images": [], "skeletons": [{**skeleton[0], "on_screen": 3}],
+         "error": "openpose control: armature 'Body' (Mixamo) has 3 of 18 body joints on screen, fewer than 12"}])
+    item = root / "output" / "20261120-110000-cccccc" / "Wave--Camera"
+    item.mkdir()
+    (item / "control-openpose.png").write_bytes(png_bytes(64, (255, 0, 0)))
+    page = client.get("/jobs/20261120-110000-cccccc").get_data(as_text=True)
+    assert "Body (Mixamo): 16 of 18 joints on screen, 18 mapped, hands: left right" in page
+    assert "Body (Mixamo): 3 of 18 joints on screen" in page and "fewer than 12" in page
+    assert "/files/20261120-110000-cccccc/Wave--Camera/control-openpose.png" in page
+    assert "passwd" not in page and page.count("control-") == page.count("control-openpose.png")
+    image = client.get("/files/20261120-110000-cccccc/Wave--Camera/control-openpose.png")
+    assert image.status_code == 200 and image.data == png_bytes(64, (255, 0, 0))

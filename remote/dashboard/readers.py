@@ -265,6 +265,12 @@ class Item:
     name: str
     status: str
     images: list[str]
+    controls: list[str] = field(default_factory=list)  # its control images (fixed names, as the pod writes them)
+    joints: list[str] = field(default_factory=list)  # per armature: what the OpenPose image shows
+    warning: str = ""
+
+
+CONTROL_IMAGE = re.compile(r"control-(openpose|depth)\.png")
 
 
 @dataclass(frozen=True)
@@ -295,6 +301,25 @@ def _image_name(value: Any) -> str | None:
     return value if plain_relative(value) and value.lower().endswith(IMAGE_SUFFIXES) else None
 
 
+def _control_images(value: Any) -> list[str]:
+    """An item's control images: only ``[<item>/]control-<openpose|depth>.png``, whatever else the pod wrote."""
+    names = [_image_name(name) for name in as_dict(value).values()]
+    return [name for name in names if name and CONTROL_IMAGE.fullmatch(name.rsplit("/", 1)[-1])]
+
+
+def _joints(value: Any) -> list[str]:
+    """One line per armature of an item's OpenPose report: which rig, how it was read, the joints on screen."""
+    lines = []
+    for report in as_list(value)[:20]:
+        report = as_dict(report)
+        on_screen, mapped = whole(report.get("on_screen")), whole(report.get("mapped"))
+        hands = [text(side, 8) for side in as_list(report.get("hands"))[:2]]
+        line = (f"{text(report.get('armature'), 64)} ({text(report.get('convention'), 64)}): "
+                f"{on_screen if on_screen is not None else '?'} of 18 joints on screen, {mapped} mapped")
+        lines.append(line + (f", hands: {' '.join(hands)}" if hands else ""))
+    return lines
+
+
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
@@ -314,7 +339,9 @@ def manifest_from_dict(data: dict[str, Any]) -> Manifest:
         if not item_images and _image_name(raw.get("render")):
             item_images = [raw["render"]]  # an item without AI images (no backend, or it failed): its render
         name = text(raw.get("name") or raw.get("id") or raw.get("pose"), 200) or f"item {index + 1}"
-        items.append(Item(name=name, status=text(raw.get("status"), 32), images=item_images))
+        items.append(Item(name=name, status=text(raw.get("status"), 32), images=item_images,
+                          controls=_control_images(raw.get("control_images")), joints=_joints(raw.get("skeletons")),
+                          warning=text(raw.get("warning") or (raw.get("error") if raw.get("status") == "failed" else ""))))
     actual, estimated = as_dict(data.get("actual_cost")), as_dict(data.get("estimated_cost"))
     done = sum(1 for item in items if item.status == "done") if items else None
     return Manifest(
