@@ -84,7 +84,7 @@ def _distance(a, b) -> float:
     return math.hypot(a[0] - b[0], a[1] - b[1])
 
 
-HUMANOIDS = ("mixamo", "unreal", "cc", "daz", "metarig", "unknown", "rigify")
+HUMANOIDS = ("mixamo", "unreal", "cc", "daz", "arp", "metarig", "unknown", "rigify")
 
 
 @pytest.mark.parametrize("kind", HUMANOIDS)
@@ -126,7 +126,7 @@ def test_rigify_ignores_the_hidden_metarig_and_the_eye_controls(mapped):
     assert result["maps"]["Body"]["convention"].startswith("Rigify")
 
 
-@pytest.mark.parametrize("kind", ["mixamo", "unreal", "cc", "daz", "metarig", "rigify", "unknown"])
+@pytest.mark.parametrize("kind", HUMANOIDS)
 def test_hands_land_on_the_finger_bones(mapped, kind):
     result = mapped[kind]
     for view in result["views"][:1]:
@@ -140,7 +140,7 @@ def test_hands_land_on_the_finger_bones(mapped, kind):
 
 
 @pytest.mark.parametrize("kind, convention", [("mixamo", "Mixamo"), ("unreal", "Unreal mannequin"),
-                                              ("cc", "Character Creator"), ("daz", "Daz Genesis"),
+                                              ("cc", "Character Creator"), ("daz", "Daz Genesis"), ("arp", "Auto-Rig Pro"),
                                               ("metarig", "Blender metarig"), ("unknown", "inferred from structure")])
 def test_the_convention_is_named(mapped, kind, convention):
     assert mapped[kind]["maps"]["Body"]["convention"].startswith(convention)
@@ -172,6 +172,20 @@ def test_an_override_wins_and_an_empty_one_removes_the_joint():
     assert str(mapping.joints["left_shoulder"]) == "thing:tail" and mapping.source["left_shoulder"] == "override"
     assert "left_eye" not in mapping.joints
     assert JointRef.parse("a:b:tail") == JointRef("a:b", "tail") and JointRef.parse("x@1,2,3").offset == (1, 2, 3)
+
+
+def test_vrm_humanoid_data_names_the_joints_whatever_the_bones_are_called():
+    bones = [Bone("J_Bip_C_Hips", None, (0, 0, 0.95), (0, 0, 1.05)), Bone("J_Bip_C_Neck", "J_Bip_C_Hips", (0, 0, 1.42), (0, 0, 1.55)),
+             Bone("J_Bip_C_Head", "J_Bip_C_Neck", (0, 0, 1.55), (0, 0, 1.78)),
+             Bone("J_Bip_L_UpperArm", "J_Bip_C_Hips", (0.17, 0, 1.42), (0.45, 0, 1.32)),
+             Bone("J_Bip_L_LowerArm", "J_Bip_L_UpperArm", (0.45, 0, 1.32), (0.7, 0, 1.23))]
+    declared = {"hips": "J_Bip_C_Hips", "neck": "J_Bip_C_Neck", "head": "J_Bip_C_Head", "leftUpperArm": "J_Bip_L_UpperArm",
+                "leftLowerArm": "J_Bip_L_LowerArm", "rightHand": "NotInThisRig"}
+    mapping = infer("Avatar", bones, declared=declared)
+    assert mapping.convention.startswith("VRM humanoid")
+    assert str(mapping.joints["left_shoulder"]) == "J_Bip_L_UpperArm:head" and mapping.source["left_shoulder"] == "VRM humanoid"
+    assert str(mapping.joints["left_elbow"]) == "J_Bip_L_LowerArm:head" and "right_wrist" not in mapping.joints
+    assert mapping.joints["nose"].bone == "J_Bip_C_Head"  # the face from the declared head's shape
 
 
 def test_a_200_bone_rig_maps_its_body_and_hands():
