@@ -28,12 +28,14 @@ import struct
 import tempfile
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pod_setup import skeleton
+from remote.core.humanoid import skeleton_problem
 from remote.core.jobspec import COCO18_JOINTS, RenderJob
 
 log = logging.getLogger(__name__)
@@ -335,19 +337,29 @@ def openpose_on_screen(scene: Any, bone_map: dict[str, str]) -> tuple[list, list
     return skeletons, hands, report
 
 
-def write(job: RenderJob, output_dir: Path) -> tuple[dict[str, Path], list[dict[str, Any]] | None]:
-    """After the render: write the job's control images next to render.png; returns {kind: path} and,
-    for OpenPose, what each armature put on screen (see ``humanoid.skeleton_problem``)."""
+@dataclass
+class Written:
+    """What :func:`write` made for one render: the images by kind, what each armature put on screen
+    (OpenPose), and the lines saying which image would condition the AI step on (almost) nothing."""
+
+    paths: dict[str, Path] = field(default_factory=dict)
+    skeletons: list[dict[str, Any]] | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+def write(job: RenderJob, output_dir: Path) -> Written:
+    """After the render: write the job's control images next to render.png."""
     import bpy
 
     scene: Any = bpy.context.scene
     width, height = render_size(scene)
-    written: dict[str, Path] = {}
-    report = None
+    written = Written()
     if "openpose" in kinds(job):
-        skeletons, hands, report = openpose_on_screen(scene, job.bone_map)
-        written["openpose"] = output_dir / "control-openpose.png"
-        written["openpose"].write_bytes(png_bytes(draw_openpose(skeletons, width, height, hands)))
+        skeletons, hands, written.skeletons = openpose_on_screen(scene, job.bone_map)
+        written.paths["openpose"] = output_dir / "control-openpose.png"
+        written.paths["openpose"].write_bytes(png_bytes(draw_openpose(skeletons, width, height, hands)))
+        if problem := skeleton_problem(written.skeletons):
+            written.problems.append(problem)
     if "depth" in kinds(job):
         _depth_capture.disarm()
         exr = _depth_capture.exr_path
@@ -359,6 +371,10 @@ def write(job: RenderJob, output_dir: Path) -> tuple[dict[str, Path], list[dict[
         shutil.rmtree(exr.parent, ignore_errors=True)
         _depth_capture.exr_path = None
         far = scene.camera.data.clip_end if scene.camera else 1e9
-        written["depth"] = output_dir / "control-depth.png"
-        written["depth"].write_bytes(png_bytes(depth_to_image(z, far)))
-    return written, report
+        depth = depth_to_image(z, far)
+        written.paths["depth"] = output_dir / "control-depth.png"
+        written.paths["depth"].write_bytes(png_bytes(depth))
+        if not depth.any():
+            written.problems.append(f"depth control: the camera sees nothing nearer than its clip end ({far:g} m); "
+                                    "the depth image is empty")
+    return written

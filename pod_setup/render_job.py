@@ -71,7 +71,6 @@ from pod_setup.scene_render import configure_output, open_scene, render_still
 from pod_setup.thumbnails import write_thumbnail
 from remote.core.batch_spec import BatchSpecError
 from remote.core.cost import CostModel
-from remote.core.humanoid import skeleton_problem
 from remote.core.jobspec import JobValidationError, RenderJob
 
 __all__ = ["EXIT_AI", "EXIT_FILTERED", "EXIT_INVALID", "EXIT_NO_KEY", "EXIT_RENDER", "main", "run"]
@@ -234,14 +233,15 @@ def render_items(book: BatchBook, backend: backends.Backend | None, manifest: di
                 entry.update(render=book.relative(item, outcome.path.name), render_seconds=round(outcome.seconds, 3),
                              render_result_fix_applied=outcome.render_result_fix_applied,
                              timeline={"render": [since_start(render_began), since_start(time.monotonic())]})
-                controls, skeletons = control_images.write(book.job, book.item_dir(item))
+                written = control_images.write(book.job, book.item_dir(item))
+                controls = written.paths
                 entry["control_images"] = {kind: book.relative(item, path.name) for kind, path in controls.items()}
-                if skeletons is not None:
-                    entry["skeletons"] = skeletons
-                    if problem := skeleton_problem(skeletons):
-                        if backend is not None:  # never pay for a generation conditioned on (almost) nothing
-                            raise JobFailed(EXIT_RENDER, problem)
-                        entry["warning"] = problem  # a preview shows the artist what would be drawn
+                if written.skeletons is not None:
+                    entry["skeletons"] = written.skeletons
+                if written.problems:
+                    if backend is not None:  # never pay for a generation conditioned on (almost) nothing
+                        raise JobFailed(EXIT_RENDER, "; ".join(written.problems))
+                    entry["warning"] = "; ".join(written.problems)  # a preview shows what would be drawn
             except (ItemFailed, JobFailed) as exc:
                 fail(item, entry, getattr(exc, "code", EXIT_RENDER), str(exc))
                 published(None)

@@ -34,7 +34,8 @@ setup = open_scene(job)
 settings = configure_output(job, setup)
 control_images.prepare(job)
 render = render_still(out / "render.png", settings)
-written, skeletons = control_images.write(job, out)
+made = control_images.write(job, out)
+written, skeletons = made.paths, made.skeletons
 scene = bpy.context.scene
 rig = scene.objects["Character"]
 depsgraph = bpy.context.evaluated_depsgraph_get()
@@ -58,7 +59,7 @@ for joint, (bone, end) in refs.items():
     rest[joint] = pixel(rig.matrix_world @ getattr(rig.data.bones[bone], f"{end}_local"))
 image_settings = scene.render.image_settings
 print("CONTROL-TEST:" + json.dumps({
-    "written": {k: str(v) for k, v in written.items()}, "skeletons": skeletons, "posed": posed, "rest": rest,
+    "written": {k: str(v) for k, v in written.items()}, "skeletons": skeletons, "problems": made.problems, "posed": posed, "rest": rest,
     "torso": pixel((0, -0.12, 1.2)), "prop": pixel((-0.9, -1.7, 0.6)), "backdrop": pixel((1.5, 2.5, 2.2)),
     "settings": [image_settings.media_type, image_settings.file_format, image_settings.color_mode,
                  image_settings.color_depth],
@@ -97,6 +98,7 @@ def test_openpose_joints_land_on_the_posed_bones_in_the_standard_colours(control
     # Background is black.
     assert tuple(image[2, 2]) == (0, 0, 0)
     # What the item's entry says was drawn: one armature, named by its convention, all 18 on screen.
+    assert controls["problems"] == []
     [report] = controls["skeletons"]
     assert report["armature"] == "Character" and report["on_screen"] == 18 and report["missing"] == []
     assert report["convention"].startswith("Blender metarig")

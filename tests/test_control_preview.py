@@ -69,3 +69,31 @@ def test_a_bone_map_file_that_is_wrong_is_one_line(tmp_path, rig_scenes):
     refused = cli("render", str(rig_scenes["mixamo"]), "--prompt", "x", "--backend", "none", "--control", "openpose",
                   "--bone-map", str(wrong), data=tmp_path)
     assert refused.returncode == 2 and "bone_map: 'elbow' is not a COCO-18 joint" in refused.stderr
+
+
+SKY_SCENE = """
+import math, sys, bpy
+bpy.ops.wm.read_factory_settings(use_empty=False)
+scene = bpy.context.scene
+scene.camera.location, scene.camera.rotation_euler = (0, 0, 5), (math.pi, 0, 0)  # straight up, at nothing
+scene.render.engine = "CYCLES"
+scene.cycles.samples = 1
+scene.render.resolution_x = scene.render.resolution_y = 256
+bpy.ops.wm.save_as_mainfile(filepath=sys.argv[-1])
+"""
+
+
+def test_an_empty_depth_image_is_said_not_passed_off(tmp_path):
+    import subprocess
+    import sys
+
+    scene, script = tmp_path / "sky.blend", tmp_path / "sky.py"
+    script.write_text(SKY_SCENE)
+    subprocess.run([sys.executable, str(script), str(scene)], check=True, capture_output=True, timeout=120)
+    done = cli("render", str(scene), "--prompt", "x", "--backend", "none", "--control", "depth", "--samples", "1",
+               data=tmp_path / "data")
+    assert done.returncode == 0, done.stdout + done.stderr
+    folder = _output_dir(done.stdout)
+    [entry] = json.loads((folder / "manifest.json").read_text())["items"]
+    assert "depth control: the camera sees nothing" in entry["warning"]
+    assert not np.asarray(Image.open(folder / "control-depth.png")).any()
