@@ -15,6 +15,7 @@ from remote.core.config import parse_host
 from remote.runpod.pods import RunPodError, ensure_running, read_pod
 from remote.runpod.rest import RestClient
 from tests.fixtures.runpod_v2_standin import VALID_KEY
+from tests.fixtures.signals import terminal_sigint
 
 
 def pod_host():
@@ -60,7 +61,8 @@ def test_cli_ctrl_c_is_one_line_and_130(runpod_api, tmp_path):
     runpod_api.add_pod("abc123", ssh_port=40022, status="EXITED", boot_s=1000)
     env = {**os.environ, "POSEFACTORY_DATA_DIR": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen([sys.executable, "-m", "remote.runpod_cli", "start", "gpu", "--hosts", str(hosts)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               preexec_fn=terminal_sigint)
     assert process.stdout is not None
     for line in process.stdout:
         if "waiting for pod" in line:

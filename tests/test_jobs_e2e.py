@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.fixtures.signals import terminal_sigint
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -20,7 +22,8 @@ def test_ctrl_c_of_render_cancels_on_the_pod_and_writes_the_ledger_line(tmp_path
     env.pop("STABILITY_API_KEY", None)
     cli = subprocess.Popen([sys.executable, "-m", "remote.cli", "render", str(sample_scene), "--prompt", "a knight",
                             "--backend", "none", "--samples", "3000", "--host", "local"],
-                           cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                           cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           preexec_fn=terminal_sigint)
     try:
         assert cli.stdout is not None
         deadline = time.monotonic() + 240

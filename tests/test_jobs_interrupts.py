@@ -109,7 +109,7 @@ def _interrupt_when(flag: dict, key: str, times: int = 1) -> threading.Thread:
     return thread
 
 
-def test_ctrl_c_of_render_cancels_the_job_lets_it_settle_and_exits_130(sample_scene, monkeypatch, capsys):
+def test_ctrl_c_of_render_cancels_the_job_lets_it_settle_and_exits_130(sample_scene, monkeypatch, capsys, ctrl_c):
     calls: dict = {}
     monkeypatch.setattr(cli, "run_job", _fake_job(calls))
     _interrupt_when(calls, "started")
@@ -119,7 +119,7 @@ def test_ctrl_c_of_render_cancels_the_job_lets_it_settle_and_exits_130(sample_sc
     assert err.count("interrupted: cancelling the job") == 1
 
 
-def test_ctrl_c_of_reattach_cancels_too(tmp_path, monkeypatch):
+def test_ctrl_c_of_reattach_cancels_too(tmp_path, monkeypatch, ctrl_c):
     calls: dict = {}
 
     def reattach(record, *, hosts_file, progress, cancel):
@@ -133,7 +133,7 @@ def test_ctrl_c_of_reattach_cancels_too(tmp_path, monkeypatch):
     assert cli.main(["reattach", str(tmp_path / "j.json")]) == 130 and calls.get("settled")
 
 
-def test_a_second_ctrl_c_leaves_at_once(tmp_path, monkeypatch, capsys):
+def test_a_second_ctrl_c_leaves_at_once(tmp_path, monkeypatch, capsys, ctrl_c):
     calls: dict = {}
     release = threading.Event()
 

@@ -173,7 +173,7 @@ def test_a_pod_whose_set_up_fails_is_stopped_not_left_billing(runpod_pods, data)
     assert load_hosts(None)["posefactory-a40"].runpod_pod_id == pod.id  # kept: Start or Terminate it later
 
 
-def test_ctrl_c_in_the_cli_while_starting_terminates_the_new_pod(runpod_api, data, capsys):
+def test_ctrl_c_in_the_cli_while_starting_terminates_the_new_pod(runpod_api, data, capsys, ctrl_c):
     import _thread
 
     from remote.runpod_cli import main

@@ -100,7 +100,7 @@ def test_a_stability_batch_delivers_every_items_images_and_pays_once(stability_e
     assert len(result.request_ids) == 1 and [e["status"] for e in events] == ["COMPLETED"]
 
 
-def test_ctrl_c_cancels_the_in_flight_requests_on_the_endpoint(serverless_endpoint, host, sample_scene, tmp_path):
+def test_ctrl_c_cancels_the_in_flight_requests_on_the_endpoint(serverless_endpoint, host, sample_scene, tmp_path, ctrl_c):
     serverless_endpoint.script = ["stuck", "stuck"]
 
     def interrupt_once_both_run():
