@@ -54,6 +54,7 @@ class TrackedJob:
     autosave_dir: str = ""
     delivery_error: str = ""  # importing the results failed (the files are kept)
     scene_summary: str = ""  # what the scene's upload moved ("scene: 3 files, 4.7 kB moved of 44.4 MB")
+    item_notes: list[str] = field(default_factory=list)  # items that failed or came with a warning, one line each
 
     @property
     def status(self) -> str:

@@ -59,6 +59,11 @@ class POSEFACTORY_PT_main(PosefactoryPanel, bpy.types.Panel):
             layout.label(text=latest.scene_summary[:120], icon="PACKAGE")
         if latest is not None and latest.delivery_error:
             layout.label(text=latest.delivery_error[:120], icon="ERROR")
+        if latest is not None and latest.item_notes:
+            for note in latest.item_notes[:3]:
+                layout.label(text=note[:120], icon="ERROR")
+            if len(latest.item_notes) > 3:
+                layout.label(text=f"… and {len(latest.item_notes) - 3} more (see the job's manifest.json)")
 
 
 class POSEFACTORY_PT_prompt(PosefactoryPanel, bpy.types.Panel):

@@ -134,6 +134,21 @@ def import_folder(folder: Path, job_id: str | None = None, autosave_dir: str = "
     return images
 
 
+def item_notes(manifest: dict) -> list[str]:
+    """One line per item that failed or came with a warning (a thin skeleton, an empty depth image):
+    a done job says what it did not do."""
+    listed = manifest.get("items")
+    items: list = listed if isinstance(listed, list) else []
+    notes = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        note = item.get("error") if item.get("status") == "failed" else item.get("warning")
+        if isinstance(note, str) and note:
+            notes.append(f"{item.get('name', '?')}: {note}" if len(items) > 1 else note)
+    return notes
+
+
 def _item_names(manifest: dict) -> list[str]:
     """A batch's item folder names, those that are safe names only (the manifest came from the pod)."""
     items = manifest.get("items")
@@ -194,6 +209,7 @@ def deliver(tracked: TrackedJob) -> None:
     result = tracked.result
     if result is None or result.output_dir is None or result.status != "done":
         return
+    tracked.item_notes = item_notes(result.manifest)
     images = import_folder(result.output_dir, tracked.job_id)
     tracked.image_names = [image.name for image in images]
     if tracked.autosave_dir and images:

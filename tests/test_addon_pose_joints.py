@@ -79,3 +79,19 @@ def test_the_panel_previews_the_control_images_with_no_ai_step(blender, tmp_path
     assert [Path(p).name for p in result["files"]] == ["control-openpose.png"]
     assert len(result["controls"]) == 1 and result["controls"][0].endswith("openpose")
     assert result["pixels"][0] > 0  # a skeleton drawn, not a black image
+
+
+def test_a_preview_of_a_rig_with_no_skeleton_says_so_in_the_panel(blender, rig_scenes):
+    result = blender.run(f"""
+        bpy.ops.wm.open_mainfile(filepath={str(rig_scenes["chain"])!r})
+        settings = bpy.context.scene.posefactory
+        settings.host, settings.backend, settings.control, settings.render_samples = "local", "diffusers", "openpose", 1
+        bpy.ops.posefactory.preview_controls()
+        done = jobs.MANAGER.wait(jobs.MANAGER.latest(), timeout=240)
+        labels.clear()
+        panels.POSEFACTORY_PT_main.draw(type("P", (), {{"layout": Layout()}})(), bpy.context)
+        report(status=done.status, notes=jobs.MANAGER.latest().item_notes, shown=list(labels))
+    """)
+    assert result["status"] == "done" and len(result["notes"]) == 1
+    assert "0 of 18 body joints on screen, fewer than 12" in result["notes"][0]
+    assert any("0 of 18 body joints" in label for label in result["shown"]), result["shown"]
