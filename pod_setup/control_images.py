@@ -26,7 +26,6 @@ import math
 import shutil
 import struct
 import tempfile
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,16 +142,24 @@ def depth_to_image(z: np.ndarray, far: float) -> np.ndarray:
     return image
 
 
-def png_bytes(rgb: np.ndarray) -> bytes:
-    """An 8-bit RGB PNG of an (H, W, 3) uint8 array (no Pillow in Blender's own Python)."""
+def save_png(rgb: np.ndarray, path: Path) -> Path:
+    """Write an (H, W, 3) uint8 array as an 8-bit RGB PNG with Blender's own image API (the pod's
+    Blender has no Pillow): a byte image, not colour managed, so every value is written as it is."""
+    import bpy
+
     height, width, _ = rgb.shape
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-    rows = np.concatenate([np.zeros((height, 1), dtype=np.uint8), rgb.reshape(height, width * 3)], axis=1)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)) + chunk(b"IEND", b""))
+    image = bpy.data.images.new("posefactory-control", width, height, alpha=False)
+    try:
+        image.colorspace_settings.is_data = True  # the ControlNet reads values, not colours
+        rgba = np.ones((height, width, 4), dtype=np.float32)
+        rgba[..., :3] = rgb[::-1] / 255.0  # Blender's rows run bottom to top
+        image.pixels.foreach_set(rgba.ravel())
+        image.filepath_raw = str(path)
+        image.file_format = "PNG"
+        image.save()
+    finally:
+        bpy.data.images.remove(image)
+    return path
 
 
 # --- the Z pass: an uncompressed multilayer EXR as Blender writes it ----------------------------------
@@ -356,8 +363,8 @@ def write(job: RenderJob, output_dir: Path) -> Written:
     written = Written()
     if "openpose" in kinds(job):
         skeletons, hands, written.skeletons = openpose_on_screen(scene, job.bone_map)
-        written.paths["openpose"] = output_dir / "control-openpose.png"
-        written.paths["openpose"].write_bytes(png_bytes(draw_openpose(skeletons, width, height, hands)))
+        written.paths["openpose"] = save_png(draw_openpose(skeletons, width, height, hands),
+                                             output_dir / "control-openpose.png")
         if problem := skeleton_problem(written.skeletons):
             written.problems.append(problem)
     if "depth" in kinds(job):
@@ -372,8 +379,7 @@ def write(job: RenderJob, output_dir: Path) -> Written:
         _depth_capture.exr_path = None
         far = scene.camera.data.clip_end if scene.camera else 1e9
         depth = depth_to_image(z, far)
-        written.paths["depth"] = output_dir / "control-depth.png"
-        written.paths["depth"].write_bytes(png_bytes(depth))
+        written.paths["depth"] = save_png(depth, output_dir / "control-depth.png")
         if not depth.any():
             written.problems.append(f"depth control: the camera sees nothing nearer than its clip end ({far:g} m); "
                                     "the depth image is empty")

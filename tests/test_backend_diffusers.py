@@ -14,7 +14,7 @@ from PIL import Image
 
 from pod_setup import ai_channel
 from pod_setup.backends import create
-from pod_setup.control_images import draw_openpose, png_bytes
+from pod_setup.control_images import draw_openpose
 from pod_setup.job_errors import EXIT_NO_KEY, JobFailed
 from remote.core.jobspec import RenderJob
 
@@ -62,7 +62,7 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     paths = {}
     for name, pixels in files.items():
         paths[name] = folder / f"{name}.png"
-        paths[name].write_bytes(png_bytes(np.ascontiguousarray(pixels)))
+        Image.fromarray(np.ascontiguousarray(pixels)).save(paths[name])
     return paths
 
 

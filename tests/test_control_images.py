@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pod_setup.control_images import COLORS, LIMBS, depth_to_image, draw_openpose, png_bytes
+from pod_setup.control_images import COLORS, LIMBS, depth_to_image, draw_openpose
 from remote.core.jobspec import COCO18_JOINTS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -151,10 +151,3 @@ def test_depth_image_normalises_inverse_depth_and_leaves_misses_black():
     image = depth_to_image(z, far=100.0)[..., 0]
     assert image[0, 0] == 255 and image[1, 1] == 0 and image[0, 0] > image[0, 1] > image[1, 0] > 0
     assert not depth_to_image(np.full((2, 2), 1e10, dtype=np.float32), far=100.0).any()
-
-
-def test_png_writer_round_trips():
-    rgb = np.random.default_rng(1).integers(0, 256, (7, 5, 3), dtype=np.uint8)
-    from io import BytesIO
-
-    assert np.array_equal(np.asarray(Image.open(BytesIO(png_bytes(rgb)))), rgb)
