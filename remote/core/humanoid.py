@@ -15,7 +15,7 @@ empty:
    Auto-Rig Pro and VRM's humanoid bone names all meet here. In a Rigify rig
    (it has ``DEF-`` bones) a bare name is a control bone and never used: the
    ``eye.L`` control floats in front of the face.
-2. **Structure**: for names never seen, the skeleton's shape: the hips where
+2. **Structure** (``skeleton_shape.py``): for names never seen, the skeleton's shape: the hips where
    two chains run down, the spine up from there, the chest where two chains
    run out sideways, shoulder/elbow/wrist and hip/knee/ankle from the
    proportions of each chain, the hand where five fingers branch. Left and
@@ -36,64 +36,16 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from .bones import Bone, JointRef, cross, norm, sub, unit
 from .jobspec import COCO18_JOINTS
+from .skeleton_shape import Shape, by_structure, deforming_tree, structural_fingers
 
 log = logging.getLogger(__name__)
 
-Vec = tuple[float, float, float]
-
 BODY_JOINTS = COCO18_JOINTS
-FACE_JOINTS = ("nose", "right_eye", "left_eye", "right_ear", "left_ear")
 FINGERS = ("thumb", "index", "middle", "ring", "pinky")
-HAND_KEYPOINTS = 21
 # Fewer body joints than this on screen and the OpenPose ControlNet has too little to follow.
 MIN_BODY_JOINTS = 12
-
-
-@dataclass(frozen=True)
-class Bone:
-    """One bone at rest: world-space head and tail, Z up."""
-
-    name: str
-    parent: str | None
-    head: Vec
-    tail: Vec
-    deform: bool = True
-    # The bone's rest frame in world space: its local X, Y (head→tail) and Z axes, scale included.
-    axes: tuple[Vec, Vec, Vec] = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
-
-    def to_local(self, world_offset: Vec) -> Vec:
-        """A world-space offset from the head in the bone's rest frame (the frame posing moves)."""
-        x, y, z = (_dot(world_offset, axis) / (_dot(axis, axis) or 1.0) for axis in self.axes)
-        return (x, y, z)
-
-
-@dataclass(frozen=True)
-class JointRef:
-    """A point of a bone: its head, its tail, or a point in the bone's own rest frame (``offset``,
-    metres along the bone's local X, Y (head→tail) and Z) for face joints read from the head's shape."""
-
-    bone: str
-    end: str = "head"  # head | tail | offset
-    offset: Vec = (0.0, 0.0, 0.0)
-
-    def __str__(self) -> str:
-        if self.end == "offset":
-            return f"{self.bone}@" + ",".join(f"{v:.4f}" for v in self.offset)
-        return f"{self.bone}:{self.end}"
-
-    @classmethod
-    def parse(cls, text: str) -> JointRef:
-        """``bone``, ``bone:head``, ``bone:tail`` (as a job's ``bone_map`` writes them) or ``bone@x,y,z``."""
-        if "@" in text:
-            name, _, numbers = text.rpartition("@")
-            values = tuple(float(v) for v in numbers.split(","))
-            if len(values) == 3 and all(math.isfinite(v) for v in values):
-                return cls(name, "offset", (values[0], values[1], values[2]))
-        if text.endswith((":head", ":tail")):
-            name, end = text.rsplit(":", 1)
-            return cls(name, end)
-        return cls(text, "head")
 
 
 @dataclass
@@ -270,218 +222,6 @@ def _on_the_body(bone: Bone) -> bool:
     return bone.deform or bone.name.startswith("ORG-")
 
 
-# --- structure ---------------------------------------------------------------------------------------
-
-def _sub(a: Vec, b: Vec) -> Vec:
-    return (a[0] - b[0], a[1] - b[1], a[2] - b[2])
-
-
-def _dot(a: Vec, b: Vec) -> float:
-    return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
-
-
-def _cross(a: Vec, b: Vec) -> Vec:
-    return (a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0])
-
-
-def _norm(a: Vec) -> float:
-    return math.sqrt(_dot(a, a))
-
-
-def _unit(a: Vec) -> Vec:
-    length = _norm(a) or 1.0
-    return (a[0] / length, a[1] / length, a[2] / length)
-
-
-class _Tree:
-    def __init__(self, bones: Sequence[Bone]) -> None:
-        self.bones = {bone.name: bone for bone in bones}
-        self.children: dict[str | None, list[Bone]] = {}
-        for bone in bones:
-            parent = bone.parent if bone.parent in self.bones else None
-            self.children.setdefault(parent, []).append(bone)
-        self._points: dict[str, list[Vec]] = {}
-        zs = [p[2] for bone in bones for p in (bone.head, bone.tail)]
-        self.height = (max(zs) - min(zs)) if zs else 0.0
-
-    def subtree_points(self, bone: Bone) -> list[Vec]:
-        if bone.name not in self._points:
-            points = [bone.head, bone.tail]
-            for child in self.children.get(bone.name, []):
-                points += self.subtree_points(child)
-            self._points[bone.name] = points
-        return self._points[bone.name]
-
-    def extending(self, bone: Bone) -> list[Bone]:
-        """The children whose subtrees reach past the bone's own end: chains going on (fingers from a
-        hand), not the twist, corrective and accessory bones riggers hang along a bone."""
-        length = _norm(_sub(bone.tail, bone.head))
-        return [child for child in self.children.get(bone.name, [])
-                if max(_norm(_sub(p, bone.head)) for p in self.subtree_points(child)) > 1.2 * length]
-
-    def follow(self, bone: Bone, score) -> list[Bone]:
-        """The chain from ``bone`` down its children, taking the best-scoring child each step."""
-        chain = [bone]
-        while kids := self.children.get(chain[-1].name):
-            chain.append(max(kids, key=score))
-        return chain
-
-
-def _deforming_tree(bones: Sequence[Bone]) -> list[Bone]:
-    """The deforming bones, each parented to its nearest deforming ancestor (control and mechanism
-    bones between them dropped); all bones when none deforms."""
-    by_name = {bone.name: bone for bone in bones}
-    deforming = [bone for bone in bones if bone.deform]
-    if not deforming:
-        return list(bones)
-    relinked = []
-    for bone in deforming:
-        parent = bone.parent
-        seen = {bone.name}
-        while parent in by_name and not by_name[parent].deform and parent not in seen:
-            seen.add(parent)
-            parent = by_name[parent].parent
-        relinked.append(Bone(bone.name, parent if parent in by_name else None, bone.head, bone.tail, True, bone.axes))
-    return relinked
-
-
-def _pick_joint(points: list[Vec], end: Vec, ratio: float) -> tuple[int, int]:
-    """Indices (root joint, middle joint) in ``points`` whose two segments to ``end`` best match
-    ``ratio`` (upper limb : lower limb); a clavicle or pelvis bone before the limb is skipped this way."""
-    best, best_score = (0, max(len(points) - 1, 0)), math.inf
-    for i in range(len(points)):
-        for j in range(i + 1, len(points)):
-            upper, lower = _norm(_sub(points[j], points[i])), _norm(_sub(end, points[j]))
-            if upper <= 0 or lower <= 0:
-                continue
-            score = abs(math.log(upper / lower / ratio))
-            if score < best_score - 1e-9:
-                best, best_score = (i, j), score
-    return best
-
-
-def _chain_points(chain: list[Bone], stop: int) -> list[Vec]:
-    return [bone.head for bone in chain[:stop]]
-
-
-@dataclass
-class _Shape:
-    """What the structural pass found besides joints: the head bone and the rig's axes."""
-
-    head: Bone | None = None
-    hands: dict[str, Bone] = field(default_factory=dict)
-    trees: dict[str, _Tree] = field(default_factory=dict)  # side: the deforming tree its hand was found in
-    forward: Vec = (0.0, -1.0, 0.0)
-    left: Vec = (1.0, 0.0, 0.0)
-
-
-def _by_structure(bones: Sequence[Bone], result: HumanoidMap, shape: _Shape) -> None:
-    tree = _Tree(bones)
-    if tree.height <= 0:
-        return
-    height = tree.height
-    roots = tree.children.get(None, [])
-    if not roots:
-        return
-    queue = [max(roots, key=lambda b: len(tree.subtree_points(b)))]
-    hips = None
-    while queue:  # breadth first: the hips are the bone nearest the root where two chains run down
-        bone = queue.pop(0)
-        down = [child for child in tree.children.get(bone.name, [])
-                if min(p[2] for p in tree.subtree_points(child)) < bone.head[2] - 0.3 * height]
-        if len(down) >= 2:
-            hips = bone
-            break
-        queue += tree.children.get(bone.name, [])
-    if hips is None:
-        return
-    kids = tree.children[hips.name]
-    legs = sorted(kids, key=lambda b: min(p[2] for p in tree.subtree_points(b)))[:2]
-    spine_start = max((k for k in kids if k not in legs), key=lambda b: max(p[2] for p in tree.subtree_points(b)),
-                      default=None)
-    if spine_start is None and hips.head[2] < hips.tail[2]:
-        spine_start = hips  # the hips bone itself runs up the spine
-    leg_chains = [tree.follow(leg, lambda b: -min(p[2] for p in tree.subtree_points(b))) for leg in legs]
-    shape.forward = _forward(leg_chains)
-    shape.left = _unit(_cross((0.0, 0.0, 1.0), shape.forward))
-    centre = hips.head
-    for chain in leg_chains:
-        points = [bone.head for bone in chain] + [chain[-1].tail]
-        ankle = next((i for i in range(1, len(points) - 1)
-                      if abs(points[i + 1][2] - points[i][2]) < _norm(_sub(points[i + 1], points[i])) * 0.7), len(points) - 1)
-        side = "left" if _dot(_sub(points[ankle], centre), shape.left) > 0 else "right"
-        if ankle >= 2:
-            hip, knee = _pick_joint(points[:ankle], points[ankle], 1.05)
-            _fill(result, f"{side}_hip", chain, points, hip)
-            _fill(result, f"{side}_knee", chain, points, knee)
-        _fill(result, f"{side}_ankle", chain, points, ankle)
-    if spine_start is None:
-        return
-    _spine_and_arms(tree, spine_start, result, shape, height)
-
-
-def _forward(leg_chains: list[list[Bone]]) -> Vec:
-    """The rig faces where its feet point (horizontal part of the lowest bones), else Blender's front."""
-    total = [0.0, 0.0]
-    for chain in leg_chains:
-        for bone in chain[-2:]:
-            d = _sub(bone.tail, bone.head)
-            if abs(d[2]) < math.hypot(d[0], d[1]):
-                total[0] += d[0]
-                total[1] += d[1]
-    if math.hypot(*total) < 1e-6:
-        return (0.0, -1.0, 0.0)
-    return _unit((total[0], total[1], 0.0))
-
-
-def _spine_and_arms(tree: _Tree, spine_start: Bone, result: HumanoidMap, shape: _Shape, height: float) -> None:
-    bone: Bone | None = spine_start
-    while bone is not None:
-        kids = tree.children.get(bone.name, [])
-        lateral = [child for child in kids
-                   if max(abs(_dot(_sub(p, bone.head), shape.left)) for p in tree.subtree_points(child)) > 0.25 * height]
-        if len(lateral) >= 2:
-            break
-        bone = max(kids, key=lambda b: max(p[2] for p in tree.subtree_points(b)), default=None)
-    if bone is None:
-        return
-    chest = bone
-    arms = sorted(lateral, key=lambda b: -max(abs(_dot(_sub(p, chest.head), shape.left)) for p in tree.subtree_points(b)))[:2]
-    up = [child for child in tree.children.get(chest.name, []) if child not in arms]
-    neck = max(up, key=lambda b: max(p[2] for p in tree.subtree_points(b)), default=None)
-    if "neck" not in result.joints:
-        result.joints["neck"], result.source["neck"] = (JointRef(neck.name) if neck else JointRef(chest.name, "tail")), "structure"
-    if neck is not None:
-        column = tree.follow(neck, lambda b: max(p[2] for p in tree.subtree_points(b)))
-        top = column[-1]
-        if len(column) >= 3:  # the skull is the longer of the top two: an end bone may sit on it
-            shape.head = max(column[-2:], key=lambda b: _norm(_sub(b.tail, b.head)))
-        elif len(column) == 2 and _norm(_sub(top.tail, top.head)) >= 0.05 * height:
-            shape.head = top
-    for arm in arms:
-        chain = tree.follow(arm, lambda b: max(abs(_dot(_sub(p, chest.head), shape.left)) for p in tree.subtree_points(b)))
-        hand_at = next((i for i, b in enumerate(chain) if len(tree.extending(b)) >= 3), None)
-        if hand_at is None:
-            hand_at = len(chain) - 1 if len(chain) >= 3 else len(chain)
-        points = [b.head for b in chain] + [chain[-1].tail]
-        side = "left" if _dot(_sub(points[hand_at], chest.head), shape.left) > 0 else "right"
-        if hand_at >= 2:
-            shoulder, elbow = _pick_joint(points[:hand_at], points[hand_at], 1.15)
-            _fill(result, f"{side}_shoulder", chain, points, shoulder)
-            _fill(result, f"{side}_elbow", chain, points, elbow)
-        _fill(result, f"{side}_wrist", chain, points, hand_at)
-        if hand_at < len(chain):
-            shape.hands.setdefault(side, chain[hand_at])
-            shape.trees[side] = tree
-
-
-def _fill(result: HumanoidMap, joint: str, chain: list[Bone], points: list[Vec], index: int) -> None:
-    if joint in result.joints or index >= len(points):
-        return
-    ref = JointRef(chain[index].name) if index < len(chain) else JointRef(chain[-1].name, "tail")
-    result.joints[joint], result.source[joint] = ref, "structure"
-
-
 # --- face --------------------------------------------------------------------------------------------
 
 # Where face points sit on an average head, in units of the head bone's length (skull base → top):
@@ -493,7 +233,7 @@ FACE_PROPORTIONS: dict[str, tuple[float, float, float]] = {
 }
 
 
-def _face(index: _Index, tree_bones: Sequence[Bone], result: HumanoidMap, shape: _Shape) -> None:
+def _face(index: _Index, tree_bones: Sequence[Bone], result: HumanoidMap, shape: Shape) -> None:
     head = shape.head
     named_head = index.find("", _CENTRE_NAMES["head"])
     if named_head is not None:
@@ -504,20 +244,20 @@ def _face(index: _Index, tree_bones: Sequence[Bone], result: HumanoidMap, shape:
     eyes = [ref for side in ("left", "right") if (ref := result.joints.get(f"{side}_eye"))]
     if eyes:  # the eyes know where the face is better than the feet do
         middle = [sum(index.by_name[ref.bone].head[k] for ref in eyes) / len(eyes) for k in range(3)]
-        toward = _sub((middle[0], middle[1], middle[2]), head.head)
+        toward = sub((middle[0], middle[1], middle[2]), head.head)
         if math.hypot(toward[0], toward[1]) > 1e-6:
-            forward = _unit((toward[0], toward[1], 0.0))
-    axis = _sub(head.tail, head.head)
-    length = _norm(axis)
+            forward = unit((toward[0], toward[1], 0.0))
+    axis = sub(head.tail, head.head)
+    length = norm(axis)
     top = index.find("", _CENTRE_NAMES["head_top"])
     if top is not None and length < 0.05:
-        axis = _sub(index.by_name[top.bone].head, head.head)
-        length = _norm(axis)
+        axis = sub(index.by_name[top.bone].head, head.head)
+        length = norm(axis)
     if length <= 1e-6:
         return
-    up = _unit(axis)
-    left = _unit(_cross(up, forward))
-    forward = _cross(left, up)
+    up = unit(axis)
+    left = unit(cross(up, forward))
+    forward = cross(left, up)
     for joint, (u, f, s) in FACE_PROPORTIONS.items():
         if joint in result.joints:
             continue
@@ -556,7 +296,7 @@ def _hand_refs(chains: Sequence[list[Bone]]) -> list[JointRef]:
     return refs
 
 
-def _hands(index: _Index, bones: Sequence[Bone], result: HumanoidMap, shape: _Shape) -> None:
+def _hands(index: _Index, bones: Sequence[Bone], result: HumanoidMap, shape: Shape) -> None:
     by_name = {bone.name: bone for bone in bones}
     children: dict[str, list[Bone]] = {}
     for bone in bones:
@@ -568,29 +308,9 @@ def _hands(index: _Index, bones: Sequence[Bone], result: HumanoidMap, shape: _Sh
             continue
         chains = [_finger_chain(index, side, finger, by_name, children) for finger in FINGERS]
         if any(chain is None for chain in chains) and side in shape.hands:
-            chains = _structural_fingers(shape.hands[side], shape.trees[side], shape)
+            chains = structural_fingers(shape.hands[side], shape.trees[side], shape)
         if chains and all(chain is not None for chain in chains):
             result.hands[side] = [wrist, *_hand_refs([chain for chain in chains if chain is not None])]
-
-
-def _structural_fingers(hand: Bone, tree: _Tree, shape: _Shape) -> list[list[Bone] | None]:
-    """Five chains below the hand, thumb first: in the rest pose the thumb is the most forward finger."""
-
-    def reach(bone: Bone) -> float:
-        return max(_norm(_sub(p, hand.head)) for p in tree.subtree_points(bone))
-
-    chains = [tree.follow(kid, reach) for kid in tree.extending(hand)]
-    chains = sorted((chain for chain in chains if len(chain) >= 3), key=lambda c: -reach(c[0]))[:5]
-    if len(chains) != 5:
-        return [None] * 5
-    chains.sort(key=lambda chain: -_dot(_sub(chain[-1].head, hand.head), shape.forward))
-    length = _norm(_sub(hand.tail, hand.head))
-    trimmed: list[list[Bone] | None] = []
-    for chain in chains:
-        if len(chain) > 3 and _norm(_sub(chain[0].head, hand.head)) < 0.5 * length:
-            chain = chain[1:]  # a metacarpal from the wrist: the finger's keypoints start at its knuckle
-        trimmed.append(chain[:4])  # three segments and, where there is one, the end bone
-    return trimmed
 
 
 # --- the map -----------------------------------------------------------------------------------------
@@ -603,8 +323,8 @@ def infer(armature: str, bones: Sequence[Bone], *, declared: Mapping[str, str] |
     index = _Index(bones)
     result = HumanoidMap(armature, _convention([bone.name for bone in bones], declared))
     _by_names(index, result, declared)
-    shape = _Shape()
-    _by_structure(_deforming_tree(bones), result, shape)
+    shape = Shape()
+    by_structure(deforming_tree(bones), result, shape)
     if declared.get("head") in index.by_name:
         shape.head = index.by_name[declared["head"]]
     _face(index, bones, result, shape)
