@@ -20,13 +20,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from remote.core.secret_names import SECRET_NAMES
+
 from . import resident
 
 log = logging.getLogger(__name__)
 WORKER = Path(__file__).resolve().parent / "ai_worker.py"
 START_S = float(os.environ.get("POSEFACTORY_AI_START_S", "300"))  # importing torch on a cold disk is slow
 MAX_ANSWER_BYTES = 1 << 20
-SECRETS = ("STABILITY_API_KEY", "RUNPOD_API_KEY", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
 class ChannelError(Exception):
@@ -124,7 +125,7 @@ def stop() -> bool:
 
 def _start() -> None:
     """Start the worker (once, whichever job gets here first) and wait until it listens."""
-    env = {k: v for k, v in os.environ.items() if k not in SECRETS}
+    env = {k: v for k, v in os.environ.items() if k not in SECRET_NAMES}
     idle = os.environ.get("POSEFACTORY_AI_IDLE_S", "1800")
     argv = [worker_python(), str(WORKER), "--socket", socket_path(), "--idle-s", idle]
     try:

@@ -33,10 +33,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from pod_setup import resident  # noqa: E402 - after the path the pod's layout needs
+from remote.core.secret_names import SECRET_NAMES  # noqa: E402
 
 RENDER_JOB = HERE / "render_job.py"
 EXIT_RENDER = 4  # render_job.py's "render failed"
-SECRETS = ("STABILITY_API_KEY", "RUNPOD_API_KEY", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "HF_TOKEN")
 START_S = float(os.environ.get("POSEFACTORY_WARM_START_S", "120"))
 
 
@@ -87,7 +87,7 @@ def warm_connection() -> socket.socket:
         return resident.connect(path)
     except OSError:
         idle = os.environ.get("POSEFACTORY_WARM_IDLE_S", "900")
-        env = {k: v for k, v in os.environ.items() if k not in SECRETS}
+        env = {k: v for k, v in os.environ.items() if k not in SECRET_NAMES}
         resident.start(path, blender_command("--serve", path, "--idle-s", idle), env, log_path(), START_S,
                        "the warm Blender")
         return resident.connect(path)
@@ -96,7 +96,7 @@ def warm_connection() -> socket.socket:
 def run_warm(job: str, connection: socket.socket) -> int:
     """The job's exit code from the warm Blender; once sent, a job is never run a second time here."""
     request = {"job": os.path.abspath(job), "cwd": os.getcwd(),
-               "env": {k: v for k, v in os.environ.items() if k not in SECRETS}}
+               "env": {k: v for k, v in os.environ.items() if k not in SECRET_NAMES}}
     sys.stdout.flush()
     sys.stderr.flush()
     answer = b""

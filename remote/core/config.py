@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from .platforms import TRANSPORTS, default_config_dir, default_data_dir, default_transport, expand_user_path, find_openssh_tool, is_windows
+from .secret_names import SECRET_NAMES
 
 TRANSFER_MODES = ("auto", "s3", "inline", "sftp")
 LOCAL_HOST = "local"
@@ -69,7 +70,7 @@ class HostConfig:
     accept_new_host_keys: bool = False
     transfer: str = "auto"
     storage: StorageConfig | None = None
-    secret_names: tuple[str, ...] = ("STABILITY_API_KEY", "AWS_SECRET_ACCESS_KEY", "RUNPOD_API_KEY")
+    secret_names: tuple[str, ...] = SECRET_NAMES
     pod_type: str = "A40"
     is_local: bool = False
     # How this side reaches the shell (see remote/transport.py): "pty", a local
