@@ -23,19 +23,15 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..core.batch_spec import BatchSpecError, ItemEntryError, check_item_entry, check_item_path, is_single, item_cache_key, item_key
 from ..core.config import data_dir
 from ..core.contact_sheet import Cell, write_sheet
 from ..core.humanoid import skeleton_problem
 from ..core.jobspec import RenderJob
-from ..core.pod_output import clean_text
-from .state import PipelineError
-
-if TYPE_CHECKING:
-    from ..core.pod_output import PodStatus
-    from .pod_steps import JobRunner
+from ..core.pod_output import PodManifest, PodStatus, clean_text
+from .state import JobRecord, PipelineError
 
 log = logging.getLogger(__name__)
 POSES_SCRIPT = Path(__file__).resolve().parents[2] / "pod_setup" / "poses.py"
@@ -181,10 +177,22 @@ def copy_reused(plan: BatchPlan, local_dir: Path) -> list[dict[str, Any]]:
     return entries
 
 
+class PodJob(Protocol):
+    """What the streamer needs of the pod job it follows (the pod's runner): its record, its
+    manifest as it stands, and a way to bring files back."""
+
+    record: JobRecord
+    record_path: Path | None
+
+    def read_manifest(self) -> PodManifest | None: ...
+
+    def download_files(self, local_dir: Path, names: list[str], what: str) -> None: ...
+
+
 class ItemStreamer:
     """Downloads each finished item while the batch runs; remembers it for reuse."""
 
-    def __init__(self, runner: JobRunner, local_dir: Path, cache: ItemCache, digest: str) -> None:
+    def __init__(self, runner: PodJob, local_dir: Path, cache: ItemCache, digest: str) -> None:
         self.runner = runner
         self.local_dir = local_dir
         self.cache = cache
