@@ -84,7 +84,7 @@ def _distance(a, b) -> float:
     return math.hypot(a[0] - b[0], a[1] - b[1])
 
 
-HUMANOIDS = ("mixamo", "unreal", "cc", "daz", "arp", "metarig", "unknown", "rigify")
+HUMANOIDS = ("mixamo", "unreal", "cc", "daz", "arp", "metarig", "unknown", "cesium", "rigify")
 
 
 @pytest.mark.parametrize("kind", HUMANOIDS)
@@ -126,7 +126,7 @@ def test_rigify_ignores_the_hidden_metarig_and_the_eye_controls(mapped):
     assert result["maps"]["Body"]["convention"].startswith("Rigify")
 
 
-@pytest.mark.parametrize("kind", HUMANOIDS)
+@pytest.mark.parametrize("kind", [kind for kind in HUMANOIDS if kind != "cesium"])
 def test_hands_land_on_the_finger_bones(mapped, kind):
     result = mapped[kind]
     for view in result["views"][:1]:
@@ -141,10 +141,20 @@ def test_hands_land_on_the_finger_bones(mapped, kind):
 
 @pytest.mark.parametrize("kind, convention", [("mixamo", "Mixamo"), ("unreal", "Unreal mannequin"),
                                               ("cc", "Character Creator"), ("daz", "Daz Genesis"), ("arp", "Auto-Rig Pro"),
-                                              ("metarig", "Blender metarig"), ("unknown", "inferred from structure")])
+                                              ("metarig", "Blender metarig"), ("unknown", "inferred from structure"),
+                                              ("cesium", "inferred from structure")])
 def test_the_convention_is_named(mapped, kind, convention):
     assert mapped[kind]["maps"]["Body"]["convention"].startswith(convention)
     assert "18 of 18 joints" in mapped[kind]["summaries"]["Body"] or kind == "unknown"
+
+
+def test_a_glTF_character_like_cesiumman_maps_its_limbs_and_neck_from_its_structure(mapped):
+    mapping = mapped["cesium"]["maps"]["Body"]
+    structural = {joint for joint, source in mapping["source"].items() if source == "structure"}
+    assert structural == {"neck", *(f"{side}_{part}" for side in ("left", "right")
+                                    for part in ("shoulder", "elbow", "wrist", "hip", "knee", "ankle"))}
+    assert mapping["hands"] == {}  # no finger bones: no hands drawn, rather than guessed
+    assert mapping["joints"]["left_shoulder"] == "Skeleton_arm_joint_L__4_:head"
 
 
 def test_a_chain_of_bones_is_not_a_humanoid(mapped):
