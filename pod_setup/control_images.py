@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from pod_setup import skeleton
-from remote.core.humanoid import skeleton_problem
+from remote.core.humanoid import check_skeletons
 from remote.core.jobspec import COCO18_JOINTS, RenderJob
 
 log = logging.getLogger(__name__)
@@ -347,11 +347,13 @@ def openpose_on_screen(scene: Any, bone_map: dict[str, str]) -> tuple[list, list
 @dataclass
 class Written:
     """What :func:`write` made for one render: the images by kind, what each armature put on screen
-    (OpenPose), and the lines saying which image would condition the AI step on (almost) nothing."""
+    (OpenPose), the lines saying which image would condition the AI step on nothing (``problems``:
+    no paid step may run on them) and what is thin (``warnings``: the item goes on and says so)."""
 
     paths: dict[str, Path] = field(default_factory=dict)
     skeletons: list[dict[str, Any]] | None = None
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def write(job: RenderJob, output_dir: Path) -> Written:
@@ -365,8 +367,9 @@ def write(job: RenderJob, output_dir: Path) -> Written:
         skeletons, hands, written.skeletons = openpose_on_screen(scene, job.bone_map)
         written.paths["openpose"] = save_png(draw_openpose(skeletons, width, height, hands),
                                              output_dir / "control-openpose.png")
-        if problem := skeleton_problem(written.skeletons):
-            written.problems.append(problem)
+        check = check_skeletons(written.skeletons)
+        if check.line:
+            (written.problems if check.empty else written.warnings).append(check.line)
     if "depth" in kinds(job):
         _depth_capture.disarm()
         exr = _depth_capture.exr_path

@@ -238,10 +238,10 @@ def render_items(book: BatchBook, backend: backends.Backend | None, manifest: di
                 entry["control_images"] = {kind: book.relative(item, path.name) for kind, path in controls.items()}
                 if written.skeletons is not None:
                     entry["skeletons"] = written.skeletons
-                if written.problems:
-                    if backend is not None:  # never pay for a generation conditioned on (almost) nothing
-                        raise JobFailed(EXIT_RENDER, "; ".join(written.problems))
-                    entry["warning"] = "; ".join(written.problems)  # a preview shows what would be drawn
+                if written.problems and backend is not None:  # never pay for a generation conditioned on nothing
+                    raise JobFailed(EXIT_RENDER, "; ".join(written.problems))
+                if written.problems or written.warnings:  # a preview shows what would be drawn
+                    entry["warning"] = "; ".join([*written.problems, *written.warnings])
             except (ItemFailed, JobFailed) as exc:
                 fail(item, entry, getattr(exc, "code", EXIT_RENDER), str(exc))
                 published(None)

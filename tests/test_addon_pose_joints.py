@@ -93,5 +93,5 @@ def test_a_preview_of_a_rig_with_no_skeleton_says_so_in_the_panel(blender, rig_s
         report(status=done.status, notes=jobs.MANAGER.latest().item_notes, shown=list(labels))
     """)
     assert result["status"] == "done" and len(result["notes"]) == 1
-    assert "0 of 18 body joints on screen, fewer than 12" in result["notes"][0]
+    assert "0 of 18 body joints on screen: the OpenPose image would be empty" in result["notes"][0]
     assert any("0 of 18 body joints" in label for label in result["shown"]), result["shown"]

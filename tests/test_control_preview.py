@@ -36,7 +36,8 @@ def test_an_empty_skeleton_is_refused_before_anything_is_spent(tmp_path, rig_sce
                   "openpose", "--steps", "10", data=data)
     assert refused.returncode != 0
     lines = [line for line in (refused.stdout + refused.stderr).splitlines() if "openpose control" in line]
-    assert lines and "0 of 18 body joints on screen, fewer than 12" in lines[0], refused.stdout + refused.stderr
+    assert lines and "0 of 18 body joints on screen: the OpenPose image would be empty" in lines[0], \
+        refused.stdout + refused.stderr
     assert not (data / "local-pod").exists()  # no host was reached
 
 
@@ -69,6 +70,40 @@ def test_a_bone_map_file_that_is_wrong_is_one_line(tmp_path, rig_scenes):
     refused = cli("render", str(rig_scenes["mixamo"]), "--prompt", "x", "--backend", "none", "--control", "openpose",
                   "--bone-map", str(wrong), data=tmp_path)
     assert refused.returncode == 2 and "bone_map: 'elbow' is not a COCO-18 joint" in refused.stderr
+
+
+PORTRAIT = """
+import sys, bpy
+bpy.ops.wm.open_mainfile(filepath=sys.argv[-2])
+camera = bpy.data.objects["Camera"]
+camera.location, camera.data.lens = (0, -1.6, 1.5), 50  # head and shoulders
+bpy.ops.wm.save_as_mainfile(filepath=sys.argv[-1])
+"""
+
+
+def test_a_portrait_goes_on_and_says_its_skeleton_is_partial_an_empty_one_is_refused(tmp_path, rig_scenes):
+    import subprocess
+    import sys
+
+    from remote.core.jobspec import RenderJob
+    from remote.jobs.items import openpose_checks
+
+    scene, script = tmp_path / "portrait.blend", tmp_path / "portrait.py"
+    script.write_text(PORTRAIT)
+    subprocess.run([sys.executable, str(script), str(rig_scenes["mixamo"]), str(scene)], check=True,
+                   capture_output=True, timeout=120)
+    job = RenderJob(blend_path=str(scene), output_dir="-", prompt="x", backend="diffusers", control="openpose")
+    [portrait] = openpose_checks(scene, job)
+    assert not portrait.empty and "fewer than 12: the pose is only partly conditioned" in portrait.line
+    assert "left_knee" in portrait.line  # named among the joints out of the frame
+    [chain] = openpose_checks(rig_scenes["chain"], job)
+    assert chain.empty and "would be empty" in chain.line
+    done = cli("render", str(scene), "--prompt", "x", "--backend", "none", "--control", "openpose", "--samples", "1",
+               data=tmp_path / "data")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "warning: openpose control" in done.stdout + done.stderr
+    [entry] = json.loads((_output_dir(done.stdout) / "manifest.json").read_text())["items"]
+    assert entry["status"] == "done" and "fewer than 12" in entry["warning"]
 
 
 SKY_SCENE = """

@@ -74,17 +74,32 @@ class HumanoidMap:
                 "source": dict(self.source)}
 
 
-def skeleton_problem(report: list[dict]) -> str:
-    """One line when the skeletons give the OpenPose ControlNet too little to follow; "" when they do."""
+@dataclass(frozen=True)
+class SkeletonCheck:
+    """What an item's OpenPose image would give the ControlNet: ``empty`` (nothing to follow: no paid
+    step may run on it), or a ``line`` saying what is thin (fewer than 12 body joints on screen, as a
+    portrait has: the job goes on and says so); no line when the skeleton is whole enough."""
+
+    line: str = ""
+    empty: bool = False
+
+
+def check_skeletons(report: list[dict]) -> SkeletonCheck:
+    """The check of one item's OpenPose report (``control_images.openpose_on_screen``)."""
     if not report:
-        return "openpose control: no armature deforms a mesh the render shows; nothing to draw"
+        return SkeletonCheck("openpose control: no armature deforms a mesh the render shows: the OpenPose image "
+                             "would be empty", empty=True)
     best = max(report, key=lambda r: r["on_screen"])
     if best["on_screen"] >= MIN_BODY_JOINTS:
-        return ""
+        return SkeletonCheck()
     missing = ", ".join(best["missing"][:8]) + (" …" if len(best["missing"]) > 8 else "")
-    return (f"openpose control: armature {best['armature']!r} ({best['convention']}) has {best['on_screen']} of "
-            f"{len(BODY_JOINTS)} body joints on screen, fewer than {MIN_BODY_JOINTS} (missing: {missing}); "
-            "set them in the Pose joints panel or with --bone-map")
+    said = (f"openpose control: armature {best['armature']!r} ({best['convention']}) has {best['on_screen']} of "
+            f"{len(BODY_JOINTS)} body joints on screen")
+    fix = "set them in the Pose Joints panel or with --bone-map"
+    if best["on_screen"] == 0:
+        return SkeletonCheck(f"{said}: the OpenPose image would be empty (missing: {missing}); {fix}", empty=True)
+    return SkeletonCheck(f"{said}, fewer than {MIN_BODY_JOINTS}: the pose is only partly conditioned "
+                         f"(missing: {missing}); if the frame holds more of the body, {fix}")
 
 
 # --- names -------------------------------------------------------------------------------------------

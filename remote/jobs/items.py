@@ -4,7 +4,7 @@ reuse items already done, stream finished items back while the batch runs.
 * :func:`list_items` asks a Blender on this machine (``POSEFACTORY_BLENDER``,
   a Blender executable; or a Python with the ``bpy`` module) for the batch's
   items, so an unknown pose or camera is one line before anything is spent;
-  :func:`openpose_problems` asks it what each item's OpenPose image would show.
+  :func:`openpose_checks` asks it what each item's OpenPose image would show.
 * :class:`ItemCache` (``DATA_DIR/items/<key>.json``) remembers every item that
   came back, keyed by the scene's sha256, the job's settings and the item
   (:func:`remote.core.batch_spec.item_key`): a re-submitted batch renders and pays only
@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from ..core.batch_spec import BatchSpecError, ItemEntryError, check_item_entry, check_item_path, is_single, item_cache_key, item_key
 from ..core.config import data_dir
 from ..core.contact_sheet import Cell, write_sheet
-from ..core.humanoid import skeleton_problem
+from ..core.humanoid import SkeletonCheck, check_skeletons
 from ..core.jobspec import RenderJob
 from ..core.pod_output import PodManifest, PodStatus, clean_text
 from .state import JobRecord, PipelineError
@@ -78,23 +78,23 @@ def list_items(blend_file: Path, poses: str, cameras: str) -> list[dict[str, Any
     return None if answer is None else list(answer["items"])
 
 
-def openpose_problems(blend_file: Path, job: RenderJob) -> list[str] | None:
-    """One line per item whose OpenPose control image would show fewer than 12 body joints, read from
-    the scene on this machine the way the pod will draw it; None when no local Blender can tell."""
+def openpose_checks(blend_file: Path, job: RenderJob) -> list[SkeletonCheck] | None:
+    """What each item's OpenPose control image would show, read from the scene on this machine the way
+    the pod will draw it (only the items with something to say); None when no local Blender can tell."""
     answer = _ask_blender(blend_file, job.poses, job.cameras, "--openpose", json.dumps(job.bone_map))
     if answer is None:
         return None
     reports = answer.get("skeletons", {})
-    problems = []
+    checks = []
     for name, report in reports.items():
-        problem = str(report["error"]) if isinstance(report, dict) else skeleton_problem(report)
-        if problem:
-            problems.append(problem if len(reports) == 1 else f"item {name}: {problem}")
+        check = SkeletonCheck(str(report["error"])) if isinstance(report, dict) else check_skeletons(report)
+        if check.line:
+            checks.append(check if len(reports) == 1 else SkeletonCheck(f"item {name}: {check.line}", check.empty))
     for report in (r for r in reports.values() if isinstance(r, list)):
         for skeleton in report:
             log.info("openpose check: %s (%s): %d of 18 joints on screen", skeleton["armature"], skeleton["convention"],
                      skeleton["on_screen"])
-    return problems
+    return checks
 
 
 def settings_digest(scene_sha256: str, job: RenderJob) -> str:
@@ -304,4 +304,4 @@ def is_batch(job: RenderJob) -> bool:
 
 
 __all__ = ["BatchPlan", "BatchSpecError", "ItemCache", "ItemStreamer", "copy_reused", "finish_manifest",
-           "is_batch", "list_items", "openpose_problems", "plan_batch"]
+           "is_batch", "list_items", "openpose_checks", "plan_batch"]

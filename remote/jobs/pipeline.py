@@ -44,7 +44,7 @@ from ..core.pod_output import clean_text, output_path
 from ..runpod.idle import arm_watchdog
 from ..runpod.pods import RunPodError, prepare_host
 from ..scene.pack import PackedScene, SceneError, pack_scene
-from .items import BatchPlan, ItemCache, copy_reused, finish_manifest, is_batch, openpose_problems, plan_batch
+from .items import BatchPlan, ItemCache, copy_reused, finish_manifest, is_batch, openpose_checks, plan_batch
 from .ledger import JobBusy, Spend, append_ledger, compute_spend, job_lock
 from .outcome import Outcome
 from .pod_executor import PodExecutor
@@ -109,19 +109,19 @@ def _guarded(record: JobRecord, record_path: Path | None, body: Callable[[], Job
 
 
 def _check_openpose(job: RenderJob, blend_file: Path, progress: Callable[[JobProgress], None]) -> None:
-    """An OpenPose job whose skeleton would be (almost) empty stops here, before anything is spent; a
-    preview (no AI step) goes on and says so, since showing the skeleton is what it is for."""
+    """An OpenPose job whose skeleton would be empty stops here, before anything is spent; a thin one
+    (a portrait) goes on and says so, and so does a preview (showing the skeleton is what it is for)."""
     if "openpose" not in job.control:
         return
     try:
-        problems = openpose_problems(blend_file, job)
+        checks = openpose_checks(blend_file, job)
     except BatchSpecError as exc:
         raise PipelineError(str(exc)) from None
-    if not problems:
-        return
-    if job.backend != "none":
-        raise PipelineError(problems[0] + (f" (and {len(problems) - 1} more item(s))" if len(problems) > 1 else ""))
-    progress(JobProgress("packing", 0.0, f"preview: {problems[0]}"))
+    empty = [check.line for check in checks or [] if check.empty]
+    if empty and job.backend != "none":
+        raise PipelineError(empty[0] + (f" (and {len(empty) - 1} more item(s))" if len(empty) > 1 else ""))
+    for check in checks or []:
+        progress(JobProgress("packing", 0.0, f"warning: {check.line}"))
 
 
 def _disk_full(exc: Exception) -> bool:
