@@ -51,9 +51,11 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
     echo "$wanted" > "$stamp"
 fi
 
-# The oldest and newest Blender of each Python the extension supports, as the bpy module, each in its
-# own venv: the built extension is installed and runs a job in each (tests/test_blender_releases.py).
-# bpy 5.0.1 (Python 3.11) is .venv's own; 4.2 LTS is the oldest on 3.11, 5.2 LTS the newest on 3.13.
+# With --releases (the test suite): the oldest and newest Blender of each Python the extension
+# supports, as the bpy module, each in its own venv: the built extension is installed and runs a job
+# in each (tests/test_blender_releases.py). bpy 5.0.1 (Python 3.11) is .venv's own; 4.2 LTS is the
+# oldest on 3.11, 5.2 LTS the newest on 3.13. The demo does not need them.
+[ "${1:-}" = "--releases" ] || exit 0
 find_python() {  # a python of version $1 (3.11, 3.13): on PATH or under pyenv
     local candidate
     for candidate in "$(command -v "python$1" || true)" "$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")"/versions/"$1".*/bin/python; do

@@ -2,7 +2,7 @@
 # The whole test suite, from a fresh clone: bootstrap, then pytest.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-"$repo/scripts/bootstrap.sh"
+"$repo/scripts/bootstrap.sh" --releases
 cd "$repo"
 # Lint and type-check first: a finding fails the run in seconds, before the long suite.
 .venv/bin/ruff check --quiet .
