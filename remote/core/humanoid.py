@@ -151,7 +151,6 @@ _CENTRE_NAMES: dict[str, tuple[str, ...]] = {
     "nose": ("nose002", "nosetip", "nose:tail"),
     "head": ("spine006", "head"),
     "head_top": ("headtopend", "headend", "headtop"),
-    "hips": ("hips", "hip", "pelvis", "spine"),
 }
 _FINGER_NAMES: dict[str, tuple[str, ...]] = {
     "thumb": ("thumb", "handthumb"),
