@@ -4,8 +4,8 @@ The map is the pod's own (``pod_setup/skeleton.py`` over ``remote/core/humanoid.
 found from the rig's names, then its shape; each joint can be pointed at another bone
 or at none. The choices are stored on the armature data (the ID property
 ``posefactory_joints``), so they travel with the .blend and the pod reads them
-without this add-on. The map is computed by the operators (on a click, or when the
-panel first shows an armature), never in ``draw``.
+without this add-on. The map is computed by the operators (*Find Joints*, or a
+joint's new bone), never in ``draw``.
 
 *Preview Control Images* renders each item's control images on the host with no
 AI step: a cheap look at the skeleton before paying for generations.
@@ -27,6 +27,7 @@ from .remote.core.humanoid import BODY_JOINTS
 AUTO, NONE = "__auto__", "__none__"
 # Found maps by armature name; the operators fill it, draw reads it.
 MAPS: dict[str, skeleton.HumanoidMap] = {}
+UNDRAWN: set[str] = set()  # armatures found to deform no mesh the render shows (never drawn on the pod)
 _bone_items: list[tuple[str, str, str]] = []  # Blender keeps only pointers to a dynamic enum's strings
 
 
@@ -42,8 +43,12 @@ def armature_of(context: bpy.types.Context) -> bpy.types.Object | None:
     return None
 
 
-def refresh(armature: bpy.types.Object) -> skeleton.HumanoidMap:
+def refresh(armature: bpy.types.Object, scene: bpy.types.Scene | None) -> skeleton.HumanoidMap:
     MAPS[armature.name] = skeleton.humanoid_map(armature)
+    if scene is None or skeleton.renders_through(scene, armature):
+        UNDRAWN.discard(armature.name)
+    else:
+        UNDRAWN.add(armature.name)
     return MAPS[armature.name]
 
 
@@ -69,7 +74,7 @@ class POSEFACTORY_OT_find_joints(bpy.types.Operator):
     def execute(self, context: bpy.types.Context) -> OperatorResult:
         armature = armature_of(context)
         assert armature is not None  # poll
-        mapping = refresh(armature)
+        mapping = refresh(armature, context.scene)
         self.report({"INFO"}, f"{armature.name}: {mapping.summary()}")
         return {"FINISHED"}
 
@@ -105,7 +110,7 @@ class POSEFACTORY_OT_set_joint(bpy.types.Operator):
         else:
             stored[self.joint] = "" if self.bone == NONE else self.bone
         data[skeleton.OVERRIDES_PROPERTY] = stored
-        mapping = refresh(armature)
+        mapping = refresh(armature, context.scene)
         self.report({"INFO"}, f"{armature.name}: {self.joint} → {self.bone_label()}; {mapping.summary()}")
         return {"FINISHED"}
 
@@ -151,7 +156,7 @@ class POSEFACTORY_PT_pose_joints(PosefactoryPanel, bpy.types.Panel):
             layout.operator("posefactory.find_joints", icon="VIEWZOOM")
             return
         layout.label(text=mapping.summary(), icon="CHECKMARK" if mapping.body_count >= 12 else "ERROR")
-        if not skeleton.renders_through(context.scene, armature):
+        if armature.name in UNDRAWN:
             layout.label(text="This armature deforms no mesh the render shows: it is not drawn", icon="ERROR")
         column = layout.column(align=True)
         for joint in BODY_JOINTS:
