@@ -65,6 +65,8 @@ def start(path: str, argv: list[str], env: dict[str, str], log_file: Path, start
                                            stderr=subprocess.STDOUT, start_new_session=True)
             except OSError as exc:
                 raise ResidentError(f"cannot start {what} with {argv[0]}: {exc.strerror or exc}") from None
+            # Its pid, in its log from the first moment: whoever stops it need not search for it.
+            output.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} resident: started {what} (pid {process.pid})\n".encode())
         deadline = time.monotonic() + start_s
         while time.monotonic() < deadline:
             if process.poll() is not None:
