@@ -8,4 +8,6 @@ cd "$repo"
 .venv/bin/ruff check --quiet .
 .venv/bin/mypy
 .venv/bin/lint-imports --no-cache >/dev/null || .venv/bin/lint-imports --no-cache
-exec .venv/bin/python -m pytest "$@"
+# Two workers (one per core of the CI machine), a test file each at a time: module fixtures stay in one
+# worker, and most of a test's time is a Blender process starting or a job waiting on its pod.
+exec .venv/bin/python -m pytest -n "${POSEFACTORY_TEST_WORKERS:-2}" --dist loadfile "$@"
