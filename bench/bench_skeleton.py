@@ -1,4 +1,4 @@
-"""Benchmark: finding the humanoid map of an armature (issue 28; target: under 50 ms for a 200-bone rig).
+"""Benchmark: finding the humanoid map of an armature (target: under 50 ms for a 200-bone rig).
 
     .venv/bin/python -m bench.bench_skeleton [--runs 20]
 

@@ -42,7 +42,7 @@ BACKENDS: dict[str, Backend] = {
 
 
 def draw(layout: Any, settings: Any) -> None:
-    """The chosen backend's own settings (issue #12)."""
+    """The chosen backend's own settings."""
     backend = BACKENDS.get(settings.backend)
     if backend is not None:
         backend.draw(layout, settings)

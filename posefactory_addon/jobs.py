@@ -71,8 +71,8 @@ class TrackedJob:
         if progress.fraction >= 0:
             self.stage, self.fraction = progress.stage, progress.fraction
         self.message = progress.message
-        if progress.stage == "uploading" and progress.message.startswith("scene: ") and " moved of " in progress.message:
-            self.scene_summary = progress.message
+        if progress.scene_summary:
+            self.scene_summary = progress.scene_summary
 
 
 class JobManager:

@@ -24,7 +24,7 @@ RESOLUTION_ITEMS = [("AUTO", "Camera Aspect", "The SDXL size nearest the scene's
     (f"{w}x{h}", f"{w} × {h}", f"{w}×{h} pixels, a size the SDXL 1024 engine accepts ({'square' if w == h else 'landscape' if w > h else 'portrait'})")
     for w, h in SDXL_SIZES
 ]
-# The AI backends (issue #12); "AI Enhance" off is backend none.
+# The AI backends; "AI Enhance" off is backend none.
 BACKEND_ITEMS = [
     ("stability", "Stability SDXL (v1)", "Stability's v1 SDXL image-to-image API, priced per image by steps"),
     ("stability-structure", "Stability Structure", "Stability's v2beta structure control: keeps the render's "
@@ -74,7 +74,7 @@ class PosefactorySettings(bpy.types.PropertyGroup):
                                 description="Cycles samples on the pod (0 keeps the scene's own setting)")
     use_ai: BoolProperty(name="AI Enhance", default=True,
                          description="Send the render through Stability SDXL (off: only render on the pod)")
-    # AI backends (issue #12): the backend and its own settings.
+    # AI backends: the backend and its own settings.
     backend: EnumProperty(name="Backend", items=BACKEND_ITEMS, default="stability",
                           description="Where the AI step runs: Stability's API, the pod's GPU, or the AI Render add-on")
     control: EnumProperty(name="Control", items=CONTROL_ITEMS, default="openpose",
@@ -93,7 +93,7 @@ class PosefactorySettings(bpy.types.PropertyGroup):
     host: StringProperty(name="Host", default="local", search=lambda self, context, text: host_search(context, text),
                          description="Host from the hosts file (Preferences) or a pod made with Create Pod to "
                                      "render on; 'local' is this machine")
-    # Batch (issue #11): items = poses × cameras, each with every variation.
+    # Batch: items = poses × cameras, each with every variation.
     pose_source: pose_source_property()
     poses: CollectionProperty(type=PosefactoryPose, name="Poses",
                               description="The scene's markers and pose assets; the ticked ones are rendered")

@@ -159,3 +159,26 @@ def test_disk_full_charges_what_the_manifest_shows(tmp_path):
     assert runner.cancelled == 1 and result.status == "failed"
     [line] = read_ledger()
     assert line["ai_images"] == 2 and line["cost_usd"] > 0
+
+
+def test_an_unexpected_fault_after_the_pod_was_reached_settles_the_job_once(tmp_path, monkeypatch):
+    """Any exception a stage raises (here the batch listing's TimeoutExpired, as a library raises it) ends the
+    job as failed with its one ledger line; run_job and reattach never raise."""
+    import subprocess
+
+    import remote.jobs.pipeline as pipeline
+
+    def stalled(*args, **kwargs):
+        raise subprocess.TimeoutExpired(["blender", "--list"], 300)
+
+    monkeypatch.setattr(pipeline, "follow", stalled)
+    path = tmp_path / "job-1.json"
+    _record(tmp_path, host="local", status="running", stage="rendering",
+            remote_job_dir=str(tmp_path / "ws" / "jobs" / "job-1")).save(path)
+    result = reattach(path, progress=lambda p: None, cancel=threading.Event())
+    assert result.status == "failed" and "internal error (TimeoutExpired" in (result.error or "")
+    [line] = read_ledger()
+    assert line["job_id"] == "job-1" and line["status"] == "failed"
+    assert JobRecord.load(path).stage == "done"
+    assert reattach(path, progress=lambda p: None, cancel=threading.Event()).status == "failed"
+    assert len(read_ledger()) == 1

@@ -1,4 +1,4 @@
-"""Real scenes travel (issue 19), end to end on real sshds: packed with
+"""Real scenes travel, end to end on real sshds: packed with
 Blender's asset tracer from the CLI, rendered on a pod whose workspace is
 elsewhere and whose originals are gone, re-submitted as a delta."""
 from __future__ import annotations

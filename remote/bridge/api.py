@@ -58,10 +58,6 @@ class Bridge:
                 self._locks[name] = threading.Lock()
             return self._shells[name]
 
-    def lock(self, name: str) -> threading.Lock:
-        self.shell(name)
-        return self._locks[name]
-
     def run(self, host: str, command: str, *, timeout: float | None = None, cwd: str | None = None,
             env: dict[str, str] | None = None, request_id: str = "") -> CommandResult:
         """Run ``command`` on ``host``; failures come back as the result's status.
@@ -122,12 +118,6 @@ class Bridge:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
-
-
-def run(host: str, command: str, *, hosts_file: Path | str | None = None, **options: Any) -> CommandResult:
-    """One command on one host through a fresh bridge (for scripts and the console)."""
-    with Bridge.from_file(hosts_file) as bridge:
-        return bridge.run(host, command, **options)
 
 
 def submit(queue_dir: Path | str, request: dict[str, Any]) -> str:

@@ -243,7 +243,7 @@ def check_item_path(path: Any) -> str:
     if len(parts) > 2 or not ITEM_FILE.fullmatch(parts[-1]) or (
             len(parts) == 2 and not is_item_name(parts[0])):
         raise ItemEntryError(f"item file path {path[:60]!r} is not <item>/<render|ai-render-N|thumb>.png")
-    try:  # and the general rule for anything a pod names (issue #10): plain parts, no controls, bounded
+    try:  # and the general rule for anything a pod names: plain parts, no controls, bounded
         check_name(path, allow_item_dirs=True)
     except PodOutputError as exc:
         raise ItemEntryError(str(exc)) from None

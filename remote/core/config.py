@@ -73,10 +73,10 @@ class HostConfig:
     secret_names: tuple[str, ...] = SECRET_NAMES
     pod_type: str = "A40"
     is_local: bool = False
-    # How this side reaches the shell (see remote/transport.py): "pty", a local
+    # How this side reaches the shell (remote/bridge/transport_pty.py, transport_pipe.py): "pty", a local
     # pseudo-terminal, or "pipe", plain pipes (the default, and only choice, on Windows).
     transport: str = field(default_factory=default_transport)
-    # RunPod's API (#13): with runpod_pod_id, host/port/user come from the pod API
+    # RunPod's API: with runpod_pod_id, host/port/user come from the pod API
     # before each job; a serverless host runs items on an endpoint instead of ssh.
     runpod_pod_id: str | None = None
     runpod_api_key_env: str = "RUNPOD_API_KEY"

@@ -49,14 +49,21 @@ def _lister() -> list[str] | None:
     return None
 
 
+LIST_TIMEOUT_S = 300
+
+
 def _ask_blender(blend_file: Path, poses: str, cameras: str, *extra: str) -> dict[str, Any] | None:
     """poses.py's answer about ``blend_file``; None when no Blender is at hand to ask (or it failed)."""
     command = _lister()
     if command is None or not POSES_SCRIPT.is_file():
         log.info("no local Blender to check the job against the scene; the pod will check it")
         return None
-    completed = subprocess.run([*command, "--list", str(blend_file), poses, cameras, *extra], capture_output=True,
-                               text=True, timeout=300)
+    try:
+        completed = subprocess.run([*command, "--list", str(blend_file), poses, cameras, *extra], capture_output=True,
+                                   text=True, timeout=LIST_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise BatchSpecError(f"checking the job against the scene: the local Blender did not answer in "
+                             f"{LIST_TIMEOUT_S} s (is {blend_file.name} very large?)") from None
     answers = [line for line in completed.stdout.splitlines() if line.startswith("{")]
     if not answers:
         log.warning("asking the local Blender about the scene failed (exit %s): %s", completed.returncode,

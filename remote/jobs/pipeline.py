@@ -52,7 +52,7 @@ from .pod_steps import JobRunner
 from .scene_upload import SceneUploader
 from .serverless import SERVERLESS_PREFIX, interrupted_outcome, run_serverless_job
 from .settle import end, follow, result_from_record
-from .state import Cancelled, JobProgress, JobRecord, JobResult, JobState, PipelineError, PodDiskFull
+from .state import Cancelled, JobProgress, JobRecord, JobResult, JobState, PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def _plan(job: RenderJob, blend_file: Path, scene: PackedScene, record: JobRecor
 
 
 def _guarded(record: JobRecord, record_path: Path | None, body: Callable[[], JobResult]) -> JobResult:
-    """Run ``body``; what stops it before the job settled on its own settles here."""
+    """Run ``body``; whatever stops it before the job settled on its own settles here, once."""
     try:
         return body()
     except Cancelled:
@@ -102,6 +102,9 @@ def _guarded(record: JobRecord, record_path: Path | None, body: Callable[[], Job
     except (PipelineError, ConfigError, UnknownHost, JobValidationError, CostConfigError, RunPodError,
             OSError) as exc:
         state, error = JobState.FAILED, clean_text(exc)
+    except Exception as exc:  # a fault of ours (or a library's) still ends the job once, with its ledger line
+        log.exception("job %s: unexpected %s", record.job_id, type(exc).__name__)
+        state, error = JobState.FAILED, f"internal error ({type(exc).__name__}: {clean_text(exc, 200)}); details in the log"
     # A job that reached the pod is charged what the laptop knows was spent (settle gives it its one line).
     spend = compute_spend(record.cost_basis, None, None, started_epoch=record.started_epoch, pod_type=None)
     # No "done" progress: the caller reports the failure from the result.
@@ -122,10 +125,6 @@ def _check_openpose(job: RenderJob, blend_file: Path, progress: Callable[[JobPro
         raise PipelineError(empty[0] + (f" (and {len(empty) - 1} more item(s))" if len(empty) > 1 else ""))
     for check in checks or []:
         progress(JobProgress("packing", 0.0, f"warning: {check.line}"))
-
-
-def _disk_full(exc: Exception) -> bool:
-    return "No space left on device" in str(exc) or "disk is full" in str(exc)
 
 
 def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | None, local_output_dir: Path,
@@ -193,19 +192,14 @@ def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | N
             runner = JobRunner(bridge, config, progress, cancel, record, record_path)
             runner.stage("connecting", f"connecting to {host}")
             runner.run("true", "connecting")
-            try:
-                runner.set_up_pod(job.blender_version, job.backend)
-                arm_watchdog(runner.run, config, append_ledger)
-                runner.stage("uploading", f"uploading {Path(blend_file).name} and its files")
-                shipment = SceneUploader(runner, scene).ship()
-                record.scene = shipment.to_json_dict()
-                record.save(record_path)
-                progress(JobProgress("uploading", 0.5, shipment.summary()))
-                runner.upload_job(pod_job, scene.blend)
-            except PipelineError as exc:
-                if _disk_full(exc):
-                    raise PodDiskFull(f"pod disk full: {exc}") from None
-                raise
+            runner.set_up_pod(job.blender_version, job.backend)
+            arm_watchdog(runner.run, config, append_ledger)
+            runner.stage("uploading", f"uploading {Path(blend_file).name} and its files")
+            shipment = SceneUploader(runner, scene).ship()
+            record.scene = shipment.to_json_dict()
+            record.save(record_path)
+            progress(JobProgress("uploading", 0.5, shipment.summary(), scene_summary=shipment.summary()))
+            runner.upload_job(pod_job, scene.blend)
             return follow(PodExecutor(runner, api_key))
 
     with job_lock(job_id, "submitting"), tempfile.TemporaryDirectory(prefix="posefactory-pack-") as work:

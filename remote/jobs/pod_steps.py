@@ -25,7 +25,7 @@ from typing import Any
 
 from ..bridge.api import Bridge
 from ..bridge.shell import CommandResult
-from ..bridge.transfer.common import TransferError, TransferInterrupted, TransferResult
+from ..bridge.transfer.common import RemoteDiskFull, TransferError, TransferInterrupted, TransferResult
 from ..core.config import HostConfig
 from ..core.jobspec import BACKEND_SETUP_ENV, RenderJob
 from ..core.pod_output import (
@@ -57,6 +57,7 @@ from .state import (
 
 log = logging.getLogger(__name__)
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # holds remote/ and pod_setup/
+DISK_FULL = "No space left on device"  # the C library's words for ENOSPC, whatever wrote them
 POLL_S = 0.25  # a status poll is one cheap command; polling often keeps the overhead low
 RECONNECT_ATTEMPTS = 6
 # Waits between reconnect attempts: 0.5, 1, 2, 4, 8 s (15.5 s in all before the job fails).
@@ -151,6 +152,8 @@ class JobRunner:
                 time.sleep(min(backoff_s(attempt), CLEANUP_BACKOFF_CAP_S))
             elif self.cancel.wait(backoff_s(attempt)):
                 raise Cancelled()
+        if DISK_FULL in result.stderr:  # even where the command's exit status is a pipe's last part
+            raise PodDiskFull(f"pod disk full: {what} on {self.host.name} ({DISK_FULL})")
         if not result.ok:
             detail = (result.stderr.strip() or result.error or f"exit code {result.exit_code}").splitlines()[-1]
             raise PipelineError(f"{what} failed on {self.host.name}: {detail}")
@@ -179,6 +182,8 @@ class JobRunner:
                 if self.cancel.wait(backoff_s(attempt)):
                     raise Cancelled() from None
                 attempt += 1
+            except RemoteDiskFull as exc:
+                raise PodDiskFull(f"pod disk full: {what}: {exc}") from None
             except TransferError as exc:
                 raise PipelineError(f"{what}: {exc}") from None
 
@@ -240,8 +245,6 @@ class JobRunner:
         """The pod's status of the job, checked; at most MAX_STATUS_BYTES are pulled, whatever the pod holds."""
         result = self.run(f"{self.agent} --status {q(self.record.remote_job_dir)} | head -c {MAX_STATUS_BYTES + 1}",
                           "polling the job")
-        if "No space left on device" in result.stderr:
-            raise PodDiskFull("pod disk full: the job's status cannot be written")
         lines = result.stdout.strip().splitlines()
         if not lines:
             detail = clean_text(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "", 200)
@@ -256,10 +259,6 @@ class JobRunner:
         self.record.save(self.record_path)
         limit = f"POSEFACTORY_TIME_LIMIT_S={int(self.record.time_limit_s)} " if self.record.time_limit_s else ""
         self.run(f"{limit}{self.agent} {q(self.record.remote_job_dir)}", "starting the job", secrets=secrets)
-
-    def render(self, api_key: str | None) -> PodStatus:
-        self.start(api_key)
-        return self.wait()
 
     def poll(self) -> PodStatus | None:
         """One look at the pod's job: its status once it ended, None while it runs.
@@ -295,14 +294,6 @@ class JobRunner:
                                   f"{status.state} on {self.host.name} for {elapsed:.0f}s{waiting}"
                                   + (f": {items}" if items else "")))
         return None
-
-    def wait(self) -> PodStatus:
-        """Poll the pod's job until it ends."""
-        while True:
-            status = self.poll()
-            if status is not None:
-                return status
-            self.cancel.wait(POLL_S)
 
     def _check_time_limit(self, status: PodStatus) -> None:
         """The laptop's side of the time limit: a job still active well past it is stopped."""

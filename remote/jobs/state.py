@@ -67,6 +67,7 @@ class JobProgress:
     stage: str
     fraction: float
     message: str
+    scene_summary: str = ""  # set on the one report that says what the scene's upload moved
 
 
 @dataclass
@@ -98,13 +99,13 @@ class JobRecord:
     prompt: str = ""
     cost_usd: float | None = None
     images: list[str] = field(default_factory=list)
-    # Batches (remote/batch_local.py): items already on this machine, and those taken from earlier jobs.
+    # Batches (remote/jobs/items.py): items already on this machine, and those taken from earlier jobs.
     is_batch: bool = False
     settings_digest: str = ""
     items_order: list[str] = field(default_factory=list)
     items_done: list[str] = field(default_factory=list)
     items_reused: list[dict[str, Any]] = field(default_factory=list)
-    # Render fidelity (issue 9): the device the pod rendered on, e.g. "CUDA: NVIDIA A40".
+    # Render fidelity: the device the pod rendered on, e.g. "CUDA: NVIDIA A40".
     render_device: str = ""
     # The control images each render comes with (control-openpose.png, …): results like the images.
     control_files: list[str] = field(default_factory=list)
