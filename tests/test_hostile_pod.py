@@ -151,7 +151,7 @@ def test_two_reattach_runs_charge_and_download_once(fake_pod, tmp_path, sample_s
         manifest(status="done", images=["ai-render-1.png"], actual_cost={"total_usd": 0.01})
     """)
 
-    class Quit(Exception):
+    class Quit(BaseException):  # as SystemExit: the process goes away (an Exception would be settled)
         pass
 
     def quit_once_it_runs(progress) -> None:

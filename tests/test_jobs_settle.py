@@ -77,13 +77,13 @@ def test_a_serverless_job_is_ledgered_once_with_ai_cost_gpu_seconds_and_backend(
 
 
 def test_reattaching_a_serverless_job_does_not_ssh_and_settles_it_once(tmp_path, monkeypatch):
-    import remote.jobs.pipeline as pipeline
+    import remote.jobs.pod_executor as pod_executor
 
     def no_ssh(*args, **kwargs):
         raise AssertionError("a serverless record must not reach ssh")
 
-    monkeypatch.setattr(pipeline, "Bridge", no_ssh)
-    monkeypatch.setattr(pipeline, "prepare_host", no_ssh)
+    monkeypatch.setattr(pod_executor, "Bridge", no_ssh)
+    monkeypatch.setattr(pod_executor, "prepare_host", no_ssh)
     path = tmp_path / "job-1.json"
     _record(tmp_path, remote_job_dir="serverless:sl", host="sl", status="running", stage="rendering").save(path)
     first = reattach(path, progress=lambda p: None, cancel=threading.Event())
@@ -117,7 +117,6 @@ class _FakeRunner:
         self.record, self.record_path = record, None
         self.host = SimpleNamespace(pod_type=None, name="pod")
         self.progress = lambda p: None
-        self.streamer = None
         self.cancelled = 0
         self.manifest = manifest
         self.cancel = threading.Event()
@@ -145,7 +144,7 @@ def test_disk_full_mid_batch_cancels_the_pod_job_and_charges_the_streamed_items(
     record = _record(tmp_path, is_batch=True, items_done=["pose-a", "pose-b"], items_order=["pose-a", "pose-b", "c"],
                      started_epoch=1.0, cost_basis={"steps": 30, "batch": 2, "backend": "stability", "items": 3})
     runner = _FakeRunner(record, None)  # the manifest cannot be read either
-    result = follow(PodExecutor(runner))  # type: ignore[arg-type]
+    result = follow(PodExecutor(runner), start=False)  # type: ignore[arg-type]
     assert runner.cancelled == 1
     assert result.status == "failed" and "disk full" in (result.error or "")
     [line] = read_ledger()
@@ -155,7 +154,7 @@ def test_disk_full_mid_batch_cancels_the_pod_job_and_charges_the_streamed_items(
 def test_disk_full_charges_what_the_manifest_shows(tmp_path):
     record = _record(tmp_path, started_epoch=1.0)
     runner = _FakeRunner(record, PodManifest(images_generated=2, raw={"backend": "stability"}))
-    result = follow(PodExecutor(runner))  # type: ignore[arg-type]
+    result = follow(PodExecutor(runner), start=False)  # type: ignore[arg-type]
     assert runner.cancelled == 1 and result.status == "failed"
     [line] = read_ledger()
     assert line["ai_images"] == 2 and line["cost_usd"] > 0

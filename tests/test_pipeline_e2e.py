@@ -139,7 +139,7 @@ def test_cancel_while_rendering(data, tmp_path, sample_scene):
 
 
 def test_blender_restarted_mid_job_reattaches(data, tmp_path, sample_scene, stability_server):
-    class BlenderQuit(Exception):
+    class BlenderQuit(BaseException):  # as SystemExit: the process goes away (an Exception would be settled)
         pass
 
     def quit_blender() -> None:

@@ -41,6 +41,7 @@ class Executor(Protocol):
     progress: Callable[[JobProgress], None]
     pod_type: str | None
 
+    def prepare(self) -> None: ...  # everything before the job runs there (set-up, uploads)
     def start(self) -> None: ...
     def poll(self) -> bool: ...  # True once the job ended; waits a moment (or until a cancel) while it runs
     def fetch(self) -> Outcome: ...  # what it made, brought here, as its outcome

@@ -33,24 +33,20 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..bridge.api import Bridge, UnknownHost
+from ..bridge.api import UnknownHost
 from ..core.batch_spec import MAX_ITEMS, BatchSpecError
 from ..core.blendfile import NotABlendFile, check_blend_file
 from ..core.config import ConfigError, load_hosts
 from ..core.cost import CostConfigError
-from ..core.estimate import estimate as estimate_cost
 from ..core.jobspec import STABILITY_KEY_BACKENDS, JobValidationError, RenderJob, control_files
 from ..core.pod_output import clean_text, output_path
-from ..runpod.idle import arm_watchdog
-from ..runpod.pods import RunPodError, prepare_host
+from ..runpod.pods import RunPodError
 from ..scene.pack import PackedScene, SceneError, pack_scene
 from .items import BatchPlan, ItemCache, copy_reused, finish_manifest, is_batch, openpose_checks, plan_batch
-from .ledger import JobBusy, Spend, append_ledger, compute_spend, job_lock
+from .ledger import JobBusy, Spend, compute_spend, job_lock
 from .outcome import Outcome
-from .pod_executor import PodExecutor
-from .pod_steps import JobRunner
-from .scene_upload import SceneUploader
-from .serverless import SERVERLESS_PREFIX, interrupted_outcome, run_serverless_job
+from .pod_executor import PodExecutor, pod_connection
+from .serverless import SERVERLESS_PREFIX, ServerlessExecutor, interrupted_outcome
 from .settle import end, follow, result_from_record
 from .state import Cancelled, JobProgress, JobRecord, JobResult, JobState, PipelineError
 
@@ -137,7 +133,7 @@ def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | N
     ``scene_key`` names the scene it is a version of (default: its path), whose
     last version on the pod the new .blend is sent as a delta against.
 
-    ``time_limit_s``: the job's limit on the pod (default: :func:`default_time_limit`).
+    ``time_limit_s``: the job's limit on the pod (default: :func:`.pod_executor.default_time_limit`).
     A batch (poses × cameras) is checked against the scene first; its items
     already done by an earlier job are reused (not rendered or paid again)
     unless ``fresh``, and finished items come back while it runs.
@@ -179,36 +175,13 @@ def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | N
                 return _reuse_everything(record, record_path, plan, progress)
             pod_job = plan.job
         if host in hosts and hosts[host].kind == "serverless":  # RunPod Serverless: no pod, no ssh
-            return run_serverless_job(pod_job, Path(blend_file), scene, hosts[host], record, record_path, progress,
-                                      cancel)
-        prepare_host(hosts, host, lambda line: progress(JobProgress("connecting", 0.0, line)), append_ledger)
-        with Bridge(hosts) as bridge:
-            config = bridge.host(host)
-            estimate = estimate_cost(job, config.pod_type, items=int(record.cost_basis.get("items", 1)))
-            record.estimate_usd = estimate.total_usd
-            record.time_limit_s = time_limit_s or default_time_limit(estimate.gpu_seconds)
-            record.remote_job_dir = f"{config.workspace}/jobs/{job_id}"
-            record.save(record_path)
-            runner = JobRunner(bridge, config, progress, cancel, record, record_path)
-            runner.stage("connecting", f"connecting to {host}")
-            runner.run("true", "connecting")
-            runner.set_up_pod(job.blender_version, job.backend)
-            arm_watchdog(runner.run, config, append_ledger)
-            runner.stage("uploading", f"uploading {Path(blend_file).name} and its files")
-            shipment = SceneUploader(runner, scene).ship()
-            record.scene = shipment.to_json_dict()
-            record.save(record_path)
-            progress(JobProgress("uploading", 0.5, shipment.summary(), scene_summary=shipment.summary()))
-            runner.upload_job(pod_job, scene.blend)
-            return follow(PodExecutor(runner, api_key))
+            return follow(ServerlessExecutor(pod_job, Path(blend_file), scene, hosts[host], record, record_path,
+                                             progress, cancel))
+        with pod_connection(hosts, record, record_path, progress, cancel) as runner:
+            return follow(PodExecutor(runner, job=pod_job, scene=scene, api_key=api_key, time_limit_s=time_limit_s))
 
     with job_lock(job_id, "submitting"), tempfile.TemporaryDirectory(prefix="posefactory-pack-") as work:
         return _guarded(record, record_path, body)
-
-
-def default_time_limit(estimated_gpu_seconds: float) -> float:
-    """Ten times the estimate, at least 15 minutes: generous for a slow pod, a stop for a stuck one."""
-    return max(900.0, 10 * estimated_gpu_seconds)
 
 
 def reattach(record_path: Path, *, hosts_file: Path | None = None, progress: Callable[[JobProgress], None],
@@ -235,10 +208,7 @@ def reattach(record_path: Path, *, hosts_file: Path | None = None, progress: Cal
             if not record.remote_job_dir:
                 raise PipelineError("the job never reached the pod; submit it again")
             hosts = load_hosts(hosts_file or record.hosts_file)
-            prepare_host(hosts, record.host, lambda line: progress(JobProgress("connecting", 0.0, line)),
-                         append_ledger)
-            with Bridge(hosts) as bridge:
-                runner = JobRunner(bridge, bridge.host(record.host), progress, cancel, record, record_path)
+            with pod_connection(hosts, record, record_path, progress, cancel) as runner:
                 runner.stage("rendering", f"re-attaching to {record.job_id} on {record.host}")
                 return follow(PodExecutor(runner), start=False)
 

@@ -42,7 +42,6 @@ from ..core.pod_output import (
     parse_status,
 )
 from ..core.quoting import q
-from .items import ItemCache, ItemStreamer
 from .state import (
     Cancelled,
     JobProgress,
@@ -100,7 +99,7 @@ def pod_bundle() -> tuple[bytes, str]:
 
 
 class JobRunner:
-    """The steps of one job on one host, with retries across dropped connections."""
+    """Commands and transfers of one job on one host, with retries across dropped connections and typed errors."""
 
     def __init__(self, bridge: Bridge, host: HostConfig, progress: Callable[[JobProgress], None],
                  cancel: threading.Event, record: JobRecord, record_path: Path | None) -> None:
@@ -110,11 +109,7 @@ class JobRunner:
         self.cancel = cancel
         self.record = record
         self.record_path = record_path
-        self.streamer: ItemStreamer | None = None  # a batch: brings items back while it runs
-        self._polling_since: float | None = None
         self._unusable_since: float | None = None
-        if record.is_batch:
-            self.streamer = ItemStreamer(self, Path(record.local_output_dir), ItemCache(), record.settings_digest)
 
     # -- helpers ---------------------------------------------------------------
     def stage(self, stage: str, message: str) -> None:
@@ -261,17 +256,17 @@ class JobRunner:
         self.run(f"{limit}{self.agent} {q(self.record.remote_job_dir)}", "starting the job", secrets=secrets)
 
     def poll(self) -> PodStatus | None:
-        """One look at the pod's job: its status once it ended, None while it runs.
+        """One look at the pod's job, checked: its status (running or ended), None while it cannot be used.
 
         A status that cannot be used (corrupt, without a state, an unknown
         state) is polled again for STATUS_GRACE_S, then fails the job; a
-        cancel raises :class:`Cancelled` (the caller stops the pod's job).
+        cancel raises :class:`Cancelled` (the caller stops the pod's job); a
+        job well past its time limit is stopped (:class:`TimeLimitReached`).
         """
         if self.cancel.is_set():
             log.info("job %s cancelled on %s", self.record.job_id, self.host.name)
             raise Cancelled()
-        if self._polling_since is None:
-            self._polling_since = time.monotonic()
+        if self.record.status != JobState.RUNNING:
             self.record.status = JobState.RUNNING
             self.record.save(self.record_path)
         try:
@@ -286,14 +281,7 @@ class JobRunner:
         self._check_time_limit(status)
         if status.state not in ACTIVE_STATES:
             log.info("job %s on %s: %s", self.record.job_id, self.host.name, status.state)
-            return status
-        elapsed = time.monotonic() - self._polling_since
-        waiting = f", waiting for the GPU ({status.queue_position} ahead)" if status.queue_position else ""
-        items = self.streamer.on_status(status) if self.streamer else None
-        self.progress(JobProgress("rendering", stage_fraction("rendering", min(elapsed / (elapsed + 30), 0.9)),
-                                  f"{status.state} on {self.host.name} for {elapsed:.0f}s{waiting}"
-                                  + (f": {items}" if items else "")))
-        return None
+        return status
 
     def _check_time_limit(self, status: PodStatus) -> None:
         """The laptop's side of the time limit: a job still active well past it is stopped."""

@@ -24,8 +24,7 @@ from ..scene.pack import PackedScene
 from ..scene.shipment import SceneShipment
 from .ledger import Spend, append_ledger
 from .outcome import Outcome
-from .settle import follow
-from .state import JobProgress, JobRecord, JobResult, JobState, PipelineError, stage_fraction
+from .state import JobProgress, JobRecord, JobState, PipelineError, stage_fraction
 
 log = logging.getLogger(__name__)
 SERVERLESS_PREFIX = "serverless:"
@@ -43,13 +42,17 @@ class ServerlessExecutor:
         self.pod_type: str | None = None
         self.item: ItemResult | None = None
 
-    def start(self) -> None:
-        """Raises PipelineError for what stops it before it runs."""
-        record, blend_file = self.record, self.blend_file
+    def prepare(self) -> None:
+        """The record says where the job runs (a re-attach knows it has no ssh to follow)."""
+        record = self.record
         record.remote_job_dir = f"{SERVERLESS_PREFIX}{self.host.name}"
         record.status, record.stage = JobState.RUNNING, "rendering"
         record.started_epoch = time.time()
         record.save(self.record_path)
+
+    def start(self) -> None:
+        """Sends the scene and follows the request to its end; raises PipelineError for what stops it before it runs."""
+        record, blend_file = self.record, self.blend_file
         self.progress(JobProgress("uploading", stage_fraction("uploading"),
                                   f"sending {blend_file.name} to endpoint {self.host.serverless.endpoint_id}"
                                   if self.host.serverless else "sending the scene"))
@@ -80,13 +83,6 @@ class ServerlessExecutor:
 
     def stopped(self, state: JobState, error: str) -> Outcome:
         return item_outcome(self.item) if self.item is not None else Outcome(state, error)
-
-
-def run_serverless_job(job: RenderJob, blend_file: Path, scene: PackedScene, host: HostConfig, record: JobRecord,
-                       record_path: Path | None,
-                       progress: Callable[[JobProgress], None], cancel: threading.Event) -> JobResult:
-    """Render ``job`` on the host's endpoint and settle it; raises PipelineError for what stops it before it runs."""
-    return follow(ServerlessExecutor(job, blend_file, scene, host, record, record_path, progress, cancel))
 
 
 def item_outcome(item: ItemResult) -> Outcome:

@@ -118,10 +118,12 @@ def end(record: JobRecord, record_path: Path | None, outcome: Outcome, progress:
 
 
 def follow(executor: Executor, *, start: bool = True) -> JobResult:
-    """Start the job (or, re-attached, only follow it), wait for it, fetch and settle it.
+    """Prepare and start the job (or, re-attached, only follow it), wait for it, fetch and settle it.
 
     Whatever stops it once started (a cancel, a full disk, its time limit, an
     unusable status) stops it there and settles it with what it spent."""
+    if start:
+        executor.prepare()  # what stops it here is settled by the caller: nothing runs there yet to stop
     try:
         if start:
             executor.start()
