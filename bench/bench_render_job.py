@@ -47,7 +47,7 @@ def start_stand_in() -> StabilityStandIn:
 
 def write_job(folder: Path, name: str, scene: Path, stand_in: StabilityStandIn, batch: int) -> Path:
     job = RenderJob(blend_path=str(scene), output_dir=str(folder / name), prompt="a brave knight, studio light",
-                    api_base_url=stand_in.base_url, batch=batch, seed=1, steps=20)
+                    api_base_url=stand_in.base_url, variations=batch, seed=1, steps=20)
     path = folder / f"{name}.json"
     job.write(path)
     return path

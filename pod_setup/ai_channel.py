@@ -10,12 +10,10 @@ that request with one line, never a hang.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,10 +32,6 @@ class ChannelError(Exception):
     """The worker could not be reached, started or asked; the message says why in one line."""
 
 
-def workspace() -> Path:
-    return Path(os.environ.get("WORKSPACE", "/workspace"))
-
-
 def worker_python() -> str:
     """The Python the worker runs in, the first of:
 
@@ -49,17 +43,16 @@ def worker_python() -> str:
     explicit = os.environ.get("POSEFACTORY_AI_PYTHON") or os.environ.get("POSEFACTORY_DIFFUSERS_PYTHON")
     if explicit:
         return explicit
-    venv = Path(os.environ.get("POSEFACTORY_DIFFUSERS_VENV") or workspace() / "venv-diffusers")
+    venv = Path(os.environ.get("POSEFACTORY_DIFFUSERS_VENV") or resident.workspace() / "venv-diffusers")
     return str(venv / "bin" / "python") if (venv / "bin" / "python").exists() else sys.executable
 
 
 def socket_path() -> str:
-    key = hashlib.sha256(f"{workspace().resolve()}\0{worker_python()}".encode()).hexdigest()[:16]
-    return os.path.join(tempfile.gettempdir(), f"posefactory-ai-{key}.sock")
+    return resident.socket_for("ai", worker_python())
 
 
 def log_path() -> Path:
-    return workspace() / "posefactory" / "ai-worker.log"
+    return resident.log_for("ai-worker.log")
 
 
 class WorkerDied(ChannelError):

@@ -146,17 +146,17 @@ class Pipelines:
                 image = image.resize(init.size, Image.Resampling.BILINEAR)
             control_images.append(image)
         self._set_scheduler(pipeline, job)
-        first_seed = job.seed or random.randint(1, MAX_SEED - job.batch)
+        first_seed = job.seed or random.randint(1, MAX_SEED - job.variations)
         extra: dict[str, Any] = {}
         if control_images:
             scales = {"openpose": job.openpose_scale, "depth": job.depth_scale}
             extra = {"control_image": control_images if len(control_images) > 1 else control_images[0],
                      "controlnet_conditioning_scale": [scales[k] for k in kinds] if len(kinds) > 1 else scales[kinds[0]]}
         log.info("%d variation(s), %d of %d steps denoised, control %s, on %s",
-                 job.batch, denoising_steps(job), job.steps, job.control, self.device)
+                 job.variations, denoising_steps(job), job.steps, job.control, self.device)
         out.mkdir(parents=True, exist_ok=True)
         variations = []
-        for n in range(1, job.batch + 1):
+        for n in range(1, job.variations + 1):
             seed = first_seed + n - 1
             generator = self.torch.Generator(device="cpu").manual_seed(seed)
             try:

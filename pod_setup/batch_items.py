@@ -105,7 +105,7 @@ class BatchBook:
             return None
         ordered = sorted((e for e in entries if e["status"] == "done"), key=lambda e: e["frame"])
         result: dict[str, list[str]] = {"render": [e["render"] for e in ordered]}
-        for n in range(1, self.job.batch + 1):
+        for n in range(1, self.job.variations + 1):
             frames = [path for e in ordered for path in e["images"] if path.endswith(f"/ai-render-{n}.png")]
             if frames:
                 result[f"ai-render-{n}"] = frames

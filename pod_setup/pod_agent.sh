@@ -45,31 +45,7 @@ boot_id() { cat /proc/sys/kernel/random/boot_id 2>/dev/null || echo unknown; }
 # write_status STATE [EXIT_CODE] [ERROR]: state file and status.json, atomically.
 write_status() {
     local state="$1" code="${2:-}" error="${3:-}"
-    python3 - "$jobdir" "$state" "$code" "$error" <<'PY'
-import json, os, sys, time
-jobdir, state, code, error = sys.argv[1:5]
-path = os.path.join(jobdir, "status.json")
-try:
-    status = json.load(open(path))
-except (OSError, ValueError):
-    status = {}
-now = time.time()
-status["state"] = state
-status.setdefault("queued_at", now)
-if state == "running":
-    status["started_at"] = now
-if state in ("done", "failed", "cancelled"):
-    status["finished_at"] = now
-if code != "":
-    status["exit_code"] = int(code)
-if error:
-    status["error"] = error
-for name, text in (("status.json", json.dumps(status)), ("state", state)):
-    tmp = os.path.join(jobdir, "." + name + ".tmp")
-    with open(tmp, "w") as handle:
-        handle.write(text + "\n")
-    os.replace(tmp, os.path.join(jobdir, name))
-PY
+    python3 "$here/job_status.py" write "$jobdir" "$state" "$code" "$error"
 }
 
 print_status() {
@@ -102,15 +78,7 @@ print_status() {
     fi
     if [ "$ahead" -lt 0 ] && [ ! -f "$jobdir/progress.json" ]; then cat "$jobdir/status.json"; return; fi
     # The queue position and a batch's progress (render_job.py writes it after every item) travel in the same line.
-    python3 -c 'import json, sys
-status = json.load(open(sys.argv[1]))
-if int(sys.argv[3]) >= 0:
-    status["queue_position"] = int(sys.argv[3])
-try:
-    status["items"] = json.load(open(sys.argv[2]))
-except (OSError, ValueError):
-    pass
-print(json.dumps(status))' "$jobdir/status.json" "$jobdir/progress.json" "$ahead"
+    python3 "$here/job_status.py" show "$jobdir" "$ahead"
 }
 
 forget_secrets() { rm -f "$jobdir"/.secret-*; }

@@ -25,7 +25,6 @@ import json
 import os
 import socket
 import sys
-import tempfile
 from pathlib import Path
 from typing import NoReturn
 
@@ -61,17 +60,12 @@ def code_stamp() -> str:
     return digest.hexdigest()
 
 
-def workspace() -> Path:
-    return Path(os.environ.get("WORKSPACE", "/workspace"))
-
-
 def socket_path() -> str:
-    key = hashlib.sha256(f"{workspace().resolve()}\0{os.environ['POSEFACTORY_EXECUTABLE']}\0{code_stamp()}".encode())
-    return os.path.join(tempfile.gettempdir(), f"posefactory-blender-{key.hexdigest()[:16]}.sock")
+    return resident.socket_for("blender", os.environ["POSEFACTORY_EXECUTABLE"], code_stamp())
 
 
 def log_path() -> Path:
-    return workspace() / "posefactory" / "warm-blender.log"
+    return resident.log_for("warm-blender.log")
 
 
 def run_alone(job: str) -> NoReturn:

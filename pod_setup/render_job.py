@@ -72,6 +72,7 @@ from pod_setup.thumbnails import write_thumbnail
 from remote.core.batch_spec import BatchSpecError
 from remote.core.cost import CostModel
 from remote.core.jobspec import JobValidationError, RenderJob
+from remote.core.pod_output import WIRE_VERSION
 
 __all__ = ["EXIT_AI", "EXIT_FILTERED", "EXIT_INVALID", "EXIT_NO_KEY", "EXIT_RENDER", "main", "run"]
 log = logging.getLogger(__name__)
@@ -80,7 +81,8 @@ log = logging.getLogger(__name__)
 def run(job_path: Path) -> int:
     """Run one job, every item of its batch; returns the exit code (see the module docstring)."""
     started = time.monotonic()
-    manifest: dict = {"job_file": str(job_path), "status": "failed", "images": [], "variations": [], "items": []}
+    manifest: dict = {"version": WIRE_VERSION, "job_file": str(job_path), "status": "failed", "images": [],
+                      "variations": [], "items": []}
     try:
         job = RenderJob.read(job_path)
     except (OSError, JobValidationError) as exc:
@@ -96,7 +98,7 @@ def run(job_path: Path) -> int:
     manifest.update(
         job_id=job.job_id, prompt=job.prompt, negative_prompt=job.negative_prompt, engine=job.engine_id,
         steps=job.steps, cfg_scale=job.cfg_scale, strength=job.strength, sampler=job.sampler,
-        style_preset=job.style_preset, seed=job.seed, batch=job.batch, size=[job.width, job.height],
+        style_preset=job.style_preset, seed=job.seed, variations_per_item=job.variations, size=[job.width, job.height],
         backend=job.backend, poses=job.poses, cameras=job.cameras,
         # 1 for a fresh Blender; more when the warm Blender ran jobs before this one in the same process.
         blender_jobs_in_process=int(os.environ.get("POSEFACTORY_BLENDER_JOBS", "1")),
@@ -216,7 +218,7 @@ def render_items(book: BatchBook, backend: backends.Backend | None, manifest: di
     def before_paid_call() -> None:
         # Written before each paid call: a job killed during it (cancel, time limit) still tells the
         # laptop what may have been billed.
-        manifest["ai_images_requested"] = manifest.get("ai_images_requested", 0) + book.job.batch
+        manifest["ai_images_requested"] = manifest.get("ai_images_requested", 0) + book.job.variations
         published(None)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ai-step") as ai_step:

@@ -13,10 +13,12 @@ job agent) as well as in Blender's.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
 import os
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Generator
 from pathlib import Path
@@ -26,6 +28,22 @@ log = logging.getLogger(__name__)
 
 class ResidentError(Exception):
     """The process could not be started or reached; the message says why in one line."""
+
+
+def workspace() -> Path:
+    return Path(os.environ.get("WORKSPACE", "/workspace"))
+
+
+def socket_for(kind: str, *identity: str) -> str:
+    """The socket of the ``kind`` process that serves this workspace and ``identity`` (its interpreter,
+    its code): another workspace or a changed one gets a process of its own."""
+    key = hashlib.sha256("\0".join([str(workspace().resolve()), *identity]).encode()).hexdigest()[:16]
+    return os.path.join(tempfile.gettempdir(), f"posefactory-{kind}-{key}.sock")
+
+
+def log_for(name: str) -> Path:
+    """A resident process's log, in the workspace's ``posefactory`` folder (its pid is its first line)."""
+    return workspace() / "posefactory" / name
 
 
 def connect(path: str) -> socket.socket:

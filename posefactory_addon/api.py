@@ -1,23 +1,24 @@
 """The Python API, for the console and scripts:
 
     from bl_ext.user_default.posefactory import api
-    job = api.submit(prompt="a knight in armour", batch=2, host="local")
+    job = api.submit(prompt="a knight in armour", variations=2, host="local")
     job.status            # running | done | failed | cancelled
     result = job.wait()   # blocks until the images are back and loaded
     job.images            # [bpy.types.Image, ...]
 
-Keyword overrides (each defaults to the scene's Pose Factory settings):
-prompt, negative_prompt, batch, seed (0: random), host, resolution
-("1216x832", or "AUTO": the SDXL size nearest the camera's aspect), steps,
-strength, cfg_scale, style_preset, render_samples, use_ai, render_device
-("auto" | "gpu" | "cpu"), allow_missing_files,
-poses ("markers", "assets", "frames:1-24:2", "Wave,Bow") and cameras
-("active", "collection:Cameras", "CamA,CamB"): a batch of items, one per pose × camera.
-Bad input raises SubmitError with one clear line, before anything is spent.
+Keyword overrides, each defaulting to the scene's Pose Factory settings: every
+job setting (``remote.core.jobspec.SETTINGS``: prompt, negative_prompt,
+strength, steps, cfg_scale, style_preset, seed (0: random), variations, backend,
+render_samples, control, openpose_scale, depth_scale, control_strength, poses
+("markers", "assets", "frames:1-24:2", "Wave,Bow"), cameras ("active",
+"collection:Cameras", "CamA,CamB"), render_device ("auto" | "gpu" | "cpu"),
+allow_missing_files), and host, resolution ("1216x832", or "AUTO": the SDXL
+size nearest the camera's aspect) and use_ai. Poses × cameras make the job's
+items, each with every variation. Bad input raises SubmitError with one clear
+line, before anything is spent.
 """
 from __future__ import annotations
 
-import functools
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,36 +26,27 @@ from typing import Any
 
 import bpy
 
-from . import backends, preferences
+from . import preferences
 from .batch import cameras_spec, items_of, poses_spec, summary
+from .errors import SubmitError
+from .host_lookup import resolve_host
 from .jobs import MANAGER, TrackedJob, new_copy_dir
-from .properties import scene_aspect, settings_of
+from .properties import BUILT_ELSEWHERE, scene_aspect, settings_of, to_job
 from .remote.core.batch_spec import BatchSpecError
-from .remote.core.config import ConfigError, HostConfig, created_hosts_file, load_hosts
+from .remote.core.config import ConfigError
 from .remote.core.cost import CostBreakdown, CostConfigError, CostModel
 from .remote.core.estimate import estimate
 from .remote.core.framing import crop_for, nearest_sdxl_size
-from .remote.core.jobspec import STABILITY_KEY_BACKENDS, JobValidationError, RenderJob
-from .remote.core.platforms import default_config_dir, default_transport
-from .remote.jobs.hosts import local_host_problem
+from .remote.core.jobspec import SETTINGS, STABILITY_KEY_BACKENDS, JobValidationError, RenderJob
 from .remote.jobs.pipeline import new_job_id
 from .remote.jobs.state import JobResult
 
-ADD_A_POD = ("save it as ssh_hosts.yaml in {config_dir} or choose it in Preferences > Add-ons > Pose Factory > "
-             "Hosts File, then pick its host")
-
-OVERRIDES = ("prompt", "negative_prompt", "batch", "seed", "host", "resolution", "steps", "strength", "cfg_scale",
-             "style_preset", "render_samples", "use_ai", "render_device",
-             "allow_missing_files", "poses", "cameras",
-             "backend", "control", "openpose_scale", "depth_scale", "control_strength")
+# The API's keywords: every job setting, and what only the add-on adds to a job.
+OVERRIDES = (*(each.name for each in SETTINGS), "host", "resolution", "use_ai")
 # Blender's integer properties are 32-bit signed: random seeds stay below that so
 # they fit the Seed field and the images' custom properties.
 MAX_BLENDER_SEED = 2**31 - 1
 _cost_model: CostModel | None = None
-
-
-class SubmitError(ValueError):
-    """A job that cannot start; the message is meant for the artist."""
 
 
 def cost_model() -> CostModel:
@@ -93,7 +85,7 @@ def estimate_lines(scene: bpy.types.Scene, context: bpy.types.Context) -> list[t
         return [(str(exc), "ERROR")]
     except (CostConfigError, ConfigError, BatchSpecError, OSError, ValueError) as exc:
         return [(f"Cannot estimate: {exc}", "ERROR")]
-    lines = [(summary(items, job.batch), "NONE")] if len(items) > 1 else []
+    lines = [(summary(items, job.variations), "NONE")] if len(items) > 1 else []
     per_image = f"{cost.images} image(s)" if cost.images else f"GPU {cost.gpu_seconds:.0f}s"
     return [*lines, (f"Estimate: ${cost.total_usd:.3f} ({per_image}, {cost.backend})", "INFO")]
 
@@ -124,36 +116,26 @@ def _checked_job(scene: bpy.types.Scene, context: bpy.types.Context, overrides: 
         width, height = (int(part) for part in str(resolution).lower().split("x"))
     except ValueError:
         raise SubmitError(f"Invalid size {resolution!r}: use WIDTHxHEIGHT, e.g. 1216x832") from None
-    use_ai = bool(_setting(settings, overrides, "use_ai"))
-    seed = overrides.get("seed")
+    backend = str(_setting(settings, overrides, "backend")) if _setting(settings, overrides, "use_ai") else "none"
+    values = {each.name: to_job(each.name, _setting(settings, overrides, each.name))
+              for each in SETTINGS if each.name not in BUILT_ELSEWHERE}
+    seed = int(values["seed"])
     if estimating:
-        seed = settings.seed or 1  # the seed does not change the cost
-    elif seed is None:
-        seed = random.randint(1, MAX_BLENDER_SEED) if settings.random_seed else settings.seed
+        seed = seed or 1  # the seed does not change the cost
     elif seed == 0:
         seed = random.randint(1, MAX_BLENDER_SEED)
-    style = _setting(settings, overrides, "style_preset")
-    backend = str(_setting(settings, overrides, "backend")) if use_ai else "none"
+    # Each backend's own settings go only to the backend that reads them (their defaults to the others).
+    # A control asked for with no AI step is a preview of the control images (the skeleton before paying).
+    for each in SETTINGS:
+        if each.backends and backend not in each.backends:
+            values[each.name] = each.default
+    if backend == "none" and "control" not in overrides:
+        values["control"] = "none"
     prefs = preferences.get(context)
     job = RenderJob(
-        blend_path="scene.blend", output_dir="output", prompt=prompt,
-        negative_prompt=str(_setting(settings, overrides, "negative_prompt")),
-        width=width, height=height, strength=float(_setting(settings, overrides, "strength")),
-        steps=int(_setting(settings, overrides, "steps")), cfg_scale=float(_setting(settings, overrides, "cfg_scale")),
-        seed=int(seed), batch=int(_setting(settings, overrides, "batch")),
-        style_preset="" if style == "NONE" else style, backend=backend,
-        api_base_url=prefs.api_base_url, job_id=job_id,
-        render_samples=int(overrides.get("render_samples") or settings.render_samples),
-        # Each backend's own settings go only to the backend that reads them.
-        # A control asked for with no AI step is a preview of the control images (the skeleton before paying).
-        control=str(_setting(settings, overrides, "control"))
-        if backends.owns(backend, "control") or (backend == "none" and "control" in overrides) else "none",
-        openpose_scale=float(_setting(settings, overrides, "openpose_scale")),
-        depth_scale=float(_setting(settings, overrides, "depth_scale")),
-        control_strength=float(_setting(settings, overrides, "control_strength")),
-        poses=poses, cameras=cameras,
-        render_device=str(_setting(settings, overrides, "render_device")),
-        allow_missing_files=bool(_setting(settings, overrides, "allow_missing_files")),
+        blend_path="scene.blend", output_dir="output", job_id=job_id, api_base_url=prefs.api_base_url,
+        **{**values, "prompt": prompt, "backend": backend, "seed": seed, "poses": poses, "cameras": cameras},
+        width=width, height=height,
         blender_version="%d.%d.%d" % bpy.app.version[:3],  # the pod installs and runs the artist's Blender
     )
     try:
@@ -179,63 +161,6 @@ def framing_note(job: RenderJob, scene: bpy.types.Scene) -> str:
         return "Camera framing kept"
     sides = "left and right" if crop.keep_x < 1 else "top and bottom"
     return f"Crops {crop.percent} % of the camera frame ({sides})"
-
-
-@functools.lru_cache(maxsize=4)
-def _hosts(path: Path | None, modified_ns: int, created_ns: int) -> dict[str, HostConfig]:
-    # Keyed by modification times: the panel asks on every redraw, the files rarely change
-    # (the created pods' file does when Create Pod or Terminate writes it: seen at once).
-    return load_hosts(path)
-
-
-def _modified_ns(path: Path | None) -> int:
-    try:
-        return path.stat().st_mtime_ns if path else 0
-    except OSError:
-        return 0
-
-
-def host_names(context: bpy.types.Context) -> list[str]:
-    """Every host a job can name now (the hosts file's, the created pods', ``local``); [] when unreadable."""
-    try:
-        return sorted(_known_hosts(context))
-    except SubmitError:
-        return []
-
-
-def _known_hosts(context: bpy.types.Context) -> dict[str, HostConfig]:
-    path = preferences.hosts_file(context)
-    try:
-        return _hosts(path, _modified_ns(path), _modified_ns(created_hosts_file()))
-    except ConfigError as exc:
-        raise SubmitError(f"Hosts file: {exc}") from None
-
-
-def resolve_host(context: bpy.types.Context, host: str) -> HostConfig:
-    """The named host from the preferences' hosts file or the pods Pose Factory created; SubmitError
-    when there is none."""
-    hosts = _known_hosts(context)
-    if host not in hosts:
-        raise SubmitError(f"Unknown host '{host}': known hosts are {', '.join(sorted(hosts))}")
-    problem = local_problem(hosts[host])
-    if problem:
-        raise SubmitError(f"{problem}; {ADD_A_POD.format(config_dir=default_config_dir())}")
-    return hosts[host]
-
-
-def local_demo_problem() -> str | None:
-    """Why the built-in ``local`` host (its default transport) cannot run here; the panel shows it."""
-    return _local_problem(default_transport())
-
-
-def local_problem(config: HostConfig) -> str | None:
-    """Why the built-in ``local`` demo host cannot run on this machine (Windows has no bash)."""
-    return _local_problem(config.transport) if config.is_local else None
-
-
-@functools.lru_cache(maxsize=2)
-def _local_problem(transport: str) -> str | None:
-    return local_host_problem(transport)
 
 
 def estimate_job(job: RenderJob, pod_type: str | None, items: int = 1) -> CostBreakdown:

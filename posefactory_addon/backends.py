@@ -1,8 +1,9 @@
 """Each AI backend's own settings and its part of the Prompt panel.
 
-One entry per backend id: the scene settings it owns (properties on
-``scene.posefactory``) and the function that draws them. The panel loops over
-this registry instead of an if/elif on the backend; a new backend adds one entry.
+One entry per backend id: the function that draws the settings only it reads
+(which those are is the job settings table's, ``remote/core/jobspec.py``). The
+panel loops over this registry instead of an if/elif on the backend; a new
+backend adds one entry.
 """
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .remote.core.jobspec import SETTINGS
+
 
 @dataclass(frozen=True)
 class Backend:
-    settings: tuple[str, ...]  # the properties of scene.posefactory this backend reads
     draw: Callable[[Any, Any], None]  # (layout, settings): its part of the Prompt panel
 
 
@@ -34,10 +36,10 @@ def _draw_structure(layout: Any, settings: Any) -> None:
 
 
 BACKENDS: dict[str, Backend] = {
-    "stability": Backend(settings=(), draw=_draw_nothing),
-    "stability-structure": Backend(settings=("control_strength",), draw=_draw_structure),
-    "diffusers": Backend(settings=("control", "openpose_scale", "depth_scale"), draw=_draw_diffusers),
-    "ai-render": Backend(settings=(), draw=_draw_nothing),
+    "stability": Backend(draw=_draw_nothing),
+    "stability-structure": Backend(draw=_draw_structure),
+    "diffusers": Backend(draw=_draw_diffusers),
+    "ai-render": Backend(draw=_draw_nothing),
 }
 
 
@@ -48,7 +50,6 @@ def draw(layout: Any, settings: Any) -> None:
         backend.draw(layout, settings)
 
 
-def owns(backend: str, setting: str) -> bool:
-    """Whether ``setting`` is one of ``backend``'s own (the others' settings are not sent to it)."""
-    entry = BACKENDS.get(backend)
-    return entry is not None and setting in entry.settings
+def own_settings(backend: str) -> list[str]:
+    """The settings only ``backend`` reads (besides a preview with no AI step): what its entry draws."""
+    return [each.name for each in SETTINGS if each.backends and set(each.backends) - {"none"} == {backend}]

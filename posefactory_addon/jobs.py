@@ -30,7 +30,7 @@ from . import ui_channel
 from .remote.core.config import data_dir
 from .remote.core.jobspec import RenderJob
 from .remote.core.logs import setup_logging
-from .remote.jobs.ledger import JobBusy, job_lock
+from .remote.jobs.job_lock import JobBusy, job_lock
 from .remote.jobs.pipeline import reattach, run_job
 from .remote.jobs.state import JobProgress, JobRecord, JobResult
 

@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Literal
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, StringProperty
 
-from . import api, preferences, ui_channel
+from . import api, host_lookup, preferences, ui_channel
 from .batch import refresh_pose_list
+from .errors import SubmitError
 from .jobs import MANAGER
-from .properties import RESOLUTION_ITEMS, STYLE_ITEMS, settings_of
+from .properties import RESOLUTION_ITEMS, job_property, settings_of, to_job
+from .remote.core.jobspec import SETTINGS
 from .remote.core.pod_output import PodOutputError
 from .remote.jobs.hosts import test_connection
 from .results import import_folder
@@ -46,60 +48,31 @@ class POSEFACTORY_OT_render_remote(SceneSettingsOperator, bpy.types.Operator):
                       "and bring the images back (the open file is not touched)")
     bl_options = {"REGISTER"}
 
-    # Optional overrides for scripts; empty / 0 / "KEEP" means "use the scene's settings".
-    prompt: StringProperty(name="Prompt", options={"SKIP_SAVE"})
-    negative_prompt: StringProperty(name="Negative Prompt", options={"SKIP_SAVE"})
+    # Optional overrides for scripts: every job setting (added below the class) and these; an option not
+    # given (Blender's is_property_set) leaves the scene's setting as it is.
     host: StringProperty(name="Host", options={"SKIP_SAVE"})
-    batch: IntProperty(name="Variations", min=0, max=10, default=0, options={"SKIP_SAVE"})
-    seed: IntProperty(name="Seed", min=-1, max=2**31 - 1, default=-1, options={"SKIP_SAVE"},
-                      description="-1: the scene's seed setting, 0: random")
-    steps: IntProperty(name="Steps", min=0, max=50, default=0, options={"SKIP_SAVE"})
-    strength: FloatProperty(name="Keep Render", min=-1.0, max=1.0, default=-1.0, options={"SKIP_SAVE"})
-    resolution: EnumProperty(name="Resolution", items=[("KEEP", "Scene Setting", "")] + RESOLUTION_ITEMS,
-                             default="KEEP", options={"SKIP_SAVE"})
-    style_preset: EnumProperty(name="Style", items=[("KEEP", "Scene Setting", "")] + STYLE_ITEMS, default="KEEP",
-                               options={"SKIP_SAVE"})
-    render_samples: IntProperty(name="Render Samples", min=0, default=0, options={"SKIP_SAVE"})
+    resolution: EnumProperty(name="Resolution", items=RESOLUTION_ITEMS, default="AUTO", options={"SKIP_SAVE"})
     skip_ai: BoolProperty(name="Skip AI Step", default=False, options={"SKIP_SAVE"})
-    poses: StringProperty(name="Poses", options={"SKIP_SAVE"},
-                          description="current, markers, assets, frames:A-B[:S] or names (empty: the Batch panel's)")
-    cameras: StringProperty(name="Cameras", options={"SKIP_SAVE"},
-                            description="active, collection:NAME or names (empty: the Batch panel's)")
-    render_device: EnumProperty(name="Render Device", default="KEEP", options={"SKIP_SAVE"},
-                                items=[("KEEP", "Scene Setting", ""), ("auto", "Auto", ""), ("gpu", "GPU", ""),
-                                       ("cpu", "CPU", "")])
 
     def overrides(self) -> dict:
-        values = {"prompt": self.prompt, "negative_prompt": self.negative_prompt, "host": self.host,
-                  "poses": self.poses, "cameras": self.cameras}
-        if self.batch:
-            values["batch"] = self.batch
-        if self.seed >= 0:
-            values["seed"] = self.seed
-        if self.steps:
-            values["steps"] = self.steps
-        if self.strength >= 0:
-            values["strength"] = self.strength
-        if self.resolution != "KEEP":
-            values["resolution"] = self.resolution
-        if self.style_preset != "KEEP":
-            values["style_preset"] = self.style_preset
-        if self.render_samples:
-            values["render_samples"] = self.render_samples
+        values = {name: getattr(self, name) for name in api.OVERRIDES
+                  if name in self.__annotations__ and self.properties.is_property_set(name)}
         if self.skip_ai:
             values["use_ai"] = False
-        if self.render_device != "KEEP":
-            values["render_device"] = self.render_device
-        return {key: value for key, value in values.items() if value not in ("", None)}
+        return {name: to_job(name, value) for name, value in values.items()}
 
     def execute(self, context: bpy.types.Context) -> OperatorResult:
         try:
             handle = api.submit(context.scene, **self.overrides())
-        except api.SubmitError as exc:
+        except SubmitError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         self.report({"INFO"}, f"Pose Factory: job {handle.job_id} submitted to {handle.tracked.host}")
         return {"FINISHED"}
+
+
+POSEFACTORY_OT_render_remote.__annotations__.update(
+    {each.name: job_property(each, options={"SKIP_SAVE"}) for each in SETTINGS})
 
 
 class POSEFACTORY_OT_cancel_job(bpy.types.Operator):
@@ -139,8 +112,8 @@ class POSEFACTORY_OT_test_connection(SceneSettingsOperator, bpy.types.Operator):
             self.report({"ERROR"}, problem)
             return {"CANCELLED"}
         try:
-            config = api.resolve_host(context, host)
-        except api.SubmitError as exc:
+            config = host_lookup.resolve_host(context, host)
+        except SubmitError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         MANAGER.connection_checks[host] = "checking…"
@@ -170,10 +143,10 @@ class POSEFACTORY_OT_estimate_cost(SceneSettingsOperator, bpy.types.Operator):
         assert scene is not None  # poll() checked it
         try:
             job, host = api.build_job(scene, context)
-        except api.SubmitError as exc:
+        except SubmitError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        cost = api.estimate_job(job, api.resolve_host(context, host).pod_type)
+        cost = api.estimate_job(job, host_lookup.resolve_host(context, host).pod_type)
         self.report({"INFO"}, f"Estimated ${cost.total_usd:.3f}: {cost.images} image(s) ${cost.images_usd:.3f}, "
                               f"GPU ~{cost.gpu_seconds:.0f}s ${cost.gpu_usd:.3f}")
         return {"FINISHED"}

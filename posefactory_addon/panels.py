@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import bpy
 
-from . import api, backends, pod_create, pod_state, preferences, presets, view
+from . import backends, host_lookup, pod_create, pod_state, preferences, presets, view
 from .jobs import MANAGER
 from .operators import connection_status
 from .properties import settings_of
@@ -85,12 +85,8 @@ class POSEFACTORY_PT_prompt(PosefactoryPanel, bpy.types.Panel):
         column.prop(settings, "strength")
         column.prop(settings, "steps")
         column.prop(settings, "cfg_scale")
-        row = column.row(align=True)
-        row.prop(settings, "random_seed", text="", icon="FILE_REFRESH")
-        seed = row.row(align=True)
-        seed.enabled = not settings.random_seed
-        seed.prop(settings, "seed")
-        column.prop(settings, "batch")
+        column.prop(settings, "seed")
+        column.prop(settings, "variations")
 
 
 class POSEFACTORY_UL_poses(bpy.types.UIList):
@@ -162,7 +158,7 @@ class POSEFACTORY_PT_remote(PosefactoryPanel, bpy.types.Panel):
             layout.label(text=status, icon="CHECKMARK" if status.startswith("connected") else "INFO")
         hosts_file = preferences.hosts_file(context)
         layout.label(text=f"Hosts: {hosts_file.name if hosts_file else 'built-in local only'}")
-        if settings.host == "local" and api.local_demo_problem():
+        if settings.host == "local" and host_lookup.local_demo_problem():
             # The demo host needs bash (not on Windows): say how to add a real pod instead.
             column = layout.column(align=True)
             column.label(text="The 'local' demo host needs bash, which this system lacks.", icon="ERROR")

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import bpy
 
-from . import api, preferences, ui_channel
+from . import host_lookup, preferences, ui_channel
+from .errors import SubmitError
 from .operators import OperatorResult
 from .remote.core.config import HostConfig
 from .remote.jobs import hosts
@@ -46,8 +47,8 @@ def pod_host(context: bpy.types.Context) -> HostConfig | None:
     if settings is None:
         return None
     try:
-        host = api.resolve_host(context, settings.host)
-    except api.SubmitError:
+        host = host_lookup.resolve_host(context, settings.host)
+    except SubmitError:
         return None
     return host if host.runpod_pod_id else None
 

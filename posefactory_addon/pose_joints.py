@@ -18,6 +18,7 @@ import bpy
 from bpy.props import EnumProperty, StringProperty
 
 from . import api
+from .errors import SubmitError
 from .operators import OperatorResult
 from .panels import PosefactoryPanel, layout_of
 from .pod_setup import skeleton
@@ -130,7 +131,7 @@ class POSEFACTORY_OT_preview_controls(bpy.types.Operator):
         prompt = settings.prompt.strip() or "control image preview"
         try:
             handle = api.submit(context.scene, use_ai=False, control=settings.control, prompt=prompt)
-        except api.SubmitError as exc:
+        except SubmitError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         self.report({"INFO"}, f"Pose Factory: control preview {handle.job_id} submitted to {handle.tracked.host}")

@@ -20,11 +20,11 @@ from bl_operators.presets import AddPresetBase
 from bpy.props import StringProperty
 
 from .operators import OperatorResult
-from .properties import settings_of
+from .properties import settings_of, to_blender, to_job
 
 if TYPE_CHECKING:
-    from .properties import PosefactorySettings
-from .remote.core.presets import PRESET_EXTENSIONS, PresetError, PromptPreset, delete_preset, load_preset, presets_dir, save_preset
+    pass
+from .remote.core.presets import PRESET_EXTENSIONS, PRESET_SETTINGS, PresetError, PromptPreset, delete_preset, load_preset, presets_dir, save_preset
 
 log = logging.getLogger(__name__)
 
@@ -120,20 +120,17 @@ class POSEFACTORY_OT_prompt_preset_add(AddPresetBase, bpy.types.Operator):  # ty
         return {"FINISHED"}
 
 
-def preset_from_settings(settings: PosefactorySettings, name: str) -> PromptPreset:
-    return PromptPreset(name=name, prompt=settings.prompt, negative_prompt=settings.negative_prompt,
-                        style_preset="" if settings.style_preset == "NONE" else settings.style_preset,
-                        strength=round(settings.strength, 4), steps=settings.steps,
-                        cfg_scale=round(settings.cfg_scale, 4))
+def preset_from_settings(settings: Any, name: str) -> PromptPreset:
+    values: dict[str, Any] = {key: to_job(key, getattr(settings, key)) for key in PRESET_SETTINGS}
+    # Blender's floats are single precision: 0.35 reads back as 0.3499999940395355.
+    rounded: dict[str, Any] = {key: round(value, 4) if isinstance(value, float) else value
+                               for key, value in values.items()}
+    return PromptPreset(name=name, **rounded)
 
 
-def apply_preset(settings: PosefactorySettings, preset: PromptPreset) -> None:
-    settings.prompt = preset.prompt
-    settings.negative_prompt = preset.negative_prompt
-    settings.style_preset = preset.style_preset or "NONE"
-    settings.strength = preset.strength
-    settings.steps = preset.steps
-    settings.cfg_scale = preset.cfg_scale
+def apply_preset(settings: Any, preset: PromptPreset) -> None:
+    for key in PRESET_SETTINGS:
+        setattr(settings, key, to_blender(key, getattr(preset, key)))
 
 
 def draw_preset_row(layout: bpy.types.UILayout) -> None:

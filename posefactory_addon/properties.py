@@ -16,8 +16,9 @@ from bpy.props import (
 )
 
 from .batch import PosefactoryPose, camera_source_property, pose_source_property
+from .host_lookup import host_names
 from .remote.core.framing import display_aspect, nearest_sdxl_size
-from .remote.core.jobspec import CONTROLS, SDXL_SIZES, STYLE_PRESETS
+from .remote.core.jobspec import SDXL_SIZES, SETTINGS, STYLE_PRESETS, Setting
 
 RESOLUTION_ITEMS = [("AUTO", "Camera Aspect", "The SDXL size nearest the scene's aspect ratio: keeps the camera's "
                                               "framing (a few percent cropped, centred)")] + [
@@ -33,59 +34,63 @@ BACKEND_ITEMS = [
                                                  "drawn from the scene; costs GPU time only"),
     ("ai-render", "AI Render Add-on", "The AI Render add-on (Stability v1) run on the pod, as the original pipeline did"),
 ]
-CONTROL_ITEMS = [(control, control.replace("+", " + ").title(), f"ControlNet input(s): {control}") for control in CONTROLS]
 STYLE_ITEMS = [("NONE", "None", "No style preset")] + [
     (preset, preset.replace("-", " ").title(), f"Stability style preset '{preset}'") for preset in STYLE_PRESETS
 ]
+RENDER_DEVICE_ITEMS = [
+    ("auto", "Auto", "The pod's best GPU (OptiX, CUDA, HIP, oneAPI); its CPU with a warning when it has none"),
+    ("gpu", "GPU", "Fail in one line, before anything is billed for the AI step, when the pod has no GPU"),
+    ("cpu", "CPU", "Render on the pod's CPU"),
+]
+# How the add-on shows a job setting beyond its table entry (remote/core/jobspec.py): its enum's labels
+# (a Blender enum item cannot be empty: style "" is NONE here), a slider's subtype.
+ENUM_ITEMS: dict[str, list[tuple[str, str, str]]] = {
+    "backend": BACKEND_ITEMS, "style_preset": STYLE_ITEMS, "render_device": RENDER_DEVICE_ITEMS}
+EMPTY_ENUM = "NONE"
+FACTORS = ("strength", "control_strength")
+# Blender's integer properties are 32-bit signed.
+BLENDER_INT_MAX = 2**31 - 1
+# The settings the add-on sets through its own UI instead of a property of theirs (the Batch panel's lists).
+BUILT_ELSEWHERE = ("poses", "cameras")
+
+
+def job_property(each: Setting, **options: Any) -> Any:
+    """``each`` as a Blender property: its table's label, help, default, range and choices."""
+    common: dict[str, Any] = dict(name=each.label, description=each.help[:1].upper() + each.help[1:], **options)
+    if each.kind is bool:
+        return BoolProperty(default=each.default, **common)
+    if each.kind is int:
+        return IntProperty(default=each.default, min=int(each.low or 0), max=min(int(each.high or 0), BLENDER_INT_MAX),
+                           **common)
+    if each.kind is float:
+        return FloatProperty(default=each.default, min=float(each.low or 0), max=float(each.high or 0),
+                             subtype="FACTOR" if each.name in FACTORS else "NONE", **common)
+    if each.choices:
+        items = ENUM_ITEMS.get(each.name) or [(choice, choice.replace("+", " + ").title(), f"{each.label}: {choice}")
+                                              for choice in each.choices]
+        return EnumProperty(items=items, default=each.default or EMPTY_ENUM, **common)
+    return StringProperty(default=each.default, **common)
+
+
+def to_blender(name: str, value: Any) -> Any:
+    """A job's value as the property's (the empty choice is NONE in Blender's enums)."""
+    return EMPTY_ENUM if name in ENUM_ITEMS and value == "" else value
+
+
+def to_job(name: str, value: Any) -> Any:
+    """A property's value as the job's (the empty choice is NONE in Blender's enums)."""
+    return "" if name in ENUM_ITEMS and value == EMPTY_ENUM else value
 
 
 class PosefactorySettings(bpy.types.PropertyGroup):
-    prompt: StringProperty(name="Prompt", description="What the AI step should make of the render")
-    negative_prompt: StringProperty(name="Negative Prompt", description="What the AI step should avoid (sent with a negative weight)")
-    style_preset: EnumProperty(name="Style", items=STYLE_ITEMS, default="NONE",
-                               description="A Stability style preset that guides the look of the result")
-    strength: FloatProperty(name="Keep Render", min=0.0, max=1.0, default=0.35, subtype="FACTOR",
-                            description="How much of the render survives the AI step (Stability's image_strength): "
-                                        "1 keeps it, 0 ignores it")
-    steps: IntProperty(name="Steps", min=10, max=50, default=30,
-                       description="Diffusion steps: more is slower and costs more per image")
-    cfg_scale: FloatProperty(name="Prompt Strength", min=0.0, max=35.0, default=7.0,
-                             description="How strictly the AI follows the prompt (cfg_scale)")
-    seed: IntProperty(name="Seed", min=1, max=2**31 - 1, default=42,
-                      description="Seed of the AI step: the same seed and settings give the same image")
-    random_seed: BoolProperty(name="Random Seed", default=True,
-                              description="Use a new random seed for every job instead of the seed above")
-    batch: IntProperty(name="Variations", min=1, max=10, default=1,
-                       description="How many AI variations of the render to make (each one is billed)")
+    """Every job setting of the table (added below), and what only the add-on keeps: AI on or off, the size,
+    the output folder, the host, the Batch panel's lists."""
+
+    use_ai: BoolProperty(name="AI Enhance", default=True,
+                         description="Send the render through the AI step (off: only render on the pod)")
     resolution: EnumProperty(name="Resolution", items=RESOLUTION_ITEMS, default="AUTO",
                              description="Output size: only the sizes SDXL accepts are offered; a size of another "
                                          "aspect than the scene's is a centred crop of the camera's frame")
-    render_device: EnumProperty(
-        name="Render Device", default="auto",
-        items=[("auto", "Auto", "The pod's best GPU (OptiX, CUDA, HIP, oneAPI); its CPU with a warning when it has none"),
-               ("gpu", "GPU", "Fail in one line, before anything is billed for the AI step, when the pod has no GPU"),
-               ("cpu", "CPU", "Render on the pod's CPU")],
-        description="Which device Cycles renders on, on the pod")
-    allow_missing_files: BoolProperty(
-        name="Allow Missing Files", default=False,
-        description="Render even when files the scene needs are missing on the pod; the job then ends "
-                    "'done with warnings' listing them (off: such a job fails before rendering)")
-    render_samples: IntProperty(name="Render Samples", min=0, max=4096, default=0,
-                                description="Cycles samples on the pod (0 keeps the scene's own setting)")
-    use_ai: BoolProperty(name="AI Enhance", default=True,
-                         description="Send the render through Stability SDXL (off: only render on the pod)")
-    # AI backends: the backend and its own settings.
-    backend: EnumProperty(name="Backend", items=BACKEND_ITEMS, default="stability",
-                          description="Where the AI step runs: Stability's API, the pod's GPU, or the AI Render add-on")
-    control: EnumProperty(name="Control", items=CONTROL_ITEMS, default="openpose",
-                          description="Diffusers: the ControlNet input(s) drawn from the scene (the armature's pose, "
-                                      "the Z pass)")
-    openpose_scale: FloatProperty(name="Pose Weight", min=0.0, max=2.0, default=1.0,
-                                  description="Diffusers: how strongly the OpenPose skeleton steers the image")
-    depth_scale: FloatProperty(name="Depth Weight", min=0.0, max=2.0, default=1.0,
-                               description="Diffusers: how strongly the depth map steers the image")
-    control_strength: FloatProperty(name="Keep Structure", min=0.0, max=1.0, default=0.7, subtype="FACTOR",
-                                    description="Stability Structure: how closely the render's structure is kept")
     autosave: BoolProperty(name="Autosave", default=True,
                            description="Also save every resulting image into the folder below")
     autosave_path: StringProperty(name="Save To", subtype="DIR_PATH", default="//posefactory_renders/",
@@ -113,10 +118,13 @@ class PosefactorySettings(bpy.types.PropertyGroup):
         return int(width), int(height)
 
 
+# Blender reads a property group's properties from its annotations when the class is registered.
+PosefactorySettings.__annotations__.update(
+    {each.name: job_property(each) for each in SETTINGS if each.name not in BUILT_ELSEWHERE})
+
+
 def host_search(context: bpy.types.Context, text: str) -> list[str]:
     """The host field's suggestions: read from the hosts files each time, so a pod just created is there."""
-    from .api import host_names  # api imports this module
-
     return [name for name in host_names(context) if text.lower() in name.lower()]
 
 
@@ -126,11 +134,12 @@ def scene_aspect(scene: bpy.types.Scene) -> float:
     return display_aspect(render.resolution_x, render.resolution_y, render.pixel_aspect_x, render.pixel_aspect_y)
 
 
-def settings_of(scene: bpy.types.Scene | None) -> PosefactorySettings:
-    """``scene.posefactory``, typed (fake-bpy cannot know a property registered at run time).
-    Only where there is a scene: panels and operators (whose poll checks it) and the API."""
+def settings_of(scene: bpy.types.Scene | None) -> Any:
+    """``scene.posefactory``. Any: most of its properties are built from the job settings table at import
+    time, which a type checker cannot see. Only where there is a scene: panels and operators (whose poll
+    checks it) and the API."""
     assert scene is not None, "no scene (Blender is loading a file?)"
-    return cast(PosefactorySettings, cast(Any, scene).posefactory)
+    return cast(Any, scene).posefactory
 
 
 def register() -> None:

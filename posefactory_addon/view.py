@@ -82,7 +82,7 @@ def compute(scene: bpy.types.Scene, context: Any) -> PanelView:
     settings = settings_of(scene)
     try:
         items = items_of(scene, poses_spec(settings), cameras_spec(settings))
-        batch: Line = (summary(items, settings.batch), "RENDERLAYERS")
+        batch: Line = (summary(items, settings.variations), "RENDERLAYERS")
     except BatchSpecError as exc:
         batch = (str(exc), "ERROR")
     return PanelView(estimate=estimate, framing=framing, batch=batch)

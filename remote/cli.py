@@ -1,9 +1,9 @@
 """Render from the command line, no Blender UI needed:
 
-    python -m remote.cli render SCENE.blend --prompt "a knight" [--host local] [--batch 2] ...
+    python -m remote.cli render SCENE.blend --prompt "a knight" [--host local] [--variations 2] ...
         [--poses current|markers|assets|frames:A-B[:S]|NAME,NAME…] [--cameras active|collection:NAME|NAME,NAME…]
     python -m remote.cli reattach RECORD.json
-    python -m remote.cli estimate --steps 30 --batch 4 [--pod-type A40]
+    python -m remote.cli estimate --steps 30 --variations 4 [--pod-type A40]
 
 The Stability key comes from ``STABILITY_API_KEY``; without it, ``--backend
 auto`` (the default) renders without the AI step and says how to turn it on.
@@ -26,13 +26,13 @@ from .core.estimate import estimate as estimate_cost
 from .core.jobspec import (
     AUTO_SIZE,
     BACKENDS,
-    CONTROLS,
-    RENDER_DEVICES,
+    SETTINGS,
+    SETTINGS_BY_NAME,
     STABILITY_API_BASE,
     STABILITY_KEY_BACKENDS,
-    STYLE_PRESETS,
     JobValidationError,
     RenderJob,
+    Setting,
 )
 from .core.logs import environment_secrets, setup_logging
 from .core.pod_output import clean_text, device_summary
@@ -41,6 +41,47 @@ from .jobs.pipeline import new_job_id, reattach, run_job
 from .jobs.state import JobProgress, JobResult
 
 log = logging.getLogger("remote.cli")  # not __main__ under -m: inside the remote logger, so in the log file
+
+
+# Options the command line gives a setting beyond its own flag (the old name says what it is now).
+OLD_FLAGS = {"variations": "--batch", "render_samples": "--samples"}
+
+
+class _OldFlag(argparse.Action):
+    """A setting given by its old flag: taken, and the new one named."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        if option_string in OLD_FLAGS.values():
+            new = SETTINGS_BY_NAME[self.dest].flag
+            print(f"note: {option_string} is {new} now; both work", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_setting(parser: argparse.ArgumentParser, each: Setting, **changes: object) -> None:
+    """``each`` as an option of ``parser``, with its table's type, default, range, choices and help."""
+    number = "d" if each.kind is int else "g"
+    bounds = f" ({each.low:{number}}..{each.high:{number}})" if each.low is not None and each.high is not None else ""
+    only = f" [{', '.join(each.backends)}]" if each.backends else ""
+    flags = [each.flag, *([OLD_FLAGS[each.name]] if each.name in OLD_FLAGS else [])]
+    if each.kind is bool:
+        parser.add_argument(*flags, action="store_true", help=f"{each.help}{only}", **changes)  # type: ignore[arg-type]
+        return
+
+    def parse(text: str) -> object:
+        try:
+            return each.parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    options: dict[str, object] = dict(type=parse, default=each.default, help=f"{each.help}{bounds}{only}",
+                                      action=_OldFlag, dest=each.name)
+    if each.choices:
+        options.update(choices=each.choices, metavar=each.name.upper())
+        shown = ", ".join(choice or "''" for choice in each.choices)
+        options["help"] = f"{options['help']} (one of: {shown})"
+    options.update(changes)
+    parser.add_argument(*flags, **options)  # type: ignore[arg-type]
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -154,62 +195,46 @@ def _main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     render = commands.add_parser("render", help="render a .blend on a host and bring the images back")
     render.add_argument("scene", type=Path, help="the .blend to render (its active camera; checked on the pod)")
-    render.add_argument("--prompt", required=True, help="what the AI step should make of the render")
-    render.add_argument("--negative-prompt", default="", help="what the AI step should avoid")
+    for each in SETTINGS:
+        changes: dict[str, object] = {}
+        if each.name == "prompt":
+            changes = dict(required=True)
+        elif each.name == "backend":
+            changes = dict(choices=["auto", *BACKENDS], default="auto",
+                           help="the AI step: auto (stability when STABILITY_API_KEY is set, else none), "
+                                + ", ".join(BACKENDS))
+        add_setting(render, each, **changes)
     render.add_argument("--host", default="local", help="a host of the hosts file (default: the built-in local)")
     render.add_argument("--hosts", type=Path, help="ssh_hosts.yaml (default: only the built-in local host)")
     render.add_argument("--size", type=_size, default=AUTO_SIZE,
                         help="an SDXL size, e.g. 1216x832, or auto (default): the one nearest the camera's aspect; "
                              "another aspect is a centred crop of the camera's frame")
-    render.add_argument("--strength", type=float, default=0.35, help="share of the render kept (0..1)")
-    render.add_argument("--steps", type=int, default=30, help="diffusion steps (10..50; the price grows with them)")
-    render.add_argument("--cfg-scale", type=float, default=7.0, help="how strictly to follow the prompt (0..35)")
-    render.add_argument("--seed", type=int, default=0, help="0: random")
-    render.add_argument("--batch", type=int, default=1, help="variations (1..10)")
-    render.add_argument("--style-preset", default="", choices=["", *STYLE_PRESETS], metavar="STYLE",
-                        help=f"a Stability style preset ({', '.join(STYLE_PRESETS)})")
-    render.add_argument("--samples", type=int, default=0, help="Cycles samples on the pod (0: the scene's)")
-    render.add_argument("--render-device", choices=RENDER_DEVICES, default="auto",
-                        help="auto: the pod's best GPU, else its CPU with a warning; gpu: fail without a GPU; cpu")
-    render.add_argument("--allow-missing-files", action="store_true",
-                        help="render even when files the scene needs are missing on the pod (done with warnings)")
     render.add_argument("--blender-version", default=None,
                         help="the Blender the pod runs (e.g. 4.2 or 4.2.3); default: the version that saved the scene")
     render.add_argument("--allow-newer-blender", action="store_true",
                         help="render a scene saved by a newer Blender than the pod can run")
-    render.add_argument("--backend", choices=["auto", *BACKENDS], default="auto",
-                        help="the AI step (auto: stability when STABILITY_API_KEY is set, else none)")
     render.add_argument("--api-base", default=os.environ.get("STABILITY_API_BASE", STABILITY_API_BASE),
                         help="Stability's API base URL, v1 and v2beta (default: $STABILITY_API_BASE or the public API)")
-    render.add_argument("--control", choices=CONTROLS, default="none", help="diffusers: ControlNet from the scene")
     render.add_argument("--bone-map", type=_bone_map, default={}, metavar="FILE",
                         help="openpose: which bone is which joint, JSON or YAML (left_wrist: hand_L, nose: Head:tail); "
                              "overrides the map found from the rig's names and shape")
-    render.add_argument("--openpose-scale", type=float, default=1.0, help="diffusers: OpenPose conditioning scale")
-    render.add_argument("--depth-scale", type=float, default=1.0, help="diffusers: depth conditioning scale")
-    render.add_argument("--control-strength", type=float, default=0.7,
-                        help="stability-structure: how closely the render's structure is kept (0..1)")
     render.add_argument("--output", type=Path, help="where results go (default: DATA_DIR/output)")
     render.add_argument("--time-limit", type=_time_limit, default=None, metavar="SECONDS",
                         help="stop the job on the pod after this long (default: 10x the estimate, at least 15 min)")
-    render.add_argument("--poses", default="current",
-                        help="current (default), markers, assets, frames:A-B[:S], or marker/pose-asset names N1,N2")
-    render.add_argument("--cameras", default="active", help="active (default), collection:NAME, or names C1,C2")
     render.add_argument("--fresh", action="store_true",
                         help="render every item again, even those an earlier job already brought back")
     again = commands.add_parser("reattach", help="wait for a job a previous run started and download it")
     again.add_argument("record", type=Path, help="the job record the render command printed (DATA_DIR/jobs/<id>.json)")
     again.add_argument("--hosts", type=Path, help="ssh_hosts.yaml (default: the one the job was submitted with)")
     estimate = commands.add_parser("estimate", help="what a job would cost")
-    estimate.add_argument("--steps", type=int, default=30, help="diffusion steps")
-    estimate.add_argument("--batch", type=int, default=1, help="variations")
+    for name in ("steps", "variations", "backend"):
+        add_setting(estimate, SETTINGS_BY_NAME[name])
     estimate.add_argument("--pod-type", default=None, help="GPU type priced in cost_config.yaml (default: its default)")
     estimate.add_argument("--render-seconds", type=float, default=EXPECTED_RENDER_S, help="expected render time on the pod")
-    estimate.add_argument("--backend", choices=BACKENDS, default="stability", help="the AI step priced")
     args = parser.parse_args(argv)
 
     if args.command == "estimate":
-        job = RenderJob(blend_path="-", output_dir="-", prompt="-", steps=args.steps, batch=args.batch,
+        job = RenderJob(blend_path="-", output_dir="-", prompt="-", steps=args.steps, variations=args.variations,
                         backend=args.backend)
         cost = estimate_cost(job, args.pod_type, expected_render_s=args.render_seconds)
         print(f"estimate ({cost.backend}): ${cost.total_usd:.4f} (GPU {cost.gpu_seconds:.0f}s on {cost.pod_type}: "
@@ -235,16 +260,11 @@ def _main(argv: list[str] | None = None) -> int:
             print("AI step skipped: STABILITY_API_KEY is not set (export it to send the render through SDXL)")
     job_id = new_job_id()
     job = RenderJob(
-        blend_path=str(args.scene), output_dir="", prompt=args.prompt, negative_prompt=args.negative_prompt,
-        width=args.size[0], height=args.size[1], strength=args.strength, steps=args.steps, cfg_scale=args.cfg_scale,
-        seed=args.seed, batch=args.batch, style_preset=args.style_preset, backend=backend,
-        api_base_url=args.api_base, job_id=job_id, render_samples=args.samples,
-        control=args.control, openpose_scale=args.openpose_scale, depth_scale=args.depth_scale,
-        control_strength=args.control_strength, bone_map=args.bone_map,
-        render_device=args.render_device, allow_missing_files=args.allow_missing_files,
+        blend_path=str(args.scene), output_dir="", job_id=job_id,
+        **{**{each.name: getattr(args, each.name) for each in SETTINGS}, "backend": backend},
+        width=args.size[0], height=args.size[1], api_base_url=args.api_base, bone_map=args.bone_map,
         blender_version=scene_blender_version(args.scene) if args.blender_version is None else args.blender_version,
         allow_newer_blender=args.allow_newer_blender,
-        poses=args.poses, cameras=args.cameras,
     )
     try:
         job.output_dir = "-"  # checked here only; the pipeline fills in the pod's paths

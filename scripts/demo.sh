@@ -18,4 +18,4 @@ if [ ! -f "$scene" ]; then
 fi
 exec .venv/bin/python -m remote.cli render "$scene" \
     --prompt "a heroic armoured knight standing on a stone floor, dramatic lighting, detailed" \
-    --negative-prompt "blurry, low quality" --poses markers --batch 1 --steps 30 --strength 0.35 "$@"
+    --negative-prompt "blurry, low quality" --poses markers --variations 1 --steps 30 --strength 0.35 "$@"

@@ -235,7 +235,7 @@ def test_operators_refuse_bad_input_with_one_clear_line(blender, tmp_path):
         attempt("no_key", prompt="x")
         preferences.get().api_key = "sk-test-key-123456"
         preferences.get().budget_cap_usd = 0.05
-        attempt("over_budget", prompt="x", batch=10)
+        attempt("over_budget", prompt="x", variations=10)
         try:
             api.submit(prompt="x", resolution="512x512", use_ai=False)
         except api.SubmitError as exc:
@@ -265,7 +265,7 @@ def test_render_remote_from_blender_to_the_local_pod_and_back(blender, tmp_path,
         prefs.api_base_url = {stability_server.base_url!r}
         settings = bpy.context.scene.posefactory
         settings.autosave_path = {str(tmp_path / "autosave")!r}
-        outcome = bpy.ops.posefactory.render_remote(prompt="a knight 'in' $(armour)", batch=2, seed=5, host="local",
+        outcome = bpy.ops.posefactory.render_remote(prompt="a knight 'in' $(armour)", variations=2, seed=5, host="local",
                                                     render_samples=1)
         tracked = jobs.MANAGER.latest()
         result = jobs.MANAGER.wait(tracked, timeout=240)
@@ -606,12 +606,12 @@ def test_batch_panel_picks_poses_counts_caps_and_brings_back_named_images(blende
             pose.enabled = pose.name in ("Wave", "T-Pose")
         settings.pose_source, settings.camera_source = "MARKERS", "COLLECTION"
         settings.camera_collection = bpy.data.collections["Cameras"]
-        job, _ = api.build_job(scene, bpy.context, batch=2)
+        job, _ = api.build_job(scene, bpy.context, variations=2)
         markers = (job.poses, job.cameras, batch.summary(batch.items_of(scene, job.poses, job.cameras), 2),
                    api.estimate_job(job, None, items=6).images)
         prefs.budget_cap_usd = 0.05
         try:
-            api.build_job(scene, bpy.context, batch=2)
+            api.build_job(scene, bpy.context, variations=2)
             over = ""
         except api.SubmitError as exc:
             over = str(exc)
@@ -623,7 +623,7 @@ def test_batch_panel_picks_poses_counts_caps_and_brings_back_named_images(blende
         except api.SubmitError as exc:
             empty = str(exc)
         settings.pose_source, settings.camera_source = "PICKED", "ACTIVE"
-        outcome = bpy.ops.posefactory.render_remote(batch=1, seed=5, host="local", render_samples=1)
+        outcome = bpy.ops.posefactory.render_remote(variations=1, seed=5, host="local", render_samples=1)
         tracked = jobs.MANAGER.latest()
         result = jobs.MANAGER.wait(tracked, timeout=400)
         record = jobs.MANAGER.history()[0]

@@ -13,7 +13,7 @@ from tests.fixtures.runpod_v2_standin import VALID_KEY
 # Prefixed to the scripts: what the channel's timer does on the main thread, until `done()` holds.
 HELPERS = """
 import time
-from bl_ext.user_default.posefactory import pod_catalog, pod_create, pod_state, ui_channel
+from bl_ext.user_default.posefactory import host_lookup, pod_catalog, pod_create, pod_state, ui_channel
 
 def settle(done, timeout=60):
     deadline = time.time() + timeout
@@ -172,7 +172,7 @@ def test_from_a_key_in_the_preferences_to_images_and_back_to_nothing(blender, tm
         seen = {{"create": attempt(max_price=0.5, gpu_id="NVIDIA A40", workspace={str(workspace)!r}, volume_gb=20)}}
         settle(lambda: not pod_create.CREATE.busy, timeout=240)
         seen.update(error=pod_create.CREATE.error, lines=pod_create.CREATE.lines, host=settings.host,
-                    hosts=api.host_names(bpy.context))
+                    hosts=host_lookup.host_names(bpy.context))
         labels.clear()
         bpy.types.POSEFACTORY_PT_remote.draw(type("Panel", (), {{"layout": Layout()}})(), bpy.context)
         seen["panel"] = list(labels)
@@ -196,7 +196,7 @@ def test_from_a_key_in_the_preferences_to_images_and_back_to_nothing(blender, tm
         seen["render2"] = render()
         host = settings.host
         seen["terminate"] = pod("pod_terminate")
-        seen.update(after=[settings.host, host in api.host_names(bpy.context), host in pod_state.VIEWS,
+        seen.update(after=[settings.host, host in host_lookup.host_names(bpy.context), host in pod_state.VIEWS,
                            pod_create.CREATE.lines])
         report(**seen)
     """), env={"RUNPOD_API_KEY": "", "XDG_CONFIG_HOME": str(user_config_dir.parent)}, timeout=600)

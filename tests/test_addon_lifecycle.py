@@ -62,7 +62,7 @@ def test_panel_draw_only_reads_what_the_timer_computed(blender):
         settings = bpy.context.scene.posefactory
         settings.prompt = "a knight"
         settings.use_ai = False
-        settings.random_seed = True
+        settings.seed = 0  # a random seed for each job
         bpy.context.scene.render.resolution_x, bpy.context.scene.render.resolution_y = 1920, 1080
         holder = type("Holder", (), {"layout": Layout()})()
         before = list(calls)
@@ -112,7 +112,7 @@ def test_each_backend_draws_its_own_settings(blender):
             backends.draw(Layout(), settings)
             shown[backend] = sorted(props)
         items = [i.identifier for i in bpy.context.scene.posefactory.bl_rna.properties["backend"].enum_items]
-        report(shown=shown, owned={b: sorted(e.settings) for b, e in backends.BACKENDS.items()}, items=items)
+        report(shown=shown, owned={b: sorted(backends.own_settings(b)) for b in backends.BACKENDS}, items=items)
     """)
     assert sorted(result["shown"]) == sorted(result["items"])  # every backend of the menu has an entry
     assert result["shown"] == result["owned"]  # each draws exactly the settings it owns
@@ -123,7 +123,7 @@ def test_the_addon_dashboard_and_cli_estimate_the_same_job_alike(blender):
     from remote import cli
     from remote.dashboard import submit
 
-    job = RenderJob(blend_path="-", output_dir="-", prompt="-", steps=30, batch=4, backend="stability")
+    job = RenderJob(blend_path="-", output_dir="-", prompt="-", steps=30, variations=4, backend="stability")
     expected = estimate(job, None)
     assert expected.gpu_seconds >= EXPECTED_RENDER_S
     dashboard = submit.estimate(job, HostConfig(name="local"))
@@ -132,7 +132,7 @@ def test_the_addon_dashboard_and_cli_estimate_the_same_job_alike(blender):
         assert cli.main(["estimate", "--steps", "30", "--batch", "4", "--backend", "stability"]) == 0
     result = blender.run("""
         from bl_ext.user_default.posefactory.remote.core.jobspec import RenderJob
-        job = RenderJob(blend_path="-", output_dir="-", prompt="-", steps=30, batch=4, backend="stability")
+        job = RenderJob(blend_path="-", output_dir="-", prompt="-", steps=30, variations=4, backend="stability")
         cost = api.estimate_job(job, None)
         report(total=cost.total_usd, gpu=cost.gpu_seconds)
     """)

@@ -86,7 +86,7 @@ def test_preset_menu_lists_applies_adds_and_removes_yaml_presets(blender, tmp_pa
     assert result["apply"] == ["FINISHED"]
     assert result["applied"] == ["a knight in the rain", "sun", 42, 0.5, 9.0, "cinematic"]
     assert result["label"] == "Rainy knight"
-    assert "broken.yaml: steps must be a whole number" in result["bad"] and result["still"] == "a knight in the rain"
+    assert "broken.yaml: steps: [1, 2] must be a whole number" in result["bad"] and result["still"] == "a knight in the rain"
     assert result["add"] == ["FINISHED"] and result["again"] == ["CANCELLED"]
     assert result["label_after_add"] == "Orc night"
     assert result["after_add"] == ["broken", "Orc night", "Rainy knight"]

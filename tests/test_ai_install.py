@@ -31,7 +31,7 @@ STACK = ["diffusers==0.42.*", "transformers==5.*", "safetensors", "huggingface_h
 WHEEL_CACHE = Path.home() / ".cache" / "posefactory-test-wheels"
 # Short: a worker lingers this long after the tests' last request (teardown stops it sooner).
 IDLE_S = "30"
-DIFFUSERS_JOB = dict(backend="diffusers", width=64, height=64, steps=2, strength=0.5, seed=11, batch=1,
+DIFFUSERS_JOB = dict(backend="diffusers", width=64, height=64, steps=2, strength=0.5, seed=11, variations=1,
                      control="openpose+depth", openpose_scale=0.8)
 
 

@@ -58,7 +58,7 @@ def run_job(tmp_path: Path, scene: Path, server, workspace: Path, **overrides):
 
 
 def test_the_image_comes_back_through_ai_renders_own_code(tmp_path, sample_scene, stability_server, workspace):
-    completed, manifest = run_job(tmp_path, sample_scene, stability_server, workspace, batch=2)
+    completed, manifest = run_job(tmp_path, sample_scene, stability_server, workspace, variations=2)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert manifest["status"] == "done" and manifest["images"] == ["ai-render-1.png", "ai-render-2.png"]
     first, second = stability_server.requests

@@ -68,7 +68,7 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
 
 def job(**overrides) -> RenderJob:
     values = dict(blend_path="scene.blend", output_dir="out", prompt="a knight", backend="diffusers", width=SIZE,
-                  height=SIZE, steps=2, strength=0.5, seed=11, batch=1)
+                  height=SIZE, steps=2, strength=0.5, seed=11, variations=1)
     values.update(overrides)
     made = RenderJob(**values)
     made.validate()
@@ -87,9 +87,9 @@ def pixels(png: bytes) -> np.ndarray:
 
 
 def test_same_seed_same_image_and_one_seed_per_variation(models, inputs):
-    _, first = generate(inputs, batch=2)
+    _, first = generate(inputs, variations=2)
     ai_channel.stop()  # a fresh worker, a fresh load: the same images too
-    _, again = generate(inputs, batch=2)
+    _, again = generate(inputs, variations=2)
     assert [v.seed for v in first] == [11, 12] and all(v.usable for v in first)
     assert [v.png for v in first] == [v.png for v in again]
     assert first[0].png != first[1].png

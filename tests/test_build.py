@@ -7,19 +7,20 @@ import sys
 import zipfile
 from pathlib import Path
 
+from tests.fixtures.blender import build_lock, dist_zip, run_build
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_a_second_build_uses_the_wheel_cache_and_ships_the_cli(addon_zip):
     # No index at all: any download attempt would fail the build, so passing proves the cache served every wheel.
-    environment = dict(os.environ, PIP_NO_INDEX="1", PIP_FIND_LINKS="")
-    rebuilt = subprocess.run([sys.executable, str(REPO / "build.py")], cwd=REPO, env=environment,
-                             capture_output=True, text=True, timeout=300)
-    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
-    assert "built and validated" in rebuilt.stdout
-    with zipfile.ZipFile(addon_zip) as archive:
-        names = set(archive.namelist())
-        manifest = archive.read("blender_manifest.toml").decode()
+    with build_lock():
+        rebuilt = run_build(env=dict(os.environ, PIP_NO_INDEX="1", PIP_FIND_LINKS=""))
+        assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+        assert "built and validated" in rebuilt.stdout
+        with zipfile.ZipFile(dist_zip()) as archive:
+            names = set(archive.namelist())
+            manifest = archive.read("blender_manifest.toml").decode()
     assert {"__main__.py", "remote/cli.py", "remote/jobs/pipeline.py"} <= names
     wheels = sorted(name for name in names if name.startswith("wheels/"))
     assert wheels and all(f'"./{wheel}"' in manifest for wheel in wheels)
@@ -50,14 +51,16 @@ def test_dev_mode_links_the_source_tree_into_an_extension_repo_blender_loads(tmp
 
 
 def test_split_platforms_gives_each_platform_only_its_own_compiled_wheels(addon_zip):
-    built = subprocess.run([sys.executable, str(REPO / "build.py"), "--split-platforms"], cwd=REPO,
-                           env=dict(os.environ, PIP_NO_INDEX="1"), capture_output=True, text=True, timeout=300)
-    assert built.returncode == 0, built.stdout + built.stderr
     expected = {"linux_x64": "manylinux", "macos_arm64": "arm64", "macos_x64": "x86_64", "windows_x64": "win_amd64"}
+    contents = {}
+    with build_lock():
+        built = run_build("--split-platforms", env=dict(os.environ, PIP_NO_INDEX="1"))
+        assert built.returncode == 0, built.stdout + built.stderr
+        for platform in expected:
+            with zipfile.ZipFile(dist_zip(platform)) as archive:
+                contents[platform] = (archive.namelist(), archive.read("blender_manifest.toml").decode())
     for platform, tag in expected.items():
-        with zipfile.ZipFile(addon_zip.with_name(f"{addon_zip.stem}-{platform}.zip")) as archive:
-            names = archive.namelist()
-            manifest = archive.read("blender_manifest.toml").decode()
+        names, manifest = contents[platform]
         for package in ("pyyaml", "pillow"):
             compiled = [name for name in names if name.lower().startswith(f"wheels/{package}-")]
             # One per Python the supported Blenders run: 3.11 (4.2 LTS to 5.0) and 3.13 (5.1 to 5.3).

@@ -374,7 +374,7 @@ def test_presets_pages_save_and_delete(app, client, tmp_path):
     assert "<script>alert" not in body and "&lt;script&gt;" in body
     assert "steps 500" not in body
     post(client, app, "/presets", {"name": "x", "steps": "500", "strength": "0.5", "cfg_scale": "7"})
-    assert "outside 10..50" in client.get("/presets").get_data(as_text=True)
+    assert "steps: 500 must be a whole number in 1..150" in client.get("/presets").get_data(as_text=True)
     generate = client.get("/generate", query_string={"preset": presets[0].name}).get_data(as_text=True)
     assert "&lt;script&gt;" in generate and 'value="25"' in generate
     post(client, app, "/presets/delete", {"name": presets[0].name})

@@ -194,7 +194,7 @@ def test_cancelled_after_the_api_accepted_the_request_is_charged(tmp_path, monke
         progress_hook(event)
         cancel_once_the_api_has_it(event)
 
-    result = run_job(make_job(stability_server, batch=1), sample_scene, host="local", hosts_file=None,
+    result = run_job(make_job(stability_server, variations=1), sample_scene, host="local", hosts_file=None,
                      local_output_dir=tmp_path / "results", api_key=stability_server.api_key, progress=both,
                      cancel=cancel, record_path=tmp_path / "record.json")
     assert result.status == "cancelled"

@@ -50,7 +50,7 @@ def hosts_file(tmp_path: Path, server, name: str, **extra) -> Path:
 
 def make_job(server=None, **overrides) -> RenderJob:
     values = dict(blend_path="", output_dir="", prompt="a knight \"in\" $(armour) `now`", negative_prompt="blurry",
-                  batch=2, seed=11, steps=20, render_samples=1, backend="stability" if server else "none",
+                  variations=2, seed=11, steps=20, render_samples=1, backend="stability" if server else "none",
                   api_base_url=server.base_url if server else "http://127.0.0.1:9")
     values.update(overrides)
     return RenderJob(**values)
@@ -92,7 +92,7 @@ def test_round_trip_through_the_direct_port_with_s3(data, tmp_path, sshd_direct,
     bucket = s3_server.make_bucket()
     hosts = hosts_file(tmp_path, sshd_direct, "pod", transfer="s3", storage=s3_server.storage_entry(bucket))
     progress = Recorder()
-    result = submit(make_job(batch=1), sample_scene, "pod", hosts, tmp_path, progress)
+    result = submit(make_job(variations=1), sample_scene, "pod", hosts, tmp_path, progress)
     assert result.status == "done", result.error
     assert result.images == [] and result.raw_render.is_file()
     assert any("(s3)" in m for m in progress.messages("uploading"))
@@ -103,7 +103,7 @@ def test_connection_dropped_on_each_leg_still_ends_with_the_images(data, tmp_pat
                                                                   stability_server, stage):
     hosts = hosts_file(tmp_path, sshd_proxy, "runpod")
     progress = Recorder({stage: sshd_proxy.drop_connections})
-    result = submit(make_job(stability_server, batch=1), sample_scene, "runpod", hosts, tmp_path, progress,
+    result = submit(make_job(stability_server, variations=1), sample_scene, "runpod", hosts, tmp_path, progress,
                     api_key=stability_server.api_key)
     assert result.status == "done", result.error
     assert len(result.images) == 1
@@ -112,7 +112,7 @@ def test_connection_dropped_on_each_leg_still_ends_with_the_images(data, tmp_pat
 
 def test_rate_limited_then_success(data, tmp_path, sample_scene, stability_server):
     stability_server.then(429, headers={"Retry-After": "1"})
-    result = submit(make_job(stability_server, batch=1), sample_scene, "local", None, tmp_path,
+    result = submit(make_job(stability_server, variations=1), sample_scene, "local", None, tmp_path,
                     api_key=stability_server.api_key)
     assert result.status == "done", result.error
     assert result.manifest["ai_attempts"] == 2
@@ -120,11 +120,11 @@ def test_rate_limited_then_success(data, tmp_path, sample_scene, stability_serve
 
 def test_pod_workspace_wiped_between_jobs_is_set_up_again(data, tmp_path, sshd_direct, sample_scene):
     hosts = hosts_file(tmp_path, sshd_direct, "pod")
-    assert submit(make_job(batch=1), sample_scene, "pod", hosts, tmp_path).status == "done"
+    assert submit(make_job(variations=1), sample_scene, "pod", hosts, tmp_path).status == "done"
     shutil.rmtree(tmp_path / "pod-ws")
     (tmp_path / "pod-ws").mkdir()
     progress = Recorder()
-    result = submit(make_job(batch=1), sample_scene, "pod", hosts, tmp_path, progress, record=tmp_path / "r2.json")
+    result = submit(make_job(variations=1), sample_scene, "pod", hosts, tmp_path, progress, record=tmp_path / "r2.json")
     assert result.status == "done", result.error
     assert (tmp_path / "pod-ws" / "posefactory" / "blender.env").is_file()
     assert not any("scene: 0 bytes" in m for m in progress.messages("uploading"))
@@ -146,7 +146,7 @@ def test_blender_restarted_mid_job_reattaches(data, tmp_path, sample_scene, stab
         raise BlenderQuit()
 
     with pytest.raises(BlenderQuit):
-        submit(make_job(stability_server, batch=1), sample_scene, "local", None, tmp_path,
+        submit(make_job(stability_server, variations=1), sample_scene, "local", None, tmp_path,
                Recorder({"rendering": lambda: None, "downloading": quit_blender}), api_key=stability_server.api_key)
     record = JobRecord.load(tmp_path / "record.json")
     assert record.status == "running" and record.remote_job_dir
@@ -168,7 +168,7 @@ def test_bad_input_fails_before_anything_is_spent(data, tmp_path, sample_scene, 
 
 
 def test_ai_failure_is_reported_with_the_render_kept(data, tmp_path, sample_scene, stability_server):
-    result = submit(make_job(stability_server, batch=1), sample_scene, "local", None, tmp_path,
+    result = submit(make_job(stability_server, variations=1), sample_scene, "local", None, tmp_path,
                     api_key="sk-wrong-key-0000000")
     assert result.status == "failed" and "rejected the API key" in result.error
     assert result.output_dir.joinpath("render.png").is_file()

@@ -64,7 +64,7 @@ def test_a_bad_pose_asset_fails_its_items_only(tmp_path, pose_scene, stability_s
 
 
 def test_a_frame_range_returns_the_sequence_in_frame_order(tmp_path, pose_scene, stability_server):
-    completed, manifest = run_job(tmp_path, pose_scene, stability_server, poses="frames:5-20:5", batch=2, seed=3)
+    completed, manifest = run_job(tmp_path, pose_scene, stability_server, poses="frames:5-20:5", variations=2, seed=3)
     assert completed.returncode == 0, completed.stderr
     names = [f"frame-{f:04d}" for f in (5, 10, 15, 20)]
     assert [i["name"] for i in manifest["items"]] == names

@@ -153,3 +153,44 @@ def test_arbitrary_status_objects_give_a_known_state_or_an_error(state, extra):
 
 def test_output_path_keeps_nested_names_inside(tmp_path: Path):
     assert output_path(tmp_path, "a.png").parent == tmp_path
+
+
+# -- the wire version of status.json and manifest.json ---------------------------------------------------------
+
+@pytest.mark.parametrize("version", [2, 0, "1", None, True])
+def test_a_file_of_another_wire_version_is_refused_in_one_line(version):
+    from remote.core.pod_output import parse_manifest, parse_status
+
+    for parse, data in ((parse_status, {"state": "done"}), (parse_manifest, {"images": []})):
+        with pytest.raises(PodOutputError, match="this side reads version 1") as refused:
+            parse(json.dumps({**data, "version": version}))
+        assert "\n" not in str(refused.value)
+    assert parse_status(json.dumps({"state": "done"})).state == "done"  # written before versions: version 1
+
+
+def test_the_pods_status_writer_and_its_line_go_through_the_wire_records(tmp_path):
+    """pod_setup/job_status.py as pod_agent.sh runs it (the pod's python3): the laptop's parser reads what it writes."""
+    import subprocess
+    import sys
+
+    from remote.core.pod_output import WIRE_VERSION, parse_status
+
+    script = Path(__file__).resolve().parents[1] / "pod_setup" / "job_status.py"
+
+    def run(*args: str) -> str:
+        done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    run("write", str(tmp_path), "queued")
+    queued = parse_status(run("show", str(tmp_path), "2"))
+    assert queued.state == "queued" and queued.queue_position == 2 and queued.queued_at
+    (tmp_path / "progress.json").write_text(json.dumps({"total": 4, "done": 1, "failed": 0, "current": "Wave"}))
+    run("write", str(tmp_path), "running")
+    run("write", str(tmp_path), "failed", "3", "the render failed: out of memory")
+    ended = parse_status(run("show", str(tmp_path), "-1"))
+    assert (ended.state, ended.exit_code, ended.error) == ("failed", 3, "the render failed: out of memory")
+    assert ended.items == {"total": 4, "done": 1, "failed": 0, "current": "Wave"} and ended.gpu_seconds is not None
+    assert json.loads((tmp_path / "status.json").read_text())["version"] == WIRE_VERSION
+    assert (tmp_path / "state").read_text().strip() == "failed"
+    assert not list(tmp_path.glob(".*.tmp"))

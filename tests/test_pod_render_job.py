@@ -38,7 +38,7 @@ def run_job(tmp_path: Path, scene: Path, server, *, key: str | None = "valid", *
 
 def test_render_fix_img2img_batch_and_manifest(tmp_path, sample_scene, stability_server):
     prompt = "knight \"quoted\" $(rm -rf ~) `id` caf\u00e9\nline two"
-    completed, manifest = run_job(tmp_path, sample_scene, stability_server, prompt=prompt, batch=2,
+    completed, manifest = run_job(tmp_path, sample_scene, stability_server, prompt=prompt, variations=2,
                                   negative_prompt="blurry", style_preset="3d-model", width=1152, height=896)
     assert completed.returncode == 0, completed.stderr
     out = tmp_path / "out"
@@ -93,7 +93,7 @@ def test_rejected_key_keeps_the_render_and_never_prints_the_key(tmp_path, sample
 
 def test_content_filtered_is_reported_not_saved(tmp_path, sample_scene, stability_server):
     stability_server.then(200, finish_reason="CONTENT_FILTERED")
-    completed, manifest = run_job(tmp_path, sample_scene, stability_server, batch=2)
+    completed, manifest = run_job(tmp_path, sample_scene, stability_server, variations=2)
     assert completed.returncode == 6 and "CONTENT_FILTERED" in completed.stderr
     assert not list((tmp_path / "out").glob("ai-render-*.png"))
     assert [v["finish_reason"] for v in manifest["variations"]] == ["CONTENT_FILTERED"] * 2
@@ -102,7 +102,7 @@ def test_content_filtered_is_reported_not_saved(tmp_path, sample_scene, stabilit
 def test_rate_limit_then_partly_filtered_batch(tmp_path, sample_scene, stability_server):
     stability_server.then(429, headers={"Retry-After": "1"})
     stability_server.then(200, finish_reason=("CONTENT_FILTERED", "SUCCESS", "ERROR"))
-    completed, manifest = run_job(tmp_path, sample_scene, stability_server, batch=3)
+    completed, manifest = run_job(tmp_path, sample_scene, stability_server, variations=3)
     assert completed.returncode == 0, completed.stderr
     assert manifest["ai_attempts"] == 2 and manifest["images"] == ["ai-render-2.png"]
     assert sorted(p.name for p in (tmp_path / "out").glob("ai-render-*")) == ["ai-render-2.png"]

@@ -53,4 +53,4 @@ def test_any_job_file_is_a_valid_job_or_one_validation_error(data):
     except JobValidationError as exc:
         assert str(exc)
         return
-    assert job.prompt.strip() and (job.width, job.height) and 1 <= job.batch <= 10
+    assert job.prompt.strip() and (job.width, job.height) and 1 <= job.variations <= 10

@@ -127,7 +127,7 @@ def test_a_file_deleted_after_tracing_stops_the_job_before_anything_is_sent(tmp_
                 texture.unlink()
 
     hosts = hosts_file(tmp_path, sshd_proxy, "runpod")
-    result = submit(make_job(batch=1), textured_character, "runpod", hosts, tmp_path, DeleteAfterTracing())
+    result = submit(make_job(variations=1), textured_character, "runpod", hosts, tmp_path, DeleteAfterTracing())
     assert result.status == "failed" and result.error == f"{texture}: gone while the scene was being sent", result.error
     objects = tmp_path / "pod-ws" / "posefactory" / "store" / "objects"
     assert not objects.exists() or list(objects.iterdir()) == []
@@ -180,7 +180,7 @@ def test_every_kind_of_dependency_reaches_a_pod_without_the_originals_and_is_use
 
     hosts = hosts_file(tmp_path, sshd_proxy, "runpod")
     progress = MoveOriginalsOnceSent()
-    result = submit(make_job(batch=1), dependency_scene.blend, "runpod", hosts, tmp_path, progress)
+    result = submit(make_job(variations=1), dependency_scene.blend, "runpod", hosts, tmp_path, progress)
     assert result.status == "done", result.error
     assert result.manifest["status"] == "done" and not result.manifest.get("missing_files")  # nothing rendered without
     assert moved_away.exists() and not dependency_scene.root.exists()

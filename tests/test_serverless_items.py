@@ -88,7 +88,7 @@ def stability_endpoint(tmp_path, stability_server, monkeypatch):
 
 def test_a_stability_batch_delivers_every_items_images_and_pays_once(stability_endpoint, stability_server, host,
                                                                     sample_scene, tmp_path):
-    job = batch_job(sample_scene, backend="stability-structure", api_base_url=stability_server.base_url, batch=2,
+    job = batch_job(sample_scene, backend="stability-structure", api_base_url=stability_server.base_url, variations=2,
                     seed=7, control_strength=0.6)
     assert output_names(job) == ["manifest.json", "outputs.tar"]
     (result,), events, _ = batch(host(), [BatchItem("job-1", job)], tmp_path / "out")

@@ -15,7 +15,7 @@ INIT = make_png(1024, 1024, (10, 20, 30), {})
 
 def job(**overrides) -> RenderJob:
     values = dict(blend_path="s.blend", output_dir="out", prompt="a knight in armour", negative_prompt="blurry",
-                  steps=20, seed=42, batch=2, sampler="K_EULER", style_preset="3d-model")
+                  steps=20, seed=42, variations=2, sampler="K_EULER", style_preset="3d-model")
     values.update(overrides)
     return RenderJob(**values)
 
@@ -66,7 +66,7 @@ def test_429_is_retried_with_bounded_backoff_then_succeeds(stability_server):
     stability_server.then(429, times=2, headers={"Retry-After": "3"})
     c = stability.StabilityClient(stability_server.api_key, stability_server.base_url, sleep=waits.append,
                                   backoff_s=1, max_backoff_s=5)
-    assert len(c.image_to_image(INIT, job(batch=1))) == 1
+    assert len(c.image_to_image(INIT, job(variations=1))) == 1
     assert c.attempts == 3 and waits == [3, 3]
 
 
@@ -105,7 +105,7 @@ def test_stand_in_rejects_unknown_fields_and_bad_ranges(stability_server):
 def test_dropped_connection_is_retried_then_succeeds(stability_server):
     stability_server.then(DROP_CONNECTION)
     c = client(stability_server)
-    assert len(c.image_to_image(INIT, job(batch=1))) == 1 and c.attempts == 2
+    assert len(c.image_to_image(INIT, job(variations=1))) == 1 and c.attempts == 2
 
 
 def test_unreachable_server_gives_up_with_a_clear_error():

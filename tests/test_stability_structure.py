@@ -149,7 +149,7 @@ def run_job(tmp_path: Path, scene: Path, server, **overrides):
 
 def test_render_job_structure_batch_keeps_paid_images_when_a_later_one_fails(tmp_path, sample_scene, stability_server):
     stability_server.then(200).then(402, body={"id": "p", "name": "payment_required", "message": "no credits"})
-    completed, manifest = run_job(tmp_path, sample_scene, stability_server, batch=3)
+    completed, manifest = run_job(tmp_path, sample_scene, stability_server, variations=3)
     assert completed.returncode == 0, completed.stderr
     out = tmp_path / "out"
     render_sha = hashlib.sha256((out / "render.png").read_bytes()).hexdigest()
@@ -180,7 +180,7 @@ def by_name(manifest):
 
 def test_a_moderation_403_fails_its_item_only_and_every_later_item_is_tried(tmp_path, sample_scene, stability_server):
     stability_server.then(200).then(403, body={"id": "m", "name": "content_moderation", "message": "flagged"})
-    completed, manifest = run_job(tmp_path, sample_scene, stability_server, poses="frames:1-3", batch=1)
+    completed, manifest = run_job(tmp_path, sample_scene, stability_server, poses="frames:1-3", variations=1)
     assert completed.returncode == 0, completed.stderr
     items = by_name(manifest)
     assert [items[n]["status"] for n in ("frame-0001", "frame-0002", "frame-0003")] == ["done", "failed", "done"]
@@ -195,7 +195,7 @@ def test_a_moderation_403_fails_its_item_only_and_every_later_item_is_tried(tmp_
 
 def test_attempts_add_up_over_items_with_retries(tmp_path, sample_scene, stability_server):
     stability_server.then(503).then(200).then(200)
-    completed, manifest = run_job(tmp_path, sample_scene, stability_server, poses="frames:1-2", batch=1)
+    completed, manifest = run_job(tmp_path, sample_scene, stability_server, poses="frames:1-2", variations=1)
     assert completed.returncode == 0, completed.stderr
     assert [r["attempts"] for r in manifest["ai_items"]] == [2, 1] and manifest["ai_attempts"] == 3
     assert all(e["status"] == "done" for e in manifest["items"]) and "ai_error" not in manifest
@@ -203,7 +203,7 @@ def test_attempts_add_up_over_items_with_retries(tmp_path, sample_scene, stabili
 
 def test_a_refused_key_stops_later_items_and_says_so_on_each(tmp_path, sample_scene, stability_server):
     stability_server.then(200).then(401, body={"id": "k", "name": "unauthorized", "message": "bad key"})
-    completed, manifest = run_job(tmp_path, sample_scene, stability_server, poses="frames:1-4", batch=1)
+    completed, manifest = run_job(tmp_path, sample_scene, stability_server, poses="frames:1-4", variations=1)
     items = by_name(manifest)
     assert items["frame-0001"]["status"] == "done" and "HTTP 401" in items["frame-0002"]["error"]
     for name in ("frame-0003", "frame-0004"):

@@ -123,7 +123,7 @@ class AIRenderBackend:
             self.check_ready()
         operators = importlib.import_module(f"{PACKAGE}.operators")
         scene: Any = bpy.context.scene
-        first_seed = self.job.seed or random.randint(1, MAX_SEED - self.job.batch)
+        first_seed = self.job.seed or random.randint(1, MAX_SEED - self.job.variations)
         variations = []
         kept_tempdir = tempfile.tempdir
         try:
@@ -132,7 +132,7 @@ class AIRenderBackend:
                 tempfile.tempdir = autosave
                 self._configure(Path(autosave))
                 props = scene.air_props
-                for n in range(1, self.job.batch + 1):
+                for n in range(1, self.job.variations + 1):
                     seed = first_seed + n - 1
                     props.seed = seed
                     props.last_generated_image_filename = ""

@@ -101,8 +101,8 @@ class DiffusersBackend:
                 if file.parent != Path(out) or not file.is_file():  # the worker writes only where it was told
                     raise JobFailed(EXIT_AI, "AI step failed: the AI worker returned a file outside its folder")
                 variations.append(Variation(index, seed, "SUCCESS", file.read_bytes()))
-        if len(variations) != self.job.batch:
-            raise JobFailed(EXIT_AI, f"AI step failed: the AI worker returned {len(variations)} of {self.job.batch} images")
+        if len(variations) != self.job.variations:
+            raise JobFailed(EXIT_AI, f"AI step failed: the AI worker returned {len(variations)} of {self.job.variations} images")
         return variations
 
     def stats(self) -> dict[str, Any]:

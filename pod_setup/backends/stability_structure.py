@@ -55,7 +55,7 @@ class StabilityStructureBackend:
         variations: list[Variation] = []
         item_error = ""
         try:
-            for n in range(1, self.job.batch + 1):
+            for n in range(1, self.job.variations + 1):
                 seed = self.job.seed + n - 1 if self.job.seed else 0  # 0: the API picks, its seed header says which
                 if item_error:  # an earlier variation of this item failed for good: do not pay for more attempts
                     variations.append(Variation(n, seed, "ERROR"))

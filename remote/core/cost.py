@@ -124,14 +124,14 @@ class CostModel:
         controls = 0 if job.control == "none" else len(job.control.split("+"))
         pixels = (job.width * job.height) or 1024 * 1024  # 0x0: the pod picks an SDXL size, about 1024²
         per_step = self.diffusers_step_s * pixels / (1024 * 1024) * (1 + self.controlnet_share * controls)
-        return self.diffusers_load_s + items * job.batch * denoising_steps(job) * per_step
+        return self.diffusers_load_s + items * job.variations * denoising_steps(job) * per_step
 
     def estimate(self, job: RenderJob, pod_type: str | None, expected_render_s: float, items: int = 1) -> CostBreakdown:
         """Before a job: every variation of every item billed, render times plus the AI step's and the per-job overhead."""
         return self.breakdown(pod_type=pod_type, job=job,
                               gpu_seconds=expected_render_s * items + self.overhead_seconds
                               + self.ai_gpu_seconds(job, items),
-                              images=0 if job.backend == "none" else job.batch * items)
+                              images=0 if job.backend == "none" else job.variations * items)
 
     def actual(self, job: RenderJob, pod_type: str | None, gpu_seconds: float, images_generated: int) -> CostBreakdown:
         """After a job: the measured GPU seconds and the images the backend generated."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -79,41 +80,120 @@ class JobValidationError(ValueError):
     """A job that must not run; the message names the field and the reason."""
 
 
+@dataclass(frozen=True)
+class Setting:
+    """A job setting an artist or a script sets: its field of :class:`RenderJob` and everything the CLI's
+    arguments, the add-on's properties and operator options, the API's keywords, presets and the dashboard's
+    form are built from. A new setting is one ``setting(...)`` line in RenderJob plus its behaviour."""
+
+    name: str
+    kind: type  # int | float | str | bool
+    default: Any
+    label: str  # the add-on's and the dashboard's name for it
+    help: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()  # a str setting's allowed values
+    backends: tuple[str, ...] = ()  # the backends that read it (empty: every job)
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def check(self, value: Any) -> None:
+        """Raise :class:`JobValidationError` naming this setting when ``value`` is not one of its values."""
+        if self.kind is bool:
+            if not isinstance(value, bool):
+                raise JobValidationError(f"{self.name}: {value!r} must be true or false")
+        elif self.kind is str:
+            if not isinstance(value, str):
+                raise JobValidationError(f"{self.name}: must be text")
+            if self.choices and value not in self.choices:
+                shown = ", ".join(choice or "'' (none)" for choice in self.choices)
+                raise JobValidationError(f"{self.name}: {value!r} is not one of {shown}")
+        elif self.kind is int:
+            _check_int_range(self.name, value, int(self.low or 0), int(self.high or 0))
+        else:
+            _check_range(self.name, value, float(self.low or 0), float(self.high or 0))
+
+    def parse(self, text: str) -> Any:
+        """The value of ``text`` (a command line's or a form's); raises ValueError naming the setting."""
+        parsers: dict[type, Callable[[str], Any]] = {bool: _parse_bool, int: int, float: float, str: str}
+        try:
+            return parsers[self.kind](text.strip())
+        except ValueError:
+            raise ValueError(f"{self.name}: {text[:20]!r} is not {_KIND_WORDS[self.kind]}") from None
+
+
+_KIND_WORDS = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
+def setting(default: Any, label: str, help: str, *, low: float | None = None, high: float | None = None,
+            choices: tuple[str, ...] = (), backends: tuple[str, ...] = ()) -> Any:
+    """A RenderJob field that is a job setting (see :class:`Setting`)."""
+    return field(default=default, metadata={"setting": dict(label=label, help=help, low=low, high=high,
+                                                            choices=choices, backends=backends)})
+
+
 @dataclass
 class RenderJob:
     """One render + img2img job, as written to ``job.json``."""
 
     blend_path: str
     output_dir: str
-    prompt: str
-    negative_prompt: str = ""
+    prompt: str = setting("", "Prompt", "what the AI step should make of the render")
+    negative_prompt: str = setting("", "Negative Prompt", "what the AI step should avoid (sent with a negative weight)")
     width: int = 1024
     height: int = 1024
-    strength: float = 0.35  # share of the render kept: Stability's image_strength
-    steps: int = 30
-    cfg_scale: float = 7.0
+    strength: float = setting(0.35, "Keep Render", "how much of the render survives the AI step (Stability's "
+                              "image_strength): 1 keeps it, 0 ignores it", low=0.0, high=1.0)
+    steps: int = setting(30, "Steps", "diffusion steps (Stability 10..50, diffusers 1..150); more is slower and "
+                         "costs more per image", low=1, high=150)
+    cfg_scale: float = setting(7.0, "Prompt Strength", "how strictly the AI follows the prompt (cfg_scale)",
+                               low=0.0, high=35.0)
     sampler: str = ""  # empty: let the API choose
-    style_preset: str = ""  # empty: none
-    seed: int = 0  # 0: random, as the API defines it
-    batch: int = 1  # variations, one image each
-    backend: str = "stability"
+    style_preset: str = setting("", "Style", "a Stability style preset that guides the look of the result",
+                                choices=("", *STYLE_PRESETS), backends=("stability", "stability-structure", "ai-render"))
+    seed: int = setting(0, "Seed", "the AI step's seed: the same seed and settings give the same image; "
+                        "0: a new random seed for every job", low=0, high=MAX_SEED)
+    variations: int = setting(1, "Variations", "how many AI variations of each render to make (each one is billed)",
+                              low=1, high=10)
+    backend: str = setting("stability", "Backend", "where the AI step runs: Stability's API, the pod's GPU "
+                           "(diffusers), the AI Render add-on, or none (render only)", choices=BACKENDS)
     api_base_url: str = STABILITY_API_BASE
     engine_id: str = SDXL_ENGINE
     job_id: str = ""
-    render_samples: int = 0  # 0: keep the scene's own setting
+    render_samples: int = setting(0, "Render Samples", "Cycles samples on the pod (0 keeps the scene's own setting)",
+                                  low=0, high=1 << 16)
     # AI backends: settings read only by the backend named.
-    control: str = "none"  # diffusers: ControlNet input(s) drawn from the scene (CONTROLS); none: a preview of them
-    openpose_scale: float = 1.0  # diffusers: conditioning scale of the OpenPose ControlNet
-    depth_scale: float = 1.0  # diffusers: conditioning scale of the depth ControlNet
+    control: str = setting("none", "Control", "the ControlNet input(s) drawn from the scene (the armature's pose, "
+                           "the Z pass); with backend none, a free preview of them", choices=CONTROLS,
+                           backends=("diffusers", "none"))
+    openpose_scale: float = setting(1.0, "Pose Weight", "how strongly the OpenPose skeleton steers the image",
+                                    low=0.0, high=2.0, backends=("diffusers",))
+    depth_scale: float = setting(1.0, "Depth Weight", "how strongly the depth map steers the image",
+                                 low=0.0, high=2.0, backends=("diffusers",))
     bone_map: dict[str, str] = field(default_factory=dict)  # openpose: joint -> "bone[:head|:tail]" overrides
-    control_strength: float = 0.7  # stability-structure: how closely the render's structure is kept
-    # Batches (remote/core/batch_spec.py): items = poses × cameras, each with `batch` variations.
-    poses: str = "current"  # current | markers | assets | frames:A-B[:S] | NAME,NAME…
-    cameras: str = "active"  # active | collection:NAME | NAME,NAME…
+    control_strength: float = setting(0.7, "Keep Structure", "how closely the render's structure is kept",
+                                      low=0.0, high=1.0, backends=("stability-structure",))
+    # Items = poses × cameras (remote/core/batch_spec.py), each with every variation.
+    poses: str = setting("current", "Poses", "current, markers, assets, frames:A-B[:S], or marker/pose-asset "
+                         "names N1,N2")
+    cameras: str = setting("active", "Cameras", "active, collection:NAME, or camera names C1,C2")
     only_items: list[str] = field(default_factory=list)  # non-empty: render just these items (the rest are reused)
     # Render fidelity: where the pod renders and how the init image is made.
-    render_device: str = "auto"  # auto (GPU, else CPU with a warning) | gpu (fail without one) | cpu
-    allow_missing_files: bool = False  # render a scene whose files are missing on the pod: "done with warnings"
+    render_device: str = setting("auto", "Render Device", "auto: the pod's best GPU, else its CPU with a warning; "
+                                 "gpu: fail without a GPU; cpu: the pod's CPU", choices=RENDER_DEVICES)
+    allow_missing_files: bool = setting(False, "Allow Missing Files", "render even when files the scene needs are "
+                                        "missing on the pod; the job then ends 'done with warnings' listing them")
     blender_version: str = ""  # the artist's Blender ("4.2" or "4.2.3"): the pod installs and runs it; "": the pod's
     allow_newer_blender: bool = False  # render a file saved by a newer Blender than the pod runs
 
@@ -127,10 +207,9 @@ class RenderJob:
                 raise JobValidationError(f"{name}: must be text")
             if len(text) > PROMPT_MAX_CHARS:
                 raise JobValidationError(f"{name}: {len(text)} characters, at most {PROMPT_MAX_CHARS}")
-        if self.backend not in BACKENDS:
-            raise JobValidationError(f"backend: {self.backend!r} is not one of {', '.join(BACKENDS)}")
+        for each in SETTINGS:
+            each.check(getattr(self, each.name))
         _check_size(self.backend, self.width, self.height)
-        _check_range("strength", self.strength, 0.0, 1.0)
         if self.backend == "diffusers":
             _check_int_range("steps", self.steps, 1, 150)
             if denoising_steps(self) < 1:
@@ -139,19 +218,10 @@ class RenderJob:
                     f"(diffusers runs steps x (1 - keep)); lower Keep Render or raise steps")
         else:
             _check_int_range("steps", self.steps, 10, 50)
-        _check_range("cfg_scale", self.cfg_scale, 0.0, 35.0)
-        _check_int_range("seed", self.seed, 0, MAX_SEED)
-        _check_int_range("batch", self.batch, 1, 10)
-        _check_int_range("render_samples", self.render_samples, 0, 1 << 16)
         if self.sampler and self.sampler not in SAMPLERS:
             raise JobValidationError(f"sampler: {self.sampler!r} is not one of {', '.join(SAMPLERS)}")
-        if self.style_preset and self.style_preset not in STYLE_PRESETS:
-            raise JobValidationError(f"style_preset: {self.style_preset!r} is not one of {', '.join(STYLE_PRESETS)}")
-        if self.render_device not in RENDER_DEVICES:
-            raise JobValidationError(f"render_device: {self.render_device!r} is not one of {', '.join(RENDER_DEVICES)}")
-        for flag in ("allow_missing_files", "allow_newer_blender"):
-            if not isinstance(getattr(self, flag), bool):
-                raise JobValidationError(f"{flag}: {getattr(self, flag)!r} must be true or false")
+        if not isinstance(self.allow_newer_blender, bool):
+            raise JobValidationError(f"allow_newer_blender: {self.allow_newer_blender!r} must be true or false")
         if self.blender_version and not (isinstance(self.blender_version, str)
                                          and re.fullmatch(r"\d{1,2}\.\d{1,2}(\.\d{1,3})?", self.blender_version)):
             raise JobValidationError(f"blender_version: {self.blender_version!r} is not a version like 4.2 or 4.2.3")
@@ -169,14 +239,9 @@ class RenderJob:
             raise JobValidationError("output_dir: must not be empty")
 
     def _validate_backend_settings(self) -> None:
-        if self.control not in CONTROLS:
-            raise JobValidationError(f"control: {self.control!r} is not one of {', '.join(CONTROLS)}")
         if self.control != "none" and self.backend not in ("diffusers", "none"):
             raise JobValidationError(f"control: {self.control} needs backend diffusers (ControlNet runs on the pod), "
                                      f"or none for a preview of the control images, not {self.backend}")
-        _check_range("openpose_scale", self.openpose_scale, 0.0, 2.0)
-        _check_range("depth_scale", self.depth_scale, 0.0, 2.0)
-        _check_range("control_strength", self.control_strength, 0.0, 1.0)
         if not isinstance(self.bone_map, dict):
             raise JobValidationError("bone_map: must map joint names to bone names")
         for joint, bone in self.bone_map.items():
@@ -215,6 +280,13 @@ class RenderJob:
         if not isinstance(data, dict):
             raise JobValidationError(f"{path}: must hold a JSON object")
         return cls.from_dict(data)
+
+
+# Every job setting, in RenderJob's order.
+SETTINGS: tuple[Setting, ...] = tuple(
+    Setting(name=f.name, kind=type(f.default), default=f.default, **f.metadata["setting"])
+    for f in fields(RenderJob) if "setting" in f.metadata)
+SETTINGS_BY_NAME: dict[str, Setting] = {each.name: each for each in SETTINGS}
 
 
 def denoising_steps(job: RenderJob) -> int:

@@ -59,6 +59,12 @@ _ESCAPES = re.compile(
 _CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
+# The version of status.json and manifest.json (the files pod and laptop exchange): written by the pod
+# (pod_setup/job_status.py, render_job.py) and the laptop (a batch's local manifest); a reader refuses
+# another version in one line. A file without one was written before versions and is version 1.
+WIRE_VERSION = 1
+
+
 class PodOutputError(ValueError):
     """Something the pod sent cannot be used; the message is one line for the artist."""
 
@@ -142,6 +148,15 @@ def _json_object(raw: bytes | str, what: str, limit: int) -> dict[str, Any]:
     return value
 
 
+def check_version(data: dict[str, Any], what: str) -> bool:
+    """True for a file of this wire version; raises PodOutputError (one line) for any other."""
+    version = data.get("version", WIRE_VERSION)
+    if version != WIRE_VERSION or isinstance(version, bool):
+        raise PodOutputError(f"the {what} is version {clean_text(repr(version), 20)} of the pod's files; this side "
+                             f"reads version {WIRE_VERSION}: run the same Pose Factory on the laptop and the pod")
+    return True
+
+
 def _number(value: Any, low: float = 0.0, high: float = math.inf) -> float | None:
     """A finite number in ``low..high``, or None."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -183,6 +198,7 @@ class PodStatus:
 def parse_status(raw: bytes | str) -> PodStatus:
     """A status line from the pod, checked; raises PodOutputError when unusable."""
     data = _json_object(raw.strip() if isinstance(raw, (bytes, str)) else raw, "status", MAX_STATUS_BYTES)
+    check_version(data, "status")
     state = data.get("state")
     if not isinstance(state, str) or not state:
         raise PodOutputError("the pod's status has no state")
@@ -201,6 +217,26 @@ def parse_status(raw: bytes | str) -> PodStatus:
         and 0 <= position < 10_000 else None,
         items=_items_progress(data.get("items")),
     )
+
+
+def next_status(previous: dict[str, Any], state: str, *, exit_code: int | None = None, error: str = "",
+                now: float) -> dict[str, Any]:
+    """``status.json`` after the job moves to ``state`` (the pod's one writer of it, pod_setup/job_status.py)."""
+    if state not in KNOWN_STATES:
+        raise PodOutputError(f"no job state {state!r}")
+    status: dict[str, Any] = {key: previous[key] for key in ("queued_at", "started_at", "finished_at", "exit_code",
+                                                             "error") if key in previous}
+    status.update(version=WIRE_VERSION, state=state)
+    status.setdefault("queued_at", now)
+    if state == "running":
+        status["started_at"] = now
+    if state in TERMINAL_STATES:
+        status["finished_at"] = now
+    if exit_code is not None:
+        status["exit_code"] = exit_code
+    if error:
+        status["error"] = error
+    return status
 
 
 def _items_progress(value: Any) -> dict[str, Any] | None:
@@ -258,6 +294,7 @@ def parse_manifest(raw: bytes | str, *, estimate_usd: float | None = None, max_i
     """A manifest from the pod, checked. Bad names and a structurally broken
     manifest raise PodOutputError; a bad cost is flagged in the result."""
     data = _json_object(raw, "manifest", MAX_MANIFEST_BYTES)
+    check_version(data, "manifest")
     names = data.get("images", [])
     if not isinstance(names, list):
         raise PodOutputError("the pod's manifest lists its images as something other than a list")

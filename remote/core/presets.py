@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from .jobspec import PROMPT_MAX_CHARS, STYLE_PRESETS
+from .jobspec import PROMPT_MAX_CHARS, SETTINGS_BY_NAME, JobValidationError
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +35,22 @@ class PresetError(ValueError):
     """A preset that cannot be read or written; the message names the file and the field."""
 
 
+# The job settings a preset sets (the scene keeps everything else); each as the job settings table declares it.
+PRESET_SETTINGS = ("prompt", "negative_prompt", "style_preset", "strength", "steps", "cfg_scale")
+_DEFAULTS = {name: SETTINGS_BY_NAME[name].default for name in PRESET_SETTINGS}
+
+
 @dataclass(frozen=True)
 class PromptPreset:
-    """The prompt settings a preset sets (the scene keeps everything else)."""
+    """A named set of the PRESET_SETTINGS."""
 
     name: str
-    prompt: str = ""
-    negative_prompt: str = ""
-    style_preset: str = ""  # empty: none
-    strength: float = 0.35
-    steps: int = 30
-    cfg_scale: float = 7.0
+    prompt: str = _DEFAULTS["prompt"]
+    negative_prompt: str = _DEFAULTS["negative_prompt"]
+    style_preset: str = _DEFAULTS["style_preset"]  # empty: none
+    strength: float = _DEFAULTS["strength"]
+    steps: int = _DEFAULTS["steps"]
+    cfg_scale: float = _DEFAULTS["cfg_scale"]
 
     def values(self) -> dict[str, Any]:
         """The settings without the name, as written to the file."""
@@ -95,14 +100,18 @@ def _text(data: Mapping[str, Any], key: str, source: str, limit: int = PROMPT_MA
     return value
 
 
-def _number(data: Mapping[str, Any], key: str, default: float, low: float, high: float, source: str,
-            whole: bool = False) -> Any:
-    value = data.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (whole and not isinstance(value, int)):
-        raise PresetError(f"{source}: {key} must be a {'whole ' if whole else ''}number")
-    if not low <= value <= high:
-        raise PresetError(f"{source}: {key} {value} is outside {low}..{high}")
-    return int(value) if whole else float(value)
+def _setting(data: Mapping[str, Any], name: str, source: str) -> Any:
+    """A preset's value of the job setting ``name``, checked as a job checks it (a whole number may stand
+    for a float)."""
+    each = SETTINGS_BY_NAME[name]
+    value = _text(data, name, source) if each.kind is str else data.get(name, each.default)
+    if each.kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    try:
+        each.check(value)
+    except JobValidationError as exc:
+        raise PresetError(f"{source}: {exc}") from None
+    return value
 
 
 def preset_from_dict(data: Any, name: str, source: str = "<preset>") -> PromptPreset:
@@ -112,18 +121,8 @@ def preset_from_dict(data: Any, name: str, source: str = "<preset>") -> PromptPr
     unknown = sorted(set(map(str, data)) - {"name", *PromptPreset.__dataclass_fields__})
     if unknown:
         raise PresetError(f"{source}: unknown setting(s) {', '.join(unknown)}")
-    style = _text(data, "style_preset", source, 64)
-    if style and style not in STYLE_PRESETS:
-        raise PresetError(f"{source}: style_preset {style!r} is not one of {', '.join(STYLE_PRESETS)}")
-    return PromptPreset(
-        name=_text(data, "name", source, NAME_MAX_CHARS).strip() or name,
-        prompt=_text(data, "prompt", source),
-        negative_prompt=_text(data, "negative_prompt", source),
-        style_preset=style,
-        strength=_number(data, "strength", 0.35, 0.0, 1.0, source),
-        steps=_number(data, "steps", 30, 10, 50, source, whole=True),
-        cfg_scale=_number(data, "cfg_scale", 7.0, 0.0, 35.0, source),
-    )
+    return PromptPreset(name=_text(data, "name", source, NAME_MAX_CHARS).strip() or name,
+                        **{key: _setting(data, key, source) for key in PRESET_SETTINGS})
 
 
 def load_preset(path: Path) -> PromptPreset:

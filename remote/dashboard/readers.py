@@ -21,6 +21,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from ..core.pod_output import PodOutputError, check_version
 from ..scene.shipment import shipment_from_record
 
 log = logging.getLogger(__name__)
@@ -377,7 +378,11 @@ class ManifestCache:
             if cached and cached[:2] == (stat.st_mtime_ns, stat.st_size):
                 return cached[2]
         data = read_json(path, MANIFEST_MAX_BYTES)
-        manifest = manifest_from_dict(data) if data is not None else None
+        try:
+            manifest = manifest_from_dict(data) if data is not None and check_version(data, "manifest") else None
+        except PodOutputError as exc:  # written by a newer Pose Factory: shown as unreadable, said in the log
+            log.warning("%s: %s", path, exc)
+            manifest = None
         with self._lock:
             self._cache[path] = (stat.st_mtime_ns, stat.st_size, manifest)
         return manifest

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from ..core.jobspec import RenderJob
+from ..core.jobspec import SETTINGS, RenderJob
 from .readers import JobView, Manifest, inside, plain_name, read_json, text
 
 log = logging.getLogger(__name__)
@@ -36,10 +36,8 @@ SHA256 = re.compile(r"[0-9a-f]{64}")
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 GZIP_MAGIC = b"\x1f\x8b"
 CHUNK = 1024 * 1024
-# A batch's item sources: poses × cameras (remote/core/batch_spec.py).
-BATCH_SETTINGS = ("poses", "cameras")
-SETTINGS = ("prompt", "negative_prompt", "width", "height", "strength", "steps", "cfg_scale", "sampler",
-            "style_preset", "seed", "batch", "backend", "render_samples", *BATCH_SETTINGS)
+# What a submission keeps of its job to re-run it: every job setting, and its size and sampler.
+KEPT_SETTINGS = (*(each.name for each in SETTINGS), "width", "height", "sampler")
 
 
 class SceneError(ValueError):
@@ -130,7 +128,7 @@ class SceneStore:
     # -- submissions -----------------------------------------------------------
     def record_submission(self, job: RenderJob, scene_sha256: str, host: str) -> None:
         self.submissions.mkdir(parents=True, exist_ok=True)
-        data = {"scene_sha256": scene_sha256, "host": host, "settings": {key: getattr(job, key) for key in SETTINGS}}
+        data = {"scene_sha256": scene_sha256, "host": host, "settings": {key: getattr(job, key) for key in KEPT_SETTINGS}}
         path = self.submissions / f"{job.job_id}.json"
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(json.dumps(data, indent=2))
@@ -152,7 +150,7 @@ class SceneStore:
         submitted = read_json(self.submissions / f"{job.job_id}.json", 64 * 1024) if plain_name(job.job_id) else None
         source = (submitted or {}).get("settings") or self._local_pod_job(job)
         if isinstance(source, dict):
-            return {key: source[key] for key in SETTINGS if key in source}
+            return {key: source[key] for key in KEPT_SETTINGS if key in source}
         if manifest is None:
             return {"prompt": job.prompt} if job.prompt else {}
         settings: dict[str, Any] = {"prompt": manifest.prompt or job.prompt, "negative_prompt": manifest.negative_prompt,

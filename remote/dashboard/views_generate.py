@@ -10,9 +10,10 @@ from flask import Blueprint, current_app, flash, jsonify, redirect, render_templ
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response
 
-from ..core.jobspec import BACKENDS, SDXL_SIZES, STABILITY_KEY_BACKENDS, STYLE_PRESETS
+from ..core.jobspec import SDXL_SIZES, SETTINGS, STABILITY_KEY_BACKENDS
 from ..core.presets import PresetError, find_preset, list_presets, load_preset
-from .scenes import BATCH_SETTINGS, SceneError
+from .form_fields import form_sections, setting_values
+from .scenes import SceneError
 from .state import Dashboard, dashboard
 from .submit import SubmitError, build_job, estimate, hosts
 from .views_jobs import first_image, job_or_404
@@ -21,20 +22,13 @@ from .views_presets import folder as presets_folder
 log = logging.getLogger(__name__)
 blueprint = Blueprint("generate", __name__)
 SCENE_THUMB_JOBS = 300  # how many recent jobs are looked at to find a scene's thumbnail
-FIELDS = {"strength": float, "steps": int, "cfg_scale": float, "seed": int, "batch": int, "render_samples": int}
-
-
 def settings_from_form(form: MultiDict) -> dict[str, Any]:
-    """RenderJob settings from the form's text; raises SubmitError naming a field that is not a number."""
-    settings: dict[str, Any] = {key: form.get(key, "") for key in ("prompt", "negative_prompt", "style_preset", "backend")}
-    settings.update({key: form[key].strip() for key in BATCH_SETTINGS if form.get(key, "").strip()})
-    for key, kind in FIELDS.items():
-        raw = form.get(key, "").strip()
-        if raw:
-            try:
-                settings[key] = kind(raw)
-            except ValueError:
-                raise SubmitError(f"{key}: {raw[:20]!r} is not a number") from None
+    """RenderJob settings from the form's text (those left empty keep their defaults) and its size; raises
+    SubmitError naming a field that is not a number."""
+    try:
+        settings = setting_values(form, [each.name for each in SETTINGS])
+    except ValueError as exc:
+        raise SubmitError(str(exc)) from None
     size = form.get("size", "1024x1024")
     try:
         settings["width"], settings["height"] = (int(part) for part in size.split("x"))
@@ -62,8 +56,8 @@ def _default_backend() -> str:
 @blueprint.get("/generate")
 def form() -> str:
     board = dashboard()
-    values: dict[str, Any] = {"backend": _default_backend(), "size": "1024x1024", "batch": 1, "seed": 0, "steps": 30,
-                              "strength": 0.35, "cfg_scale": 7.0, "host": request.args.get("host", "local")}
+    values: dict[str, Any] = {**{each.name: each.default for each in SETTINGS}, "backend": _default_backend(),
+                              "size": "1024x1024", "host": request.args.get("host", "local")}
     chosen_preset = request.args.get("preset", "")
     if chosen_preset:
         try:
@@ -73,8 +67,7 @@ def form() -> str:
             values.update(load_preset(path).values())
         except PresetError as exc:
             flash(str(exc), "error")
-    for key in ("prompt", "negative_prompt", "seed", "steps", "strength", "cfg_scale", "batch", "style_preset", "size",
-                *BATCH_SETTINGS):
+    for key in (*(each.name for each in SETTINGS), "size"):
         if request.args.get(key):
             values[key] = request.args[key][:2000]
     try:
@@ -85,8 +78,8 @@ def form() -> str:
     presets, _ = list_presets(presets_folder())
     return render_template("generate.html", values=values, scenes=board.scenes.scenes(_scene_thumbs(board)),
                            chosen_scene=request.args.get("scene", ""), presets=presets, chosen_preset=chosen_preset,
-                           hosts=host_names, backends=BACKENDS, styles=STYLE_PRESETS,
-                           sizes=[f"{w}x{h}" for w, h in SDXL_SIZES], batch_fields=BATCH_SETTINGS,
+                           hosts=host_names, sections=form_sections(),
+                           sizes=[f"{w}x{h}" for w, h in SDXL_SIZES],
                            max_upload_mib=current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024))
 
 

@@ -7,10 +7,11 @@ import logging
 from pathlib import Path
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
+from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response
 
-from ..core.jobspec import STYLE_PRESETS
-from ..core.presets import PresetError, PromptPreset, delete_preset, list_presets, preset_from_dict, presets_dir, save_preset
+from ..core.presets import PRESET_SETTINGS, PresetError, PromptPreset, delete_preset, list_presets, preset_from_dict, presets_dir, save_preset
+from .form_fields import fields, setting_values
 from .state import dashboard
 
 log = logging.getLogger(__name__)
@@ -22,27 +23,23 @@ def folder() -> Path:
     return chosen if chosen is not None else presets_dir()
 
 
-def preset_from_form(form) -> PromptPreset:
+def preset_from_form(form: MultiDict) -> PromptPreset:
     """A checked preset from a form's fields; raises PresetError."""
-    def number(key: str, kind: type) -> float | int:
-        try:
-            return kind(form.get(key, ""))
-        except ValueError:
-            raise PresetError(f"{key}: {form.get(key, '')[:20]!r} is not a number") from None
-
     name = form.get("name", "").strip()
     if not name:
         raise PresetError("name: must not be empty")
-    return preset_from_dict({"name": name, "prompt": form.get("prompt", ""), "negative_prompt": form.get("negative_prompt", ""),
-                             "style_preset": form.get("style_preset", ""), "strength": number("strength", float),
-                             "steps": number("steps", int), "cfg_scale": number("cfg_scale", float)}, name, "preset")
+    try:
+        values = setting_values(form, PRESET_SETTINGS)
+    except ValueError as exc:
+        raise PresetError(str(exc)) from None
+    return preset_from_dict({"name": name, **values}, name, "preset")
 
 
 @blueprint.get("/presets")
 def index() -> str:
     presets, problems = list_presets(folder())
     return render_template("presets.html", presets=presets, problems=problems, folder=folder(),
-                           styles=STYLE_PRESETS, blank=PromptPreset(name=""))
+                           fields=fields(PRESET_SETTINGS), blank=PromptPreset(name=""))
 
 
 @blueprint.post("/presets")

@@ -30,7 +30,7 @@ from ..core.config import data_dir
 from ..core.contact_sheet import Cell, write_sheet
 from ..core.humanoid import SkeletonCheck, check_skeletons
 from ..core.jobspec import RenderJob
-from ..core.pod_output import PodManifest, PodStatus, clean_text
+from ..core.pod_output import WIRE_VERSION, PodManifest, PodStatus, clean_text
 from .state import JobRecord, PipelineError
 
 log = logging.getLogger(__name__)
@@ -285,7 +285,7 @@ def finish_manifest(manifest: dict[str, Any], reused: list[dict[str, Any]], loca
     """The job's local manifest: the pod's items plus the reused ones, in the batch's ``order``, and the sheet."""
     position = {name: n for n, name in enumerate(order)}
     items = sorted([*reused, *checked_items(manifest)], key=lambda e: position.get(e["name"], len(position)))
-    manifest["items"] = items
+    manifest["version"], manifest["items"] = WIRE_VERSION, items
     manifest["images"] = [check_item_path(p) for e in items if e["status"] in ("done", "reused") for p in e["images"]]
     if items:
         manifest["contact_sheet"] = rebuild_sheet(items, local_dir)

@@ -1,10 +1,5 @@
-"""Who owns a job, and what it cost: the job lock and the ledger.
+"""What a job cost: the ledger (who owns a job while it runs: :mod:`.job_lock`).
 
-* **One attached process per job.** Whoever submits or re-attaches a job
-  holds ``<data dir>/jobs/<job id>.lock`` while it waits, downloads and
-  charges. A second ``reattach`` (or a second Blender re-attaching at
-  start-up) is refused at once with :class:`JobBusy` naming the holder; it
-  never downloads, charges or touches the record.
 * **Exactly one ledger line per job that reached a terminal state** (done,
   failed, cancelled) once it reached the pod: written under the job lock,
   and only when neither the record says it was written nor the ledger holds
@@ -19,9 +14,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +23,6 @@ from ..bridge.queue import append_record, read_records
 from ..core.config import data_dir
 from ..core.cost import CostConfigError, CostModel
 from ..core.jobspec import RenderJob
-from ..core.locking import FileLock, LockHeld
 from ..core.pod_output import MAX_GPU_SECONDS, PodManifest, PodStatus
 
 log = logging.getLogger(__name__)
@@ -41,27 +32,8 @@ LEDGER = "ledger.jsonl"
 GPU_SECONDS_SLACK = 120.0
 
 
-class JobBusy(RuntimeError):
-    """Another process is attached to this job; the message names it."""
-
-
 def ledger_path() -> Path:
     return data_dir() / LEDGER
-
-
-def job_lock(job_id: str, what: str) -> FileLock:
-    """Take the job's lock now or raise :class:`JobBusy` naming whoever holds it."""
-    folder = data_dir() / "jobs"
-    folder.mkdir(parents=True, exist_ok=True)
-    program = "Blender" if "bpy" in sys.modules else "python"
-    holder = f"pid {os.getpid()} ({program}, {what}) on {socket.gethostname()}"
-    lock = FileLock(folder / f"{job_id}.lock", holder)
-    try:
-        return lock.acquire(timeout=0)
-    except LockHeld:
-        who = lock.current_holder() or "another process"
-        log.info("job %s is held by %s; not attaching", job_id, who)
-        raise JobBusy(f"job {job_id} is already followed by {who}; not downloading or charging it twice") from None
 
 
 def append_ledger(entry: dict[str, Any]) -> None:
@@ -96,9 +68,15 @@ class Spend:
     flag: str = ""  # why the pod's own figure was not charged
 
 
+def variations_of(basis: dict[str, Any]) -> int:
+    """The variations per item a job's cost basis holds ("batch" in records written before the name changed)."""
+    value = basis.get("variations", basis.get("batch", 1))
+    return max(int(value or 1), 1)
+
+
 def _cost_job(basis: dict[str, Any]) -> RenderJob:
-    known = {key: basis[key] for key in ("engine_id", "steps", "batch", "backend") if key in basis}
-    return RenderJob(blend_path="-", output_dir="-", prompt="-", **known)
+    known = {key: basis[key] for key in ("engine_id", "steps", "backend") if key in basis}
+    return RenderJob(blend_path="-", output_dir="-", prompt="-", variations=variations_of(basis), **known)
 
 
 def compute_spend(basis: dict[str, Any], status: PodStatus | None, manifest: PodManifest | None, *,
@@ -119,7 +97,7 @@ def compute_spend(basis: dict[str, Any], status: PodStatus | None, manifest: Pod
         gpu = observed
     job = _cost_job(basis)
     images = max(manifest.images_generated if manifest is not None else 0, images_floor)
-    asked = job.batch * max(int(basis.get("items", 1) or 1), 1) if job.backend != "none" else 0
+    asked = job.variations * max(int(basis.get("items", 1) or 1), 1) if job.backend != "none" else 0
     if images > asked:
         flags.append(f"the pod reported {images} AI images accepted, more than the {asked} asked for")
         images = asked

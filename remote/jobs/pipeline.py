@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from ..bridge.api import UnknownHost
 from ..core.batch_spec import MAX_ITEMS, BatchSpecError
@@ -39,11 +40,12 @@ from ..core.blendfile import NotABlendFile, check_blend_file
 from ..core.config import ConfigError, load_hosts
 from ..core.cost import CostConfigError
 from ..core.jobspec import STABILITY_KEY_BACKENDS, JobValidationError, RenderJob, control_files
-from ..core.pod_output import clean_text, output_path
+from ..core.pod_output import WIRE_VERSION, clean_text, output_path
 from ..runpod.pods import RunPodError
 from ..scene.pack import PackedScene, SceneError, pack_scene
 from .items import BatchPlan, ItemCache, copy_reused, finish_manifest, is_batch, openpose_checks, plan_batch
-from .ledger import JobBusy, Spend, compute_spend, job_lock
+from .job_lock import JobBusy, job_lock
+from .ledger import Spend, compute_spend
 from .outcome import Outcome
 from .pod_executor import PodExecutor, pod_connection
 from .serverless import SERVERLESS_PREFIX, ServerlessExecutor, interrupted_outcome
@@ -62,8 +64,9 @@ def _reuse_everything(record: JobRecord, record_path: Path | None, plan: BatchPl
     """Every item of the batch is already here: nothing is uploaded, rendered or paid for (one $0 ledger line)."""
     local_dir = Path(record.local_output_dir)
     local_dir.mkdir(parents=True, exist_ok=True)
-    manifest = {"job_id": record.job_id, "status": "done", "prompt": record.prompt, "poses": plan.job.poses,
-                "cameras": plan.job.cameras, "actual_cost": {"total_usd": 0.0}, "items": []}
+    manifest: dict[str, Any] = {"version": WIRE_VERSION, "job_id": record.job_id, "status": "done",
+                                "prompt": record.prompt, "poses": plan.job.poses, "cameras": plan.job.cameras,
+                                "actual_cost": {"total_usd": 0.0}, "items": []}
     finish_manifest(manifest, record.items_reused, local_dir, record.items_order)
     images = [p for p in (output_path(local_dir, name, allow_item_dirs=True) for name in manifest["images"])
               if p.is_file()]
@@ -145,7 +148,7 @@ def run_job(job: RenderJob, blend_file: Path, *, host: str, hosts_file: Path | N
     record = JobRecord(job_id=job_id, host=host, hosts_file=str(hosts_file) if hosts_file else None,
                        remote_job_dir="", local_output_dir=str(Path(local_output_dir) / job_id),
                        prompt=clean_text(job.prompt, one_line=False), control_files=control_files(job.control),
-                       cost_basis={"engine_id": job.engine_id, "steps": job.steps, "batch": job.batch,
+                       cost_basis={"engine_id": job.engine_id, "steps": job.steps, "variations": job.variations,
                                    "backend": job.backend})
 
     def body() -> JobResult:

@@ -25,7 +25,7 @@ from ..runpod.idle import arm_watchdog
 from ..runpod.pods import prepare_host
 from ..scene.pack import PackedScene
 from .items import ItemCache, ItemStreamer, finish_manifest
-from .ledger import append_ledger, compute_spend
+from .ledger import append_ledger, compute_spend, variations_of
 from .outcome import Outcome
 from .pod_steps import POLL_S, JobRunner
 from .scene_upload import SceneUploader
@@ -190,7 +190,7 @@ def stopped_outcome(runner: JobRunner, state: JobState, error: str) -> Outcome:
         except (OSError, ValueError) as exc:
             log.warning("job %s: the items back could not be listed: %s", record.job_id, exc)
     # The pod's manifest may be unreadable (a full disk): each item streamed back had its AI images paid.
-    streamed = len(record.items_done) * int(record.cost_basis.get("batch", 1) or 1)
+    streamed = len(record.items_done) * variations_of(record.cost_basis)
     spend = compute_spend(record.cost_basis, status, manifest, started_epoch=record.started_epoch,
                           pod_type=runner.host.pod_type, images_floor=streamed)
     return Outcome(state, error, status=status, manifest=manifest, images=images, local_manifest=local_manifest,

@@ -42,6 +42,7 @@ from ..core.pod_output import (
     parse_status,
 )
 from ..core.quoting import q
+from .ledger import variations_of
 from .state import (
     Cancelled,
     JobProgress,
@@ -316,7 +317,7 @@ class JobRunner:
             return None
         items = max(int(self.record.cost_basis.get("items", 1) or 1), 1)
         return parse_manifest(data, estimate_usd=self.record.estimate_usd, allow_item_dirs=self.record.is_batch,
-                              max_images=max(int(self.record.cost_basis.get("batch", 10) or 10), 1) * 10 * items)
+                              max_images=variations_of(self.record.cost_basis) * 10 * items)
 
     def mark_downloaded(self) -> None:
         """Tell the pod's retention that this job's outputs are safe on the laptop."""

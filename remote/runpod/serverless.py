@@ -89,7 +89,7 @@ def output_names(job: RenderJob) -> list[str]:
         return ["manifest.json", ARCHIVE]
     names = ["render.png", "manifest.json"]
     if job.backend != "none":
-        names += [f"ai-render-{n}.png" for n in range(1, job.batch + 1)]
+        names += [f"ai-render-{n}.png" for n in range(1, job.variations + 1)]
     return names
 
 

@@ -121,7 +121,7 @@ class StabilityClient:
         ]
         if job.negative_prompt.strip():
             fields += [("text_prompts[1][text]", job.negative_prompt), ("text_prompts[1][weight]", "-1")]
-        fields += [("cfg_scale", f"{job.cfg_scale:g}"), ("samples", str(job.batch)),
+        fields += [("cfg_scale", f"{job.cfg_scale:g}"), ("samples", str(job.variations)),
                    ("seed", str(job.seed)), ("steps", str(job.steps))]
         if job.sampler:
             fields.append(("sampler", job.sampler))

@@ -1,7 +1,9 @@
-"""The CLI's hardening: broken hosts files, bad --time-limit, internal errors (MemoryError)
-and truncated scenes are each one line on the terminal, the traceback in the log file."""
+"""The command lines' refusals and guard rails: every option explains itself; broken hosts files,
+bad --time-limit, internal errors (KeyError, MemoryError) and truncated scenes are each one line on
+the terminal, the traceback (redacted) in the log file."""
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -10,8 +12,12 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from remote import cli as remote_cli
+from remote import runpod_cli
+from remote.bridge import agent
 from remote.core import blendfile
 from remote.core.blendfile import NotABlendFile, check_blend_file
+from remote.dashboard import __main__ as dashboard
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "sk-hardening-secret-0123456789"
@@ -114,3 +120,55 @@ def test_the_cli_refuses_a_truncated_blend_before_upload(tmp_path, sample_scene)
     line = one_line(done)
     assert "is truncated or damaged" in line or "damaged compressed" in line
     assert done.stdout == "" and nothing_started(tmp_path)
+
+
+class Captured(BaseException):  # past the CLI's own catch-all
+    pass
+
+
+def parser_of(main, monkeypatch) -> argparse.ArgumentParser:
+    seen: list[argparse.ArgumentParser] = []
+
+    def capture(self, *args, **kwargs):
+        seen.append(self)
+        raise Captured()
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", capture)
+    with pytest.raises(Captured):
+        main([])
+    return seen[0]
+
+
+def undocumented(parser: argparse.ArgumentParser, where: str) -> list[str]:
+    missing = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                missing += undocumented(sub, f"{where} {name}")
+        elif not isinstance(action, argparse._HelpAction) and not action.help:
+            missing.append(f"{where}: {'/'.join(action.option_strings) or action.dest}")
+    return missing
+
+
+@pytest.mark.parametrize("name, main", [("remote.cli", remote_cli.main), ("remote.bridge.agent", agent.main),
+                                        ("remote.runpod_cli", runpod_cli.main), ("remote.dashboard", dashboard.main)])
+def test_every_option_has_help_text(name, main, monkeypatch, tmp_path):
+    monkeypatch.setenv("POSEFACTORY_DATA_DIR", str(tmp_path))
+    assert undocumented(parser_of(main, monkeypatch), name) == []
+
+
+def test_an_internal_error_is_one_line_with_the_traceback_in_the_log(tmp_path, monkeypatch, capsys, sample_scene):
+    monkeypatch.setenv("POSEFACTORY_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("STABILITY_API_KEY", "sk-secret-for-the-log-test")
+
+    def broken(*args, **kwargs):
+        raise KeyError("sk-secret-for-the-log-test and a bug")
+
+    monkeypatch.setattr(remote_cli, "run_job", broken)
+    code = remote_cli.main(["render", str(sample_scene), "--prompt", "a knight", "--backend", "none"])
+    err = capsys.readouterr().err
+    assert code == 70 and len(err.strip().splitlines()) == 1 and "internal error (KeyError" in err
+    assert "sk-secret-for-the-log-test" not in err
+    log = (tmp_path / "logs" / "posefactory.log").read_text()
+    assert "Traceback" in log and "def broken" not in err and "broken" in log
+    assert "sk-secret-for-the-log-test" not in log  # redacted, traceback included
