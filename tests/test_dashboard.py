@@ -428,7 +428,7 @@ def test_uploads_must_be_blend_files_within_the_limit(root, tmp_path):
     app = create_app(root, presets_folder=tmp_path / "presets", max_upload_bytes=64 * 1024)
     client = app.test_client()
     form = {"prompt": "a knight", "size": "1024x1024", "backend": "none", "host": "nowhere", "steps": "30",
-            "batch": "1", "seed": "0", "strength": "0.35", "cfg_scale": "7"}
+            "variations": "1", "seed": "0", "strength": "0.35", "cfg_scale": "7"}
 
     def upload(name: str, content: bytes) -> str:
         response = post(client, app, "/generate", {**form, "blend": (io.BytesIO(content), name)},

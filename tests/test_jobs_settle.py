@@ -30,7 +30,7 @@ def data(tmp_path, monkeypatch):
 def _record(tmp_path: Path, **fields) -> JobRecord:
     defaults = dict(job_id="job-1", host="pod", hosts_file=None, remote_job_dir="/workspace/jobs/job-1",
                     local_output_dir=str(tmp_path / "out" / "job-1"),
-                    cost_basis={"steps": 30, "batch": 2, "backend": "stability"})
+                    cost_basis={"steps": 30, "variations": 2, "backend": "stability"})
     return JobRecord(**{**defaults, **fields})
 
 
@@ -142,6 +142,7 @@ def test_disk_full_mid_batch_cancels_the_pod_job_and_charges_the_streamed_items(
     (out / "pose-a").mkdir(parents=True)
     (out / "pose-a" / "ai-render-1.png").write_bytes(b"png")
     record = _record(tmp_path, is_batch=True, items_done=["pose-a", "pose-b"], items_order=["pose-a", "pose-b", "c"],
+                     # A record written before "variations" was the name: its "batch" is still read.
                      started_epoch=1.0, cost_basis={"steps": 30, "batch": 2, "backend": "stability", "items": 3})
     runner = _FakeRunner(record, None)  # the manifest cannot be read either
     result = follow(PodExecutor(runner), start=False)  # type: ignore[arg-type]

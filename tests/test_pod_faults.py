@@ -71,7 +71,7 @@ def test_the_key_is_in_no_process_environment_or_argv_on_the_pod(data, tmp_path,
     watcher = threading.Thread(target=look_while_the_api_works)
     watcher.start()
     result = submit(tmp_path, sample_scene, stability_server.api_key,
-                    **{"backend": "stability", "api_base_url": stability_server.base_url, "batch": 1})
+                    **{"backend": "stability", "api_base_url": stability_server.base_url, "variations": 1})
     watcher.join()
     assert result.status == "done", result.error
     (holding, pod_processes), = seen
