@@ -6,16 +6,13 @@ counted against the open scene for the panel's live estimate.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 
 from .pod_setup.poses import Item, pose_assets, resolve_items
 from .remote.core.batch_spec import BatchSpecError
-
-if TYPE_CHECKING:
-    from .properties import PosefactorySettings
 
 POSE_SOURCES = [
     ("CURRENT", "Current Pose", "The scene as it is: one image per camera"),
@@ -39,7 +36,7 @@ class PosefactoryPose(bpy.types.PropertyGroup):
 
 def refresh_pose_list(scene: bpy.types.Scene) -> int:
     """Fill the pose list from the scene's markers and pose assets, keeping the ticks; returns its length."""
-    settings: PosefactorySettings = cast(Any, scene).posefactory
+    settings = cast(Any, scene).posefactory  # the scene's settings (properties.py)
     ticked = {pose.name: pose.enabled for pose in settings.poses}
     settings.poses.clear()
     names = [(m.name, "Marker") for m in sorted(scene.timeline_markers, key=lambda m: (m.frame, m.name))]
@@ -50,7 +47,7 @@ def refresh_pose_list(scene: bpy.types.Scene) -> int:
     return len(names)
 
 
-def poses_spec(settings: PosefactorySettings) -> str:
+def poses_spec(settings: Any) -> str:
     source = settings.pose_source
     if source == "FRAMES":
         step = f":{settings.frame_step}" if settings.frame_step > 1 else ""
@@ -60,7 +57,7 @@ def poses_spec(settings: PosefactorySettings) -> str:
     return source.lower()
 
 
-def cameras_spec(settings: PosefactorySettings) -> str:
+def cameras_spec(settings: Any) -> str:
     if settings.camera_source == "COLLECTION":
         collection = settings.camera_collection
         return f"collection:{collection.name if collection else ''}"

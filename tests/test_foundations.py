@@ -22,3 +22,17 @@ def test_bootstrap_is_idempotent_and_quick_the_second_time():
     )
     assert completed.returncode == 0, completed.stderr
     assert "installing" not in completed.stderr
+
+
+def test_no_module_of_ours_imports_one_that_imports_it_back():
+    """Imports point one way inside each package too (the add-on's api and properties, the pod's backends
+    and their package were cycles): no module reaches, through any chain, a module that imports it, a
+    package's __init__ included."""
+    import grimp
+
+    graph = grimp.build_graph("remote", "pod_setup", "posefactory_addon")
+    ours = [m for m in graph.modules if not m.startswith(("posefactory_addon.remote", "posefactory_addon.pod_setup"))]
+    cycles = sorted({tuple(sorted((module, imported))) for module in ours
+                     for imported in graph.find_modules_directly_imported_by(module)
+                     if imported in ours and imported != module and graph.chain_exists(importer=imported, imported=module)})
+    assert cycles == []

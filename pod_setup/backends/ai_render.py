@@ -32,8 +32,8 @@ from typing import Any
 from remote.core.jobspec import MAX_SEED, RenderJob
 
 from ..job_errors import EXIT_AI, EXIT_NO_KEY, JobFailed
-from . import Variation
-from .stability_v1 import stability_key
+from .base import Variation
+from .stability_key import stability_key
 
 log = logging.getLogger(__name__)
 

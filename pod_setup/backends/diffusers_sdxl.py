@@ -29,7 +29,7 @@ from remote.core.jobspec import RenderJob, denoising_steps
 
 from .. import ai_channel
 from ..job_errors import EXIT_AI, EXIT_NO_KEY, JobFailed
-from . import Variation
+from .base import Variation
 
 log = logging.getLogger(__name__)
 

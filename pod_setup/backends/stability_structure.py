@@ -22,8 +22,8 @@ from remote.stability.v1 import AuthenticationError, StabilityError
 from remote.stability.v2beta import StabilityV2Client
 
 from ..job_errors import EXIT_AI, EXIT_NO_KEY, JobFailed
-from . import Variation
-from .stability_v1 import stability_key
+from .base import Variation
+from .stability_key import stability_key
 
 log = logging.getLogger(__name__)
 

@@ -1,11 +1,10 @@
 """Backend ``stability``: Stability's v1 SDXL image-to-image (paid per image).
 
-The key comes from ``STABILITY_API_KEY`` or ``$WORKSPACE/.env``, never from
-the job file, and is never printed.
+The key comes from ``STABILITY_API_KEY`` or ``$WORKSPACE/.env`` (``stability_key.py``),
+never from the job file, and is never printed.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,31 +12,9 @@ from typing import Any
 from remote.core.jobspec import RenderJob
 from remote.stability.v1 import StabilityClient, StabilityError
 
-from .. import job_secrets
 from ..job_errors import EXIT_AI, EXIT_NO_KEY, JobFailed
-from . import Variation
-
-
-def read_dotenv(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines of a .env file (quotes stripped, comments ignored)."""
-    values: dict[str, str] = {}
-    if not path.is_file():
-        return values
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, value = line.removeprefix("export ").split("=", 1)
-        values[key.strip()] = value.strip().strip("'\"")
-    return values
-
-
-def stability_key() -> str:
-    key = job_secrets.get("STABILITY_API_KEY")  # handed over in a file, not the environment
-    if not key:
-        workspace = Path(os.environ.get("WORKSPACE", "/workspace"))
-        key = read_dotenv(workspace / ".env").get("STABILITY_API_KEY", "")
-    return key
+from .base import Variation
+from .stability_key import stability_key
 
 
 class StabilityV1Backend:
